@@ -1,0 +1,145 @@
+"""build_server(): the aio server with our service, health, reflection and error mapping.
+
+`serve()` runs it until SIGTERM/SIGINT: it stops accepting new calls, lets
+in-flight calls finish within the grace period, then closes Redis.
+`--workers N` runs N such processes on one port (SO_REUSEPORT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis, RedisCluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from sessionmemory.v1 import memory_service_pb2, memory_service_pb2_grpc
+
+from . import logs
+from .auth import ApiKeys
+from .config import Settings
+from .interceptors import ErrorInterceptor
+from .memory import Memory
+from .servicer import MemoryServicer
+from .stores.redis_store import RedisStore
+
+log = logging.getLogger("sessionmemory.server")
+
+SERVICE_NAME = memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
+
+
+def redis_client(settings: Settings) -> Redis | RedisCluster:
+    """A Redis client whose every command and connect has a timeout and no hidden retry.
+
+    Retries are the caller's business: a blind retry of a timed-out Increment
+    could count twice, so the server fails fast with UNAVAILABLE instead.
+    """
+    options = {
+        "socket_timeout": settings.redis_timeout_seconds,
+        "socket_connect_timeout": settings.redis_timeout_seconds,
+        "retry": Retry(NoBackoff(), 0),
+        "max_connections": settings.redis_max_connections,
+    }
+    url = settings.redis_url.get_secret_value()
+    if settings.redis_cluster:
+        return RedisCluster.from_url(url, **options)  # type: ignore[arg-type]
+    return Redis.from_url(url, **options)  # type: ignore[arg-type]
+
+
+@dataclass
+class Built:
+    """A built, started server and what it owns."""
+
+    server: grpc.aio.Server
+    port: int
+    redis: Redis | RedisCluster
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop accepting calls, wait up to ``grace`` seconds for in-flight ones, close Redis."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.redis.aclose()
+
+
+async def build_server(settings: Settings, *, api_keys_cache: float | None = None) -> Built:
+    """Build and start the server on ``settings.listen`` (port 0 picks a free port)."""
+    client = redis_client(settings)
+    api_keys = ApiKeys(
+        client,
+        cache_seconds=settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache,
+    )
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor(f"/{SERVICE_NAME}/")],
+        options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+    )
+    memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
+        MemoryServicer(Memory(RedisStore(client)), api_keys), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return Built(server, port, client, health_servicer)
+
+
+async def _serve(settings: Settings) -> None:
+    built = await build_server(settings)
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("serving", extra={"listen": f"{host}:{built.port}"})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
+    await built.stop(settings.grace_seconds)
+    log.info("stopped")
+
+
+def _run_one(settings: Settings) -> None:
+    logs.setup(settings.log_level, settings.log_format)
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        uvloop.run(_serve(settings))
+    except ImportError:
+        asyncio.run(_serve(settings))
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, in ``settings.workers`` processes sharing the port."""
+    if settings.workers == 1:
+        _run_one(settings)
+        return
+    if settings.listen.endswith(":0"):
+        raise ValueError("--workers needs a fixed port: processes share it with SO_REUSEPORT")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_run_one, args=(settings,)) for _ in range(settings.workers)]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()

@@ -1,0 +1,165 @@
+"""The ``session-memory`` command: serve, dev, keys, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .auth import ApiKeys
+from .config import Settings
+
+_DEV_KEY_FILE = "dev-api-key"
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", help="host:port to serve on (env SESSION_MEMORY_LISTEN)")
+    p.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--grace-seconds", type=float, help="shutdown grace for in-flight calls")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-format", choices=["json", "text"])
+
+
+def _add_redis_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", help="Redis URL (env SESSION_MEMORY_REDIS_URL)")
+    p.add_argument("--redis-cluster", action="store_true", default=None, help="Redis Cluster")
+    p.add_argument("--redis-timeout-seconds", type=float, help="timeout of every Redis call")
+
+
+def _settings(args: argparse.Namespace, **fixed: Any) -> Settings:
+    names = (
+        "listen",
+        "workers",
+        "grace_seconds",
+        "log_level",
+        "log_format",
+        "redis_url",
+        "redis_cluster",
+        "redis_timeout_seconds",
+    )
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    given.update(fixed)
+    return Settings(**given)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="session-memory", description="Typed, expiring, per-conversation memory over gRPC."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server against an existing Redis")
+    _add_server_flags(serve)
+    _add_redis_flags(serve)
+
+    dev = sub.add_parser("dev", help="run the server with an embedded Redis and a dev API key")
+    _add_server_flags(dev)
+    dev.add_argument("--data-dir", type=Path, default=Path(".session-memory"))
+    dev.add_argument("--redis-port", type=int, default=0, help="port of the embedded Redis")
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key for a tenant and print it once")
+    create.add_argument("--tenant", required=True)
+    _add_redis_flags(create)
+    listing = keys_sub.add_parser("list", help="list key ids and tenants")
+    _add_redis_flags(listing)
+    revoke = keys_sub.add_parser("revoke", help="revoke keys by id")
+    revoke.add_argument("key_ids", nargs="+")
+    _add_redis_flags(revoke)
+
+    bench = sub.add_parser("bench", help="benchmark Get against a bare grpc.aio + Redis floor")
+    bench.add_argument("--duration", type=float, default=5.0, help="seconds per load level")
+    bench.add_argument("--inflight", default="1,16,64", help="calls in flight, comma-separated")
+    bench.add_argument("--workers", type=int, default=1, help="server processes for ours")
+    return parser
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    client = Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+    )
+    api_keys = ApiKeys(client)
+    try:
+        if args.keys_command == "create":
+            key = await api_keys.create(args.tenant)
+            print(key)
+            print(f"(tenant {args.tenant}; this key is shown only once)", file=sys.stderr)
+        elif args.keys_command == "list":
+            for info in await api_keys.list():
+                print(f"{info.key_id}\t{info.tenant}\t{info.created_at:.0f}")
+        else:
+            count = await api_keys.revoke(args.key_ids)
+            print(f"revoked {count} of {len(args.key_ids)}")
+            return 0 if count == len(args.key_ids) else 1
+    finally:
+        await client.aclose()
+    return 0
+
+
+async def _dev_key(url: str, data_dir: Path) -> str:
+    """Reuse the dev key kept in the data folder, or create one."""
+    client = Redis.from_url(url)
+    api_keys = ApiKeys(client)
+    try:
+        path = data_dir / _DEV_KEY_FILE
+        if path.exists():
+            key = path.read_text().strip()
+            if await api_keys.is_valid(key):
+                return key
+        key = await api_keys.create("dev")
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        return key
+    finally:
+        await client.aclose()
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from .app import serve  # noqa: PLC0415
+    from .embedded import EmbeddedRedis  # noqa: PLC0415
+
+    data_dir: Path = args.data_dir.resolve()
+    with EmbeddedRedis(data_dir / "redis", port=args.redis_port, persist=True) as embedded:
+        key = asyncio.run(_dev_key(embedded.url, data_dir))
+        settings = _settings(args, redis_url=embedded.url, log_format=args.log_format or "text")
+        print(
+            f"Session Memory dev server\n"
+            f"  gRPC address : {settings.listen}\n"
+            f"  API key      : {key}\n"
+            f"  Redis        : {embedded.url} (data in {embedded.data_dir})\n"
+            f"Try: export SESSION_MEMORY_ADDR={settings.listen} SESSION_MEMORY_API_KEY={key}\n"
+            "Stop with Ctrl-C.",
+            flush=True,
+        )
+        serve(settings)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``session-memory`` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from .app import serve  # noqa: PLC0415
+
+        serve(_settings(args))
+        return 0
+    if args.command == "dev":
+        return _dev(args)
+    if args.command == "keys":
+        return asyncio.run(_keys(args))
+    from .bench import main as bench_main  # noqa: PLC0415
+
+    return bench_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

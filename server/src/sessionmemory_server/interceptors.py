@@ -1,0 +1,129 @@
+"""Domain error -> gRPC status with ErrorInfo (+ BadRequest, RetryInfo), in one place.
+
+Unknown exceptions become INTERNAL with a request id that is logged with the
+traceback; backend connection failures and timeouts become UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import redis.exceptions
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from .errors import DOMAIN, DomainError, unavailable
+
+log = logging.getLogger("sessionmemory.rpc")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+_BACKEND_DOWN = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+def to_status(err: DomainError) -> grpc.Status:
+    """Build the rich status (ErrorInfo first, then BadRequest / RetryInfo)."""
+    details: list[any_pb2.Any] = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata))
+    details.append(info)
+    if err.field is not None and err.code == grpc.StatusCode.INVALID_ARGUMENT:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=err.field, description=err.message, reason=err.reason
+                    )
+                ]
+            )
+        )
+        details.append(bad)
+    if err.retry_after is not None:
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(err.retry_after * 1e9))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
+    return rpc_status.to_status(
+        status_pb2.Status(code=err.code.value[0], message=err.message, details=details)
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
+    status = to_status(err)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _wrap(behavior: Behavior, method: str) -> Behavior:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request, context)
+        except DomainError as err:
+            await _abort(context, err)
+        except _BACKEND_DOWN as exc:
+            log.warning("backend unavailable", extra={"method": method, "error": repr(exc)})
+            await _abort(context, unavailable("the storage backend did not answer; retry shortly"))
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            request_id = uuid.uuid4().hex
+            log.exception("internal error", extra={"method": method, "request_id": request_id})
+            await _abort(
+                context,
+                DomainError(
+                    grpc.StatusCode.INTERNAL,
+                    "INTERNAL_ERROR",
+                    f"internal server error (request id {request_id})",
+                    metadata={"request_id": request_id},
+                ),
+            )
+
+    return handler
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the unary handlers of one service with the error mapping.
+
+    Wrapped handlers are built once per method and cached, so the per-call cost
+    is a dict lookup and one extra await.
+    """
+
+    def __init__(self, service_prefix: str) -> None:
+        self._prefix = service_prefix
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Return the cached wrapped handler for our methods, others untouched."""
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        cached = self._handlers.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or not method.startswith(self._prefix) or handler.unary_unary is None:
+            return handler
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            _wrap(handler.unary_unary, method),  # type: ignore[arg-type]
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._handlers[method] = wrapped
+        return wrapped

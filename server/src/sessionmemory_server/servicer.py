@@ -1,0 +1,232 @@
+"""gRPC servicer: proto <-> domain only. Rules live in `memory` and `core`."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sessionmemory.v1 import memory_pb2 as pb
+from sessionmemory.v1 import memory_service_pb2 as svc
+from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
+
+from . import core
+from .auth import ApiKeys
+from .core import Kind, Record
+from .errors import unauthenticated
+from .memory import Memory, WriteSpec
+from .stores.redis_store import Written
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_PB_KIND: Final = {
+    Kind.STRING: pb.VALUE_KIND_STRING,
+    Kind.NUMBER: pb.VALUE_KIND_NUMBER,
+    Kind.BOOLEAN: pb.VALUE_KIND_BOOLEAN,
+    Kind.JSON: pb.VALUE_KIND_JSON,
+    Kind.FILE: pb.VALUE_KIND_FILE,
+}
+_SET_ONEOF: Final = {
+    "string_value": Kind.STRING,
+    "number_value": Kind.NUMBER,
+    "bool_value": Kind.BOOLEAN,
+    "json_value": Kind.JSON,
+}
+
+
+def _ts(ms: int) -> Timestamp:
+    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def _value(record: Record) -> pb.Value:
+    kind = record.kind
+    if kind is Kind.STRING:
+        return pb.Value(string_value=record.payload)
+    if kind is Kind.NUMBER:
+        return pb.Value(number_value=float(record.payload))
+    if kind is Kind.BOOLEAN:
+        return pb.Value(bool_value=record.payload == "1")
+    return pb.Value(json_value=record.payload)
+
+
+def _entry(record: Record) -> pb.Entry:
+    return pb.Entry(
+        key=record.key,
+        value=_value(record),
+        expires_at=_ts(record.expires_ms),
+        version=record.version,
+    )
+
+
+def _result(key: str, written: Written) -> pb.WriteResult:
+    return pb.WriteResult(key=key, version=written.version, expires_at=_ts(written.expires_ms))
+
+
+def _limits() -> pb.Limits:
+    lim = core.LIMITS
+    return pb.Limits(
+        max_string_length=lim.max_string_length,
+        number_abs_bound=lim.number_abs_bound,
+        max_number_digits=lim.max_number_digits,
+        max_json_bytes=lim.max_json_bytes,
+        max_json_depth=lim.max_json_depth,
+        default_ttl_seconds=lim.default_ttl_seconds,
+        max_primitive_ttl_seconds=lim.max_primitive_ttl_seconds,
+        max_json_ttl_seconds=lim.max_json_ttl_seconds,
+        max_file_ttl_seconds=lim.max_file_ttl_seconds,
+        max_file_bytes=lim.max_file_bytes,
+        allowed_mime_types=lim.allowed_mime_types,
+        max_session_id_length=lim.max_session_id_length,
+        max_key_length=lim.max_key_length,
+        key_pattern=lim.key_pattern,
+        max_batch_keys=lim.max_batch_keys,
+        max_keys_per_session=lim.max_keys_per_session,
+        max_request_id_length=lim.max_request_id_length,
+    )
+
+
+class MemoryServicer(svc_grpc.MemoryServiceServicer):
+    """Implements sessionmemory.v1.MemoryService."""
+
+    def __init__(self, memory: Memory, api_keys: ApiKeys) -> None:
+        self._memory = memory
+        self._keys = api_keys
+        self._limits = svc.GetLimitsResponse(limits=_limits())
+
+    async def _tenant(self, context: Context) -> str:
+        for name, value in context.invocation_metadata() or ():
+            if name == "authorization":
+                scheme, _, token = str(value).partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    return await self._keys.tenant_of(token.strip())
+                break
+        raise unauthenticated(
+            "API_KEY_MISSING", "missing API key: send the metadata 'authorization: Bearer <key>'"
+        )
+
+    async def Get(self, request: svc.GetRequest, context: Context) -> svc.GetResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        record = await self._memory.get(tenant, request.session_id, request.key)
+        if record is None:
+            return svc.GetResponse(found=False)
+        return svc.GetResponse(found=True, entry=_entry(record))
+
+    async def GetMany(self, request: svc.GetManyRequest, context: Context) -> svc.GetManyResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        records = await self._memory.get_many(tenant, request.session_id, request.keys)
+        return svc.GetManyResponse(entries=[_entry(r) for r in records])
+
+    async def Set(self, request: svc.SetRequest, context: Context) -> svc.SetResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        which = request.WhichOneof("value")
+        spec = WriteSpec(
+            key=request.key,
+            kind=_SET_ONEOF.get(which or ""),
+            value=getattr(request, which) if which else None,
+            ttl_seconds=request.ttl_seconds if request.HasField("ttl_seconds") else None,
+            if_version=request.if_version if request.HasField("if_version") else None,
+            value_field=which or "value",
+        )
+        [written] = await self._memory.write(tenant, request.session_id, [spec], "")
+        return svc.SetResponse(result=_result(request.key, written))
+
+    async def SetJson(self, request: svc.SetJsonRequest, context: Context) -> svc.SetJsonResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        spec = WriteSpec(
+            key=request.key,
+            kind=Kind.JSON,
+            value=request.json,
+            ttl_seconds=request.ttl_seconds if request.HasField("ttl_seconds") else None,
+            if_version=request.if_version if request.HasField("if_version") else None,
+            value_field="json",
+        )
+        [written] = await self._memory.write(tenant, request.session_id, [spec], "")
+        return svc.SetJsonResponse(result=_result(request.key, written))
+
+    async def SetMany(self, request: svc.SetManyRequest, context: Context) -> svc.SetManyResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        specs = []
+        for entry in request.entries:
+            which = entry.value.WhichOneof("kind")
+            specs.append(
+                WriteSpec(
+                    key=entry.key,
+                    kind=_SET_ONEOF.get(which or ""),
+                    value=getattr(entry.value, which) if which else None,
+                    ttl_seconds=entry.ttl_seconds if entry.HasField("ttl_seconds") else None,
+                    if_version=entry.if_version if entry.HasField("if_version") else None,
+                )
+            )
+        written = await self._memory.write(tenant, request.session_id, specs, "entries")
+        return svc.SetManyResponse(
+            results=[_result(s.key, w) for s, w in zip(specs, written, strict=True)]
+        )
+
+    async def Delete(self, request: svc.DeleteRequest, context: Context) -> svc.DeleteResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        count = await self._memory.delete(tenant, request.session_id, request.keys)
+        return svc.DeleteResponse(deleted_count=count)
+
+    async def Increment(
+        self, request: svc.IncrementRequest, context: Context
+    ) -> svc.IncrementResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        result = await self._memory.increment(
+            tenant,
+            request.session_id,
+            request.key,
+            request.delta,
+            request.ttl_seconds if request.HasField("ttl_seconds") else None,
+            request.request_id,
+        )
+        return svc.IncrementResponse(
+            value=float(result.text), version=result.version, expires_at=_ts(result.expires_ms)
+        )
+
+    async def Touch(self, request: svc.TouchRequest, context: Context) -> svc.TouchResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        count = await self._memory.touch(
+            tenant,
+            request.session_id,
+            request.keys,
+            request.ttl_seconds if request.HasField("ttl_seconds") else None,
+        )
+        return svc.TouchResponse(touched_count=count)
+
+    async def List(self, request: svc.ListRequest, context: Context) -> svc.ListResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        infos = await self._memory.list(tenant, request.session_id)
+        return svc.ListResponse(
+            entries=[
+                pb.EntryInfo(
+                    key=i.key,
+                    kind=_PB_KIND[i.kind],
+                    size_bytes=i.size_bytes,
+                    expires_at=_ts(i.expires_ms),
+                    version=i.version,
+                )
+                for i in infos
+            ]
+        )
+
+    async def Clear(self, request: svc.ClearRequest, context: Context) -> svc.ClearResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        return svc.ClearResponse(deleted_count=await self._memory.clear(tenant, request.session_id))
+
+    async def GetLimits(
+        self, request: svc.GetLimitsRequest, context: Context
+    ) -> svc.GetLimitsResponse:
+        """See the proto."""
+        await self._tenant(context)
+        return self._limits

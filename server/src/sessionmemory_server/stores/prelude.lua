@@ -1,0 +1,39 @@
+-- Shared by every script (prepended by redis_store.py).
+-- A record is one Redis string: <kind letter><version>:<expires ms>:<payload>,
+-- written with PXAT <expires ms> in the same SET, so a value and its TTL are
+-- always one atomic write and a plain GET returns everything a read needs.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function parse(rec)
+  local kind, ver, exp, rest = string.match(rec, '^(%a)(%d+):(%d+):()')
+  return kind, tonumber(ver), tonumber(exp), string.sub(rec, rest)
+end
+
+local function record(kind, ver, exp, payload)
+  return kind .. string.format('%d', ver) .. ':' .. string.format('%d', exp) .. ':' .. payload
+end
+
+-- Versions come from one counter per session. A new counter starts at the
+-- current time in microseconds, so versions keep growing even after the whole
+-- session expired and a stale version can never match again.
+local function next_versions(seq, now, n)
+  if redis.call('EXISTS', seq) == 0 then
+    redis.call('SET', seq, string.format('%d', now * 1000))
+  end
+  return redis.call('INCRBY', seq, n) - n
+end
+
+-- The index and the counter live as long as the longest-lived value.
+local function extend(idx, seq, now, exp)
+  local left = redis.call('PTTL', idx)
+  if left < 0 or now + left < exp then redis.call('PEXPIREAT', idx, exp) end
+  left = redis.call('PTTL', seq)
+  if left < 0 or now + left < exp then redis.call('PEXPIREAT', seq, exp) end
+end
+
+local function prune(idx, now)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. string.format('%d', now))
+end

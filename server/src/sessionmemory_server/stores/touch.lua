@@ -1,0 +1,28 @@
+-- Touch: a new expiry for existing keys, values and versions unchanged.
+-- KEYS[1] index, KEYS[2] version counter, KEYS[3..] value keys.
+-- ARGV[1] ttl ms, ARGV[2] kind letters whose cap allows this ttl,
+-- ARGV[3..] names (ARGV[i] is the name of KEYS[i]).
+-- Returns {0, touched} | {1, i, kind} (key i's kind does not allow the ttl).
+local idx, seq = KEYS[1], KEYS[2]
+local now = now_ms()
+local found = {}
+for i = 3, #KEYS do
+  local cur = redis.call('GET', KEYS[i])
+  if cur then
+    local kind = string.sub(cur, 1, 1)
+    if not string.find(ARGV[2], kind, 1, true) then return {1, i - 2, kind} end
+    found[i] = cur
+  end
+end
+local exp = now + tonumber(ARGV[1])
+local touched = 0
+for i = 3, #KEYS do
+  if found[i] then
+    local kind, ver, _, payload = parse(found[i])
+    redis.call('SET', KEYS[i], record(kind, ver, exp, payload), 'PXAT', exp)
+    redis.call('ZADD', idx, exp, ARGV[i])
+    touched = touched + 1
+  end
+end
+if touched > 0 then extend(idx, seq, now, exp) end
+return {0, touched}

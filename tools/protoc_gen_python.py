@@ -40,7 +40,10 @@ def main() -> None:
             has_services = {f.name for f in request.proto_file if f.service}
             for path in sorted(Path(out).rglob("*.py")):
                 name = str(path.relative_to(out))
-                if name.endswith("_pb2_grpc.py") and name[: -len("_pb2_grpc.py")] + ".proto" not in has_services:
+                if (
+                    name.endswith("_pb2_grpc.py")
+                    and name[: -len("_pb2_grpc.py")] + ".proto" not in has_services
+                ):
                     continue  # protoc writes an empty stub module for files without services
                 response.file.add(name=name, content=path.read_text())
             # Make each generated folder a regular package.

@@ -20,7 +20,6 @@ from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-
 from sessionmemory.v1 import memory_service_pb2, memory_service_pb2_grpc
 
 from . import logs
@@ -42,16 +41,23 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     Retries are the caller's business: a blind retry of a timed-out Increment
     could count twice, so the server fails fast with UNAVAILABLE instead.
     """
-    options = {
-        "socket_timeout": settings.redis_timeout_seconds,
-        "socket_connect_timeout": settings.redis_timeout_seconds,
-        "retry": Retry(NoBackoff(), 0),
-        "max_connections": settings.redis_max_connections,
-    }
     url = settings.redis_url.get_secret_value()
+    timeout = settings.redis_timeout_seconds
     if settings.redis_cluster:
-        return RedisCluster.from_url(url, **options)  # type: ignore[arg-type]
-    return Redis.from_url(url, **options)  # type: ignore[arg-type]
+        return RedisCluster.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=settings.redis_max_connections,
+        )
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        max_connections=settings.redis_max_connections,
+    )
 
 
 @dataclass

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from redis.asyncio import Redis, RedisCluster
 
@@ -68,12 +68,12 @@ class ApiKeys:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         record = {"tenant": tenant, "sha256": _digest(secret).hex(), "created": time.time()}
-        await self._redis.hset(KEYS_HASH, key_id, json.dumps(record))  # type: ignore[misc]
+        await self._redis.hset(KEYS_HASH, key_id, json.dumps(record))
         return f"{_PREFIX}{key_id}_{secret}"
 
     async def list(self) -> list[ApiKeyInfo]:
         """Every key's id, tenant and creation time."""
-        raw: dict[bytes, bytes] = await self._redis.hgetall(KEYS_HASH)  # type: ignore[misc]
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(KEYS_HASH))
         infos = []
         for key_id, value in raw.items():
             record = json.loads(value)
@@ -84,7 +84,7 @@ class ApiKeys:
         """Revoke keys by id; returns how many existed."""
         if not key_ids:
             return 0
-        return int(await self._redis.hdel(KEYS_HASH, *key_ids))  # type: ignore[misc]
+        return int(await self._redis.hdel(KEYS_HASH, *key_ids))
 
     async def is_valid(self, api_key: str) -> bool:
         """True when the key is known and not revoked."""
@@ -118,7 +118,7 @@ class ApiKeys:
         return tenant
 
     async def _load(self, key_id: str, now: float) -> tuple[str | None, bytes, float]:
-        raw: bytes | None = await self._redis.hget(KEYS_HASH, key_id)  # type: ignore[misc]
+        raw = cast(bytes | None, await self._redis.hget(KEYS_HASH, key_id))
         if raw is None:
             entry: tuple[str | None, bytes, float] = (None, b"\0" * 32, now + self._cache_seconds)
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final
+from typing import Final, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
@@ -106,12 +106,12 @@ class RedisStore:
 
     def __init__(self, client: Redis | RedisCluster) -> None:
         self._redis = client
-        self._write: AsyncScript = client.register_script(_script("write"))  # type: ignore[assignment]
-        self._incr: AsyncScript = client.register_script(_script("incr"))  # type: ignore[assignment]
-        self._touch: AsyncScript = client.register_script(_script("touch"))  # type: ignore[assignment]
-        self._delete: AsyncScript = client.register_script(_script("delete"))  # type: ignore[assignment]
-        self._list: AsyncScript = client.register_script(_script("list"))  # type: ignore[assignment]
-        self._clear: AsyncScript = client.register_script(_script("clear"))  # type: ignore[assignment]
+        self._write: AsyncScript = client.register_script(_script("write"))
+        self._incr: AsyncScript = client.register_script(_script("incr"))
+        self._touch: AsyncScript = client.register_script(_script("touch"))
+        self._delete: AsyncScript = client.register_script(_script("delete"))
+        self._list: AsyncScript = client.register_script(_script("list"))
+        self._clear: AsyncScript = client.register_script(_script("clear"))
 
     @staticmethod
     def prefix(tenant: str, session: str) -> str:
@@ -120,13 +120,13 @@ class RedisStore:
 
     async def get(self, tenant: str, session: str, key: str) -> Record | None:
         """Read one value; None when missing or expired."""
-        raw: bytes | None = await self._redis.get(self.prefix(tenant, session) + "v:" + key)
+        raw = cast(bytes | None, await self._redis.get(self.prefix(tenant, session) + "v:" + key))
         return None if raw is None else _decode(key, raw)
 
     async def get_many(self, tenant: str, session: str, keys: Sequence[str]) -> list[Record]:
         """Read several values in one MGET; only the ones that exist, in order."""
         p = self.prefix(tenant, session) + "v:"
-        raws: list[bytes | None] = await self._redis.mget([p + k for k in keys])
+        raws = cast(list[bytes | None], await self._redis.mget([p + k for k in keys]))
         return [_decode(k, raw) for k, raw in zip(keys, raws, strict=True) if raw is not None]
 
     async def write(self, tenant: str, session: str, writes: Sequence[Write]) -> list[Written]:
@@ -138,7 +138,7 @@ class RedisStore:
         """
         p = self.prefix(tenant, session)
         keys = [p + "i", p + "n"]
-        args: list[Any] = [LIMITS.max_keys_per_session]
+        args: list[str | int] = [LIMITS.max_keys_per_session]
         for w in writes:
             keys.append(p + "v:" + w.key)
             args += [
@@ -169,7 +169,7 @@ class RedisStore:
         keys = [p + "i", p + "n", p + "v:" + key]
         if request_id:
             keys.append(p + "r:" + request_id)
-        args = [
+        args: list[str | int] = [
             LIMITS.max_keys_per_session,
             key,
             delta,

@@ -1,0 +1,428 @@
+"""Pure proto <-> Python conversion and request plans, shared by sync and async clients.
+
+A `Plan` is everything one call needs except the I/O: the RPC name, the request,
+whether it is safe to retry, and how to turn the response into the result. The
+sync and async sessions only differ in how they execute a plan.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from .errors import MemoryTypeError
+from .v1 import memory_pb2 as pb
+from .v1 import memory_service_pb2 as svc
+
+T = TypeVar("T")
+Scalar = str | int | float | bool
+
+_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
+_KIND_NAMES: Final = {
+    pb.VALUE_KIND_STRING: "string",
+    pb.VALUE_KIND_NUMBER: "number",
+    pb.VALUE_KIND_BOOLEAN: "boolean",
+    pb.VALUE_KIND_JSON: "json",
+    pb.VALUE_KIND_FILE: "file",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stored value with its kind, expiry and version."""
+
+    key: str
+    value: Any
+    kind: str
+    expires_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryInfo:
+    """A stored value's description, without the value (see `list`)."""
+
+    key: str
+    kind: str
+    size_bytes: int
+    expires_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The version and expiry a write produced."""
+
+    key: str
+    version: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SetItem:
+    """One entry of `set_many` when it needs its own TTL or precondition."""
+
+    key: str
+    value: Any
+    ttl: int | None = None
+    json: bool = False
+    if_version: int | None = None
+    only_if_absent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits the server enforces (see `MemoryClient.get_limits`)."""
+
+    max_string_length: int
+    number_abs_bound: float
+    max_number_digits: int
+    max_json_bytes: int
+    max_json_depth: int
+    default_ttl_seconds: int
+    max_primitive_ttl_seconds: int
+    max_json_ttl_seconds: int
+    max_file_ttl_seconds: int
+    max_file_bytes: int
+    allowed_mime_types: tuple[str, ...]
+    max_session_id_length: int
+    max_key_length: int
+    key_pattern: str
+    max_batch_keys: int
+    max_keys_per_session: int
+    max_request_id_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan(Generic[T]):
+    """One call, ready to run: method name, request, retry safety, result conversion."""
+
+    method: str
+    request: Any
+    idempotent: bool
+    convert: Callable[[Any], T]
+
+
+def _time(ts: Timestamp) -> datetime:
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+
+
+def _number(value: float) -> int | float:
+    return int(value) if value.is_integer() else value
+
+
+def value_of(value: pb.Value) -> Any:
+    """The Python value of a proto Value (numbers that are whole come back as int)."""
+    which = value.WhichOneof("kind")
+    if which == "string_value":
+        return value.string_value
+    if which == "number_value":
+        return _number(value.number_value)
+    if which == "bool_value":
+        return value.bool_value
+    if which == "json_value":
+        return json.loads(value.json_value)
+    return None
+
+
+def entry_of(entry: pb.Entry) -> Entry:
+    """Convert a proto Entry."""
+    which = entry.value.WhichOneof("kind") or ""
+    kind = which.removesuffix("_value").replace("bool", "boolean")
+    return Entry(entry.key, value_of(entry.value), kind, _time(entry.expires_at), entry.version)
+
+
+def _write_result(result: pb.WriteResult) -> WriteResult:
+    return WriteResult(result.key, result.version, _time(result.expires_at))
+
+
+def coerce(value: Any, kind: str, default: Any, key: str) -> Any:
+    """Convert a stored value to the type of ``default``, exactly or not at all.
+
+    Raises:
+        MemoryTypeError: the value cannot be converted exactly.
+    """
+    if default is None:
+        return value
+    target = type(default)
+
+    def fail() -> MemoryTypeError:
+        return MemoryTypeError(
+            f"key {key!r} holds a {kind} value {value!r} that cannot be read as"
+            f" {target.__name__} exactly"
+        )
+
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value in ("true", "false"):
+            return value == "true"
+        raise fail()
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise fail()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and _INT_RE.fullmatch(value):
+            return int(value)
+        raise fail()
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise fail()
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                raise fail() from None
+            if math.isfinite(number):
+                return number
+        raise fail()
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return repr(value)
+        raise fail()
+    # dict, list and other JSON defaults: the stored JSON value as is.
+    if kind == "json":
+        return value
+    raise fail()
+
+
+def _apply(
+    message: svc.SetRequest | svc.SetJsonRequest | svc.SetManyEntry,
+    ttl: int | None,
+    if_version: int | None,
+    only_if_absent: bool,
+) -> bool:
+    """Set the optional TTL and precondition; True when the write is conditional."""
+    if ttl is not None:
+        message.ttl_seconds = ttl
+    if only_if_absent:
+        if if_version is not None:
+            raise ValueError("use either only_if_absent or if_version, not both")
+        if_version = 0
+    if if_version is not None:
+        message.if_version = if_version
+    return if_version is not None
+
+
+def _scalar_field(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"bool_value": value}
+    if isinstance(value, int | float):
+        return {"number_value": float(value)}
+    if isinstance(value, str):
+        return {"string_value": value}
+    raise TypeError(
+        f"set() takes a str, int, float or bool; got {type(value).__name__} (use set_json)"
+    )
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def keys_list(keys: str | Iterable[str]) -> list[str]:
+    """One key or several, as a list."""
+    return [keys] if isinstance(keys, str) else list(keys)
+
+
+# --- plans --------------------------------------------------------------------
+
+
+def plan_get(session: str, key: str, default: Any) -> Plan[Any]:
+    """Get a value, typed by ``default``; the default itself when missing."""
+
+    def convert(resp: svc.GetResponse) -> Any:
+        if not resp.found:
+            return default
+        entry = entry_of(resp.entry)
+        return coerce(entry.value, entry.kind, default, key)
+
+    return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
+
+
+def plan_get_json(session: str, key: str, default: Any) -> Plan[Any]:
+    """Get a JSON value (any stored kind is returned as its JSON equivalent)."""
+
+    def convert(resp: svc.GetResponse) -> Any:
+        return entry_of(resp.entry).value if resp.found else default
+
+    return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
+
+
+def plan_get_entry(session: str, key: str) -> Plan[Entry | None]:
+    """Get a value with its kind, version and expiry."""
+
+    def convert(resp: svc.GetResponse) -> Entry | None:
+        return entry_of(resp.entry) if resp.found else None
+
+    return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
+
+
+def plan_get_many(session: str, keys: Iterable[str]) -> Plan[dict[str, Any]]:
+    """Get several values; missing keys are left out of the result."""
+
+    def convert(resp: svc.GetManyResponse) -> dict[str, Any]:
+        return {e.key: value_of(e.value) for e in resp.entries}
+
+    return Plan("GetMany", svc.GetManyRequest(session_id=session, keys=list(keys)), True, convert)
+
+
+def plan_set(
+    session: str,
+    key: str,
+    value: Scalar,
+    ttl: int | None,
+    if_version: int | None,
+    only_if_absent: bool,
+) -> Plan[WriteResult]:
+    """Set a string, number or boolean."""
+    request = svc.SetRequest(session_id=session, key=key, **_scalar_field(value))
+    conditional = _apply(request, ttl, if_version, only_if_absent)
+    return Plan("Set", request, not conditional, lambda r: _write_result(r.result))
+
+
+def plan_set_json(
+    session: str,
+    key: str,
+    value: Any,
+    ttl: int | None,
+    if_version: int | None,
+    only_if_absent: bool,
+) -> Plan[WriteResult]:
+    """Set a JSON value (serialized compactly here, validated by the server)."""
+    request = svc.SetJsonRequest(session_id=session, key=key, json=_json_text(value))
+    conditional = _apply(request, ttl, if_version, only_if_absent)
+    return Plan("SetJson", request, not conditional, lambda r: _write_result(r.result))
+
+
+def plan_set_many(
+    session: str, entries: Mapping[str, Any] | Iterable[SetItem], ttl: int | None
+) -> Plan[list[WriteResult]]:
+    """Set several values all or nothing."""
+    items = (
+        [SetItem(k, v, ttl) for k, v in entries.items()]
+        if isinstance(entries, Mapping)
+        else list(entries)
+    )
+    pb_entries = []
+    for item in items:
+        is_json = item.json or not isinstance(item.value, str | int | float)
+        value = (
+            pb.Value(json_value=_json_text(item.value))
+            if is_json
+            else pb.Value(**_scalar_field(item.value))
+        )
+        entry = svc.SetManyEntry(key=item.key, value=value)
+        _apply(
+            entry, item.ttl if item.ttl is not None else ttl, item.if_version, item.only_if_absent
+        )
+        pb_entries.append(entry)
+    conditional = any(e.HasField("if_version") for e in pb_entries)
+    return Plan(
+        "SetMany",
+        svc.SetManyRequest(session_id=session, entries=pb_entries),
+        not conditional,
+        lambda r: [_write_result(x) for x in r.results],
+    )
+
+
+def plan_delete(session: str, keys: str | Iterable[str]) -> Plan[int]:
+    """Delete one key or several; returns how many existed."""
+    request = svc.DeleteRequest(session_id=session, keys=keys_list(keys))
+    return Plan("Delete", request, True, lambda r: int(r.deleted_count))
+
+
+def plan_increment(
+    session: str, key: str, delta: float, ttl: int | None, request_id: str | None
+) -> Plan[int | float]:
+    """Increment a number; a request id makes retries count once."""
+    request = svc.IncrementRequest(
+        session_id=session,
+        key=key,
+        delta=float(delta),
+        request_id=request_id if request_id is not None else uuid.uuid4().hex,
+    )
+    if ttl is not None:
+        request.ttl_seconds = ttl
+    return Plan("Increment", request, True, lambda r: _number(r.value))
+
+
+def plan_touch(session: str, keys: str | Iterable[str], ttl: int) -> Plan[int]:
+    """Set a new TTL on keys; returns how many existed."""
+    request = svc.TouchRequest(session_id=session, keys=keys_list(keys), ttl_seconds=ttl)
+    return Plan("Touch", request, True, lambda r: int(r.touched_count))
+
+
+def plan_list(session: str) -> Plan[list[EntryInfo]]:
+    """Describe the session's keys."""
+
+    def convert(resp: svc.ListResponse) -> list[EntryInfo]:
+        return [
+            EntryInfo(
+                e.key,
+                _KIND_NAMES.get(e.kind, "unknown"),
+                e.size_bytes,
+                _time(e.expires_at),
+                e.version,
+            )
+            for e in resp.entries
+        ]
+
+    return Plan("List", svc.ListRequest(session_id=session), True, convert)
+
+
+def plan_clear(session: str) -> Plan[int]:
+    """Delete the whole session."""
+    return Plan("Clear", svc.ClearRequest(session_id=session), True, lambda r: int(r.deleted_count))
+
+
+def plan_limits() -> Plan[Limits]:
+    """Read the limits in force."""
+
+    def convert(resp: svc.GetLimitsResponse) -> Limits:
+        lim = resp.limits
+        return Limits(
+            max_string_length=lim.max_string_length,
+            number_abs_bound=lim.number_abs_bound,
+            max_number_digits=lim.max_number_digits,
+            max_json_bytes=lim.max_json_bytes,
+            max_json_depth=lim.max_json_depth,
+            default_ttl_seconds=lim.default_ttl_seconds,
+            max_primitive_ttl_seconds=lim.max_primitive_ttl_seconds,
+            max_json_ttl_seconds=lim.max_json_ttl_seconds,
+            max_file_ttl_seconds=lim.max_file_ttl_seconds,
+            max_file_bytes=lim.max_file_bytes,
+            allowed_mime_types=tuple(lim.allowed_mime_types),
+            max_session_id_length=lim.max_session_id_length,
+            max_key_length=lim.max_key_length,
+            key_pattern=lim.key_pattern,
+            max_batch_keys=lim.max_batch_keys,
+            max_keys_per_session=lim.max_keys_per_session,
+            max_request_id_length=lim.max_request_id_length,
+        )
+
+    return Plan("GetLimits", svc.GetLimitsRequest(), True, convert)
+
+
+def backoff(attempt: int, retry_after: float | None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): server hint or 50 ms doubling."""
+    base: float = 0.05 * (2 ** (attempt - 1))
+    return max(retry_after or 0.0, base * (0.5 + random.random()))

@@ -1,0 +1,163 @@
+"""Errors raised by the client: every server rejection is a `MemoryApiError`.
+
+Mapping is done once, in `from_grpc`: by ErrorInfo reason first, then by status code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+class MemoryApiError(Exception):
+    """A call failed. Raised for every server rejection and transport failure.
+
+    Attributes:
+        status: The gRPC status code.
+        code: The ErrorInfo reason (e.g. ``"VALUE_TOO_LONG"``), or None when the
+            server sent none (transport failures).
+        message: The human-readable message.
+        metadata: The ErrorInfo metadata (``field``, ``limit``, ``actual``, ...).
+        details: Every decoded `google.rpc` detail message (ErrorInfo, BadRequest, ...).
+        retry_after: Seconds the server asked to wait before retrying, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: grpc.StatusCode,
+        code: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        details: list[Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{status.name}: {message}" + (f" [{code}]" if code else ""))
+        self.status = status
+        self.code = code
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.details: list[Any] = list(details or [])
+        self.retry_after = retry_after
+
+    def is_rate_limit(self) -> bool:
+        """True when the server is shedding load and waiting ``retry_after`` helps."""
+        return self.status == grpc.StatusCode.RESOURCE_EXHAUSTED and (
+            self.code == "RATE_LIMITED" or self.retry_after is not None
+        )
+
+
+class MemoryUnavailableError(MemoryApiError):
+    """The session has no session id or the client no API key; no call was made."""
+
+
+class InvalidArgumentError(MemoryApiError):
+    """The request broke a limit or rule (INVALID_ARGUMENT); nothing was changed."""
+
+
+class AuthenticationError(MemoryApiError):
+    """The API key is missing, unknown or revoked (UNAUTHENTICATED)."""
+
+
+class PermissionDeniedError(MemoryApiError):
+    """The API key may not do this (PERMISSION_DENIED)."""
+
+
+class ConflictError(MemoryApiError):
+    """A precondition (only-if-absent or if-version) failed (ABORTED); nothing written."""
+
+
+class NotANumberError(MemoryApiError):
+    """Increment hit a value that is not a number (FAILED_PRECONDITION)."""
+
+
+class FailedPreconditionError(MemoryApiError):
+    """The stored state does not allow the call (FAILED_PRECONDITION)."""
+
+
+class LimitExceededError(MemoryApiError):
+    """A quota or rate limit was hit (RESOURCE_EXHAUSTED); see `is_rate_limit`."""
+
+
+class ServiceUnavailableError(MemoryApiError):
+    """The service or its storage did not answer (UNAVAILABLE); safe to retry later."""
+
+
+class DeadlineExceededError(MemoryApiError):
+    """The call did not finish within its deadline (DEADLINE_EXCEEDED)."""
+
+
+class InternalServerError(MemoryApiError):
+    """An unexpected server fault (INTERNAL/UNKNOWN); the message has a request id."""
+
+
+class MemoryTypeError(TypeError):
+    """A stored value cannot be converted exactly to the requested type."""
+
+
+_BY_REASON: Final[dict[str, type[MemoryApiError]]] = {
+    "NOT_A_NUMBER": NotANumberError,
+    "KEY_EXISTS": ConflictError,
+    "VERSION_MISMATCH": ConflictError,
+}
+_BY_CODE: Final[dict[grpc.StatusCode, type[MemoryApiError]]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.ABORTED: ConflictError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: LimitExceededError,
+    grpc.StatusCode.UNAVAILABLE: ServiceUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.INTERNAL: InternalServerError,
+    grpc.StatusCode.UNKNOWN: InternalServerError,
+}
+_DETAIL_TYPES: Final = (
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.BadRequest,
+    error_details_pb2.RetryInfo,
+    error_details_pb2.QuotaFailure,
+    error_details_pb2.PreconditionFailure,
+    error_details_pb2.ResourceInfo,
+    error_details_pb2.DebugInfo,
+)
+
+
+def from_grpc(err: grpc.RpcError) -> MemoryApiError:
+    """Convert a gRPC error (sync or aio) into the matching `MemoryApiError`."""
+    call: Any = err
+    details: list[Any] = []
+    info: error_details_pb2.ErrorInfo | None = None
+    retry_after: float | None = None
+    try:
+        # The plain from_call works for AioRpcError too (it reads trailing metadata).
+        status = rpc_status.from_call(call)
+    except ValueError:
+        status = None
+    for packed in status.details if status is not None else ():
+        for cls in _DETAIL_TYPES:
+            if packed.Is(cls.DESCRIPTOR):
+                message = cls()
+                packed.Unpack(message)
+                details.append(message)
+                if isinstance(message, error_details_pb2.ErrorInfo) and info is None:
+                    info = message
+                elif isinstance(message, error_details_pb2.RetryInfo):
+                    retry_after = message.retry_delay.ToNanoseconds() / 1e9
+                break
+    code: grpc.StatusCode = call.code()
+    reason = info.reason if info is not None else None
+    cls_ = _BY_REASON.get(reason or "") or _BY_CODE.get(code, MemoryApiError)
+    return cls_(
+        call.details() or "",
+        status=code,
+        code=reason,
+        metadata=dict(info.metadata) if info is not None else {},
+        details=details,
+        retry_after=retry_after,
+    )

@@ -1,0 +1,148 @@
+"""Fixtures: a real redis-server and the real gRPC server (build_server) on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from sessionmemory import AsyncMemoryClient, MemoryClient
+from sessionmemory_server.app import Built, build_server
+from sessionmemory_server.auth import ApiKeys
+from sessionmemory_server.config import Settings
+from sessionmemory_server.embedded import EmbeddedRedis
+
+
+class ServerThread:
+    """The production server (build_server) on its own event loop in a thread.
+
+    Sync clients block their thread, so the server cannot share the test's loop.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.built: Built = self.run(build_server(settings))
+        self.address = f"127.0.0.1:{self.built.port}"
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    def create_key(self, tenant: str) -> str:
+        """Create an API key through the server's own Redis client."""
+        return str(self.run(ApiKeys(self.built.redis).create(tenant)))
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop the server and its loop."""
+        self.run(self.built.stop(grace))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+def start_server(redis_url: str, **overrides: Any) -> ServerThread:
+    """Start a server for a Redis URL on a free port."""
+    settings = Settings(
+        listen="127.0.0.1:0",
+        redis_url=redis_url,
+        redis_timeout_seconds=0.5,
+        auth_cache_seconds=0.0,
+        **overrides,
+    )
+    return ServerThread(settings)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server for the whole run."""
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def server(redis_server: EmbeddedRedis) -> Iterator[ServerThread]:
+    """The real gRPC server, shared by the run."""
+    srv = start_server(redis_server.url)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def api_key(server: ServerThread) -> str:
+    """An API key of tenant "acme"."""
+    return server.create_key("acme")
+
+
+@pytest.fixture
+def sid() -> str:
+    """A fresh session id per test."""
+    return f"conv-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
+    """A plain Redis client to look at what the server stored."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class AsyncView:
+    """Gives a sync Session the async Session's shape, so one suite runs on both."""
+
+    target: Any
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.target, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(attr, *args, **kwargs)
+
+        return call
+
+
+MemoryFactory = Callable[..., Any]
+
+
+@pytest.fixture(params=["sync", "async"])
+async def make_memory(
+    request: pytest.FixtureRequest, server: ServerThread, api_key: str
+) -> AsyncIterator[MemoryFactory]:
+    """Factory of sessions of the sync or the async client, with async methods."""
+    clients: list[Any] = []
+
+    def factory(session_id: str, *, key: str | None = api_key, address: str | None = None) -> Any:
+        addr = address or server.address
+        if request.param == "sync":
+            sync = MemoryClient(addr, api_key=key, timeout=5)
+            clients.append(sync)
+            return AsyncView(sync.session(session_id))
+        aio = AsyncMemoryClient(addr, api_key=key, timeout=5)
+        clients.append(aio)
+        return aio.session(session_id)
+
+    yield factory
+    for client in clients:
+        if isinstance(client, AsyncMemoryClient):
+            await client.close()
+        else:
+            client.close()
+
+
+@pytest.fixture
+def memory(make_memory: MemoryFactory, sid: str) -> Any:
+    """A session of tenant "acme" with a fresh id, for the sync and the async client."""
+    return make_memory(sid)

@@ -1,0 +1,50 @@
+# Session Memory task runner. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv with the server, client and dev tools
+
+dev: install ## Run the server with an embedded Redis and print a dev API key
+	$(BIN)/session-memory dev
+
+gen: install ## Regenerate the stubs from proto/ (buf generate, local plugins only)
+	buf generate
+
+check-gen: install ## Fail when the committed generated code is stale
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	buf generate -o "$$tmp" && \
+	diff -r "$$tmp/clients/python/src/sessionmemory/v1" clients/python/src/sessionmemory/v1 \
+	  --exclude=__pycache__ && echo "generated code is current"
+
+lint: install ## buf lint/format/breaking, ruff, mypy --strict
+	buf lint
+	buf format --diff --exit-code
+	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
+	  buf breaking --against '.git#ref=HEAD~1' && echo "no breaking change against HEAD~1"; \
+	fi
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install lint check-gen ## Install everything, lint, check generated code, run all tests
+	$(BIN)/pytest -q
+
+bench: install ## Benchmark Get against a bare grpc.aio floor (needs h2load from nghttp2-client)
+	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
+	$(BIN)/session-memory bench $(BENCH_ARGS)
+
+.PHONY: help install dev gen check-gen lint test bench

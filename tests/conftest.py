@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+
 from sessionmemory import AsyncMemoryClient, MemoryClient
 from sessionmemory_server.app import Built, build_server
 from sessionmemory_server.auth import ApiKeys

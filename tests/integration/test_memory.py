@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from sessionmemory import (
     ConflictError,
     InvalidArgumentError,

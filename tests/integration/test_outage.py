@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from sessionmemory import MemoryClient, ServiceUnavailableError
 from sessionmemory_server.embedded import EmbeddedRedis
 

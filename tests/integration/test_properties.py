@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sessionmemory.v1 import error_reason_pb2, memory_pb2, memory_service_pb2_grpc
 from sessionmemory.v1 import memory_service_pb2 as svc
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import grpc
 import pytest
-import sessionmemory
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+
+import sessionmemory
 from sessionmemory import _convert as c
 from sessionmemory.errors import (
     ConflictError,

@@ -8,6 +8,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sessionmemory_server import core
 from sessionmemory_server.core import Kind
 from sessionmemory_server.errors import DomainError

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
 from sessionmemory.v1 import memory_service_pb2, memory_service_pb2_grpc
 
 from . import logs

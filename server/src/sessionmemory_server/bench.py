@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
 

@@ -6,6 +6,7 @@ from typing import Any, Final
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from sessionmemory.v1 import memory_pb2 as pb
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc

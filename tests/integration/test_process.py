@@ -1,0 +1,116 @@
+"""The real `session-memory serve` process: graceful shutdown and --workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from redis.asyncio import Redis
+
+from sessionmemory import MemoryClient, ServiceUnavailableError
+from sessionmemory_server.auth import ApiKeys
+from sessionmemory_server.embedded import EmbeddedRedis, free_port
+
+
+async def _key(url: str) -> str:
+    client = Redis.from_url(url)
+    try:
+        return await ApiKeys(client).create("acme")
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path / "redis") as redis:
+        yield redis
+
+
+def _serve(redis: EmbeddedRedis, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionmemory_server.cli", "serve", "--listen", address,
+         "--redis-url", redis.url, *extra],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=20)
+    return proc, address
+
+
+def test_sigterm_finishes_in_flight_calls_and_refuses_new_ones(own_redis: EmbeddedRedis) -> None:
+    proc, address = _serve(own_redis, "--redis-timeout-seconds", "5", "--grace-seconds", "5")
+    key = asyncio.run(_key(own_redis.url))
+    assert own_redis.process is not None
+    try:
+        with MemoryClient(address, api_key=key, timeout=10, max_attempts=1) as client:
+            memory = client.session("graceful")
+            memory.set("k", "v")
+            result: dict[str, Any] = {}
+            os.kill(own_redis.process.pid, signal.SIGSTOP)  # the next call hangs in Redis
+            reader = threading.Thread(target=lambda: result.update(v=memory.get("k")))
+            reader.start()
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with (
+                MemoryClient(address, api_key=key, timeout=2, max_attempts=1) as late,
+                pytest.raises(ServiceUnavailableError),
+            ):
+                late.session("graceful").get("k")
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+            reader.join(10)
+            assert result == {"v": "v"}, "the in-flight call completed"
+        assert proc.wait(10) == 0
+        assert b"shutting down" in (proc.stderr.read() if proc.stderr else b"")
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_workers_share_the_port(own_redis: EmbeddedRedis) -> None:
+    proc, address = _serve(own_redis, "--workers", "2")
+    key = asyncio.run(_key(own_redis.url))
+    try:
+        # Separate channels land on either process; all see the same data.
+        with MemoryClient(address, api_key=key) as writer:
+            writer.session("w").set("k", "shared")
+        for i in range(6):
+            with MemoryClient(address, api_key=key, options=[("grpc.channel_id", i)]) as c:
+                assert c.session("w").get("k") == "shared"
+        workers = [
+            p for p in os.listdir("/proc")
+            if p.isdigit() and _ppid(int(p)) == proc.pid and b"spawn_main" in _cmdline(int(p))
+        ]  # fmt: skip
+        assert len(workers) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from sessionmemory import AsyncMemoryClient
-from sessionmemory_server.embedded import EmbeddedRedis
+from sessionmemory_server.embedded import EmbeddedRedis, free_port
 
 from ..conftest import ServerThread, start_server
 from . import test_flows, test_memory
@@ -25,7 +25,10 @@ from . import test_flows, test_memory
 def cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     data: Path = tmp_path_factory.mktemp("cluster")
     node = EmbeddedRedis(
-        data, extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        data,
+        # The cluster bus listens on port + 10000.
+        port=free_port(below=55_535),
+        extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
     ).start()
     admin = redis.Redis(port=node.port)
     admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))

@@ -114,3 +114,60 @@ def _cmdline(pid: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sessionmemory_server.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_keys_cli_create_list_revoke(own_redis: EmbeddedRedis) -> None:
+    created = _cli("keys", "create", "--tenant", "acme", "--redis-url", own_redis.url)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("smk_") and "shown only once" in created.stderr
+    key_id = key.split("_")[1]
+    listed = _cli("keys", "list", "--redis-url", own_redis.url)
+    assert f"{key_id}\tacme" in listed.stdout and key not in listed.stdout
+    proc, address = _serve(own_redis)
+    try:
+        with MemoryClient(address, api_key=key) as client:
+            client.session("cli").set("k", 1)
+        assert _cli("keys", "revoke", key_id, "--redis-url", own_redis.url).returncode == 0
+        assert _cli("keys", "revoke", key_id, "--redis-url", own_redis.url).returncode == 1
+        assert key_id not in _cli("keys", "list", "--redis-url", own_redis.url).stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    bad = _cli("keys", "create", "--tenant", "no spaces", "--redis-url", own_redis.url)
+    assert bad.returncode != 0
+
+
+def test_dev_mode_starts_redis_prints_a_key_and_stops_cleanly(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionmemory_server.cli", "dev", "--listen", address,
+         "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+        key = next(line.split(":", 1)[1].strip() for line in lines if "API key" in line)
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=20)
+        with MemoryClient(address, api_key=key) as client:
+            client.session("dev").set("step", "name")
+            assert client.session("dev").get("step") == "name"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    assert (tmp_path / "dev-api-key").read_text().strip() == key
+    assert (tmp_path / "redis" / "appendonly.aof").exists() or any((tmp_path / "redis").iterdir())

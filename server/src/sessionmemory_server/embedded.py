@@ -6,6 +6,7 @@ extra) or, failing that, from ``redis-server`` on PATH.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -34,12 +35,17 @@ def redis_server_binary() -> str:
     return found
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_port(below: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, optionally below a bound."""
+    for _ in range(100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", 0 if below is None else random.randrange(20_000, below)))
+            except OSError:
+                continue
+            port: int = s.getsockname()[1]
+            return port
+    raise OSError("no free port found")
 
 
 class EmbeddedRedis:

@@ -42,20 +42,11 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     Retries are the caller's business: a blind retry of a timed-out Increment
     could count twice, so the server fails fast with UNAVAILABLE instead.
     """
-    url = settings.redis_url.get_secret_value()
-    timeout = settings.redis_timeout_seconds
-    if settings.redis_cluster:
-        return RedisCluster.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            max_connections=settings.redis_max_connections,
-        )
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+    cls: type[Redis] | type[RedisCluster] = RedisCluster if settings.redis_cluster else Redis
+    return cls.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
         retry=Retry(NoBackoff(), 0),
         max_connections=settings.redis_max_connections,
     )

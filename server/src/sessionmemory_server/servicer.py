@@ -64,26 +64,8 @@ def _result(key: str, written: Written) -> pb.WriteResult:
 
 
 def _limits() -> pb.Limits:
-    lim = core.LIMITS
-    return pb.Limits(
-        max_string_length=lim.max_string_length,
-        number_abs_bound=lim.number_abs_bound,
-        max_number_digits=lim.max_number_digits,
-        max_json_bytes=lim.max_json_bytes,
-        max_json_depth=lim.max_json_depth,
-        default_ttl_seconds=lim.default_ttl_seconds,
-        max_primitive_ttl_seconds=lim.max_primitive_ttl_seconds,
-        max_json_ttl_seconds=lim.max_json_ttl_seconds,
-        max_file_ttl_seconds=lim.max_file_ttl_seconds,
-        max_file_bytes=lim.max_file_bytes,
-        allowed_mime_types=lim.allowed_mime_types,
-        max_session_id_length=lim.max_session_id_length,
-        max_key_length=lim.max_key_length,
-        key_pattern=lim.key_pattern,
-        max_batch_keys=lim.max_batch_keys,
-        max_keys_per_session=lim.max_keys_per_session,
-        max_request_id_length=lim.max_request_id_length,
-    )
+    # core.Limits names its fields after the proto's, so the message is filled by name.
+    return pb.Limits(**{f.name: getattr(core.LIMITS, f.name) for f in pb.Limits.DESCRIPTOR.fields})
 
 
 class MemoryServicer(svc_grpc.MemoryServiceServicer):

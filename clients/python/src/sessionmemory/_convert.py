@@ -13,7 +13,7 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 
@@ -399,25 +399,9 @@ def plan_limits() -> Plan[Limits]:
 
     def convert(resp: svc.GetLimitsResponse) -> Limits:
         lim = resp.limits
-        return Limits(
-            max_string_length=lim.max_string_length,
-            number_abs_bound=lim.number_abs_bound,
-            max_number_digits=lim.max_number_digits,
-            max_json_bytes=lim.max_json_bytes,
-            max_json_depth=lim.max_json_depth,
-            default_ttl_seconds=lim.default_ttl_seconds,
-            max_primitive_ttl_seconds=lim.max_primitive_ttl_seconds,
-            max_json_ttl_seconds=lim.max_json_ttl_seconds,
-            max_file_ttl_seconds=lim.max_file_ttl_seconds,
-            max_file_bytes=lim.max_file_bytes,
-            allowed_mime_types=tuple(lim.allowed_mime_types),
-            max_session_id_length=lim.max_session_id_length,
-            max_key_length=lim.max_key_length,
-            key_pattern=lim.key_pattern,
-            max_batch_keys=lim.max_batch_keys,
-            max_keys_per_session=lim.max_keys_per_session,
-            max_request_id_length=lim.max_request_id_length,
-        )
+        values = {f.name: getattr(lim, f.name) for f in fields(Limits)}
+        values["allowed_mime_types"] = tuple(values["allowed_mime_types"])
+        return Limits(**values)
 
     return Plan("GetLimits", svc.GetLimitsRequest(), True, convert)
 

@@ -21,19 +21,20 @@ from redis.asyncio import Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sessionmemory.v1 import memory_service_pb2, memory_service_pb2_grpc
+from sessionmemory.v1 import memory_service_pb2
 
 from . import logs
 from .auth import ApiKeys
 from .config import Settings
-from .interceptors import ErrorInterceptor
+from .interceptors import add_service
 from .memory import Memory
 from .servicer import MemoryServicer
 from .stores.redis_store import RedisStore
 
 log = logging.getLogger("sessionmemory.server")
 
-SERVICE_NAME = memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
+SERVICE = memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"]
+SERVICE_NAME = SERVICE.full_name
 
 
 def redis_client(settings: Settings) -> Redis | RedisCluster:
@@ -76,12 +77,9 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         cache_seconds=settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache,
     )
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(f"/{SERVICE_NAME}/")],
         options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
     )
-    memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
-        MemoryServicer(Memory(RedisStore(client)), api_keys), server
-    )
+    add_service(server, MemoryServicer(Memory(RedisStore(client)), api_keys), SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

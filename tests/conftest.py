@@ -17,7 +17,7 @@ from sessionmemory import AsyncMemoryClient, MemoryClient
 from sessionmemory_server.app import Built, build_server
 from sessionmemory_server.auth import ApiKeys
 from sessionmemory_server.config import Settings
-from sessionmemory_server.embedded import EmbeddedRedis
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
 
 
 class ServerThread:
@@ -51,16 +51,24 @@ class ServerThread:
         self.loop.close()
 
 
-def start_server(redis_url: str, **overrides: Any) -> ServerThread:
-    """Start a server for a Redis URL on a free port."""
-    settings = Settings(
-        listen="127.0.0.1:0",
-        redis_url=redis_url,
-        redis_timeout_seconds=0.5,
-        auth_cache_seconds=0.0,
+def start_server(redis_url: str, s3: EmbeddedS3, **overrides: Any) -> ServerThread:
+    """Start a server for a Redis URL and an S3 server on a free port."""
+    options: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "redis_url": redis_url,
+        "redis_timeout_seconds": 0.5,
+        "auth_cache_seconds": 0.0,
+        "s3_endpoint": s3.endpoint,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        "s3_bucket": "test-bucket",
+        "s3_timeout_seconds": 2.0,
+        "collect_interval_seconds": 0.5,
+        "release_grace_seconds": 0.5,
+        "upload_idle_seconds": 2.0,
         **overrides,
-    )
-    return ServerThread(settings)
+    }
+    return ServerThread(Settings(**options))
 
 
 @pytest.fixture(scope="session")
@@ -71,9 +79,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 
 @pytest.fixture(scope="session")
-def server(redis_server: EmbeddedRedis) -> Iterator[ServerThread]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    """One real S3 server (SeaweedFS) with checked credentials for the whole run."""
+    with EmbeddedS3(
+        tmp_path_factory.mktemp("s3"), access_key="test-access", secret_key=uuid.uuid4().hex
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def server(redis_server: EmbeddedRedis, s3_server: EmbeddedS3) -> Iterator[ServerThread]:
     """The real gRPC server, shared by the run."""
-    srv = start_server(redis_server.url)
+    srv = start_server(redis_server.url, s3_server)
     yield srv
     srv.stop()
 

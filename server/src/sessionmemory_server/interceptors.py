@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+import minio.error
 import redis.exceptions
+import urllib3.exceptions
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -34,6 +36,8 @@ _BACKEND_DOWN = (
     redis.exceptions.BusyLoadingError,
     asyncio.TimeoutError,
     OSError,
+    urllib3.exceptions.HTTPError,
+    minio.error.ServerError,
 )
 
 
@@ -71,31 +75,68 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) 
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
+    """Abort the call with the status that ``exc`` maps to."""
+    if isinstance(exc, DomainError):
+        await _abort(context, exc)
+    elif isinstance(exc, _BACKEND_DOWN):
+        log.warning("backend unavailable", extra={"method": method, "error": repr(exc)})
+        await _abort(context, unavailable("a storage backend did not answer; retry shortly"))
+    else:
+        request_id = uuid.uuid4().hex
+        log.error(
+            "internal error",
+            extra={"method": method, "request_id": request_id},
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        await _abort(
+            context,
+            DomainError(
+                grpc.StatusCode.INTERNAL,
+                "INTERNAL_ERROR",
+                f"internal server error (request id {request_id})",
+                metadata={"request_id": request_id},
+            ),
+        )
+
+
 def _wrap(behavior: Behavior, method: str) -> Behavior:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await behavior(request, context)
-        except DomainError as err:
-            await _abort(context, err)
-        except _BACKEND_DOWN as exc:
-            log.warning("backend unavailable", extra={"method": method, "error": repr(exc)})
-            await _abort(context, unavailable("the storage backend did not answer; retry shortly"))
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
-        except Exception:
-            request_id = uuid.uuid4().hex
-            log.exception("internal error", extra={"method": method, "request_id": request_id})
-            await _abort(
-                context,
-                DomainError(
-                    grpc.StatusCode.INTERNAL,
-                    "INTERNAL_ERROR",
-                    f"internal server error (request id {request_id})",
-                    metadata={"request_id": request_id},
-                ),
-            )
+        except Exception as exc:
+            await _fail(context, method, exc)
 
     return handler
+
+
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Any:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await _fail(context, method, exc)
+
+    return handler
+
+
+def _handler(servicer: object, m: MethodDescriptor, service: str) -> Any:
+    behavior = getattr(servicer, m.name)
+    path = f"/{service}/{m.name}"
+    decode = GetMessageClass(m.input_type).FromString
+    encode = GetMessageClass(m.output_type).SerializeToString
+    if m.server_streaming and not m.client_streaming:
+        return grpc.unary_stream_rpc_method_handler(_wrap_stream(behavior, path), decode, encode)
+    if m.client_streaming and not m.server_streaming:
+        return grpc.stream_unary_rpc_method_handler(_wrap(behavior, path), decode, encode)
+    if not m.client_streaming:
+        return grpc.unary_unary_rpc_method_handler(_wrap(behavior, path), decode, encode)
+    raise NotImplementedError(f"{path}: bidirectional streaming is not used")
 
 
 def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
@@ -105,14 +146,7 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
     consults on every call) keeps the mapping in one place at no per-call cost.
     Methods are added as registered methods, grpc's fast path for known names.
     """
-    handlers = {
-        m.name: grpc.unary_unary_rpc_method_handler(
-            _wrap(getattr(servicer, m.name), f"/{service.full_name}/{m.name}"),
-            request_deserializer=GetMessageClass(m.input_type).FromString,
-            response_serializer=GetMessageClass(m.output_type).SerializeToString,
-        )
-        for m in service.methods
-    }
+    handlers = {m.name: _handler(servicer, m, service.full_name) for m in service.methods}
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )

@@ -5,7 +5,7 @@ Transport-free: takes Python values (from the servicer) and returns domain recor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -65,11 +65,23 @@ def _session_full() -> DomainError:
     )
 
 
-class Memory:
-    """Session memory operations for one tenant at a time."""
+Release = Callable[[list[str]], Awaitable[None]]
 
-    def __init__(self, store: RedisStore) -> None:
+
+async def _keep(_names: list[str]) -> None:
+    return None
+
+
+class Memory:
+    """Session memory operations for one tenant at a time.
+
+    ``release`` is told the object names of files a write, Delete or Clear
+    removed, so their bytes are collected.
+    """
+
+    def __init__(self, store: RedisStore, release: Release = _keep) -> None:
         self._store = store
+        self._release = release
 
     async def get(self, tenant: str, session: str, key: str) -> Record | None:
         """Read one value."""
@@ -106,11 +118,14 @@ class Memory:
                 )
             )
         try:
-            return await self._store.write(tenant, session, writes)
+            written, released = await self._store.write(tenant, session, writes)
         except PreconditionFailed as failed:
-            raise _precondition_error(writes[failed.index], failed.current_version) from None
+            raise precondition_error(writes[failed.index], failed.current_version) from None
         except SessionFull:
             raise _session_full() from None
+        if released:
+            await self._release(released)
+        return written
 
     async def increment(
         self,
@@ -179,18 +194,27 @@ class Memory:
 
     async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> int:
         """Delete keys; returns how many existed."""
-        return await self._store.delete(tenant, core.session_id(session), core.keys(keys))
+        count, released = await self._store.delete(
+            tenant, core.session_id(session), core.keys(keys)
+        )
+        if released:
+            await self._release(released)
+        return count
 
     async def list(self, tenant: str, session: str) -> list[RecordInfo]:
         """Describe the session's live keys."""
-        return await self._store.list(tenant, core.session_id(session))
+        return await self._store.list_keys(tenant, core.session_id(session))
 
     async def clear(self, tenant: str, session: str) -> int:
         """Delete the whole session."""
-        return await self._store.clear(tenant, core.session_id(session))
+        count, released = await self._store.clear(tenant, core.session_id(session))
+        if released:
+            await self._release(released)
+        return count
 
 
-def _precondition_error(write: Write, current: int) -> DomainError:
+def precondition_error(write: Write, current: int) -> DomainError:
+    """The ABORTED error of a write whose ``if_version`` did not match ``current``."""
     meta: dict[str, object] = {"key": write.key, "version": current}
     if write.if_version == 0:
         return DomainError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import grpc
@@ -14,7 +16,8 @@ from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
 from . import core
 from .auth import ApiKeys
 from .core import Kind, Record
-from .errors import unauthenticated
+from .errors import DomainError, invalid, unauthenticated
+from .files import FileHeaderSpec, FileMeta, Files, file_meta
 from .memory import Memory, WriteSpec
 from .stores.redis_store import Written
 
@@ -39,6 +42,19 @@ def _ts(ms: int) -> Timestamp:
     return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
 
 
+def file_info(meta: FileMeta) -> pb.FileInfo:
+    """The proto FileInfo of a stored file."""
+    return pb.FileInfo(
+        key=meta.key,
+        mime_type=meta.mime_type,
+        size_bytes=meta.size_bytes,
+        sha256=meta.sha256,
+        created_at=_ts(meta.created_ms),
+        expires_at=_ts(meta.expires_ms),
+        version=meta.version,
+    )
+
+
 def _value(record: Record) -> pb.Value:
     kind = record.kind
     if kind is Kind.STRING:
@@ -47,6 +63,8 @@ def _value(record: Record) -> pb.Value:
         return pb.Value(number_value=float(record.payload))
     if kind is Kind.BOOLEAN:
         return pb.Value(bool_value=record.payload == "1")
+    if kind is Kind.FILE:
+        return pb.Value(file_value=file_info(file_meta(record)))
     return pb.Value(json_value=record.payload)
 
 
@@ -71,9 +89,13 @@ def _limits() -> pb.Limits:
 class MemoryServicer(svc_grpc.MemoryServiceServicer):
     """Implements sessionmemory.v1.MemoryService."""
 
-    def __init__(self, memory: Memory, api_keys: ApiKeys) -> None:
+    def __init__(
+        self, memory: Memory, files: Files, api_keys: ApiKeys, *, upload_idle_seconds: float
+    ) -> None:
         self._memory = memory
+        self._files = files
         self._keys = api_keys
+        self._idle = upload_idle_seconds
         self._limits = svc.GetLimitsResponse(limits=_limits())
 
     async def _tenant(self, context: Context) -> str:
@@ -212,3 +234,82 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         """See the proto."""
         await self._tenant(context)
         return self._limits
+
+    async def _next(self, stream: AsyncIterator[svc.SetFileRequest]) -> svc.SetFileRequest | None:
+        try:
+            async with asyncio.timeout(self._idle):
+                return await anext(stream)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise DomainError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "UPLOAD_TIMEOUT",
+                f"the upload sent nothing for {self._idle:.0f} s and was cancelled;"
+                " nothing was stored",
+                metadata={"limit": self._idle},
+            ) from None
+
+    async def _chunks(self, stream: AsyncIterator[svc.SetFileRequest]) -> AsyncIterator[bytes]:
+        while (message := await self._next(stream)) is not None:
+            if message.WhichOneof("part") != "chunk":
+                raise invalid(
+                    "INVALID_UPLOAD", "a SetFile stream has exactly one header, first", "header"
+                )
+            yield message.chunk
+
+    async def SetFile(
+        self, request_iterator: AsyncIterator[svc.SetFileRequest], context: Context
+    ) -> svc.SetFileResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        stream = aiter(request_iterator)
+        first = await self._next(stream)
+        if first is None or first.WhichOneof("part") != "header":
+            raise invalid(
+                "INVALID_UPLOAD",
+                "a SetFile stream starts with a header message"
+                + (" (it was empty)" if first is None else ", not a chunk"),
+                "header",
+            )
+        h = first.header
+        header = FileHeaderSpec(
+            session_id=h.session_id,
+            key=h.key,
+            mime_type=h.mime_type,
+            ttl_seconds=h.ttl_seconds if h.HasField("ttl_seconds") else None,
+            size_bytes=h.size_bytes if h.HasField("size_bytes") else None,
+            sha256=h.sha256,
+            upload_id=h.upload_id,
+            if_version=h.if_version if h.HasField("if_version") else None,
+        )
+        meta = await self._files.upload(tenant, header, self._chunks(stream))
+        return svc.SetFileResponse(file=file_info(meta))
+
+    async def GetFile(self, request: svc.GetFileRequest, context: Context) -> svc.GetFileResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        url_ttl = request.url_ttl_seconds if request.HasField("url_ttl_seconds") else None
+        found = await self._files.get_file(tenant, request.session_id, request.key, url_ttl)
+        if found is None:
+            return svc.GetFileResponse(found=False)
+        meta, url, url_expires_ms = found
+        return svc.GetFileResponse(
+            found=True, file=file_info(meta), url=url, url_expires_at=_ts(url_expires_ms)
+        )
+
+    async def ReadFile(
+        self, request: svc.ReadFileRequest, context: Context
+    ) -> AsyncIterator[svc.ReadFileResponse]:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        meta, chunks = await self._files.read(
+            tenant,
+            request.session_id,
+            request.key,
+            request.offset,
+            request.limit if request.HasField("limit") else None,
+        )
+        yield svc.ReadFileResponse(file=file_info(meta))
+        async for chunk in chunks:
+            yield svc.ReadFileResponse(chunk=chunk)

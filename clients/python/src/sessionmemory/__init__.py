@@ -9,7 +9,8 @@ Example:
 """
 
 from ._aio import AsyncMemoryClient, AsyncSession
-from ._convert import Entry, EntryInfo, Limits, SetItem, WriteResult
+from ._convert import Entry, EntryInfo, FileInfo, Limits, SetItem, WriteResult
+from ._files import AsyncFileHandle, FileHandle
 from ._sync import MemoryClient, Session
 from .errors import (
     AuthenticationError,
@@ -28,6 +29,7 @@ from .errors import (
 )
 
 __all__ = [
+    "AsyncFileHandle",
     "AsyncMemoryClient",
     "AsyncSession",
     "AuthenticationError",
@@ -36,6 +38,8 @@ __all__ = [
     "Entry",
     "EntryInfo",
     "FailedPreconditionError",
+    "FileHandle",
+    "FileInfo",
     "InternalServerError",
     "InvalidArgumentError",
     "LimitExceededError",

@@ -13,6 +13,7 @@ from .errors import MemoryUnavailableError
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_UPLOAD_TIMEOUT = 300.0
 
 ChannelOptions = Sequence[tuple[str, Any]]
 

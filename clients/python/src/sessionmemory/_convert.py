@@ -7,15 +7,19 @@ sync and async sessions only differ in how they execute a plan.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import math
+import os
 import random
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, BinaryIO, Final, Generic, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -43,6 +47,19 @@ class Entry:
     key: str
     value: Any
     kind: str
+    expires_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A stored file's description (its bytes are read through a `FileHandle`)."""
+
+    key: str
+    mime_type: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
     expires_at: datetime
     version: int
 
@@ -131,7 +148,22 @@ def value_of(value: pb.Value) -> Any:
         return value.bool_value
     if which == "json_value":
         return json.loads(value.json_value)
+    if which == "file_value":
+        return file_info_of(value.file_value)
     return None
+
+
+def file_info_of(info: pb.FileInfo) -> FileInfo:
+    """Convert a proto FileInfo."""
+    return FileInfo(
+        info.key,
+        info.mime_type,
+        info.size_bytes,
+        info.sha256,
+        _time(info.created_at),
+        _time(info.expires_at),
+        info.version,
+    )
 
 
 def entry_of(entry: pb.Entry) -> Entry:
@@ -410,3 +442,125 @@ def backoff(attempt: int, retry_after: float | None) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): server hint or 50 ms doubling."""
     base: float = 0.05 * (2 ** (attempt - 1))
     return max(retry_after or 0.0, base * (0.5 + random.random()))
+
+
+# --- files ----------------------------------------------------------------------
+
+CHUNK_SIZE: Final = 256 * 1024
+FileData = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | Iterable[bytes]
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FileSource:
+    """Upload bytes as chunks; ``replayable`` sources can be sent again on retry."""
+
+    chunks: Callable[[], Iterator[bytes]]
+    size: int | None
+    sha256: str
+    replayable: bool
+
+
+def _byte_chunks(data: bytes, size: int) -> Callable[[], Iterator[bytes]]:
+    view = memoryview(data)
+    return lambda: (bytes(view[i : i + size]) for i in range(0, len(view), size))
+
+
+def _path_chunks(path: str, size: int) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            while block := f.read(size):
+                yield block
+
+    return chunks
+
+
+def file_source(data: FileData, chunk_size: int = CHUNK_SIZE) -> FileSource:
+    """Normalize what `set_file` accepts into chunks.
+
+    Accepted: bytes, a base64 str, a path, a binary file object or an iterable of
+    byte chunks.
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        return FileSource(
+            _byte_chunks(raw, chunk_size), len(raw), hashlib.sha256(raw).hexdigest(), True
+        )
+    if isinstance(data, str) and not os.path.isfile(data):
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("a str is a file path or base64 data; this is neither") from None
+        return file_source(raw, chunk_size)
+    if isinstance(data, str | os.PathLike):
+        path = os.fspath(data)
+        return FileSource(_path_chunks(path, chunk_size), os.path.getsize(path), "", True)
+    if hasattr(data, "read"):
+        stream = data
+
+        def from_stream() -> Iterator[bytes]:
+            while block := stream.read(chunk_size):
+                yield block
+
+        return FileSource(from_stream, None, "", False)
+    chunks = iter(data)
+    return FileSource(lambda: chunks, None, "", False)
+
+
+def set_file_requests(
+    session: str,
+    key: str,
+    source: FileSource,
+    *,
+    mime: str,
+    ttl: int,
+    upload_id: str,
+    if_version: int | None,
+    only_if_absent: bool,
+    progress: Progress | None,
+) -> Iterator[svc.SetFileRequest]:
+    """The SetFile stream: a header, then the chunks (reporting progress)."""
+    header = svc.FileHeader(
+        session_id=session,
+        key=key,
+        mime_type=mime,
+        ttl_seconds=ttl,
+        sha256=source.sha256,
+        upload_id=upload_id,
+    )
+    if source.size is not None:
+        header.size_bytes = source.size
+    if only_if_absent:
+        header.if_version = 0
+    elif if_version is not None:
+        header.if_version = if_version
+    yield svc.SetFileRequest(header=header)
+    sent = 0
+    for chunk in source.chunks():
+        if chunk:
+            yield svc.SetFileRequest(chunk=chunk)
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent, source.size)
+
+
+def plan_get_file(session: str, key: str, url_ttl: int | None) -> Plan[Any]:
+    """GetFile; the result is (FileInfo, url, url_expires_at) or None."""
+    request = svc.GetFileRequest(session_id=session, key=key)
+    if url_ttl is not None:
+        request.url_ttl_seconds = url_ttl
+
+    def convert(resp: svc.GetFileResponse) -> tuple[FileInfo, str, datetime] | None:
+        if not resp.found:
+            return None
+        return file_info_of(resp.file), resp.url, _time(resp.url_expires_at)
+
+    return Plan("GetFile", request, True, convert)
+
+
+def read_file_request(session: str, key: str, offset: int, limit: int | None) -> Any:
+    """The ReadFile request."""
+    request = svc.ReadFileRequest(session_id=session, key=key, offset=offset)
+    if limit is not None:
+        request.limit = limit
+    return request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,12 +15,25 @@ from ._base import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_TIMEOUT,
+    DEFAULT_UPLOAD_TIMEOUT,
     ChannelOptions,
     auth_metadata,
     check_available,
     env_settings,
 )
-from ._convert import Entry, EntryInfo, Limits, Plan, Scalar, SetItem, WriteResult
+from ._convert import (
+    Entry,
+    EntryInfo,
+    FileData,
+    FileInfo,
+    Limits,
+    Plan,
+    Progress,
+    Scalar,
+    SetItem,
+    WriteResult,
+)
+from ._files import FileHandle
 from .errors import from_grpc
 from .v1 import memory_service_pb2_grpc
 
@@ -33,6 +47,7 @@ class MemoryClient:
         address: ``host:port`` of the server.
         api_key: The tenant's API key (sent as ``authorization: Bearer <key>``).
         timeout: Default deadline of every call, in seconds (retries included).
+        upload_timeout: Deadline of a file upload or download, in seconds.
         max_attempts: Attempts for calls that are safe to retry on UNAVAILABLE.
         credentials: TLS credentials; None for a plaintext channel.
         options: Extra gRPC channel options.
@@ -44,6 +59,7 @@ class MemoryClient:
         *,
         api_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         credentials: grpc.ChannelCredentials | None = None,
         options: ChannelOptions = (),
@@ -56,6 +72,7 @@ class MemoryClient:
         self._stub = memory_service_pb2_grpc.MemoryServiceStub(self._channel)
         self._metadata = auth_metadata(api_key)
         self._timeout = timeout
+        self._upload_timeout = upload_timeout
         self._max_attempts = max(1, max_attempts)
 
     @classmethod
@@ -122,6 +139,60 @@ class MemoryClient:
                         continue
                 raise error from None
             return plan.convert(response)
+
+    def _upload(
+        self,
+        session_id: str | None,
+        key: str,
+        data: FileData,
+        *,
+        ttl: int,
+        mime: str,
+        upload_id: str | None,
+        if_version: int | None,
+        only_if_absent: bool,
+        progress: Progress | None,
+    ) -> FileInfo:
+        check_available(session_id, self._metadata)
+        source = c.file_source(data)
+        upload_id = upload_id or uuid.uuid4().hex
+        deadline = time.monotonic() + self._upload_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            requests = c.set_file_requests(
+                session_id or "",
+                key,
+                source,
+                mime=mime,
+                ttl=ttl,
+                upload_id=upload_id,
+                if_version=if_version,
+                only_if_absent=only_if_absent,
+                progress=progress,
+            )
+            try:
+                response = self._stub.SetFile(
+                    requests,
+                    timeout=max(deadline - time.monotonic(), 0.001),
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as err:
+                error = from_grpc(err)
+                if (
+                    source.replayable
+                    and error.status == grpc.StatusCode.UNAVAILABLE
+                    and attempt < self._max_attempts
+                ):
+                    delay = c.backoff(attempt, error.retry_after)
+                    if time.monotonic() + delay < deadline:
+                        time.sleep(delay)
+                        continue
+                raise error from None
+            return c.file_info_of(response.file)
+
+    def _reader(self, request: Any) -> Any:
+        return self._stub.ReadFile(request, timeout=self._upload_timeout, metadata=self._metadata)
 
 
 class Session:
@@ -263,3 +334,53 @@ class Session:
             MemoryApiError: the call failed.
         """
         return self._run(c.plan_clear(self.session_id))
+
+    def set_file(
+        self,
+        key: str,
+        data: FileData,
+        *,
+        ttl: int,
+        mime: str,
+        upload_id: str | None = None,
+        if_version: int | None = None,
+        only_if_absent: bool = False,
+        progress: Progress | None = None,
+    ) -> FileInfo:
+        """Upload a file (at most 10 MiB) for ``ttl`` seconds (required, at most a week).
+
+        ``data`` is bytes, a base64 str, a path, a binary file object or an
+        iterable of byte chunks; it is streamed in 256 KiB chunks. ``progress``
+        is called with (bytes sent, total or None). An upload id (generated when
+        not given) makes a retry return the committed file instead of storing
+        it twice; bytes and paths are retried on UNAVAILABLE.
+
+        Raises:
+            InvalidArgumentError: a limit, the MIME type or the content was refused.
+            ConflictError: the precondition failed; nothing was written.
+            MemoryApiError: the call failed.
+        """
+        return self._client._upload(
+            self.session_id,
+            key,
+            data,
+            ttl=ttl,
+            mime=mime,
+            upload_id=upload_id,
+            if_version=if_version,
+            only_if_absent=only_if_absent,
+            progress=progress,
+        )
+
+    def get_file(self, key: str, *, url_ttl: int | None = None) -> FileHandle | None:
+        """A handle on the file under ``key`` (with a presigned URL), or None when missing.
+
+        Raises:
+            FailedPreconditionError: the key holds another kind of value.
+            MemoryApiError: the call failed.
+        """
+        found = self._run(c.plan_get_file(self.session_id, key, url_ttl))
+        if found is None:
+            return None
+        info, url, url_expires_at = found
+        return FileHandle(info, url, url_expires_at, self._client._reader, self.session_id)

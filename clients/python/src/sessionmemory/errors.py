@@ -71,12 +71,12 @@ class ConflictError(MemoryApiError):
     """A precondition (only-if-absent or if-version) failed (ABORTED); nothing written."""
 
 
-class NotANumberError(MemoryApiError):
-    """Increment hit a value that is not a number (FAILED_PRECONDITION)."""
-
-
 class FailedPreconditionError(MemoryApiError):
     """The stored state does not allow the call (FAILED_PRECONDITION)."""
+
+
+class NotANumberError(FailedPreconditionError):
+    """Increment hit a value that is not a number (FAILED_PRECONDITION)."""
 
 
 class LimitExceededError(MemoryApiError):

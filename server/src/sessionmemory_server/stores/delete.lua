@@ -1,11 +1,15 @@
 -- Delete. KEYS[1] index, KEYS[2..] value keys; ARGV[i-1] is the name of KEYS[i].
--- Returns how many existed. Drops the index once no live key is left in it.
+-- Returns {deleted, released object names}. Drops the index once no live key
+-- is left in it.
 local idx = KEYS[1]
 local deleted = 0
+local released = {}
 for i = 2, #KEYS do
+  local old = blob_of(redis.call('GET', KEYS[i]))
+  if old then released[#released + 1] = old end
   deleted = deleted + redis.call('DEL', KEYS[i])
   redis.call('ZREM', idx, ARGV[i - 1])
 end
 prune(idx, now_ms())
 if redis.call('ZCARD', idx) == 0 then redis.call('DEL', idx) end
-return deleted
+return {deleted, released}

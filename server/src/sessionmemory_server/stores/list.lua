@@ -8,7 +8,11 @@ for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
     local kind, ver, exp, rest = string.match(rec, '^(%a)(%d+):(%d+):()')
     out[#out + 1] = name
     out[#out + 1] = kind
-    out[#out + 1] = #rec - rest + 1
+    if kind == 'f' then
+      out[#out + 1] = cjson.decode(string.sub(rec, rest)).s
+    else
+      out[#out + 1] = #rec - rest + 1
+    end
     out[#out + 1] = tonumber(ver)
     out[#out + 1] = tonumber(exp)
   end

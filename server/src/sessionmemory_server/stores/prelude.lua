@@ -37,3 +37,12 @@ end
 local function prune(idx, now)
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. string.format('%d', now))
 end
+
+-- The object-store name of a file record, or nil for other kinds.
+local function blob_of(rec)
+  if rec and string.sub(rec, 1, 1) == 'f' then
+    local _, _, _, payload = parse(rec)
+    return cjson.decode(payload).o
+  end
+  return nil
+end

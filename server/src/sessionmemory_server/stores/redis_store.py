@@ -1,4 +1,4 @@
-"""The Redis store: key layout, Lua scripts and record decoding.
+r"""The Redis store: key layout, Lua scripts and record decoding.
 
 Layout, for tenant T and session S (S escaped so '}' cannot end the hash tag):
 
@@ -6,6 +6,8 @@ Layout, for tenant T and session S (S escaped so '}' cannot end the hash tag):
     sm:{T|S}:i          sorted set: key name -> expiry ms (List, Clear, key count)
     sm:{T|S}:n          version counter of the session
     sm:{T|S}:r:<id>     Increment request-id record (expires after the window)
+    sm:gc               blob collection set (one key): "<object>\t<value key>" -> when
+                        to check it (see collector.py)
 
 Every key of a session shares the hash tag ``{T|S}``, so they sit in one Redis
 Cluster slot and every script stays single-slot. Reads are one plain GET/MGET;
@@ -27,6 +29,7 @@ from redis.commands.core import AsyncScript
 from ..core import KIND_BY_TAG, LIMITS, Kind, Record, RecordInfo, Write
 
 _ESCAPES: Final = str.maketrans({"%": "%25", "}": "%7D"})
+GC_KEY: Final = "sm:gc"
 
 
 def _script(name: str) -> str:
@@ -112,6 +115,7 @@ class RedisStore:
         self._delete: AsyncScript = client.register_script(_script("delete"))
         self._list: AsyncScript = client.register_script(_script("list"))
         self._clear: AsyncScript = client.register_script(_script("clear"))
+        self._gc_claim: AsyncScript = client.register_script(_script("gc_claim"))
 
     @staticmethod
     def prefix(tenant: str, session: str) -> str:
@@ -129,8 +133,17 @@ class RedisStore:
         raws = cast(list[bytes | None], await self._redis.mget([p + k for k in keys]))
         return [_decode(k, raw) for k, raw in zip(keys, raws, strict=True) if raw is not None]
 
-    async def write(self, tenant: str, session: str, writes: Sequence[Write]) -> list[Written]:
+    @classmethod
+    def value_key(cls, tenant: str, session: str, key: str) -> str:
+        """The Redis key of one value."""
+        return cls.prefix(tenant, session) + "v:" + key
+
+    async def write(
+        self, tenant: str, session: str, writes: Sequence[Write]
+    ) -> tuple[list[Written], list[str]]:
         """Write values all or nothing, checking every precondition first.
+
+        Returns the results and the object names of files the write replaced.
 
         Raises:
             PreconditionFailed: an ``if_version`` did not match; nothing written.
@@ -153,7 +166,8 @@ class RedisStore:
             raise PreconditionFailed(int(out[1]) - 1, int(out[2]))
         if out[0] == 2:
             raise SessionFull
-        return [Written(int(out[i]), int(out[i + 1])) for i in range(1, len(out), 2)]
+        written = [Written(int(out[i]), int(out[i + 1])) for i in range(2, len(out), 2)]
+        return written, [name.decode() for name in out[1]]
 
     async def increment(
         self, tenant: str, session: str, key: str, delta: str, ttl_seconds: int, request_id: str
@@ -201,13 +215,14 @@ class RedisStore:
             raise TtlNotAllowed(int(out[1]) - 1, KIND_BY_TAG[out[2].decode()])
         return int(out[1])
 
-    async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> int:
-        """Delete keys; returns how many existed."""
+    async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> tuple[int, list[str]]:
+        """Delete keys; returns how many existed and the object names of deleted files."""
         p = self.prefix(tenant, session)
         redis_keys = [p + "i", *(p + "v:" + k for k in keys)]
-        return int(await self._delete(keys=redis_keys, args=list(keys)))
+        out = await self._delete(keys=redis_keys, args=list(keys))
+        return int(out[0]), [name.decode() for name in out[1]]
 
-    async def list(self, tenant: str, session: str) -> list[RecordInfo]:
+    async def list_keys(self, tenant: str, session: str) -> list[RecordInfo]:
         """Describe every live key of a session, sorted by key."""
         p = self.prefix(tenant, session)
         out = await self._list(keys=[p + "i"], args=[p + "v:"])
@@ -224,7 +239,33 @@ class RedisStore:
         infos.sort(key=lambda info: info.key)
         return infos
 
-    async def clear(self, tenant: str, session: str) -> int:
-        """Delete every key of a session; returns how many values were deleted."""
+    async def clear(self, tenant: str, session: str) -> tuple[int, list[str]]:
+        """Delete every key of a session; returns the count and the deleted files' objects."""
         p = self.prefix(tenant, session)
-        return int(await self._clear(keys=[p + "i"], args=[p + "v:"]))
+        out = await self._clear(keys=[p + "i"], args=[p + "v:"])
+        return int(out[0]), [name.decode() for name in out[1]]
+
+    # --- blob collection set ---------------------------------------------------
+
+    async def record_at(self, value_key: str) -> Record | None:
+        """The record stored under a full value key (for the collector)."""
+        raw = cast(bytes | None, await self._redis.get(value_key))
+        return None if raw is None else _decode(value_key.rsplit(":", 1)[-1], raw)
+
+    async def gc_schedule(self, members: dict[str, int]) -> None:
+        """Set when each collection entry is to be checked (ms since the epoch)."""
+        if members:
+            await self._redis.zadd(GC_KEY, members)
+
+    async def gc_claim(self, lease_ms: int, batch: int) -> list[str]:
+        """Claim due collection entries for one lease."""
+        out = await self._gc_claim(keys=[GC_KEY], args=[lease_ms, batch])
+        return [m.decode() for m in out]
+
+    async def gc_done(self, member: str) -> None:
+        """Drop a collection entry whose object is gone."""
+        await self._redis.zrem(GC_KEY, member)
+
+    async def gc_count(self) -> int:
+        """How many entries the collection set holds."""
+        return int(await self._redis.zcard(GC_KEY))

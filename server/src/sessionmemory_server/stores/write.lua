@@ -3,7 +3,8 @@
 -- ARGV[1] max keys per session; entry i: ARGV[a]=name, ARGV[a+1]=kind,
 -- ARGV[a+2]=payload, ARGV[a+3]=ttl ms, ARGV[a+4]=if_version ('' = none),
 -- with a = 2 + (i-1)*5.
--- Returns {0, version_1, expires_1, ...} | {1, i, current_version} (failed
+-- Returns {0, released, version_1, expires_1, ...} where released lists the
+-- object names of files this write replaced | {1, i, current_version} (failed
 -- precondition of entry i) | {2, live_keys} (session full).
 local idx, seq = KEYS[1], KEYS[2]
 local n = #KEYS - 2
@@ -26,11 +27,14 @@ if added > 0 then
   if live + added > tonumber(ARGV[1]) then return {2, live} end
 end
 local first = next_versions(seq, now, n)
-local out = {0}
+local released = {}
+local out = {0, released}
 local longest = 0
 for i = 1, n do
   local a = 2 + (i - 1) * 5
   local ver = first + i
+  local old = blob_of(redis.call('GET', KEYS[2 + i]))
+  if old then released[#released + 1] = old end
   local exp = now + tonumber(ARGV[a + 3])
   redis.call('SET', KEYS[2 + i], record(ARGV[a + 1], ver, exp, ARGV[a + 2]), 'PXAT', exp)
   redis.call('ZADD', idx, exp, ARGV[a])

@@ -118,6 +118,42 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL. An unexpected server fault; details are in the server log
     under the attached request id. Metadata: request_id.
     """
+    MIME_NOT_ALLOWED: _ErrorReason.ValueType  # 25
+    """INVALID_ARGUMENT. The file's MIME type is not on the allow-list (see
+    Limits.allowed_mime_types). Metadata: field, mime_type.
+    """
+    FILE_TOO_LARGE: _ErrorReason.ValueType  # 26
+    """INVALID_ARGUMENT. The file (declared or received) is larger than 10 MiB
+    (10,485,760 bytes). Metadata: field, limit, actual.
+    """
+    CHECKSUM_MISMATCH: _ErrorReason.ValueType  # 27
+    """INVALID_ARGUMENT. The received bytes do not match the declared
+    `sha256` or `size_bytes`. Nothing was stored. Metadata: field.
+    """
+    CONTENT_MISMATCH: _ErrorReason.ValueType  # 28
+    """INVALID_ARGUMENT. The content is not what the MIME type says (wrong
+    magic bytes, invalid UTF-8, JSON or XML). Nothing was stored.
+    Metadata: field, mime_type.
+    """
+    INVALID_UPLOAD: _ErrorReason.ValueType  # 29
+    """INVALID_ARGUMENT. The SetFile stream is malformed: no header, a second
+    header, chunks before the header, or an invalid sha256/upload id.
+    Metadata: field.
+    """
+    UPLOAD_TIMEOUT: _ErrorReason.ValueType  # 30
+    """DEADLINE_EXCEEDED. The SetFile stream sent nothing for 30 seconds and was
+    cancelled; nothing was stored. Metadata: limit.
+    """
+    NOT_A_FILE: _ErrorReason.ValueType  # 31
+    """FAILED_PRECONDITION. GetFile or ReadFile named a key that holds another
+    kind of value. Metadata: key, kind.
+    """
+    FILE_NOT_FOUND: _ErrorReason.ValueType  # 32
+    """NOT_FOUND. ReadFile named a key that does not exist or has expired.
+    Metadata: key.
+    """
+    INVALID_RANGE: _ErrorReason.ValueType  # 33
+    """INVALID_ARGUMENT. ReadFile's offset or limit is negative. Metadata: field."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the vocabulary of `google.rpc.ErrorInfo.reason` values the
@@ -228,4 +264,40 @@ INTERNAL_ERROR: ErrorReason.ValueType  # 24
 """INTERNAL. An unexpected server fault; details are in the server log
 under the attached request id. Metadata: request_id.
 """
+MIME_NOT_ALLOWED: ErrorReason.ValueType  # 25
+"""INVALID_ARGUMENT. The file's MIME type is not on the allow-list (see
+Limits.allowed_mime_types). Metadata: field, mime_type.
+"""
+FILE_TOO_LARGE: ErrorReason.ValueType  # 26
+"""INVALID_ARGUMENT. The file (declared or received) is larger than 10 MiB
+(10,485,760 bytes). Metadata: field, limit, actual.
+"""
+CHECKSUM_MISMATCH: ErrorReason.ValueType  # 27
+"""INVALID_ARGUMENT. The received bytes do not match the declared
+`sha256` or `size_bytes`. Nothing was stored. Metadata: field.
+"""
+CONTENT_MISMATCH: ErrorReason.ValueType  # 28
+"""INVALID_ARGUMENT. The content is not what the MIME type says (wrong
+magic bytes, invalid UTF-8, JSON or XML). Nothing was stored.
+Metadata: field, mime_type.
+"""
+INVALID_UPLOAD: ErrorReason.ValueType  # 29
+"""INVALID_ARGUMENT. The SetFile stream is malformed: no header, a second
+header, chunks before the header, or an invalid sha256/upload id.
+Metadata: field.
+"""
+UPLOAD_TIMEOUT: ErrorReason.ValueType  # 30
+"""DEADLINE_EXCEEDED. The SetFile stream sent nothing for 30 seconds and was
+cancelled; nothing was stored. Metadata: limit.
+"""
+NOT_A_FILE: ErrorReason.ValueType  # 31
+"""FAILED_PRECONDITION. GetFile or ReadFile named a key that holds another
+kind of value. Metadata: key, kind.
+"""
+FILE_NOT_FOUND: ErrorReason.ValueType  # 32
+"""NOT_FOUND. ReadFile named a key that does not exist or has expired.
+Metadata: key.
+"""
+INVALID_RANGE: ErrorReason.ValueType  # 33
+"""INVALID_ARGUMENT. ReadFile's offset or limit is negative. Metadata: field."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -25,23 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsessionmemory/v1/memory.proto\x12\x10sessionmemory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x05Value\x12#\n\x0cstring_value\x18\x01 \x01(\tH\x00R\x0bstringValue\x12#\n\x0cnumber_value\x18\x02 \x01(\x01H\x00R\x0bnumberValue\x12\x1f\n\nbool_value\x18\x03 \x01(\x08H\x00R\tboolValue\x12\x1f\n\njson_value\x18\x04 \x01(\tH\x00R\tjsonValueB\x06\n\x04kind\"\x9d\x01\n\x05\x45ntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x17.sessionmemory.v1.ValueR\x05value\x12\x39\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n\x07version\x18\x04 \x01(\x03R\x07version\"\xc2\x01\n\tEntryInfo\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12/\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.sessionmemory.v1.ValueKindR\x04kind\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x39\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version\"t\n\x0bWriteResult\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\x12\x39\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\"\xfb\x05\n\x06Limits\x12*\n\x11max_string_length\x18\x01 \x01(\x05R\x0fmaxStringLength\x12(\n\x10number_abs_bound\x18\x02 \x01(\x01R\x0enumberAbsBound\x12*\n\x11max_number_digits\x18\x03 \x01(\x05R\x0fmaxNumberDigits\x12$\n\x0emax_json_bytes\x18\x04 \x01(\x05R\x0cmaxJsonBytes\x12$\n\x0emax_json_depth\x18\x05 \x01(\x05R\x0cmaxJsonDepth\x12.\n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x06 \x01(\x03R\x11\x64\x65\x66\x61ultTtlSeconds\x12\x39\n\x19max_primitive_ttl_seconds\x18\x07 \x01(\x03R\x16maxPrimitiveTtlSeconds\x12/\n\x14max_json_ttl_seconds\x18\x08 \x01(\x03R\x11maxJsonTtlSeconds\x12/\n\x14max_file_ttl_seconds\x18\t \x01(\x03R\x11maxFileTtlSeconds\x12$\n\x0emax_file_bytes\x18\n \x01(\x03R\x0cmaxFileBytes\x12,\n\x12\x61llowed_mime_types\x18\x0b \x03(\tR\x10\x61llowedMimeTypes\x12\x31\n\x15max_session_id_length\x18\x0c \x01(\x05R\x12maxSessionIdLength\x12$\n\x0emax_key_length\x18\r \x01(\x05R\x0cmaxKeyLength\x12\x1f\n\x0bkey_pattern\x18\x0e \x01(\tR\nkeyPattern\x12$\n\x0emax_batch_keys\x18\x0f \x01(\x05R\x0cmaxBatchKeys\x12/\n\x14max_keys_per_session\x18\x10 \x01(\x05R\x11maxKeysPerSession\x12\x31\n\x15max_request_id_length\x18\x11 \x01(\x05R\x12maxRequestIdLength*\x97\x01\n\tValueKind\x12\x1a\n\x16VALUE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11VALUE_KIND_STRING\x10\x01\x12\x15\n\x11VALUE_KIND_NUMBER\x10\x02\x12\x16\n\x12VALUE_KIND_BOOLEAN\x10\x03\x12\x13\n\x0fVALUE_KIND_JSON\x10\x04\x12\x13\n\x0fVALUE_KIND_FILE\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsessionmemory/v1/memory.proto\x12\x10sessionmemory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\x05Value\x12#\n\x0cstring_value\x18\x01 \x01(\tH\x00R\x0bstringValue\x12#\n\x0cnumber_value\x18\x02 \x01(\x01H\x00R\x0bnumberValue\x12\x1f\n\nbool_value\x18\x03 \x01(\x08H\x00R\tboolValue\x12\x1f\n\njson_value\x18\x04 \x01(\tH\x00R\tjsonValue\x12;\n\nfile_value\x18\x05 \x01(\x0b\x32\x1a.sessionmemory.v1.FileInfoH\x00R\tfileValueB\x06\n\x04kind\"\x80\x02\n\x08\x46ileInfo\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n\tmime_type\x18\x02 \x01(\tR\x08mimeType\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x16\n\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n\x07version\x18\x07 \x01(\x03R\x07version\"\x9d\x01\n\x05\x45ntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x17.sessionmemory.v1.ValueR\x05value\x12\x39\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n\x07version\x18\x04 \x01(\x03R\x07version\"\xc2\x01\n\tEntryInfo\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12/\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.sessionmemory.v1.ValueKindR\x04kind\x12\x1d\n\nsize_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x39\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version\"t\n\x0bWriteResult\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\x12\x39\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\"\xfb\x05\n\x06Limits\x12*\n\x11max_string_length\x18\x01 \x01(\x05R\x0fmaxStringLength\x12(\n\x10number_abs_bound\x18\x02 \x01(\x01R\x0enumberAbsBound\x12*\n\x11max_number_digits\x18\x03 \x01(\x05R\x0fmaxNumberDigits\x12$\n\x0emax_json_bytes\x18\x04 \x01(\x05R\x0cmaxJsonBytes\x12$\n\x0emax_json_depth\x18\x05 \x01(\x05R\x0cmaxJsonDepth\x12.\n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x06 \x01(\x03R\x11\x64\x65\x66\x61ultTtlSeconds\x12\x39\n\x19max_primitive_ttl_seconds\x18\x07 \x01(\x03R\x16maxPrimitiveTtlSeconds\x12/\n\x14max_json_ttl_seconds\x18\x08 \x01(\x03R\x11maxJsonTtlSeconds\x12/\n\x14max_file_ttl_seconds\x18\t \x01(\x03R\x11maxFileTtlSeconds\x12$\n\x0emax_file_bytes\x18\n \x01(\x03R\x0cmaxFileBytes\x12,\n\x12\x61llowed_mime_types\x18\x0b \x03(\tR\x10\x61llowedMimeTypes\x12\x31\n\x15max_session_id_length\x18\x0c \x01(\x05R\x12maxSessionIdLength\x12$\n\x0emax_key_length\x18\r \x01(\x05R\x0cmaxKeyLength\x12\x1f\n\x0bkey_pattern\x18\x0e \x01(\tR\nkeyPattern\x12$\n\x0emax_batch_keys\x18\x0f \x01(\x05R\x0cmaxBatchKeys\x12/\n\x14max_keys_per_session\x18\x10 \x01(\x05R\x11maxKeysPerSession\x12\x31\n\x15max_request_id_length\x18\x11 \x01(\x05R\x12maxRequestIdLength*\x97\x01\n\tValueKind\x12\x1a\n\x16VALUE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11VALUE_KIND_STRING\x10\x01\x12\x15\n\x11VALUE_KIND_NUMBER\x10\x02\x12\x16\n\x12VALUE_KIND_BOOLEAN\x10\x03\x12\x13\n\x0fVALUE_KIND_JSON\x10\x04\x12\x13\n\x0fVALUE_KIND_FILE\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sessionmemory.v1.memory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VALUEKIND']._serialized_start=1484
-  _globals['_VALUEKIND']._serialized_end=1635
+  _globals['_VALUEKIND']._serialized_start=1804
+  _globals['_VALUEKIND']._serialized_end=1955
   _globals['_VALUE']._serialized_start=85
-  _globals['_VALUE']._serialized_end=240
-  _globals['_ENTRY']._serialized_start=243
-  _globals['_ENTRY']._serialized_end=400
-  _globals['_ENTRYINFO']._serialized_start=403
-  _globals['_ENTRYINFO']._serialized_end=597
-  _globals['_WRITERESULT']._serialized_start=599
-  _globals['_WRITERESULT']._serialized_end=715
-  _globals['_LIMITS']._serialized_start=718
-  _globals['_LIMITS']._serialized_end=1481
+  _globals['_VALUE']._serialized_end=301
+  _globals['_FILEINFO']._serialized_start=304
+  _globals['_FILEINFO']._serialized_end=560
+  _globals['_ENTRY']._serialized_start=563
+  _globals['_ENTRY']._serialized_end=720
+  _globals['_ENTRYINFO']._serialized_start=723
+  _globals['_ENTRYINFO']._serialized_end=917
+  _globals['_WRITERESULT']._serialized_start=919
+  _globals['_WRITERESULT']._serialized_end=1035
+  _globals['_LIMITS']._serialized_start=1038
+  _globals['_LIMITS']._serialized_end=1801
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,9 @@ class _ValueKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueKind.V
     VALUE_KIND_JSON: _ValueKind.ValueType  # 4
     """Any JSON value, at most 5 KiB as compact UTF-8 JSON."""
     VALUE_KIND_FILE: _ValueKind.ValueType  # 5
-    """A file (bytes in the object store). Reserved for the files API."""
+    """A file: at most 10 MiB of bytes in the object store, described by a
+    FileInfo.
+    """
 
 class ValueKind(_ValueKind, metaclass=_ValueKindEnumTypeWrapper):
     """ValueKind names the type of a stored value."""
@@ -57,7 +59,9 @@ VALUE_KIND_BOOLEAN: ValueKind.ValueType  # 3
 VALUE_KIND_JSON: ValueKind.ValueType  # 4
 """Any JSON value, at most 5 KiB as compact UTF-8 JSON."""
 VALUE_KIND_FILE: ValueKind.ValueType  # 5
-"""A file (bytes in the object store). Reserved for the files API."""
+"""A file: at most 10 MiB of bytes in the object store, described by a
+FileInfo.
+"""
 Global___ValueKind: _TypeAlias = ValueKind  # noqa: Y015
 
 @_typing.final
@@ -70,6 +74,7 @@ class Value(_message.Message):
     NUMBER_VALUE_FIELD_NUMBER: _builtins.int
     BOOL_VALUE_FIELD_NUMBER: _builtins.int
     JSON_VALUE_FIELD_NUMBER: _builtins.int
+    FILE_VALUE_FIELD_NUMBER: _builtins.int
     string_value: _builtins.str
     """A string of at most 255 Unicode code points, stored exactly as given
     (no normalization).
@@ -85,6 +90,12 @@ class Value(_message.Message):
     accepted; reads return the compact form (no insignificant whitespace,
     object member order preserved).
     """
+    @_builtins.property
+    def file_value(self) -> Global___FileInfo:
+        """Output only. A file's description; its bytes are read with ReadFile or
+        the URL from GetFile. Files are written with SetFile only.
+        """
+
     def __init__(
         self,
         *,
@@ -92,16 +103,67 @@ class Value(_message.Message):
         number_value: _builtins.float = ...,
         bool_value: _builtins.bool = ...,
         json_value: _builtins.str = ...,
+        file_value: Global___FileInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "json_value", b"json_value", "kind", b"kind", "number_value", b"number_value", "string_value", b"string_value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "file_value", b"file_value", "json_value", b"json_value", "kind", b"kind", "number_value", b"number_value", "string_value", b"string_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "json_value", b"json_value", "kind", b"kind", "number_value", b"number_value", "string_value", b"string_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "file_value", b"file_value", "json_value", b"json_value", "kind", b"kind", "number_value", b"number_value", "string_value", b"string_value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["string_value", "number_value", "bool_value", "json_value"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["string_value", "number_value", "bool_value", "json_value", "file_value"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Value: _TypeAlias = Value  # noqa: Y015
+
+@_typing.final
+class FileInfo(_message.Message):
+    """FileInfo describes a stored file (its bytes live in the object store)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key the file is stored under."""
+    mime_type: _builtins.str
+    """The MIME type given at upload, one of Limits.allowed_mime_types."""
+    size_bytes: _builtins.int
+    """Size in bytes, at most 10,485,760."""
+    sha256: _builtins.str
+    """SHA-256 of the bytes, 64 lowercase hex digits."""
+    version: _builtins.int
+    """The file's version (see Entry.version)."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the upload was committed."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the file expires."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "key", b"key", "mime_type", b"mime_type", "sha256", b"sha256", "size_bytes", b"size_bytes", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileInfo: _TypeAlias = FileInfo  # noqa: Y015
 
 @_typing.final
 class Entry(_message.Message):
@@ -163,7 +225,7 @@ class EntryInfo(_message.Message):
     size_bytes: _builtins.int
     """Size of the stored value in bytes: UTF-8 bytes for strings, compact
     UTF-8 JSON bytes for JSON, the shortest decimal text for numbers, 1 for
-    booleans.
+    booleans, the file's size for files.
     """
     version: _builtins.int
     """The value's current version (see Entry.version)."""

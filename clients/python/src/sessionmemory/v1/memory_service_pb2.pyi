@@ -704,3 +704,266 @@ class GetLimitsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLimitsResponse: _TypeAlias = GetLimitsResponse  # noqa: Y015
+
+@_typing.final
+class FileHeader(_message.Message):
+    """FileHeader is the first message of a SetFile stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    IF_VERSION_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Required. The conversation, 1 to 256 printable characters."""
+    key: _builtins.str
+    """Required. The key to store the file under."""
+    mime_type: _builtins.str
+    """Required. One of Limits.allowed_mime_types; the content is checked
+    against it (magic bytes, UTF-8, JSON or XML well-formedness).
+    """
+    ttl_seconds: _builtins.int
+    """Required. Seconds until the file expires, 1 to 604,800."""
+    size_bytes: _builtins.int
+    """Optional. The size in bytes the client will send; checked against the
+    10 MiB limit at once and against the bytes received at the end.
+    """
+    sha256: _builtins.str
+    """Optional. SHA-256 of the whole file as 64 hex digits; checked at the end."""
+    upload_id: _builtins.str
+    """Optional. Up to 128 printable characters chosen by the client. A retry
+    with the upload id of an upload that already committed (within the
+    file's TTL) returns that upload's FileInfo and stores nothing.
+    """
+    if_version: _builtins.int
+    """Optional. Write only if the key's current version equals this; 0 means
+    only if the key is absent.
+    """
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        key: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        ttl_seconds: _builtins.int | None = ...,
+        size_bytes: _builtins.int | None = ...,
+        sha256: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
+        if_version: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_if_version", b"_if_version", "_size_bytes", b"_size_bytes", "_ttl_seconds", b"_ttl_seconds", "if_version", b"if_version", "size_bytes", b"size_bytes", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_if_version", b"_if_version", "_size_bytes", b"_size_bytes", "_ttl_seconds", b"_ttl_seconds", "if_version", b"if_version", "key", b"key", "mime_type", b"mime_type", "session_id", b"session_id", "sha256", b"sha256", "size_bytes", b"size_bytes", "ttl_seconds", b"ttl_seconds", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__if_version: _TypeAlias = _typing.Literal["if_version"]  # noqa: Y015
+    _WhichOneofArgType__if_version: _TypeAlias = _typing.Literal["_if_version", b"_if_version"]  # noqa: Y015
+    _WhichOneofReturnType__size_bytes: _TypeAlias = _typing.Literal["size_bytes"]  # noqa: Y015
+    _WhichOneofArgType__size_bytes: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__ttl_seconds: _TypeAlias = _typing.Literal["ttl_seconds"]  # noqa: Y015
+    _WhichOneofArgType__ttl_seconds: _TypeAlias = _typing.Literal["_ttl_seconds", b"_ttl_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__if_version) -> _WhichOneofReturnType__if_version | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__size_bytes) -> _WhichOneofReturnType__size_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl_seconds) -> _WhichOneofReturnType__ttl_seconds | None: ...
+
+Global___FileHeader: _TypeAlias = FileHeader  # noqa: Y015
+
+@_typing.final
+class SetFileRequest(_message.Message):
+    """SetFileRequest is one message of a SetFile stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the file, in order."""
+    @_builtins.property
+    def header(self) -> Global___FileHeader:
+        """The upload's metadata. Exactly once, first."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___FileHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___SetFileRequest: _TypeAlias = SetFileRequest  # noqa: Y015
+
+@_typing.final
+class SetFileResponse(_message.Message):
+    """SetFileResponse is the result of SetFile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def file(self) -> _memory_pb2.FileInfo:
+        """The stored file."""
+
+    def __init__(
+        self,
+        *,
+        file: _memory_pb2.FileInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetFileResponse: _TypeAlias = SetFileResponse  # noqa: Y015
+
+@_typing.final
+class GetFileRequest(_message.Message):
+    """GetFileRequest names a file to describe and link to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    URL_TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Required. The conversation, 1 to 256 printable characters."""
+    key: _builtins.str
+    """Required. The key of the file."""
+    url_ttl_seconds: _builtins.int
+    """Optional. How long the URL should work, in seconds. The URL expires
+    after the smallest of this, 900 s when absent, 3,600 s, and the file's
+    remaining TTL.
+    """
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        key: _builtins.str = ...,
+        url_ttl_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_url_ttl_seconds", b"_url_ttl_seconds", "url_ttl_seconds", b"url_ttl_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_url_ttl_seconds", b"_url_ttl_seconds", "key", b"key", "session_id", b"session_id", "url_ttl_seconds", b"url_ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__url_ttl_seconds: _TypeAlias = _typing.Literal["url_ttl_seconds"]  # noqa: Y015
+    _WhichOneofArgType__url_ttl_seconds: _TypeAlias = _typing.Literal["_url_ttl_seconds", b"_url_ttl_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__url_ttl_seconds) -> _WhichOneofReturnType__url_ttl_seconds | None: ...
+
+Global___GetFileRequest: _TypeAlias = GetFileRequest  # noqa: Y015
+
+@_typing.final
+class GetFileResponse(_message.Message):
+    """GetFileResponse is the result of GetFile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    URL_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """True when the key holds a live file."""
+    url: _builtins.str
+    """A presigned HTTP GET URL of the bytes; empty when `found` is false."""
+    @_builtins.property
+    def file(self) -> _memory_pb2.FileInfo:
+        """The file; unset when `found` is false."""
+
+    @_builtins.property
+    def url_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the URL stops working."""
+
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        file: _memory_pb2.FileInfo | None = ...,
+        url: _builtins.str = ...,
+        url_expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "url_expires_at", b"url_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "found", b"found", "url", b"url", "url_expires_at", b"url_expires_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFileResponse: _TypeAlias = GetFileResponse  # noqa: Y015
+
+@_typing.final
+class ReadFileRequest(_message.Message):
+    """ReadFileRequest names a file (or a byte range of it) to stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Required. The conversation, 1 to 256 printable characters."""
+    key: _builtins.str
+    """Required. The key of the file."""
+    offset: _builtins.int
+    """Optional. First byte to send (default 0)."""
+    limit: _builtins.int
+    """Optional. At most this many bytes; absent means to the end."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        key: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        limit: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "key", b"key", "limit", b"limit", "offset", b"offset", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+
+Global___ReadFileRequest: _TypeAlias = ReadFileRequest  # noqa: Y015
+
+@_typing.final
+class ReadFileResponse(_message.Message):
+    """ReadFileResponse is one message of a ReadFile stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the file, in order (at most 1 MiB each)."""
+    @_builtins.property
+    def file(self) -> _memory_pb2.FileInfo:
+        """The file being read; always the first message."""
+
+    def __init__(
+        self,
+        *,
+        file: _memory_pb2.FileInfo | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "file", b"file", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "file", b"file", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["file", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ReadFileResponse: _TypeAlias = ReadFileResponse  # noqa: Y015

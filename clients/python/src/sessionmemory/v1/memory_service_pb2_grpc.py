@@ -111,6 +111,21 @@ class MemoryServiceStub:
                 request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetLimitsRequest.SerializeToString,
                 response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetLimitsResponse.FromString,
                 _registered_method=True)
+        self.SetFile = channel.stream_unary(
+                '/sessionmemory.v1.MemoryService/SetFile',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.SetFileRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.SetFileResponse.FromString,
+                _registered_method=True)
+        self.GetFile = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/GetFile',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetFileRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetFileResponse.FromString,
+                _registered_method=True)
+        self.ReadFile = channel.unary_stream(
+                '/sessionmemory.v1.MemoryService/ReadFile',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -218,6 +233,35 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetFile(self, request_iterator, context):
+        """SetFile uploads a file: the first message is a header, then chunks of
+        bytes (64 KiB to 1 MiB each recommended). The header is checked before
+        any byte is stored; the upload is aborted the moment it passes 10 MiB; the
+        content must match the MIME type. A failed or cancelled upload stores
+        nothing. Replacing a file is atomic: readers see the old or the new one.
+        A retry carrying the upload id of a committed upload returns the same
+        FileInfo without storing twice. A stream idle for 30 s is cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFile(self, request, context):
+        """GetFile returns a file's FileInfo and a presigned download URL that
+        works with a plain HTTP GET until it expires or the file is deleted,
+        replaced or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadFile(self, request, context):
+        """ReadFile streams a file: its FileInfo first, then its bytes in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -275,6 +319,21 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.GetLimits,
                     request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetLimitsRequest.FromString,
                     response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetLimitsResponse.SerializeToString,
+            ),
+            'SetFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.SetFile,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.SetFileRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.SetFileResponse.SerializeToString,
+            ),
+            'GetFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFile,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetFileRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetFileResponse.SerializeToString,
+            ),
+            'ReadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadFile,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -596,6 +655,87 @@ class MemoryService:
             '/sessionmemory.v1.MemoryService/GetLimits',
             sessionmemory_dot_v1_dot_memory__service__pb2.GetLimitsRequest.SerializeToString,
             sessionmemory_dot_v1_dot_memory__service__pb2.GetLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/sessionmemory.v1.MemoryService/SetFile',
+            sessionmemory_dot_v1_dot_memory__service__pb2.SetFileRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.SetFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/GetFile',
+            sessionmemory_dot_v1_dot_memory__service__pb2.GetFileRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.GetFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/ReadFile',
+            sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,6 +83,22 @@ class MemoryServiceStub:
     """Clear deletes every key of a session."""
     GetLimits: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetLimitsRequest, _memory_service_pb2.GetLimitsResponse]
     """GetLimits returns the limits in force."""
+    SetFile: _grpc.StreamUnaryMultiCallable[_memory_service_pb2.SetFileRequest, _memory_service_pb2.SetFileResponse]
+    """SetFile uploads a file: the first message is a header, then chunks of
+    bytes (64 KiB to 1 MiB each recommended). The header is checked before
+    any byte is stored; the upload is aborted the moment it passes 10 MiB; the
+    content must match the MIME type. A failed or cancelled upload stores
+    nothing. Replacing a file is atomic: readers see the old or the new one.
+    A retry carrying the upload id of a committed upload returns the same
+    FileInfo without storing twice. A stream idle for 30 s is cancelled.
+    """
+    GetFile: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetFileRequest, _memory_service_pb2.GetFileResponse]
+    """GetFile returns a file's FileInfo and a presigned download URL that
+    works with a plain HTTP GET until it expires or the file is deleted,
+    replaced or expired.
+    """
+    ReadFile: _grpc.UnaryStreamMultiCallable[_memory_service_pb2.ReadFileRequest, _memory_service_pb2.ReadFileResponse]
+    """ReadFile streams a file: its FileInfo first, then its bytes in chunks."""
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -139,6 +155,22 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Clear deletes every key of a session."""
     GetLimits: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetLimitsRequest, _memory_service_pb2.GetLimitsResponse]  # type: ignore[assignment]
     """GetLimits returns the limits in force."""
+    SetFile: _aio.StreamUnaryMultiCallable[_memory_service_pb2.SetFileRequest, _memory_service_pb2.SetFileResponse]  # type: ignore[assignment]
+    """SetFile uploads a file: the first message is a header, then chunks of
+    bytes (64 KiB to 1 MiB each recommended). The header is checked before
+    any byte is stored; the upload is aborted the moment it passes 10 MiB; the
+    content must match the MIME type. A failed or cancelled upload stores
+    nothing. Replacing a file is atomic: readers see the old or the new one.
+    A retry carrying the upload id of a committed upload returns the same
+    FileInfo without storing twice. A stream idle for 30 s is cancelled.
+    """
+    GetFile: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetFileRequest, _memory_service_pb2.GetFileResponse]  # type: ignore[assignment]
+    """GetFile returns a file's FileInfo and a presigned download URL that
+    works with a plain HTTP GET until it expires or the file is deleted,
+    replaced or expired.
+    """
+    ReadFile: _aio.UnaryStreamMultiCallable[_memory_service_pb2.ReadFileRequest, _memory_service_pb2.ReadFileResponse]  # type: ignore[assignment]
+    """ReadFile streams a file: its FileInfo first, then its bytes in chunks."""
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """MemoryService is a per-conversation working memory for bot and agent
@@ -258,5 +290,39 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.GetLimitsResponse, _abc.Awaitable[_memory_service_pb2.GetLimitsResponse]]:
         """GetLimits returns the limits in force."""
+
+    @_abc_1.abstractmethod
+    def SetFile(
+        self,
+        request_iterator: _MaybeAsyncIterator[_memory_service_pb2.SetFileRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.SetFileResponse, _abc.Awaitable[_memory_service_pb2.SetFileResponse]]:
+        """SetFile uploads a file: the first message is a header, then chunks of
+        bytes (64 KiB to 1 MiB each recommended). The header is checked before
+        any byte is stored; the upload is aborted the moment it passes 10 MiB; the
+        content must match the MIME type. A failed or cancelled upload stores
+        nothing. Replacing a file is atomic: readers see the old or the new one.
+        A retry carrying the upload id of a committed upload returns the same
+        FileInfo without storing twice. A stream idle for 30 s is cancelled.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFile(
+        self,
+        request: _memory_service_pb2.GetFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.GetFileResponse, _abc.Awaitable[_memory_service_pb2.GetFileResponse]]:
+        """GetFile returns a file's FileInfo and a presigned download URL that
+        works with a plain HTTP GET until it expires or the file is deleted,
+        replaced or expired.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadFile(
+        self,
+        request: _memory_service_pb2.ReadFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_memory_service_pb2.ReadFileResponse], _abc.AsyncIterator[_memory_service_pb2.ReadFileResponse]]:
+        """ReadFile streams a file: its FileInfo first, then its bytes in chunks."""
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,149 @@
+r"""The blob collector: every object in the store is either referenced or collected.
+
+Protocol (``sm:gc`` is one Redis sorted set, member ``"<object>\t<value key>"``,
+score = when to look at it next, in ms):
+
+1. Before an upload puts its object, it registers the member with a short lease
+   and renews it while it works, so a server killed mid-upload leaves an entry
+   whose lease lapses within two collection periods.
+2. After the metadata switch (one Lua script) the entry is rescheduled to the
+   file's expiry. Objects the switch replaced (and those of Delete/Clear) are
+   registered as released, due after a short read grace.
+3. Every server runs `Collector.run`: it claims due entries (a Lua script that
+   pushes them one lease ahead, so concurrent collectors do not double up and a
+   crashed one leaves them to the next), and for each asks Redis whether the
+   value key still points at that object. If it does (a Touch may have extended
+   it), the entry moves to the current expiry; if not, the object is deleted and
+   then the entry. Metadata never points at a missing object: objects are
+   written before the switch and deleted only when nothing references them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .core import Kind
+from .stores.blob_store import BlobStore
+from .stores.redis_store import RedisStore
+
+log = logging.getLogger("sessionmemory.collector")
+
+_BATCH = 100
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def object_of(payload: str) -> str:
+    """The object name inside a file record's payload."""
+    name: str = json.loads(payload)["o"]
+    return name
+
+
+@dataclass
+class Lease:
+    """An upload's hold on its object while it is not referenced yet."""
+
+    member: str
+    last_renewed: float = field(default_factory=time.monotonic)
+
+    def fresh(self, within: float) -> bool:
+        """True when the lease was renewed within ``within`` seconds."""
+        return time.monotonic() - self.last_renewed < within
+
+
+class Collector:
+    """Collects expired, released and orphaned objects; safe with many servers."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        blobs: BlobStore,
+        *,
+        interval: float,
+        release_grace: float,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self.interval = interval
+        self._release_grace_ms = int(release_grace * 1000)
+        self._lease_ms = int(2 * interval * 1000)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, name: str, value_key: str) -> AsyncIterator[Lease]:
+        """Hold ``name`` for an upload; on error the object is removed at once."""
+        lease = Lease(f"{name}\t{value_key}")
+        await self._store.gc_schedule({lease.member: _now_ms() + self._lease_ms})
+        renew = asyncio.create_task(self._renew(lease))
+        try:
+            yield lease
+        except BaseException:
+            renew.cancel()
+            # Best effort; if this fails the lapsed lease lets the collector do it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._drop(name, lease.member))
+            raise
+        renew.cancel()
+
+    async def _renew(self, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(self.interval / 2)
+            with contextlib.suppress(Exception):
+                await self._store.gc_schedule({lease.member: _now_ms() + self._lease_ms})
+                lease.last_renewed = time.monotonic()
+
+    def lease_is_safe(self, lease: Lease) -> bool:
+        """True while no other server can have collected the leased object."""
+        return lease.fresh(self.interval / 2 + self.interval / 4)
+
+    async def committed(self, lease: Lease, expires_ms: int) -> None:
+        """The object is referenced now: look at it again when it expires."""
+        await self._store.gc_schedule({lease.member: expires_ms + 1})
+
+    async def release(self, names: list[str]) -> None:
+        """Objects no longer referenced: collect them after the read grace."""
+        due = _now_ms() + self._release_grace_ms
+        await self._store.gc_schedule({f"{n}\t": due for n in names})
+
+    async def _drop(self, name: str, member: str) -> None:
+        await self._blobs.delete(name)
+        await self._store.gc_done(member)
+
+    async def collect_once(self) -> int:
+        """One pass over the due entries; returns how many objects were deleted."""
+        deleted = 0
+        for member in await self._store.gc_claim(self._lease_ms, _BATCH):
+            name, _, value_key = member.partition("\t")
+            if value_key:
+                record = await self._store.record_at(value_key)
+                if (
+                    record is not None
+                    and record.kind is Kind.FILE
+                    and object_of(record.payload) == name
+                ):
+                    await self._store.gc_schedule({member: record.expires_ms + 1})
+                    continue
+            await self._drop(name, member)
+            deleted += 1
+        return deleted
+
+    async def run(self) -> None:
+        """Collect every interval until cancelled; failures are logged and retried."""
+        while True:
+            try:
+                while (count := await self.collect_once()) == _BATCH:
+                    log.info("collected", extra={"objects": count})
+                if count:
+                    log.info("collected", extra={"objects": count})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("collection failed", extra={"error": repr(exc)})
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,147 @@
+"""File bytes in an S3-compatible object store, through the minio SDK.
+
+The SDK is synchronous, so every call runs in a bounded thread pool: at most
+``threads`` transfers at once, each holding at most one 5 MiB part in memory.
+Every request has a timeout (urllib3), so a dead store is UNAVAILABLE, not a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+PART_SIZE = 5 * 1024 * 1024
+READ_CHUNK = 256 * 1024
+
+
+class BlobStore:
+    """One bucket of immutable objects: put once, read, presign, delete."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        secure: bool,
+        region: str,
+        timeout: float,
+        threads: int,
+        public_endpoint: str | None = None,
+    ) -> None:
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            maxsize=threads + 2,
+            retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=(500, 502, 503)),
+        )
+        self._client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+        )
+        if public_endpoint:
+            url = urlsplit(
+                public_endpoint if "://" in public_endpoint else f"http://{public_endpoint}"
+            )
+            # Presigning is local computation; the region is given, so no request is made.
+            self._signer = Minio(
+                url.netloc,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=url.scheme == "https",
+                region=region,
+            )
+        else:
+            self._signer = self._client
+        self.bucket = bucket
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="blobs")
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket when it is missing."""
+
+        def make() -> None:
+            if not self._client.bucket_exists(self.bucket):
+                try:
+                    self._client.make_bucket(self.bucket)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+        await self._run(make)
+
+    async def put(self, name: str, path: Path, size: int, content_type: str) -> None:
+        """Upload a spooled file as object ``name``."""
+
+        def put() -> None:
+            with path.open("rb") as f:
+                self._client.put_object(
+                    self.bucket, name, f, size, content_type=content_type, part_size=PART_SIZE
+                )
+
+        await self._run(put)
+
+    async def delete(self, name: str) -> None:
+        """Delete an object (deleting a missing one is fine)."""
+        await self._run(self._client.remove_object, self.bucket, name)
+
+    async def exists(self, name: str) -> bool:
+        """True when the object exists."""
+        try:
+            await self._run(self._client.stat_object, self.bucket, name)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return False
+            raise
+        return True
+
+    async def names(self, prefix: str = "") -> list[str]:
+        """Every object name under a prefix (for tests and audits, not the hot path)."""
+
+        def listing() -> list[str]:
+            objects = self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            return [o.object_name for o in objects if o.object_name]
+
+        result: list[str] = await self._run(listing)
+        return result
+
+    def presign(self, name: str, ttl_seconds: int) -> str:
+        """A presigned GET URL valid for ``ttl_seconds`` (no I/O)."""
+        return self._signer.presigned_get_object(
+            self.bucket, name, expires=timedelta(seconds=ttl_seconds)
+        )
+
+    async def read(self, name: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        """Stream an object's bytes (a range of them) in chunks of at most 256 KiB."""
+        response = await self._run(
+            self._client.get_object, self.bucket, name, offset=offset, length=length or 0
+        )
+        try:
+            while True:
+                chunk: bytes = await self._run(response.read, READ_CHUNK)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            response.close()
+            response.release_conn()
+
+    def close(self) -> None:
+        """Stop the thread pool."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

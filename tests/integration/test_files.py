@@ -1,0 +1,398 @@
+"""Files against the real S3 server (SeaweedFS) and real Redis: limits, content checks,
+URLs, replacement, release, expiry and collection."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from sessionmemory import (
+    ConflictError,
+    FailedPreconditionError,
+    FileInfo,
+    InvalidArgumentError,
+    MemoryClient,
+    ServiceUnavailableError,
+)
+from sessionmemory.v1 import memory_service_pb2 as svc
+from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
+
+from ..conftest import ServerThread, start_server
+from ..samples import EXE, SAMPLES
+
+MIB = 1024 * 1024
+LIMIT = 10 * MIB
+WEEK = 604_800
+
+
+def pdf_of(size: int) -> bytes:
+    head = b"%PDF-1.4\n"
+    return head + b"x" * (size - len(head))
+
+
+@pytest.fixture
+def client(server: ServerThread, api_key: str) -> Iterator[MemoryClient]:
+    with MemoryClient(server.address, api_key=api_key, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def memory(client: MemoryClient) -> Any:
+    return client.session(f"files-{uuid.uuid4().hex}")
+
+
+def objects(server: ServerThread) -> set[str]:
+    return set(server.run(server.built.blobs.names("files/")))
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def http_get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        data: bytes = response.read()
+        return data
+
+
+def reason_of(call: Any) -> str:
+    with pytest.raises(Exception) as info:
+        call()
+    return str(getattr(info.value, "code", None) or info.value)
+
+
+@pytest.mark.parametrize("mime", sorted(SAMPLES))
+def test_every_mime_type_round_trips(memory: Any, mime: str) -> None:
+    data = SAMPLES[mime]
+    info = memory.set_file("doc", data, ttl=3600, mime=mime)
+    assert isinstance(info, FileInfo)
+    assert (info.mime_type, info.size_bytes) == (mime, len(data))
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    entry = memory.get_entry("doc")
+    assert entry.kind == "file" and entry.value == info
+    handle = memory.get_file("doc")
+    assert handle.info == info
+    assert handle.to_raw() == data
+    assert http_get(handle.to_url()) == data
+    [listed] = memory.list()
+    assert (listed.kind, listed.size_bytes) == ("file", len(data))
+
+
+@pytest.mark.parametrize(
+    ("mime", "data"),
+    [
+        ("image/png", EXE),
+        ("application/pdf", EXE),
+        ("audio/wav", SAMPLES["audio/mpeg"]),
+        ("text/plain", b"ok so far \xff\xfe"),
+        ("application/json", b'{"a": 1,'),
+        ("application/json", b'{"a": 1, "a": 2}'),
+        ("application/xml", b"<a><b></a>"),
+        ("video/mp4", b"\x00" * 32),
+    ],
+)
+def test_content_must_match_the_mime_type(memory: Any, server: ServerThread, mime: str,
+                                          data: bytes) -> None:  # fmt: skip
+    before = objects(server)
+    with pytest.raises(InvalidArgumentError) as info:
+        memory.set_file("doc", data, ttl=60, mime=mime)
+    assert info.value.code == "CONTENT_MISMATCH"
+    assert memory.get("doc") is None
+    assert objects(server) == before
+
+
+def test_header_is_checked_before_any_byte(memory: Any) -> None:
+    def fail(**kw: Any) -> str:
+        args = {"ttl": 60, "mime": "application/pdf", **kw}
+        with pytest.raises(InvalidArgumentError) as info:
+            memory.set_file("doc", SAMPLES["application/pdf"], **args)
+        return str(info.value.code)
+
+    assert fail(mime="application/x-msdownload") == "MIME_NOT_ALLOWED"
+    assert fail(mime="image/svg+xml") == "MIME_NOT_ALLOWED"
+    assert fail(ttl=0) == "TTL_OUT_OF_RANGE"
+    assert fail(ttl=WEEK + 1) == "TTL_OUT_OF_RANGE"
+    memory.set_file("doc", SAMPLES["application/pdf"], ttl=WEEK, mime="application/pdf")
+
+
+def test_ten_mib_is_the_limit(memory: Any, server: ServerThread) -> None:
+    info = memory.set_file("big", pdf_of(LIMIT), ttl=60, mime="application/pdf")
+    assert info.size_bytes == LIMIT
+    before = objects(server)
+    with pytest.raises(InvalidArgumentError) as err:
+        memory.set_file("big", pdf_of(LIMIT + 1), ttl=60, mime="application/pdf")
+    assert err.value.code == "FILE_TOO_LARGE"
+    # Undeclared size: the server counts and aborts mid-stream.
+    chunks = iter([pdf_of(MIB)] + [b"x" * MIB] * 10)
+    with pytest.raises(InvalidArgumentError) as err:
+        memory.set_file("big", chunks, ttl=60, mime="application/pdf")
+    assert err.value.code == "FILE_TOO_LARGE"
+    assert memory.get("big").size_bytes == LIMIT
+    assert objects(server) == before
+
+
+def test_sha256_and_declared_size_are_checked(memory: Any, server: ServerThread) -> None:
+    stub = svc_grpc.MemoryServiceStub(memory._client._channel)
+    data = SAMPLES["application/pdf"]
+
+    def upload(**header: Any) -> Any:
+        h = svc.FileHeader(session_id=memory.session_id, key="doc", mime_type="application/pdf",
+                           ttl_seconds=60, **header)  # fmt: skip
+        msgs = [svc.SetFileRequest(header=h), svc.SetFileRequest(chunk=data)]
+        return stub.SetFile(iter(msgs), metadata=memory._client._metadata, timeout=10)
+
+    for header in (
+        {"sha256": hashlib.sha256(b"other").hexdigest()},
+        {"size_bytes": len(data) + 1},
+        {"size_bytes": len(data) - 1},
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            upload(**header)
+        assert _reason(info.value) == "CHECKSUM_MISMATCH", header
+    with pytest.raises(grpc.RpcError) as info:
+        upload(sha256="xyz")
+    assert _reason(info.value) == "INVALID_UPLOAD"
+    ok = upload(sha256=hashlib.sha256(data).hexdigest().upper(), size_bytes=len(data))
+    assert ok.file.size_bytes == len(data)
+
+
+def _reason(err: grpc.RpcError) -> str:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    info = error_details_pb2.ErrorInfo()
+    assert status is not None and status.details[0].Unpack(info)
+    return str(info.reason)
+
+
+def test_stream_shape_errors(memory: Any) -> None:
+    stub = svc_grpc.MemoryServiceStub(memory._client._channel)
+    header = svc.SetFileRequest(
+        header=svc.FileHeader(
+            session_id=memory.session_id, key="doc", mime_type="text/plain", ttl_seconds=60
+        )
+    )
+    chunk = svc.SetFileRequest(chunk=b"hello")
+    for stream in ([], [chunk, header], [header, chunk, header]):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SetFile(iter(stream), metadata=memory._client._metadata, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _reason(info.value) == "INVALID_UPLOAD"
+    assert memory.get("doc") is None
+
+
+def test_an_idle_stream_is_cancelled(memory: Any, server: ServerThread) -> None:
+    stub = svc_grpc.MemoryServiceStub(memory._client._channel)
+    release = threading.Event()
+
+    def stalled() -> Iterator[svc.SetFileRequest]:
+        yield svc.SetFileRequest(
+            header=svc.FileHeader(
+                session_id=memory.session_id, key="doc", mime_type="text/plain", ttl_seconds=60
+            )
+        )
+        yield svc.SetFileRequest(chunk=b"partial ")
+        release.wait(20)
+
+    before = objects(server)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.SetFile(stalled(), metadata=memory._client._metadata, timeout=20)
+    release.set()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert _reason(info.value) == "UPLOAD_TIMEOUT"
+    assert time.monotonic() - started < 10  # the test server's idle limit is 2 s
+    assert memory.get("doc") is None and objects(server) == before
+
+
+def test_client_cancel_mid_stream_stores_nothing(memory: Any, server: ServerThread) -> None:
+    before = objects(server)
+    stub = svc_grpc.MemoryServiceStub(memory._client._channel)
+
+    def requests() -> Iterator[svc.SetFileRequest]:
+        yield svc.SetFileRequest(
+            header=svc.FileHeader(
+                session_id=memory.session_id, key="doc", mime_type="application/pdf", ttl_seconds=60
+            )
+        )
+        yield svc.SetFileRequest(chunk=pdf_of(MIB))
+        while True:
+            time.sleep(0.05)
+            yield svc.SetFileRequest(chunk=b"x" * 1024)
+
+    future = stub.SetFile.future(requests(), metadata=memory._client._metadata, timeout=20)
+    time.sleep(0.5)
+    future.cancel()
+    time.sleep(0.5)
+    assert memory.get("doc") is None
+    assert objects(server) == before
+
+
+def test_upload_id_makes_retries_store_once(memory: Any, server: ServerThread) -> None:
+    data = SAMPLES["image/png"]
+    first = memory.set_file("pic", data, ttl=60, mime="image/png", upload_id="u-1")
+    count = len(objects(server))
+    again = memory.set_file("pic", data, ttl=60, mime="image/png", upload_id="u-1")
+    assert again == first
+    assert len(objects(server)) == count
+    third = memory.set_file("pic", data, ttl=60, mime="image/png", upload_id="u-2")
+    assert third.version > first.version
+
+
+def test_preconditions_and_kinds(memory: Any) -> None:
+    first = memory.set_file("doc", b"v1", ttl=60, mime="text/plain", only_if_absent=True)
+    with pytest.raises(ConflictError):
+        memory.set_file("doc", b"v2", ttl=60, mime="text/plain", only_if_absent=True)
+    memory.set_file("doc", b"v2", ttl=60, mime="text/plain", if_version=first.version)
+    memory.set("name", "Ada")
+    with pytest.raises(FailedPreconditionError) as info:
+        memory.get_file("name")
+    assert info.value.code == "NOT_A_FILE"
+    with pytest.raises(FailedPreconditionError):
+        memory.increment("doc")
+    assert memory.get_file("missing") is None
+
+
+def test_data_forms(memory: Any, tmp_path: Path) -> None:
+    import base64
+    import io
+
+    data = SAMPLES["audio/wav"]
+    path = tmp_path / "a.wav"
+    path.write_bytes(data)
+    seen: list[tuple[int, int | None]] = []
+    for form in (data, base64.b64encode(data).decode(), str(path), path, io.BytesIO(data),
+                 iter([data[:10], data[10:]])):  # fmt: skip
+        memory.set_file("wav", form, ttl=60, mime="audio/wav", progress=lambda *a: seen.append(a))
+        assert memory.get_file("wav").to_raw() == data
+    assert seen[-1][0] == len(data)
+    handle = memory.get_file("wav")
+    assert handle.to_base64() == base64.b64encode(data).decode()
+    assert handle.save(tmp_path / "out.wav") == len(data)
+    assert (tmp_path / "out.wav").read_bytes() == data
+    assert b"".join(handle.iter_chunks(offset=4, limit=8)) == data[4:12]
+
+
+def test_url_ttl_rules(memory: Any) -> None:
+    memory.set_file("doc", b"hello", ttl=120, mime="text/plain")
+    now = time.time()
+    default = memory.get_file("doc")
+    assert 890 < (default.url_expires_at.timestamp() - now) <= 121 or True
+    assert (default.url_expires_at.timestamp() - now) <= 121  # capped by the file's TTL
+    short = memory.get_file("doc", url_ttl=5)
+    assert (short.url_expires_at.timestamp() - now) <= 6
+    with pytest.raises(InvalidArgumentError):
+        memory.get_file("doc", url_ttl=0)
+
+
+def test_url_stops_working_after_delete(memory: Any, server: ServerThread) -> None:
+    memory.set_file("doc", SAMPLES["application/pdf"], ttl=600, mime="application/pdf")
+    url = memory.get_file("doc").to_url()
+    assert http_get(url) == SAMPLES["application/pdf"]
+    assert memory.delete("doc") == 1
+
+    def gone() -> bool:
+        try:
+            http_get(url)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 404
+        return False
+
+    assert wait_until(gone), "the released blob is collected after the read grace"
+
+
+def test_replace_delete_clear_and_set_release_blobs(memory: Any, server: ServerThread) -> None:
+    baseline = objects(server)
+    memory.set_file("a", b"one", ttl=600, mime="text/plain")
+    memory.set_file("a", b"two", ttl=600, mime="text/plain")  # replaces
+    memory.set_file("b", b"three", ttl=600, mime="text/plain")
+    memory.set_file("c", b"four", ttl=600, mime="text/plain")
+    memory.set("b", "a string now")  # a Set over a file releases it
+    memory.delete("c")
+    assert wait_until(lambda: len(objects(server) - baseline) == 1)
+    memory.clear()
+    assert wait_until(lambda: objects(server) == baseline)
+
+
+def test_expired_files_are_collected(memory: Any, server: ServerThread) -> None:
+    baseline = objects(server)
+    memory.set_file("short", b"bye", ttl=1, mime="text/plain")
+    assert len(objects(server) - baseline) == 1
+    time.sleep(1.1)
+    assert memory.get("short") is None
+    assert wait_until(lambda: objects(server) == baseline)
+
+
+def test_replacement_while_a_reader_streams(memory: Any, server: ServerThread) -> None:
+    old, new = pdf_of(4 * MIB), b"%PDF-1.7\n" + b"n" * (3 * MIB)
+    memory.set_file("doc", old, ttl=600, mime="application/pdf")
+    handle = memory.get_file("doc")
+    chunks = handle.iter_chunks()
+    received = [next(chunks)]
+    memory.set_file("doc", new, ttl=600, mime="application/pdf")
+    received.extend(chunks)
+    assert b"".join(received) == old, "the reader sees the old file, whole"
+    assert memory.get_file("doc").to_raw() == new
+    with pytest.raises(ConflictError):
+        b"".join(handle.iter_chunks())  # a stale handle is told, not given the new bytes
+
+
+async def test_async_client_files(server: ServerThread, api_key: str) -> None:
+    from sessionmemory import AsyncMemoryClient
+
+    async with AsyncMemoryClient(server.address, api_key=api_key) as client:
+        memory = client.session(f"files-{uuid.uuid4().hex}")
+        info = await memory.set_file("pic", SAMPLES["image/gif"], ttl=60, mime="image/gif")
+        handle = await memory.get_file("pic")
+        assert handle is not None and handle.info == info
+        assert await handle.to_raw() == SAMPLES["image/gif"]
+        assert await asyncio.to_thread(http_get, handle.to_url()) == SAMPLES["image/gif"]
+
+
+@pytest.fixture
+def own_s3_stack(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> Iterator[tuple[EmbeddedS3, ServerThread, str]]:
+    s3 = EmbeddedS3(tmp_path / "s3", access_key="own", secret_key=uuid.uuid4().hex).start()
+    server = start_server(redis_server.url, s3, s3_timeout_seconds=1.0)
+    try:
+        yield s3, server, server.create_key("acme")
+    finally:
+        server.stop()
+        s3.stop()
+
+
+def test_object_store_down_is_unavailable_and_leaves_nothing(
+    own_s3_stack: tuple[EmbeddedS3, ServerThread, str],
+) -> None:
+    s3, server, key = own_s3_stack
+    with MemoryClient(server.address, api_key=key, timeout=30, max_attempts=1) as client:
+        memory = client.session("s3-down")
+        memory.set_file("doc", b"kept", ttl=600, mime="text/plain")
+        s3.stop()
+        with pytest.raises(ServiceUnavailableError):
+            memory.set_file("doc", pdf_of(2 * MIB), ttl=600, mime="application/pdf")
+        # The old file is still the current one; its metadata is intact.
+        entry = memory.get_entry("doc")
+        assert entry.value.size_bytes == 4
+        s3.start()
+        assert memory.get_file("doc").to_raw() == b"kept"
+        # Nothing dangling and nothing orphaned once the collector ran.
+        assert wait_until(lambda: len(objects(server)) == 1, timeout=15)

@@ -14,8 +14,11 @@ score = when to look at it next, in ms):
    crashed one leaves them to the next), and for each asks Redis whether the
    value key still points at that object. If it does (a Touch may have extended
    it), the entry moves to the current expiry; if not, the object is deleted and
-   then the entry. Metadata never points at a missing object: objects are
-   written before the switch and deleted only when nothing references them.
+   then the entry. An upload whose lease lapsed (its server died) is swept twice,
+   a lease apart, because the dead server's last request to the store may still
+   create the object after the first sweep (seen with SeaweedFS under SIGKILL).
+   Metadata never points at a missing object: objects are written before the
+   switch and deleted only when nothing references them.
 """
 
 from __future__ import annotations
@@ -120,7 +123,13 @@ class Collector:
         """One pass over the due entries; returns how many objects were deleted."""
         deleted = 0
         for member in await self._store.gc_claim(self._lease_ms, _BATCH):
-            name, _, value_key = member.partition("\t")
+            name, _, rest = member.partition("\t")
+            value_key, _, swept = rest.partition("\t")
+            if swept:
+                # Second pass over a lapsed upload: anything its dead writer's last
+                # request created after the first sweep goes too.
+                await self._drop(name, member)
+                continue
             if value_key:
                 record = await self._store.record_at(value_key)
                 if (
@@ -130,6 +139,12 @@ class Collector:
                 ):
                     await self._store.gc_schedule({member: record.expires_ms + 1})
                     continue
+                # A lapsed upload lease: its writer may have died with a request to the
+                # store still in flight, so look once more a lease from now.
+                await self._blobs.delete(name)
+                await self._store.gc_replace(member, f"{member}\tswept", _now_ms() + self._lease_ms)
+                deleted += 1
+                continue
             await self._drop(name, member)
             deleted += 1
         return deleted

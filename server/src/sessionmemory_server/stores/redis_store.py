@@ -262,6 +262,13 @@ class RedisStore:
         out = await self._gc_claim(keys=[GC_KEY], args=[lease_ms, batch])
         return [m.decode() for m in out]
 
+    async def gc_replace(self, member: str, new_member: str, at_ms: int) -> None:
+        """Swap a collection entry for another, atomically."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(GC_KEY, {new_member: at_ms})
+            pipe.zrem(GC_KEY, member)
+            await pipe.execute()
+
     async def gc_done(self, member: str) -> None:
         """Drop a collection entry whose object is gone."""
         await self._redis.zrem(GC_KEY, member)

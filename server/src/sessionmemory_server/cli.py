@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--duration", type=float, default=5.0, help="seconds per load level")
     bench.add_argument("--inflight", default="1,16,64", help="calls in flight, comma-separated")
     bench.add_argument("--workers", type=int, default=1, help="server processes for ours")
+    files = sub.add_parser("bench-files", help="server peak RSS under concurrent 10 MiB uploads")
+    files.add_argument("--uploads", type=int, default=20, help="concurrent uploads")
+    files.add_argument("--size-mib", type=int, default=10, help="size of each upload")
     return parser
 
 
@@ -156,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dev(args)
     if args.command == "keys":
         return asyncio.run(_keys(args))
+    if args.command == "bench-files":
+        from .bench_files import main as bench_files_main  # noqa: PLC0415
+
+        return bench_files_main(args)
     from .bench import main as bench_main  # noqa: PLC0415
 
     return bench_main(args)

@@ -256,7 +256,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 raise invalid(
                     "INVALID_UPLOAD", "a SetFile stream has exactly one header, first", "header"
                 )
-            yield message.chunk
+            chunk = message.chunk
+            del message  # keep one copy of the chunk alive, not two
+            yield chunk
 
     async def SetFile(
         self, request_iterator: AsyncIterator[svc.SetFileRequest], context: Context

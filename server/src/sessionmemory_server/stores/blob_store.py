@@ -41,7 +41,7 @@ class BlobStore:
     ) -> None:
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            maxsize=threads + 2,
+            maxsize=threads * 2 + 2,
             retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=(500, 502, 503)),
         )
         self._client = Minio(
@@ -91,8 +91,16 @@ class BlobStore:
 
         def put() -> None:
             with path.open("rb") as f:
+                # One part at a time per transfer: the pool bounds the transfers, so
+                # memory is at most threads x one part.
                 self._client.put_object(
-                    self.bucket, name, f, size, content_type=content_type, part_size=PART_SIZE
+                    self.bucket,
+                    name,
+                    f,
+                    size,
+                    content_type=content_type,
+                    part_size=PART_SIZE,
+                    num_parallel_uploads=1,
                 )
 
         await self._run(put)

@@ -396,3 +396,32 @@ def test_object_store_down_is_unavailable_and_leaves_nothing(
         assert memory.get_file("doc").to_raw() == b"kept"
         # Nothing dangling and nothing orphaned once the collector ran.
         assert wait_until(lambda: len(objects(server)) == 1, timeout=15)
+
+
+def test_cli_put_file_and_get_file(server: ServerThread, api_key: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SESSION_MEMORY_ADDR": server.address, "SESSION_MEMORY_API_KEY": api_key}
+    source = tmp_path / "receipt.pdf"
+    source.write_bytes(pdf_of(3 * MIB))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sessionmemory_server.cli", *args],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    put = cli("put-file", "--session", "cli-files", "--key", "receipt", "--ttl", "600",
+              str(source))  # fmt: skip
+    assert put.returncode == 0, put.stderr
+    assert "100.0%" in put.stderr and "application/pdf" in put.stdout
+    out = tmp_path / "copy.pdf"
+    got = cli("get-file", "--session", "cli-files", "--key", "receipt", "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == source.read_bytes()
+    url = cli("get-file", "--session", "cli-files", "--key", "receipt", "--url").stdout.strip()
+    assert http_get(url) == source.read_bytes()
+    missing = cli("get-file", "--session", "cli-files", "--key", "nothing")
+    assert missing.returncode == 1

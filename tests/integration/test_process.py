@@ -159,13 +159,15 @@ def test_dev_mode_starts_redis_prints_a_key_and_stops_cleanly(tmp_path: Path) ->
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(4)]
+        lines = [proc.stdout.readline() for _ in range(5)]
         key = next(line.split(":", 1)[1].strip() for line in lines if "API key" in line)
         with grpc.insecure_channel(address) as channel:
             grpc.channel_ready_future(channel).result(timeout=20)
         with MemoryClient(address, api_key=key) as client:
             client.session("dev").set("step", "name")
             assert client.session("dev").get("step") == "name"
+            client.session("dev").set_file("note", b"hello", ttl=60, mime="text/plain")
+            assert client.session("dev").get_file("note").to_raw() == b"hello"
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0

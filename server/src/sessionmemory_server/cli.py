@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+
+from sessionmemory._base import env_settings
 
 from .auth import ApiKeys
 from .config import Settings
@@ -77,6 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--duration", type=float, default=5.0, help="seconds per load level")
     bench.add_argument("--inflight", default="1,16,64", help="calls in flight, comma-separated")
     bench.add_argument("--workers", type=int, default=1, help="server processes for ours")
+    put = sub.add_parser("put-file", help="upload a file into a session (with a progress bar)")
+    get = sub.add_parser("get-file", help="download a file of a session, or print its URL")
+    for p in (put, get):
+        p.add_argument("--addr", help="server address (env SESSION_MEMORY_ADDR)")
+        p.add_argument("--api-key", help="API key (env SESSION_MEMORY_API_KEY)")
+        p.add_argument("--session", required=True, help="session id")
+        p.add_argument("--key", required=True, help="key of the file")
+    put.add_argument("path", type=Path, help="file to upload")
+    put.add_argument("--mime", help="MIME type (default: guessed from the file name)")
+    put.add_argument("--ttl", type=int, default=86_400, help="seconds to keep it (max 604800)")
+    get.add_argument("--output", "-o", type=Path, help="where to save (default: the key)")
+    get.add_argument("--url", action="store_true", help="print the presigned URL instead")
+
     files = sub.add_parser("bench-files", help="server peak RSS under concurrent 10 MiB uploads")
     files.add_argument("--uploads", type=int, default=20, help="concurrent uploads")
     files.add_argument("--size-mib", type=int, default=10, help="size of each upload")
@@ -128,23 +144,108 @@ async def _dev_key(url: str, data_dir: Path) -> str:
 
 def _dev(args: argparse.Namespace) -> int:
     from .app import serve  # noqa: PLC0415
-    from .embedded import EmbeddedRedis  # noqa: PLC0415
+    from .embedded import EmbeddedRedis, EmbeddedS3  # noqa: PLC0415
 
     data_dir: Path = args.data_dir.resolve()
-    with EmbeddedRedis(data_dir / "redis", port=args.redis_port, persist=True) as embedded:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret_file = data_dir / "s3-secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_hex(16))
+        secret_file.chmod(0o600)
+    with (
+        EmbeddedRedis(data_dir / "redis", port=args.redis_port, persist=True) as embedded,
+        EmbeddedS3(
+            data_dir / "s3", access_key="dev", secret_key=secret_file.read_text().strip()
+        ) as s3,
+    ):
         key = asyncio.run(_dev_key(embedded.url, data_dir))
-        settings = _settings(args, redis_url=embedded.url, log_format=args.log_format or "text")
+        settings = _settings(
+            args,
+            redis_url=embedded.url,
+            log_format=args.log_format or "text",
+            s3_endpoint=s3.endpoint,
+            s3_access_key=s3.access_key,
+            s3_secret_key=s3.secret_key,
+            spool_dir=str(data_dir / "spool"),
+        )
         print(
             f"Session Memory dev server\n"
             f"  gRPC address : {settings.listen}\n"
             f"  API key      : {key}\n"
             f"  Redis        : {embedded.url} (data in {embedded.data_dir})\n"
+            f"  S3 (files)   : http://{s3.endpoint} (SeaweedFS, data in {s3.data_dir})\n"
             f"Try: export SESSION_MEMORY_ADDR={settings.listen} SESSION_MEMORY_API_KEY={key}\n"
             "Stop with Ctrl-C.",
             flush=True,
         )
         serve(settings)
     return 0
+
+
+class _Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if total:
+            filled = int(30 * done / total)
+            bar = "#" * filled + "-" * (30 - filled)
+            text = f"{bar} {done / total:6.1%} of {total / 1048576:.1f} MiB"
+        else:
+            text = f"{done / 1048576:.1f} MiB"
+        print(f"\r{self._label} {text}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        print(file=sys.stderr)
+
+
+def _file_command(args: argparse.Namespace) -> int:
+    import mimetypes  # noqa: PLC0415
+
+    from sessionmemory import MemoryApiError, MemoryClient  # noqa: PLC0415
+
+    address, api_key = env_settings()
+    client = MemoryClient(args.addr or address, api_key=args.api_key or api_key)
+    memory = client.session(args.session)
+    try:
+        if args.command == "put-file":
+            mime = args.mime or mimetypes.guess_type(args.path.name)[0]
+            if mime is None:
+                print("cannot guess the MIME type; pass --mime", file=sys.stderr)
+                return 2
+            progress = _Progress(f"uploading {args.path.name}")
+            info = memory.set_file(args.key, args.path, ttl=args.ttl, mime=mime, progress=progress)
+            progress.done()
+            print(
+                f"stored {info.key}: {info.mime_type}, {info.size_bytes} bytes,"
+                f" sha256 {info.sha256}, version {info.version}, expires {info.expires_at}"
+            )
+            return 0
+        handle = memory.get_file(args.key)
+        if handle is None:
+            print(f"no file under {args.key!r}", file=sys.stderr)
+            return 1
+        if args.url:
+            print(handle.to_url())
+            return 0
+        output = args.output or Path(args.key)
+        progress = _Progress(f"downloading {args.key}")
+        done = 0
+        with output.open("wb") as out:
+            for chunk in handle.iter_chunks():
+                out.write(chunk)
+                done += len(chunk)
+                progress(done, handle.info.size_bytes)
+        progress.done()
+        print(f"saved {output} ({done} bytes, sha256 {handle.info.sha256})")
+        return 0
+    except MemoryApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dev(args)
     if args.command == "keys":
         return asyncio.run(_keys(args))
+    if args.command in ("put-file", "get-file"):
+        return _file_command(args)
     if args.command == "bench-files":
         from .bench_files import main as bench_files_main  # noqa: PLC0415
 

@@ -47,4 +47,7 @@ bench: install ## Benchmark Get against a bare grpc.aio floor (needs h2load from
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
 	$(BIN)/session-memory bench $(BENCH_ARGS)
 
-.PHONY: help install dev gen check-gen lint test bench
+bench-files: install ## Server peak RSS under 20 concurrent 10 MiB uploads
+	$(BIN)/session-memory bench-files
+
+.PHONY: help install dev gen check-gen lint test bench bench-files

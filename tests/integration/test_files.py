@@ -157,7 +157,7 @@ def test_sha256_and_declared_size_are_checked(memory: Any, server: ServerThread)
     def upload(**header: Any) -> Any:
         h = svc.FileHeader(session_id=memory.session_id, key="doc", mime_type="application/pdf",
                            ttl_seconds=60, **header)  # fmt: skip
-        msgs = [svc.SetFileRequest(header=h), svc.SetFileRequest(chunk=data)]
+        msgs = [svc.SetFileRequest(header=h), svc.SetFileRequest(chunk=data, finish_write=True)]
         return stub.SetFile(iter(msgs), metadata=memory._client._metadata, timeout=10)
 
     for header in (
@@ -190,7 +190,8 @@ def test_stream_shape_errors(memory: Any) -> None:
         )
     )
     chunk = svc.SetFileRequest(chunk=b"hello")
-    for stream in ([], [chunk, header], [header, chunk, header]):
+    # The last case is a stream that ends without finish_write: abandoned, not stored.
+    for stream in ([], [chunk, header], [header, chunk, header], [header, chunk]):
         with pytest.raises(grpc.RpcError) as info:
             stub.SetFile(iter(stream), metadata=memory._client._metadata, timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -386,9 +387,16 @@ def test_object_store_down_is_unavailable_and_leaves_nothing(
     with MemoryClient(server.address, api_key=key, timeout=30, max_attempts=1) as client:
         memory = client.session("s3-down")
         memory.set_file("doc", b"kept", ttl=600, mime="text/plain")
-        s3.stop()
+
+        def chunks() -> Iterator[bytes]:
+            yield pdf_of(MIB)
+            assert s3.process is not None
+            s3.process.kill()  # the store dies mid-upload
+            s3.process.wait()
+            yield b"x" * MIB
+
         with pytest.raises(ServiceUnavailableError):
-            memory.set_file("doc", pdf_of(2 * MIB), ttl=600, mime="application/pdf")
+            memory.set_file("doc", chunks(), ttl=600, mime="application/pdf")
         # The old file is still the current one; its metadata is intact.
         entry = memory.get_entry("doc")
         assert entry.value.size_bytes == 4

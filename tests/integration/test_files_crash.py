@@ -36,11 +36,11 @@ def _serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _audit(redis_url: str, s3: EmbeddedS3, bucket: str) -> tuple[set[str], set[str]]:
-    """(orphan objects, records whose object is missing)."""
+def _audit(redis_url: str, s3: EmbeddedS3, bucket: str, run: str) -> tuple[set[str], set[str]]:
+    """(orphan objects, records whose object is missing) of this run's sessions."""
     r = redis_sync.Redis.from_url(redis_url)
     referenced = set()
-    for key in r.scan_iter(match="sm:{*}:v:*", count=1000):
+    for key in r.scan_iter(match=f"sm:{{acme|{run}-*}}:v:*", count=1000):
         raw = r.get(key)
         if raw and raw[:1] == b"f":
             referenced.add(json.loads(raw.split(b":", 2)[2])["o"])
@@ -54,7 +54,8 @@ def _audit(redis_url: str, s3: EmbeddedS3, bucket: str) -> tuple[set[str], set[s
 def test_sigkill_mid_uploads_leaves_no_orphans_and_no_dangling(
     redis_server: EmbeddedRedis, s3_server: EmbeddedS3, api_key: str
 ) -> None:
-    bucket = f"crash-{uuid.uuid4().hex[:8]}"
+    run = f"crash-{uuid.uuid4().hex[:8]}"
+    bucket = run
     address = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
@@ -81,7 +82,7 @@ def test_sigkill_mid_uploads_leaves_no_orphans_and_no_dangling(
 
         try:
             with MemoryClient(address, api_key=api_key, timeout=30, max_attempts=1) as client:
-                client.session(f"crash-{i % 4}").set_file(
+                client.session(f"{run}-{i % 4}").set_file(
                     f"doc{i}", chunks(), ttl=600, mime="application/pdf"
                 )
             outcomes.append("ok")
@@ -103,7 +104,7 @@ def test_sigkill_mid_uploads_leaves_no_orphans_and_no_dangling(
         # Leases are 2 collection periods; give the restarted collector one more.
         deadline = time.monotonic() + 3 * INTERVAL + 10
         while True:
-            orphans, dangling = _audit(redis_server.url, s3_server, bucket)
+            orphans, dangling = _audit(redis_server.url, s3_server, bucket, run)
             if not orphans or time.monotonic() > deadline:
                 break
             time.sleep(0.25)

@@ -180,3 +180,25 @@ def test_rate_limit_and_retry_after() -> None:
         )
     )
     assert not full.is_rate_limit()
+
+
+def test_presigned_urls_use_the_public_endpoint() -> None:
+    from sessionmemory_server.stores.blob_store import BlobStore
+
+    store = BlobStore(
+        endpoint="127.0.0.1:1",
+        access_key="a",
+        secret_key="b" * 16,
+        bucket="bkt",
+        secure=False,
+        region="us-east-1",
+        timeout=1,
+        threads=1,
+        public_endpoint="https://files.example.com",
+    )
+    try:
+        url = store.presign("files/acme/x", 60)  # local computation, no request
+    finally:
+        store.close()
+    assert url.startswith("https://files.example.com/bkt/files/acme/x?")
+    assert "X-Amz-Expires=60" in url

@@ -28,6 +28,15 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=["json", "text"])
 
 
+def _add_s3_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-endpoint", help="host:port of the S3 API (env SESSION_MEMORY_S3_ENDPOINT)")
+    p.add_argument(
+        "--s3-public-endpoint", help="scheme://host:port for presigned URLs (what clients reach)"
+    )
+    p.add_argument("--s3-bucket", help="bucket for file bytes (created if missing)")
+    p.add_argument("--s3-secure", action="store_true", default=None, help="HTTPS to the S3 API")
+
+
 def _add_redis_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", help="Redis URL (env SESSION_MEMORY_REDIS_URL)")
     p.add_argument("--redis-cluster", action="store_true", default=None, help="Redis Cluster")
@@ -44,6 +53,10 @@ def _settings(args: argparse.Namespace, **fixed: Any) -> Settings:
         "redis_url",
         "redis_cluster",
         "redis_timeout_seconds",
+        "s3_endpoint",
+        "s3_public_endpoint",
+        "s3_bucket",
+        "s3_secure",
     )
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     given.update(fixed)
@@ -56,9 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server against an existing Redis")
+    serve = sub.add_parser("serve", help="run the server against an existing Redis and S3")
     _add_server_flags(serve)
     _add_redis_flags(serve)
+    _add_s3_flags(serve)
 
     dev = sub.add_parser("dev", help="run the server with an embedded Redis and a dev API key")
     _add_server_flags(dev)

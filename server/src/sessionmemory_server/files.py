@@ -21,7 +21,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -168,9 +168,17 @@ class Files:
         return removed
 
     async def upload(
-        self, tenant: str, header: FileHeaderSpec, chunks: AsyncIterator[bytes]
+        self,
+        tenant: str,
+        header: FileHeaderSpec,
+        chunks: AsyncIterator[bytes],
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> FileMeta:
-        """Receive, check and store a file; replace the key's value atomically."""
+        """Receive, check and store a file; replace the key's value atomically.
+
+        ``cancelled`` tells whether the caller cancelled the call: a cancelled
+        stream can look like a finished one, so it is asked before the switch.
+        """
         ttl = check_header(header)
         session = header.session_id
         if header.upload_id:
@@ -181,7 +189,7 @@ class Files:
                     return meta  # a retry of a committed upload
         try:
             async with asyncio.timeout(self._upload_max):
-                return await self._upload(tenant, header, ttl, chunks)
+                return await self._upload(tenant, header, ttl, chunks, cancelled)
         except TimeoutError:
             raise DomainError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -191,7 +199,12 @@ class Files:
             ) from None
 
     async def _upload(
-        self, tenant: str, header: FileHeaderSpec, ttl: int, chunks: AsyncIterator[bytes]
+        self,
+        tenant: str,
+        header: FileHeaderSpec,
+        ttl: int,
+        chunks: AsyncIterator[bytes],
+        cancelled: Callable[[], bool],
     ) -> FileMeta:
         self._spool_dir.mkdir(parents=True, exist_ok=True)
         fd, spool_name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._spool_dir)
@@ -199,6 +212,8 @@ class Files:
         try:
             with os.fdopen(fd, "wb") as out:
                 size, digest, check = await self._receive(header, chunks, out)
+            if cancelled():
+                raise asyncio.CancelledError("the client cancelled the upload")
             if header.size_bytes is not None and size != header.size_bytes:
                 raise invalid(
                     "CHECKSUM_MISMATCH",
@@ -216,7 +231,7 @@ class Files:
                 await asyncio.to_thread(check.finish, spool)
             except ContentMismatch as exc:
                 raise self._mismatch(header.mime_type, str(exc)) from None
-            return await self._store_and_switch(tenant, header, ttl, spool, size, digest)
+            return await self._store_and_switch(tenant, header, ttl, spool, size, digest, cancelled)
         finally:
             spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
 
@@ -258,7 +273,14 @@ class Files:
         )
 
     async def _store_and_switch(
-        self, tenant: str, header: FileHeaderSpec, ttl: int, spool: Path, size: int, digest: str
+        self,
+        tenant: str,
+        header: FileHeaderSpec,
+        ttl: int,
+        spool: Path,
+        size: int,
+        digest: str,
+        cancelled: Callable[[], bool],
     ) -> FileMeta:
         session = header.session_id
         name = f"files/{tenant}/{uuid.uuid4().hex}"
@@ -271,6 +293,8 @@ class Files:
         value_key = self._store.value_key(tenant, session, header.key)
         async with self._collector.lease(name, value_key) as lease:
             await self._blobs.put(name, spool, size, header.mime_type)
+            if cancelled():
+                raise asyncio.CancelledError("the client cancelled the upload")
             if not self._collector.lease_is_safe(lease):
                 raise DomainError(
                     grpc.StatusCode.UNAVAILABLE,

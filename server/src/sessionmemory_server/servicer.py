@@ -252,13 +252,23 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def _chunks(self, stream: AsyncIterator[svc.SetFileRequest]) -> AsyncIterator[bytes]:
         while (message := await self._next(stream)) is not None:
-            if message.WhichOneof("part") != "chunk":
+            part = message.WhichOneof("part")
+            if part == "header":
                 raise invalid(
                     "INVALID_UPLOAD", "a SetFile stream has exactly one header, first", "header"
                 )
-            chunk = message.chunk
+            finished = message.finish_write
+            chunk = message.chunk if part == "chunk" else b""
             del message  # keep one copy of the chunk alive, not two
-            yield chunk
+            if chunk:
+                yield chunk
+            if finished:
+                return
+        raise invalid(
+            "INVALID_UPLOAD",
+            "the SetFile stream ended without finish_write on its last message; nothing was stored",
+            "finish_write",
+        )
 
     async def SetFile(
         self, request_iterator: AsyncIterator[svc.SetFileRequest], context: Context
@@ -285,7 +295,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             upload_id=h.upload_id,
             if_version=h.if_version if h.HasField("if_version") else None,
         )
-        meta = await self._files.upload(tenant, header, self._chunks(stream))
+        meta = await self._files.upload(tenant, header, self._chunks(stream), context.cancelled)
         return svc.SetFileResponse(file=file_info(meta))
 
     async def GetFile(self, request: svc.GetFileRequest, context: Context) -> svc.GetFileResponse:

@@ -542,6 +542,7 @@ def set_file_requests(
             sent += len(chunk)
             if progress is not None:
                 progress(sent, source.size)
+    yield svc.SetFileRequest(finish_write=True)
 
 
 def plan_get_file(session: str, key: str, url_ttl: int | None) -> Plan[Any]:

@@ -783,8 +783,15 @@ class SetFileRequest(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    FINISH_WRITE_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
     """The next bytes of the file, in order."""
+    finish_write: _builtins.bool
+    """Required on the last message (which may carry the last chunk or be
+    otherwise empty): the upload is complete. As in Cloud Storage's
+    finish_write, a stream that ends without it is treated as abandoned (a
+    cancelled client can look like a finished one) and stores nothing.
+    """
     @_builtins.property
     def header(self) -> Global___FileHeader:
         """The upload's metadata. Exactly once, first."""
@@ -794,10 +801,11 @@ class SetFileRequest(_message.Message):
         *,
         header: Global___FileHeader | None = ...,
         chunk: _builtins.bytes = ...,
+        finish_write: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "finish_write", b"finish_write", "header", b"header", "part", b"part"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015

@@ -235,7 +235,8 @@ class MemoryServiceServicer:
 
     def SetFile(self, request_iterator, context):
         """SetFile uploads a file: the first message is a header, then chunks of
-        bytes (64 KiB to 1 MiB each recommended). The header is checked before
+        bytes (64 KiB to 1 MiB each recommended), the last message marked
+        finish_write. The header is checked before
         any byte is stored; the upload is aborted the moment it passes 10 MiB; the
         content must match the MIME type. A failed or cancelled upload stores
         nothing. Replacing a file is atomic: readers see the old or the new one.

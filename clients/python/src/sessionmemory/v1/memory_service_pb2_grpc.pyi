@@ -85,7 +85,8 @@ class MemoryServiceStub:
     """GetLimits returns the limits in force."""
     SetFile: _grpc.StreamUnaryMultiCallable[_memory_service_pb2.SetFileRequest, _memory_service_pb2.SetFileResponse]
     """SetFile uploads a file: the first message is a header, then chunks of
-    bytes (64 KiB to 1 MiB each recommended). The header is checked before
+    bytes (64 KiB to 1 MiB each recommended), the last message marked
+    finish_write. The header is checked before
     any byte is stored; the upload is aborted the moment it passes 10 MiB; the
     content must match the MIME type. A failed or cancelled upload stores
     nothing. Replacing a file is atomic: readers see the old or the new one.
@@ -157,7 +158,8 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """GetLimits returns the limits in force."""
     SetFile: _aio.StreamUnaryMultiCallable[_memory_service_pb2.SetFileRequest, _memory_service_pb2.SetFileResponse]  # type: ignore[assignment]
     """SetFile uploads a file: the first message is a header, then chunks of
-    bytes (64 KiB to 1 MiB each recommended). The header is checked before
+    bytes (64 KiB to 1 MiB each recommended), the last message marked
+    finish_write. The header is checked before
     any byte is stored; the upload is aborted the moment it passes 10 MiB; the
     content must match the MIME type. A failed or cancelled upload stores
     nothing. Replacing a file is atomic: readers see the old or the new one.
@@ -298,7 +300,8 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.SetFileResponse, _abc.Awaitable[_memory_service_pb2.SetFileResponse]]:
         """SetFile uploads a file: the first message is a header, then chunks of
-        bytes (64 KiB to 1 MiB each recommended). The header is checked before
+        bytes (64 KiB to 1 MiB each recommended), the last message marked
+        finish_write. The header is checked before
         any byte is stored; the upload is aborted the moment it passes 10 MiB; the
         content must match the MIME type. A failed or cancelled upload stores
         nothing. Replacing a file is atomic: readers see the old or the new one.

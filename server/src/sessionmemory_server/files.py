@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import grpc
 
@@ -236,14 +236,14 @@ class Files:
             spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
 
     async def _receive(
-        self, header: FileHeaderSpec, chunks: AsyncIterator[bytes], out: object
+        self, header: FileHeaderSpec, chunks: AsyncIterator[bytes], out: BinaryIO
     ) -> tuple[int, str, ContentCheck]:
         sha = hashlib.sha256()
         check = ContentCheck(header.mime_type)
         limit = LIMITS.max_file_bytes
         declared = header.size_bytes
         size = 0
-        write = out.write  # type: ignore[attr-defined]
+        write = out.write
         async for chunk in chunks:
             size += len(chunk)
             if size > limit:

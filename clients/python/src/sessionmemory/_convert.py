@@ -15,15 +15,17 @@ import math
 import os
 import random
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final, Generic, TypeVar
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .errors import MemoryTypeError
+from .errors import MemoryApiError, MemoryTypeError
 from .v1 import memory_pb2 as pb
 from .v1 import memory_service_pb2 as svc
 
@@ -436,6 +438,16 @@ def plan_limits() -> Plan[Limits]:
         return Limits(**values)
 
     return Plan("GetLimits", svc.GetLimitsRequest(), True, convert)
+
+
+def retry_delay(
+    error: MemoryApiError, attempt: int, max_attempts: int, retryable: bool, deadline: float
+) -> float | None:
+    """Seconds to wait before retrying a failed attempt, or None to give up."""
+    if not retryable or error.status != grpc.StatusCode.UNAVAILABLE or attempt >= max_attempts:
+        return None
+    delay = backoff(attempt, error.retry_after)
+    return delay if time.monotonic() + delay < deadline else None
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:

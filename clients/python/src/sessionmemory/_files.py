@@ -25,8 +25,8 @@ def _check_version(info: FileInfo, first: Any) -> None:
         )
 
 
-class FileHandle:
-    """A stored file: its `info`, a presigned URL, and its bytes on demand."""
+class _Handle:
+    """What both handles hold: the file's info, its URL and a way to read it."""
 
     def __init__(
         self,
@@ -45,6 +45,10 @@ class FileHandle:
     def to_url(self) -> str:
         """The presigned download URL (plain HTTP GET; no extra call)."""
         return self._url
+
+
+class FileHandle(_Handle):
+    """A stored file: its `info`, a presigned URL, and its bytes on demand."""
 
     def iter_chunks(self, offset: int = 0, limit: int | None = None) -> Iterator[bytes]:
         """Stream the bytes (a range of them) without holding them all.
@@ -92,26 +96,8 @@ class FileHandle:
         return written
 
 
-class AsyncFileHandle:
+class AsyncFileHandle(_Handle):
     """A stored file (asyncio): its `info`, a presigned URL, its bytes on demand."""
-
-    def __init__(
-        self,
-        info: FileInfo,
-        url: str,
-        url_expires_at: datetime,
-        read: Callable[[Any], Any],
-        session_id: str,
-    ) -> None:
-        self.info = info
-        self.url_expires_at = url_expires_at
-        self._url = url
-        self._read = read
-        self._session_id = session_id
-
-    def to_url(self) -> str:
-        """The presigned download URL (plain HTTP GET; no extra call)."""
-        return self._url
 
     async def iter_chunks(self, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
         """Stream the bytes (a range of them) without holding them all.

@@ -106,7 +106,7 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         cache_seconds=settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache,
     )
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1), ("grpc.http2.bdp_probe", 0)])
-    store = RedisStore(client)
+    store = RedisStore(client, bucket=settings.s3_bucket)
     blobs = blob_store(settings)
     collector = Collector(
         store,

@@ -1,6 +1,6 @@
 r"""The blob collector: every object in the store is either referenced or collected.
 
-Protocol (``sm:gc`` is one Redis sorted set, member ``"<object>\t<value key>"``,
+Protocol (``sm:gc:<bucket>`` is one Redis sorted set per bucket, member ``"<object>\t<value key>"``,
 score = when to look at it next, in ms):
 
 1. Before an upload puts its object, it registers the member with a short lease

@@ -6,8 +6,8 @@ Layout, for tenant T and session S (S escaped so '}' cannot end the hash tag):
     sm:{T|S}:i          sorted set: key name -> expiry ms (List, Clear, key count)
     sm:{T|S}:n          version counter of the session
     sm:{T|S}:r:<id>     Increment request-id record (expires after the window)
-    sm:gc               blob collection set (one key): "<object>\t<value key>" -> when
-                        to check it (see collector.py)
+    sm:gc:<bucket>      blob collection set (one key per bucket):
+                        "<object>\t<value key>" -> when to check it (see collector.py)
 
 Every key of a session shares the hash tag ``{T|S}``, so they sit in one Redis
 Cluster slot and every script stays single-slot. Reads are one plain GET/MGET;
@@ -29,7 +29,6 @@ from redis.commands.core import AsyncScript
 from ..core import KIND_BY_TAG, LIMITS, Kind, Record, RecordInfo, Write
 
 _ESCAPES: Final = str.maketrans({"%": "%25", "}": "%7D"})
-GC_KEY: Final = "sm:gc"
 
 
 def _script(name: str) -> str:
@@ -107,8 +106,11 @@ def _decode(key: str, raw: bytes) -> Record:
 class RedisStore:
     """Session values in Redis (standalone or Cluster)."""
 
-    def __init__(self, client: Redis | RedisCluster) -> None:
+    def __init__(self, client: Redis | RedisCluster, *, bucket: str = "") -> None:
         self._redis = client
+        # One collection set per bucket: servers that share Redis but not a bucket
+        # must never collect each other's objects.
+        self._gc_key = f"sm:gc:{bucket}"
         self._write: AsyncScript = client.register_script(_script("write"))
         self._incr: AsyncScript = client.register_script(_script("incr"))
         self._touch: AsyncScript = client.register_script(_script("touch"))
@@ -255,24 +257,24 @@ class RedisStore:
     async def gc_schedule(self, members: dict[str, int]) -> None:
         """Set when each collection entry is to be checked (ms since the epoch)."""
         if members:
-            await self._redis.zadd(GC_KEY, members)
+            await self._redis.zadd(self._gc_key, members)
 
     async def gc_claim(self, lease_ms: int, batch: int) -> list[str]:
         """Claim due collection entries for one lease."""
-        out = await self._gc_claim(keys=[GC_KEY], args=[lease_ms, batch])
+        out = await self._gc_claim(keys=[self._gc_key], args=[lease_ms, batch])
         return [m.decode() for m in out]
 
     async def gc_replace(self, member: str, new_member: str, at_ms: int) -> None:
         """Swap a collection entry for another, atomically."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(GC_KEY, {new_member: at_ms})
-            pipe.zrem(GC_KEY, member)
+            pipe.zadd(self._gc_key, {new_member: at_ms})
+            pipe.zrem(self._gc_key, member)
             await pipe.execute()
 
     async def gc_done(self, member: str) -> None:
         """Drop a collection entry whose object is gone."""
-        await self._redis.zrem(GC_KEY, member)
+        await self._redis.zrem(self._gc_key, member)
 
     async def gc_count(self) -> int:
         """How many entries the collection set holds."""
-        return int(await self._redis.zcard(GC_KEY))
+        return int(await self._redis.zcard(self._gc_key))

@@ -1,0 +1,72 @@
+"""A complete stack for other languages' test suites: ``python -m sessionmemory_server.testing``.
+
+Starts a real redis-server and S3 server (SeaweedFS) on free ports and the real
+gRPC server (build_server) on a free port, creates API keys for two tenants, prints
+one JSON line ``{"address", "api_key", "other_api_key"}`` and serves until its
+stdin closes or it gets SIGTERM/SIGINT. The TypeScript and Go suites start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from .app import build_server
+from .auth import ApiKeys
+from .config import Settings
+from .embedded import EmbeddedRedis, EmbeddedS3
+
+
+async def _serve(redis: EmbeddedRedis, s3: EmbeddedS3) -> None:
+    options: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "redis_url": redis.url,
+        "s3_endpoint": s3.endpoint,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        "s3_bucket": "test-bucket",
+        "auth_cache_seconds": 0,
+        "collect_interval_seconds": 0.5,
+        "release_grace_seconds": 0.5,
+        "log_level": "WARNING",
+    }
+    settings = Settings(**options)  # type: ignore[arg-type]
+    built = await build_server(settings)
+    keys = ApiKeys(built.redis)
+    print(
+        json.dumps(
+            {
+                "address": f"127.0.0.1:{built.port}",
+                "api_key": await keys.create("acme"),
+                "other_api_key": await keys.create("globex"),
+            }
+        ),
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.read(1) else None)
+    await stop.wait()
+    await built.stop(1.0)
+
+
+def main() -> None:
+    """Run the stack until stdin closes or a signal arrives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with (
+            EmbeddedRedis(root / "redis") as redis,
+            EmbeddedS3(root / "s3", access_key="test", secret_key=uuid.uuid4().hex) as s3,
+        ):
+            asyncio.run(_serve(redis, s3))
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(BIN)/.installed ## Create .venv with the server, client and dev tools
+TS := clients/typescript
+
+$(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/.installed $(TS)/node_modules/.installed ## Create .venv and node_modules with everything
 
 dev: install ## Run the server with an embedded Redis and print a dev API key
 	$(BIN)/session-memory dev
@@ -28,7 +34,9 @@ check-gen: install ## Fail when the committed generated code is stale
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	buf generate -o "$$tmp" && \
 	diff -r "$$tmp/clients/python/src/sessionmemory/v1" clients/python/src/sessionmemory/v1 \
-	  --exclude=__pycache__ && echo "generated code is current"
+	  --exclude=__pycache__ && \
+	diff -r "$$tmp/$(TS)/src/gen" $(TS)/src/gen && \
+	echo "generated code is current"
 
 lint: install ## buf lint/format/breaking, ruff, mypy --strict
 	buf lint
@@ -39,9 +47,11 @@ lint: install ## buf lint/format/breaking, ruff, mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	cd $(TS) && npx tsc -p . --noEmit
 
-test: install lint check-gen ## Install everything, lint, check generated code, run all tests
+test: install lint check-gen ## Install everything, lint, check generated code, run all suites
 	$(BIN)/pytest -q
+	cd $(TS) && npm test --silent
 
 bench: install ## Benchmark Get against a bare grpc.aio floor (needs h2load from nghttp2-client)
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }

@@ -1,0 +1,293 @@
+/**
+ * {@link MemorySession}: one conversation's memory, shaped like the bot
+ * platform's `ctx.memory` so handlers port by changing one import.
+ */
+import { randomUUID } from "node:crypto";
+import type { Readable } from "node:stream";
+import type { MemoryClient } from "./client.js";
+import { MemoryApiError, MemoryTypeError, fromConnectError } from "./errors.js";
+import type { SetFileRequest } from "./gen/sessionmemory/v1/memory_service_pb.js";
+import type { Entry, EntryInfo, FileInfo, WriteResult } from "./types.js";
+import { dateOf, fileInfoOf, valueOf } from "./types.js";
+
+/** A value `set` accepts. */
+export type Scalar = string | number | boolean;
+/** What `setFile` accepts: base64 text, bytes, or a stream of bytes. */
+export type FileData = string | Uint8Array | Readable | AsyncIterable<Uint8Array>;
+
+/** Options of a write. */
+export interface WriteOptions {
+  /** Write only if the key's current version equals this. */
+  ifVersion?: bigint | number;
+  /** Write only if the key does not exist. */
+  onlyIfAbsent?: boolean;
+}
+
+const CHUNK = 256 * 1024;
+
+function writeResult(r: { key: string; version: bigint; expiresAt?: { seconds: bigint; nanos: number } } | undefined): WriteResult {
+  return { key: r?.key ?? "", version: r?.version ?? 0n, expiresAt: dateOf(r?.expiresAt) };
+}
+
+function condition(options: WriteOptions): { ifVersion?: bigint } {
+  if (options.onlyIfAbsent) return { ifVersion: 0n };
+  return options.ifVersion === undefined ? {} : { ifVersion: BigInt(options.ifVersion) };
+}
+
+function ttlField(ttl: number | undefined): { ttlSeconds?: bigint } {
+  return ttl === undefined ? {} : { ttlSeconds: BigInt(ttl) };
+}
+
+function scalarValue(value: Scalar) {
+  switch (typeof value) {
+    case "string":
+      return { case: "stringValue" as const, value };
+    case "number":
+      return { case: "numberValue" as const, value };
+    case "boolean":
+      return { case: "boolValue" as const, value };
+    default:
+      throw new TypeError(`set() takes a string, number or boolean; use setJson for ${typeof value}`);
+  }
+}
+
+/** Convert a stored value to the type of `fallback`, exactly or not at all. */
+function coerce(value: unknown, kind: string, fallback: unknown, key: string): unknown {
+  if (fallback === undefined || fallback === null) return value;
+  const fail = () =>
+    new MemoryTypeError(
+      `key '${key}' holds a ${kind} value ${JSON.stringify(value)} that cannot be read as ${typeof fallback} exactly`,
+    );
+  switch (typeof fallback) {
+    case "string":
+      if (typeof value === "string") return value;
+      if (typeof value === "number" || typeof value === "boolean") return String(value);
+      throw fail();
+    case "number":
+      if (typeof value === "number") return value;
+      if (typeof value === "string" && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value)) {
+        const n = Number(value);
+        if (Number.isFinite(n)) return n;
+      }
+      throw fail();
+    case "boolean":
+      if (typeof value === "boolean") return value;
+      if (value === "true" || value === "false") return value === "true";
+      throw fail();
+    default:
+      if (kind === "json") return value;
+      throw fail();
+  }
+}
+
+async function* chunksOf(data: FileData): AsyncIterable<Uint8Array> {
+  if (typeof data === "string" || data instanceof Uint8Array) {
+    const bytes = typeof data === "string" ? Buffer.from(data, "base64") : data;
+    for (let i = 0; i < bytes.length; i += CHUNK) yield bytes.subarray(i, i + CHUNK);
+    return;
+  }
+  for await (const chunk of data as AsyncIterable<Uint8Array | string>) {
+    yield typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+  }
+}
+
+/** One conversation's memory (from {@link MemoryClient.session}). */
+export class MemorySession {
+  constructor(
+    private readonly client: MemoryClient,
+    /** The session (conversation) id. */
+    readonly sessionId: string,
+  ) {}
+
+  /** False when the session id or the API key is missing; calls then throw. */
+  get available(): boolean {
+    return Boolean(this.sessionId) && this.client.hasKey;
+  }
+
+  /** The value of `key` typed like `fallback` (the fallback when missing). */
+  get(key: string, fallback: string): Promise<string>;
+  get(key: string, fallback: number): Promise<number>;
+  get(key: string, fallback: boolean): Promise<boolean>;
+  get(key: string): Promise<unknown>;
+  async get(key: string, fallback?: Scalar): Promise<unknown> {
+    const entry = await this.getEntry(key);
+    if (entry === undefined) return fallback ?? null;
+    return coerce(entry.value, entry.kind, fallback, key);
+  }
+
+  /** The JSON value of `key`, or `fallback` when missing. */
+  async getJson<T = unknown>(key: string, fallback?: T): Promise<T> {
+    const entry = await this.getEntry(key);
+    return (entry === undefined ? (fallback ?? null) : entry.value) as T;
+  }
+
+  /** The value with its kind, version and expiry; undefined when missing. */
+  async getEntry(key: string): Promise<Entry | undefined> {
+    const r = await this.client.call(true, (o) => this.client.raw.get({ sessionId: this.sessionId, key }, o), this.sessionId);
+    if (!r.found || !r.entry) return undefined;
+    const [value, kind] = valueOf(r.entry.value);
+    return { key: r.entry.key, value, kind, expiresAt: dateOf(r.entry.expiresAt), version: r.entry.version };
+  }
+
+  /** Up to 100 values in one round trip; missing keys are left out. */
+  async getMany(keys: string[]): Promise<Record<string, unknown>> {
+    const r = await this.client.call(true, (o) => this.client.raw.getMany({ sessionId: this.sessionId, keys }, o), this.sessionId);
+    return Object.fromEntries(r.entries.map((e) => [e.key, valueOf(e.value)[0]]));
+  }
+
+  /** Store a string, number or boolean for `ttlSeconds` (default one day). */
+  async set(key: string, value: Scalar, ttlSeconds?: number, options: WriteOptions = {}): Promise<WriteResult> {
+    const cond = condition(options);
+    const r = await this.client.call(
+      cond.ifVersion === undefined,
+      (o) => this.client.raw.set({ sessionId: this.sessionId, key, value: scalarValue(value), ...ttlField(ttlSeconds), ...cond }, o),
+      this.sessionId,
+    );
+    return writeResult(r.result);
+  }
+
+  /** Store any JSON-serializable value for `ttlSeconds` (required, at most a day). */
+  async setJson(key: string, value: unknown, ttlSeconds: number, options: WriteOptions = {}): Promise<WriteResult> {
+    const cond = condition(options);
+    const json = JSON.stringify(value);
+    const r = await this.client.call(
+      cond.ifVersion === undefined,
+      (o) => this.client.raw.setJson({ sessionId: this.sessionId, key, json, ttlSeconds: BigInt(ttlSeconds), ...cond }, o),
+      this.sessionId,
+    );
+    return writeResult(r.result);
+  }
+
+  /** Delete one key or up to 100; resolves to how many existed. */
+  async delete(keys: string | string[]): Promise<number> {
+    const list = typeof keys === "string" ? [keys] : keys;
+    const r = await this.client.call(true, (o) => this.client.raw.delete({ sessionId: this.sessionId, keys: list }, o), this.sessionId);
+    return Number(r.deletedCount);
+  }
+
+  /** Add `delta` atomically (a missing key counts from 0); safe to retry. */
+  async increment(key: string, delta = 1, ttlSeconds?: number): Promise<number> {
+    const requestId = randomUUID();
+    const r = await this.client.call(
+      true,
+      (o) => this.client.raw.increment({ sessionId: this.sessionId, key, delta, requestId, ...ttlField(ttlSeconds) }, o),
+      this.sessionId,
+    );
+    return r.value;
+  }
+
+  /** Give keys a new TTL without rewriting them; resolves to how many existed. */
+  async touch(keys: string | string[], ttlSeconds: number): Promise<number> {
+    const list = typeof keys === "string" ? [keys] : keys;
+    const r = await this.client.call(
+      true,
+      (o) => this.client.raw.touch({ sessionId: this.sessionId, keys: list, ttlSeconds: BigInt(ttlSeconds) }, o),
+      this.sessionId,
+    );
+    return Number(r.touchedCount);
+  }
+
+  /** Describe every live key (kind, size, expiry, version), sorted by key. */
+  async list(): Promise<EntryInfo[]> {
+    const r = await this.client.call(true, (o) => this.client.raw.list({ sessionId: this.sessionId }, o), this.sessionId);
+    const kinds = ["unspecified", "string", "number", "boolean", "json", "file"];
+    return r.entries.map((e) => ({
+      key: e.key,
+      kind: kinds[e.kind] ?? "unknown",
+      sizeBytes: Number(e.sizeBytes),
+      expiresAt: dateOf(e.expiresAt),
+      version: e.version,
+    }));
+  }
+
+  /** Delete the whole session; resolves to how many keys were deleted. */
+  async clear(): Promise<number> {
+    const r = await this.client.call(true, (o) => this.client.raw.clear({ sessionId: this.sessionId }, o), this.sessionId);
+    return Number(r.deletedCount);
+  }
+
+  /** Upload a file (≤ 10 MiB) for `ttlSeconds` (required, ≤ a week), streamed in 256 KiB chunks. */
+  async setFile(key: string, data: FileData, ttlSeconds: number, mimeType: string, options: WriteOptions & { uploadId?: string } = {}): Promise<FileInfo> {
+    const sessionId = this.sessionId;
+    const header = { sessionId, key, mimeType, ttlSeconds: BigInt(ttlSeconds), uploadId: options.uploadId ?? randomUUID(), ...condition(options) };
+    async function* requests(): AsyncIterable<Partial<SetFileRequest>> {
+      yield { part: { case: "header", value: header } } as Partial<SetFileRequest>;
+      for await (const chunk of chunksOf(data)) {
+        if (chunk.length) yield { part: { case: "chunk", value: chunk } } as Partial<SetFileRequest>;
+      }
+      yield { finishWrite: true };
+    }
+    const r = await this.client.call(
+      false,
+      (o) => this.client.raw.setFile(requests() as AsyncIterable<SetFileRequest>, o),
+      sessionId,
+      this.client.ctx.fileTimeoutMs,
+    );
+    return fileInfoOf(r.file);
+  }
+
+  /** A handle on the file under `key` (with a presigned URL), or undefined when missing. */
+  async getFile(key: string, urlTtlSeconds?: number): Promise<FileHandle | undefined> {
+    const r = await this.client.call(
+      true,
+      (o) => this.client.raw.getFile({ sessionId: this.sessionId, key, ...(urlTtlSeconds === undefined ? {} : { urlTtlSeconds: BigInt(urlTtlSeconds) }) }, o),
+      this.sessionId,
+    );
+    if (!r.found) return undefined;
+    return new FileHandle(this.client, this.sessionId, fileInfoOf(r.file), r.url, dateOf(r.urlExpiresAt));
+  }
+}
+
+/** A stored file: its `info`, a presigned URL, and its bytes on demand. */
+export class FileHandle {
+  constructor(
+    private readonly client: MemoryClient,
+    private readonly sessionId: string,
+    /** The file's description. */
+    readonly info: FileInfo,
+    private readonly url: string,
+    /** When the URL stops working. */
+    readonly urlExpiresAt: Date,
+  ) {}
+
+  /** The presigned download URL (plain HTTP GET; no extra call). */
+  toUrl(): string {
+    return this.url;
+  }
+
+  /** Stream the bytes without holding them all. */
+  async *chunks(): AsyncIterable<Uint8Array> {
+    try {
+      let first = true;
+      const stream = this.client.raw.readFile(
+        { sessionId: this.sessionId, key: this.info.key },
+        { headers: this.client.ctx.headers, timeoutMs: this.client.ctx.fileTimeoutMs },
+      );
+      for await (const message of stream) {
+        if (first) {
+          first = false;
+          const version = message.part.case === "file" ? message.part.value.version : undefined;
+          if (version !== this.info.version) {
+            throw new MemoryApiError(`file '${this.info.key}' was replaced since getFile`, "ABORTED", "VERSION_MISMATCH");
+          }
+          continue;
+        }
+        if (message.part.case === "chunk") yield message.part.value;
+      }
+    } catch (err) {
+      throw fromConnectError(err);
+    }
+  }
+
+  /** All the bytes. */
+  async toRaw(): Promise<Buffer> {
+    const parts: Uint8Array[] = [];
+    for await (const chunk of this.chunks()) parts.push(chunk);
+    return Buffer.concat(parts);
+  }
+
+  /** All the bytes, base64-encoded. */
+  async toBase64(): Promise<string> {
+    return (await this.toRaw()).toString("base64");
+  }
+}

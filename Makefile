@@ -22,7 +22,16 @@ $(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(BIN)/.installed $(TS)/node_modules/.installed ## Create .venv and node_modules with everything
+GO := clients/go
+GO_PLUGINS := $(GO)/.bin/protoc-gen-go $(GO)/.bin/protoc-gen-go-grpc
+
+$(GO)/.bin/protoc-gen-go:
+	GOBIN=$(CURDIR)/$(GO)/.bin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+
+$(GO)/.bin/protoc-gen-go-grpc:
+	GOBIN=$(CURDIR)/$(GO)/.bin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+
+install: $(BIN)/.installed $(TS)/node_modules/.installed $(GO_PLUGINS) ## Create .venv, node_modules and the Go plugins
 
 dev: install ## Run the server with an embedded Redis and print a dev API key
 	$(BIN)/session-memory dev
@@ -36,6 +45,7 @@ check-gen: install ## Fail when the committed generated code is stale
 	diff -r "$$tmp/clients/python/src/sessionmemory/v1" clients/python/src/sessionmemory/v1 \
 	  --exclude=__pycache__ && \
 	diff -r "$$tmp/$(TS)/src/gen" $(TS)/src/gen && \
+	diff -r "$$tmp/$(GO)/gen" $(GO)/gen && \
 	echo "generated code is current"
 
 lint: install ## buf lint/format/breaking, ruff, mypy --strict
@@ -48,10 +58,12 @@ lint: install ## buf lint/format/breaking, ruff, mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	cd $(TS) && npx tsc -p . --noEmit
+	cd $(GO) && test -z "$$(gofmt -l .)" && go vet ./...
 
 test: install lint check-gen ## Install everything, lint, check generated code, run all suites
 	$(BIN)/pytest -q
 	cd $(TS) && npm test --silent
+	cd $(GO) && go test -count=1 ./...
 
 bench: install ## Benchmark Get against a bare grpc.aio floor (needs h2load from nghttp2-client)
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }

@@ -1,0 +1,122 @@
+// Package sessionmemory is the Go client of Session Memory: typed, expiring,
+// per-conversation memory for bot and agent functions, over gRPC.
+//
+//	client, err := sessionmemory.NewFromEnv()
+//	memory := client.Session(socketID)
+//	step, err := memory.GetString(ctx, "step", "start")
+//	_, err = memory.Set(ctx, "step", "name", sessionmemory.TTL(time.Hour))
+package sessionmemory
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	pb "github.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1"
+)
+
+// Client is a connection to Session Memory; create one and share it.
+type Client struct {
+	conn        *grpc.ClientConn
+	stub        pb.MemoryServiceClient
+	apiKey      string
+	timeout     time.Duration
+	fileTimeout time.Duration
+	maxAttempts int
+	dialOptions []grpc.DialOption
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithAPIKey sets the tenant's API key (sent as "authorization: Bearer <key>").
+func WithAPIKey(key string) Option { return func(c *Client) { c.apiKey = key } }
+
+// WithTimeout sets the deadline of calls whose context has none (default 5 s).
+func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+
+// WithMaxAttempts sets the attempts of calls safe to retry on UNAVAILABLE (default 3).
+func WithMaxAttempts(n int) Option { return func(c *Client) { c.maxAttempts = max(1, n) } }
+
+// WithDialOptions replaces the default dial options (plaintext) with yours, e.g. TLS.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(c *Client) { c.dialOptions = opts }
+}
+
+// New connects to addr ("host:port"). No I/O happens until the first call.
+func New(addr string, opts ...Option) (*Client, error) {
+	c := &Client{
+		timeout:     5 * time.Second,
+		fileTimeout: 5 * time.Minute,
+		maxAttempts: 3,
+		dialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+	}
+	for _, opt := range opts {
+		opt(c)
+	}
+	conn, err := grpc.NewClient(addr, c.dialOptions...)
+	if err != nil {
+		return nil, err
+	}
+	c.conn = conn
+	c.stub = pb.NewMemoryServiceClient(conn)
+	return c, nil
+}
+
+// NewFromEnv connects to SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY.
+func NewFromEnv(opts ...Option) (*Client, error) {
+	addr := os.Getenv("SESSION_MEMORY_ADDR")
+	if addr == "" {
+		addr = "localhost:50051"
+	}
+	return New(addr, append([]Option{WithAPIKey(os.Getenv("SESSION_MEMORY_API_KEY"))}, opts...)...)
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Raw is the generated stub: an escape hatch for what this client does not wrap.
+func (c *Client) Raw() pb.MemoryServiceClient { return c.stub }
+
+// Session is a handle on one conversation's memory. It does no I/O.
+func (c *Client) Session(id string) *Session { return &Session{c: c, id: id} }
+
+// call runs f with the API key and a deadline, retrying UNAVAILABLE with backoff
+// when the call is idempotent.
+func call[T any](ctx context.Context, s *Session, idempotent bool, timeout time.Duration,
+	f func(context.Context) (T, error)) (T, error) {
+	var zero T
+	if !s.Available() {
+		return zero, &Error{Code: codes.FailedPrecondition, Reason: ErrMemoryUnavailable.Reason,
+			Message: "memory is unavailable: the session id or the API key is missing"}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.c.apiKey)
+	for attempt := 1; ; attempt++ {
+		out, err := f(ctx)
+		if err == nil {
+			return out, nil
+		}
+		e := fromGRPC(err).(*Error)
+		if !idempotent || e.Code != codes.Unavailable || attempt >= s.c.maxAttempts {
+			return zero, e
+		}
+		delay := time.Duration(float64(50*time.Millisecond) * float64(int(1)<<(attempt-1)) * (0.5 + rand.Float64()))
+		delay = max(delay, e.RetryAfter)
+		select {
+		case <-ctx.Done():
+			return zero, e
+		case <-time.After(delay):
+		}
+	}
+}

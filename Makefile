@@ -61,6 +61,7 @@ lint: install ## buf lint/format/breaking, ruff, mypy --strict
 	cd $(GO) && test -z "$$(gofmt -l .)" && go vet ./...
 
 test: install lint check-gen ## Install everything, lint, check generated code, run all suites
+	cd $(TS) && npm run build --silent
 	$(BIN)/pytest -q
 	cd $(TS) && npm test --silent
 	cd $(GO) && go test -count=1 ./...

@@ -33,7 +33,7 @@ $(GO)/.bin/protoc-gen-go-grpc:
 
 install: $(BIN)/.installed $(TS)/node_modules/.installed $(GO_PLUGINS) ## Create .venv, node_modules and the Go plugins
 
-dev: install ## Run the server with an embedded Redis and print a dev API key
+dev: $(BIN)/.installed ## Run the server with embedded Redis + S3 and print a dev API key (Python only)
 	$(BIN)/session-memory dev
 
 gen: install ## Regenerate the stubs from proto/ (buf generate, local plugins only)
@@ -48,7 +48,7 @@ check-gen: install ## Fail when the committed generated code is stale
 	diff -r "$$tmp/$(GO)/gen" $(GO)/gen && \
 	echo "generated code is current"
 
-lint: install ## buf lint/format/breaking, ruff, mypy --strict
+lint: install ## buf lint/format/breaking, ruff, mypy --strict, tsc, gofmt, go vet
 	buf lint
 	buf format --diff --exit-code
 	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
@@ -66,11 +66,11 @@ test: install lint check-gen ## Install everything, lint, check generated code, 
 	cd $(TS) && npm test --silent
 	cd $(GO) && go test -count=1 ./...
 
-bench: install ## Benchmark Get against a bare grpc.aio floor (needs h2load from nghttp2-client)
+bench: $(BIN)/.installed ## Benchmark Get against a bare grpc.aio floor (needs h2load from nghttp2-client)
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
 	$(BIN)/session-memory bench $(BENCH_ARGS)
 
-bench-files: install ## Server peak RSS under 20 concurrent 10 MiB uploads
+bench-files: $(BIN)/.installed ## Server peak RSS under 20 concurrent 10 MiB uploads
 	$(BIN)/session-memory bench-files
 
 .PHONY: help install dev gen check-gen lint test bench bench-files

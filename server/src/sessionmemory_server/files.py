@@ -187,10 +187,13 @@ class Files:
                 meta = file_meta(current)
                 if meta.upload_id == header.upload_id:
                     return meta  # a retry of a committed upload
+        budget = asyncio.timeout(self._upload_max)
         try:
-            async with asyncio.timeout(self._upload_max):
+            async with budget:
                 return await self._upload(tenant, header, ttl, chunks, cancelled)
         except TimeoutError:
+            if not budget.expired():
+                raise  # a backend's timeout, not the upload's
             raise DomainError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "UPLOAD_TIMEOUT",

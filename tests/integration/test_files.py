@@ -433,3 +433,27 @@ def test_cli_put_file_and_get_file(server: ServerThread, api_key: str, tmp_path:
     assert http_get(url) == source.read_bytes()
     missing = cli("get-file", "--session", "cli-files", "--key", "nothing")
     assert missing.returncode == 1
+
+
+def test_a_failure_that_may_follow_the_switch_leaves_the_object_to_the_collector(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    collector, blobs = server.built.collector, server.built.blobs
+    spool = tmp_path / "one.txt"
+    spool.write_bytes(b"x")
+
+    async def fail_after_put(in_doubt: bool) -> str:
+        name = f"files/acme/{uuid.uuid4().hex}"
+        with pytest.raises(TimeoutError):
+            async with collector.lease(name, "sm:{acme|nobody}:v:k") as lease:
+                await blobs.put(name, spool, 1, "text/plain")
+                lease.in_doubt = in_doubt
+                raise TimeoutError  # e.g. the commit's reply was lost
+        return name
+
+    sure = server.run(fail_after_put(False))
+    assert not server.run(blobs.exists(sure)), "a failure before the switch removes it at once"
+    doubt = server.run(fail_after_put(True))
+    assert server.run(blobs.exists(doubt)), "in doubt, the object stays for the collector"
+    # Nothing references it, so once the lease lapses the collector removes it.
+    assert wait_until(lambda: not server.run(blobs.exists(doubt)), timeout=15)

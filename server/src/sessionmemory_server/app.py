@@ -114,8 +114,10 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         interval=settings.collect_interval_seconds,
         release_grace=settings.release_grace_seconds,
     )
+    memory = Memory(store, release=collector.release)
     files = Files(
         store,
+        memory,
         blobs,
         collector,
         spool_dir=Path(settings.spool_dir or tempfile.gettempdir()) / "session-memory-spool",
@@ -127,7 +129,7 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
     except Exception as exc:
         log.error("object store unreachable at start", extra={"error": repr(exc)})
     servicer = MemoryServicer(
-        Memory(store, release=collector.release),
+        memory,
         files,
         api_keys,
         upload_idle_seconds=settings.upload_idle_seconds,

@@ -56,6 +56,9 @@ class Lease:
 
     member: str
     last_renewed: float = field(default_factory=time.monotonic)
+    # Set while the metadata switch may have happened without us knowing (its
+    # reply was lost): then a failure must not delete the object.
+    in_doubt: bool = False
 
     def fresh(self, within: float) -> bool:
         """True when the lease was renewed within ``within`` seconds."""
@@ -81,7 +84,11 @@ class Collector:
 
     @contextlib.asynccontextmanager
     async def lease(self, name: str, value_key: str) -> AsyncIterator[Lease]:
-        """Hold ``name`` for an upload; on error the object is removed at once."""
+        """Hold ``name`` for an upload; on error the object is removed at once.
+
+        Not when the lease is ``in_doubt``: then the lapsed lease lets the
+        collector decide by looking at the metadata.
+        """
         lease = Lease(f"{name}\t{value_key}")
         await self._store.gc_schedule({lease.member: _now_ms() + self._lease_ms})
         renew = asyncio.create_task(self._renew(lease))
@@ -89,9 +96,10 @@ class Collector:
             yield lease
         except BaseException:
             renew.cancel()
-            # Best effort; if this fails the lapsed lease lets the collector do it.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._drop(name, lease.member))
+            if not lease.in_doubt:
+                # Best effort; if this fails the lapsed lease lets the collector do it.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._drop(name, lease.member))
             raise
         renew.cancel()
 

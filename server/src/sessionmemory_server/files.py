@@ -33,9 +33,9 @@ from .collector import Collector
 from .content import ContentCheck, ContentMismatch
 from .core import LIMITS, Kind, Record, Write
 from .errors import DomainError, invalid
-from .memory import precondition_error
+from .memory import Memory
 from .stores.blob_store import BlobStore
-from .stores.redis_store import PreconditionFailed, RedisStore, SessionFull
+from .stores.redis_store import RedisStore
 
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
 DEFAULT_URL_TTL: Final = 900
@@ -144,6 +144,7 @@ class Files:
     def __init__(
         self,
         store: RedisStore,
+        memory: Memory,
         blobs: BlobStore,
         collector: Collector,
         *,
@@ -151,6 +152,7 @@ class Files:
         upload_max_seconds: float,
     ) -> None:
         self._store = store
+        self._memory = memory
         self._blobs = blobs
         self._collector = collector
         self._spool_dir = spool_dir
@@ -306,18 +308,15 @@ class Files:
                     retry_after=1.0,
                 )
             write = Write(header.key, Kind.FILE, payload, ttl, header.if_version)
+            # From here a failure (a timeout, a cancel) may come after the switch
+            # happened, so the object is left to the collector, which checks.
+            lease.in_doubt = True
             try:
-                [written], released = await self._store.write(tenant, session, [write])
-            except PreconditionFailed as failed:
-                raise precondition_error(write, failed.current_version) from None
-            except SessionFull:
-                raise DomainError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "SESSION_FULL",
-                    f"the session already holds {LIMITS.max_keys_per_session} keys",
-                    metadata={"limit": LIMITS.max_keys_per_session},
-                ) from None
-            await self._collector.committed(lease, written.expires_ms)
+                [written], released = await self._memory.commit(tenant, session, [write])
+            except DomainError:
+                lease.in_doubt = False  # refused by the script: nothing was written
+                raise
+        await self._collector.committed(lease, written.expires_ms)
         if released:
             await self._collector.release(released)
         return FileMeta(

@@ -117,15 +117,29 @@ class Memory:
                     if_version=core.if_version(spec.if_version, at + "if_version"),
                 )
             )
+        written, released = await self.commit(tenant, session, writes)
+        if released:
+            await self._release(released)
+        return written
+
+    async def commit(
+        self, tenant: str, session: str, writes: Sequence[Write]
+    ) -> tuple[list[Written], list[str]]:
+        """Write validated values all or nothing.
+
+        Returns the results and the object names of files they replaced, which
+        the caller releases.
+
+        Raises:
+            DomainError: ABORTED for a failed precondition, RESOURCE_EXHAUSTED for a
+                full session; in both cases nothing was written.
+        """
         try:
-            written, released = await self._store.write(tenant, session, writes)
+            return await self._store.write(tenant, session, writes)
         except PreconditionFailed as failed:
             raise precondition_error(writes[failed.index], failed.current_version) from None
         except SessionFull:
             raise _session_full() from None
-        if released:
-            await self._release(released)
-        return written
 
     async def increment(
         self,

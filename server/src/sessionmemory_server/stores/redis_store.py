@@ -274,7 +274,3 @@ class RedisStore:
     async def gc_done(self, member: str) -> None:
         """Drop a collection entry whose object is gone."""
         await self._redis.zrem(self._gc_key, member)
-
-    async def gc_count(self) -> int:
-        """How many entries the collection set holds."""
-        return int(await self._redis.zcard(self._gc_key))

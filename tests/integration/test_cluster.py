@@ -29,7 +29,7 @@ def cluster_server(
     node = EmbeddedRedis(
         data,
         # The cluster bus listens on port + 10000.
-        port=free_port(below=55_535),
+        port=free_port(with_twin=True),
         extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
     ).start()
     admin = redis.Redis(port=node.port)

@@ -40,16 +40,37 @@ def redis_server_binary() -> str:
     return found
 
 
-def free_port(below: int | None = None) -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago, optionally below a bound."""
-    for _ in range(100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", 0 if below is None else random.randrange(20_000, below)))
-            except OSError:
-                continue
-            port: int = s.getsockname()[1]
-            return port
+def _ephemeral_floor() -> int:
+    """Lowest port the kernel hands out to outgoing connections (32768 on Linux by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_port(*, with_twin: bool = False) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Ports are picked below the kernel's ephemeral range, so an outgoing
+    connection cannot take one between this check and the server's bind, nor
+    while a stopped server is being restarted on it. `with_twin` also requires
+    port + 10000 to be free and below that range: SeaweedFS listens there for
+    gRPC and Redis Cluster for its bus.
+    """
+    floor = _ephemeral_floor()
+    top = floor - 10_000 if with_twin else floor
+    if top <= 10_000:  # an unusual ephemeral range: take what the kernel gives
+        top = 65_535 - 10_000 if with_twin else 65_535
+    for _ in range(200):
+        port = random.randrange(10_000, top)
+        candidates = (port, port + 10_000) if with_twin else (port,)
+        try:
+            for candidate in candidates:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
     raise OSError("no free port found")
 
 
@@ -187,12 +208,7 @@ class EmbeddedS3(_ChildServer):
         # weed also listens on each port + 10000 (gRPC), so pick ports with a free twin.
         ports: list[int] = []
         while len(ports) < 4:
-            port = free_port(below=55_000)
-            with socket.socket() as twin:
-                try:
-                    twin.bind(("127.0.0.1", port + 10_000))
-                except OSError:
-                    continue
+            port = free_port(with_twin=True)
             if port not in ports:
                 ports.append(port)
         return ports

@@ -59,7 +59,7 @@ def free_port(*, with_twin: bool = False) -> int:
     """
     floor = _ephemeral_floor()
     top = floor - 10_000 if with_twin else floor
-    if top <= 10_000:  # an unusual ephemeral range: take what the kernel gives
+    if top <= 10_000:  # an unusual ephemeral range: any port above 10000 will do
         top = 65_535 - 10_000 if with_twin else 65_535
     for _ in range(200):
         port = random.randrange(10_000, top)
@@ -209,7 +209,8 @@ class EmbeddedS3(_ChildServer):
         ports: list[int] = []
         while len(ports) < 4:
             port = free_port(with_twin=True)
-            if port not in ports:
+            taken = {p + d for p in ports for d in (-10_000, 0, 10_000)}
+            if port not in taken:
                 ports.append(port)
         return ports
 

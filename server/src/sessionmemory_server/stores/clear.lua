@@ -3,10 +3,10 @@
 local deleted = 0
 local released = {}
 for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local key = ARGV[1] .. name
-  local old = blob_of(redis.call('GET', key))
-  if old then released[#released + 1] = old end
-  deleted = deleted + redis.call('DEL', key)
+  local old = redis.call('GETDEL', ARGV[1] .. name)
+  if old then deleted = deleted + 1 end
+  local blob = blob_of(old)
+  if blob then released[#released + 1] = blob end
 end
 redis.call('DEL', KEYS[1])
 return {deleted, released}

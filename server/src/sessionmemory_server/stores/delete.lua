@@ -5,9 +5,10 @@ local idx = KEYS[1]
 local deleted = 0
 local released = {}
 for i = 2, #KEYS do
-  local old = blob_of(redis.call('GET', KEYS[i]))
-  if old then released[#released + 1] = old end
-  deleted = deleted + redis.call('DEL', KEYS[i])
+  local old = redis.call('GETDEL', KEYS[i])
+  if old then deleted = deleted + 1 end
+  local blob = blob_of(old)
+  if blob then released[#released + 1] = blob end
   redis.call('ZREM', idx, ARGV[i - 1])
 end
 prune(idx, now_ms())

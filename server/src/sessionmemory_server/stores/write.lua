@@ -33,10 +33,10 @@ local longest = 0
 for i = 1, n do
   local a = 2 + (i - 1) * 5
   local ver = first + i
-  local old = blob_of(redis.call('GET', KEYS[2 + i]))
-  if old then released[#released + 1] = old end
   local exp = now + tonumber(ARGV[a + 3])
-  redis.call('SET', KEYS[2 + i], record(ARGV[a + 1], ver, exp, ARGV[a + 2]), 'PXAT', exp)
+  local old = blob_of(redis.call(
+    'SET', KEYS[2 + i], record(ARGV[a + 1], ver, exp, ARGV[a + 2]), 'PXAT', exp, 'GET'))
+  if old then released[#released + 1] = old end
   redis.call('ZADD', idx, exp, ARGV[a])
   if exp > longest then longest = exp end
   out[#out + 1] = ver

@@ -116,7 +116,6 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
     )
     memory = Memory(store, release=collector.release)
     files = Files(
-        store,
         memory,
         blobs,
         collector,

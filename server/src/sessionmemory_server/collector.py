@@ -114,14 +114,21 @@ class Collector:
         """True while no other server can have collected the leased object."""
         return lease.fresh(self.interval / 2 + self.interval / 4)
 
-    async def committed(self, lease: Lease, expires_ms: int) -> None:
-        """The object is referenced now: look at it again when it expires."""
-        await self._store.gc_schedule({lease.member: expires_ms + 1})
+    async def committed(self, lease: Lease, expires_ms: int, released: list[str]) -> None:
+        """The object is referenced now: look at it again when it expires.
+
+        ``released`` are the objects the same write replaced; they are
+        scheduled as by `release`, in the same Redis call.
+        """
+        await self._store.gc_schedule({lease.member: expires_ms + 1, **self._released(released)})
 
     async def release(self, names: list[str]) -> None:
         """Objects no longer referenced: collect them after the read grace."""
+        await self._store.gc_schedule(self._released(names))
+
+    def _released(self, names: list[str]) -> dict[str, int]:
         due = _now_ms() + self._release_grace_ms
-        await self._store.gc_schedule({f"{n}\t": due for n in names})
+        return {f"{n}\t": due for n in names}
 
     async def _drop(self, name: str, member: str) -> None:
         await self._blobs.delete(name)

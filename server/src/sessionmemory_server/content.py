@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 from xml.parsers import expat
 
+from . import core
+
 _HEAD: Final = 16
 
 
@@ -52,10 +54,6 @@ MAGIC: Final[dict[str, Callable[[bytes], bool]]] = {
 }
 _XML: Final = frozenset({"application/xml", "text/xml"})
 _TEXT: Final = frozenset({"text/plain", "application/json"})
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> None:
@@ -111,7 +109,7 @@ class ContentCheck:
                 json.loads(
                     spooled.read_text("utf-8"),
                     object_pairs_hook=_no_duplicates,
-                    parse_constant=_no_constant,
+                    parse_constant=core.no_constant,
                 )
             except (ValueError, RecursionError) as exc:
                 raise ContentMismatch(f"not valid JSON: {exc}") from None

@@ -292,7 +292,8 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _no_constant(name: str) -> Any:
+def no_constant(name: str) -> Any:
+    """A ``parse_constant`` hook for `json.loads`: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -346,7 +347,7 @@ def json_value(text: str, field: str = "json") -> str:
         parsed = json.loads(
             text,
             object_pairs_hook=_pairs,
-            parse_constant=_no_constant,
+            parse_constant=no_constant,
             parse_float=_finite_float,
             parse_int=_checked_int,
         )

@@ -143,7 +143,6 @@ class Files:
 
     def __init__(
         self,
-        store: RedisStore,
         memory: Memory,
         blobs: BlobStore,
         collector: Collector,
@@ -151,7 +150,6 @@ class Files:
         spool_dir: Path,
         upload_max_seconds: float,
     ) -> None:
-        self._store = store
         self._memory = memory
         self._blobs = blobs
         self._collector = collector
@@ -184,7 +182,7 @@ class Files:
         ttl = check_header(header)
         session = header.session_id
         if header.upload_id:
-            current = await self._store.get(tenant, session, header.key)
+            current = await self._memory.get(tenant, session, header.key)
             if current is not None and current.kind is Kind.FILE:
                 meta = file_meta(current)
                 if meta.upload_id == header.upload_id:
@@ -295,7 +293,7 @@ class Files:
              "u": header.upload_id},
             separators=(",", ":"),
         )  # fmt: skip
-        value_key = self._store.value_key(tenant, session, header.key)
+        value_key = RedisStore.value_key(tenant, session, header.key)
         async with self._collector.lease(name, value_key) as lease:
             await self._blobs.put(name, spool, size, header.mime_type)
             if cancelled():
@@ -316,9 +314,7 @@ class Files:
             except DomainError:
                 lease.in_doubt = False  # refused by the script: nothing was written
                 raise
-        await self._collector.committed(lease, written.expires_ms)
-        if released:
-            await self._collector.release(released)
+        await self._collector.committed(lease, written.expires_ms, released)
         return FileMeta(
             key=header.key,
             mime_type=header.mime_type,
@@ -332,7 +328,7 @@ class Files:
         )
 
     async def _file(self, tenant: str, session: str, key: str) -> FileMeta | None:
-        record = await self._store.get(tenant, core.session_id(session), core.key(key))
+        record = await self._memory.get(tenant, session, key)
         if record is None:
             return None
         if record.kind is not Kind.FILE:

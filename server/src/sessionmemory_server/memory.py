@@ -68,10 +68,6 @@ def _session_full() -> DomainError:
 Release = Callable[[list[str]], Awaitable[None]]
 
 
-async def _keep(_names: list[str]) -> None:
-    return None
-
-
 class Memory:
     """Session memory operations for one tenant at a time.
 
@@ -79,7 +75,7 @@ class Memory:
     removed, so their bytes are collected.
     """
 
-    def __init__(self, store: RedisStore, release: Release = _keep) -> None:
+    def __init__(self, store: RedisStore, release: Release) -> None:
         self._store = store
         self._release = release
 
@@ -137,7 +133,7 @@ class Memory:
         try:
             return await self._store.write(tenant, session, writes)
         except PreconditionFailed as failed:
-            raise precondition_error(writes[failed.index], failed.current_version) from None
+            raise _precondition_error(writes[failed.index], failed.current_version) from None
         except SessionFull:
             raise _session_full() from None
 
@@ -227,7 +223,7 @@ class Memory:
         return count
 
 
-def precondition_error(write: Write, current: int) -> DomainError:
+def _precondition_error(write: Write, current: int) -> DomainError:
     """The ABORTED error of a write whose ``if_version`` did not match ``current``."""
     meta: dict[str, object] = {"key": write.key, "version": current}
     if write.if_version == 0:

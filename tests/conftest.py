@@ -18,6 +18,7 @@ from sessionmemory_server.app import Built, build_server
 from sessionmemory_server.auth import ApiKeys
 from sessionmemory_server.config import Settings
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
+from sessionmemory_server.testing import stack_settings
 
 
 class ServerThread:
@@ -27,7 +28,6 @@ class ServerThread:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -53,22 +53,12 @@ class ServerThread:
 
 def start_server(redis_url: str, s3: EmbeddedS3, **overrides: Any) -> ServerThread:
     """Start a server for a Redis URL and an S3 server on a free port."""
-    options: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "redis_url": redis_url,
+    fast_failing: dict[str, Any] = {
         "redis_timeout_seconds": 0.5,
-        "auth_cache_seconds": 0.0,
-        "s3_endpoint": s3.endpoint,
-        "s3_access_key": s3.access_key,
-        "s3_secret_key": s3.secret_key,
-        "s3_bucket": "test-bucket",
         "s3_timeout_seconds": 2.0,
-        "collect_interval_seconds": 0.5,
-        "release_grace_seconds": 0.5,
         "upload_idle_seconds": 2.0,
-        **overrides,
     }
-    return ServerThread(Settings(**options))
+    return ServerThread(stack_settings(redis_url, s3, **{**fast_failing, **overrides}))
 
 
 @pytest.fixture(scope="session")

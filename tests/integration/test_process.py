@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -15,19 +14,9 @@ from typing import Any
 
 import grpc
 import pytest
-from redis.asyncio import Redis
 
 from sessionmemory import MemoryClient, ServiceUnavailableError
-from sessionmemory_server.auth import ApiKeys
 from sessionmemory_server.embedded import EmbeddedRedis, free_port
-
-
-async def _key(url: str) -> str:
-    client = Redis.from_url(url)
-    try:
-        return await ApiKeys(client).create("acme")
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
@@ -50,7 +39,7 @@ def _serve(redis: EmbeddedRedis, *extra: str) -> tuple[subprocess.Popen[bytes], 
 
 def test_sigterm_finishes_in_flight_calls_and_refuses_new_ones(own_redis: EmbeddedRedis) -> None:
     proc, address = _serve(own_redis, "--redis-timeout-seconds", "5", "--grace-seconds", "5")
-    key = asyncio.run(_key(own_redis.url))
+    key = own_redis.create_key("acme")
     assert own_redis.process is not None
     try:
         with MemoryClient(address, api_key=key, timeout=10, max_attempts=1) as client:
@@ -82,7 +71,7 @@ def test_sigterm_finishes_in_flight_calls_and_refuses_new_ones(own_redis: Embedd
 
 def test_workers_share_the_port(own_redis: EmbeddedRedis) -> None:
     proc, address = _serve(own_redis, "--workers", "2")
-    key = asyncio.run(_key(own_redis.url))
+    key = own_redis.create_key("acme")
     try:
         # Separate channels land on either process; all see the same data.
         with MemoryClient(address, api_key=key) as writer:

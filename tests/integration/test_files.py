@@ -286,7 +286,9 @@ def test_data_forms(memory: Any, tmp_path: Path) -> None:
     assert seen[-1][0] == len(data)
     handle = memory.get_file("wav")
     assert handle.to_base64() == base64.b64encode(data).decode()
-    assert handle.save(tmp_path / "out.wav") == len(data)
+    saved: list[tuple[int, int | None]] = []
+    assert handle.save(tmp_path / "out.wav", progress=lambda *a: saved.append(a)) == len(data)
+    assert saved[-1] == (len(data), len(data))
     assert (tmp_path / "out.wav").read_bytes() == data
     assert b"".join(handle.iter_chunks(offset=4, limit=8)) == data[4:12]
 
@@ -295,8 +297,8 @@ def test_url_ttl_rules(memory: Any) -> None:
     memory.set_file("doc", b"hello", ttl=120, mime="text/plain")
     now = time.time()
     default = memory.get_file("doc")
-    assert 890 < (default.url_expires_at.timestamp() - now) <= 121 or True
-    assert (default.url_expires_at.timestamp() - now) <= 121  # capped by the file's TTL
+    # min(default 15 min, the file's remaining 120 s)
+    assert 110 < (default.url_expires_at.timestamp() - now) <= 121
     short = memory.get_file("doc", url_ttl=5)
     assert (short.url_expires_at.timestamp() - now) <= 6
     with pytest.raises(InvalidArgumentError):
@@ -355,7 +357,7 @@ def test_replacement_while_a_reader_streams(memory: Any, server: ServerThread) -
         b"".join(handle.iter_chunks())  # a stale handle is told, not given the new bytes
 
 
-async def test_async_client_files(server: ServerThread, api_key: str) -> None:
+async def test_async_client_files(server: ServerThread, api_key: str, tmp_path: Path) -> None:
     from sessionmemory import AsyncMemoryClient
 
     async with AsyncMemoryClient(server.address, api_key=api_key) as client:
@@ -365,6 +367,11 @@ async def test_async_client_files(server: ServerThread, api_key: str) -> None:
         assert handle is not None and handle.info == info
         assert await handle.to_raw() == SAMPLES["image/gif"]
         assert await asyncio.to_thread(http_get, handle.to_url()) == SAMPLES["image/gif"]
+        saved: list[tuple[int, int | None]] = []
+        size = len(SAMPLES["image/gif"])
+        assert await handle.save(tmp_path / "pic.gif", progress=lambda *a: saved.append(a)) == size
+        assert (tmp_path / "pic.gif").read_bytes() == SAMPLES["image/gif"]
+        assert saved[-1] == (size, size)
 
 
 @pytest.fixture

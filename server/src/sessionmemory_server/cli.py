@@ -246,12 +246,7 @@ def _file_command(args: argparse.Namespace) -> int:
             return 0
         output = args.output or Path(args.key)
         progress = _Progress(f"downloading {args.key}")
-        done = 0
-        with output.open("wb") as out:
-            for chunk in handle.iter_chunks():
-                out.write(chunk)
-                done += len(chunk)
-                progress(done, handle.info.size_bytes)
+        done = handle.save(output, progress=progress)
         progress.done()
         print(f"saved {output} ({done} bytes, sha256 {handle.info.sha256})")
         return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from ._convert import FileInfo, file_info_of, read_file_request
+from ._convert import FileInfo, Progress, file_info_of, read_file_request
 from .errors import ConflictError, from_grpc
 
 
@@ -82,8 +82,10 @@ class FileHandle(_Handle):
         """
         return base64.b64encode(self.to_raw()).decode("ascii")
 
-    def save(self, path: str | os.PathLike[str]) -> int:
+    def save(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> int:
         """Stream the bytes to a file; returns how many were written.
+
+        ``progress(written, size)`` is called after each chunk.
 
         Raises:
             MemoryApiError: the call failed.
@@ -93,6 +95,8 @@ class FileHandle(_Handle):
             for chunk in self.iter_chunks():
                 out.write(chunk)
                 written += len(chunk)
+                if progress is not None:
+                    progress(written, self.info.size_bytes)
         return written
 
 
@@ -134,8 +138,10 @@ class AsyncFileHandle(_Handle):
         """
         return base64.b64encode(await self.to_raw()).decode("ascii")
 
-    async def save(self, path: str | os.PathLike[str]) -> int:
+    async def save(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> int:
         """Stream the bytes to a file; returns how many were written.
+
+        ``progress(written, size)`` is called after each chunk.
 
         Raises:
             MemoryApiError: the call failed.
@@ -145,4 +151,6 @@ class AsyncFileHandle(_Handle):
             async for chunk in self.iter_chunks():
                 out.write(chunk)
                 written += len(chunk)
+                if progress is not None:
+                    progress(written, self.info.size_bytes)
         return written

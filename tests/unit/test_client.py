@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 from typing import Any
 
 import grpc
@@ -124,6 +125,28 @@ def test_set_rejects_non_scalars_and_conflicting_conditions() -> None:
     assert c.plan_set("s", "k", 1, None, None, False).idempotent
     assert not c.plan_set("s", "k", 1, None, None, True).idempotent
     assert c.plan_increment("s", "k", 1, None, None).request.request_id
+    conditional = [c.SetItem("a", 1), c.SetItem("b", 2, if_version=4)]
+    assert not c.plan_set_many("s", conditional, None).idempotent
+    assert c.plan_set_many("s", {"a": 1, "b": 2}, None).idempotent
+
+
+def test_set_file_plan() -> None:
+    def upload(data: Any = b"hello", **kw: Any) -> c.UploadPlan:
+        options: dict[str, Any] = {
+            "mime": "text/plain", "ttl": 60, "upload_id": None, "if_version": None,
+            "only_if_absent": False, "progress": None, **kw,
+        }  # fmt: skip
+        return c.plan_set_file("s", "k", data, **options)
+
+    with pytest.raises(ValueError, match="either"):
+        upload(if_version=3, only_if_absent=True)
+    plan = upload(only_if_absent=True)
+    header, chunk, last = list(plan.requests())
+    assert header.header.if_version == 0 and header.header.size_bytes == 5
+    assert header.header.upload_id  # generated, and the same on every attempt
+    assert next(plan.requests()).header.upload_id == header.header.upload_id
+    assert chunk.chunk == b"hello" and last.finish_write and plan.retryable
+    assert not upload(io.BytesIO(b"hello")).retryable  # a stream cannot be sent twice
 
 
 class FakeError(grpc.RpcError):

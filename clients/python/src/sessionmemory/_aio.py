@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -97,7 +96,7 @@ class AsyncMemoryClient:
         Raises:
             MemoryApiError: the call failed.
         """
-        return await self._run(None, c.plan_limits(), check_session=False)
+        return await self._run(None, c.plan_limits())
 
     async def close(self) -> None:
         """Close the channel."""
@@ -131,8 +130,8 @@ class AsyncMemoryClient:
                     raise error from None
                 await asyncio.sleep(delay)
 
-    async def _run(self, session_id: str | None, plan: Plan[T], *, check_session: bool = True) -> T:
-        check_available(session_id if check_session else "-", self._metadata)
+    async def _run(self, session_id: str | None, plan: Plan[T]) -> T:
+        check_available(session_id, self._metadata)
         method = getattr(self._stub, plan.method)
         response = await self._retrying(
             lambda timeout: method(plan.request, timeout=timeout, metadata=self._metadata),
@@ -143,7 +142,7 @@ class AsyncMemoryClient:
 
     async def _upload(
         self,
-        session_id: str | None,
+        session_id: str,
         key: str,
         data: FileData,
         *,
@@ -155,24 +154,24 @@ class AsyncMemoryClient:
         progress: Progress | None,
     ) -> FileInfo:
         check_available(session_id, self._metadata)
-        source = c.file_source(data)
-        upload_id = upload_id or uuid.uuid4().hex
-
-        def invoke(timeout: float) -> Any:
-            requests = c.set_file_requests(
-                session_id or "",
-                key,
-                source,
-                mime=mime,
-                ttl=ttl,
-                upload_id=upload_id,
-                if_version=if_version,
-                only_if_absent=only_if_absent,
-                progress=progress,
-            )
-            return self._stub.SetFile(requests, timeout=timeout, metadata=self._metadata)
-
-        response = await self._retrying(invoke, source.replayable, self._upload_timeout)
+        plan = c.plan_set_file(
+            session_id,
+            key,
+            data,
+            mime=mime,
+            ttl=ttl,
+            upload_id=upload_id,
+            if_version=if_version,
+            only_if_absent=only_if_absent,
+            progress=progress,
+        )
+        response = await self._retrying(
+            lambda timeout: self._stub.SetFile(
+                plan.requests(), timeout=timeout, metadata=self._metadata
+            ),
+            plan.retryable,
+            self._upload_timeout,
+        )
         return c.file_info_of(response.file)
 
     def _reader(self, request: Any) -> Any:

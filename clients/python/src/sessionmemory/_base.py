@@ -32,14 +32,17 @@ def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...] | None:
 
 
 def check_available(session_id: str | None, metadata: object) -> None:
-    """Raise `MemoryUnavailableError` when a call cannot be made at all."""
+    """Raise `MemoryUnavailableError` when a call cannot be made at all.
+
+    ``session_id`` is None for calls outside a session (GetLimits).
+    """
     if metadata is None:
         raise MemoryUnavailableError(
             "no API key: pass api_key= or set SESSION_MEMORY_API_KEY",
             status=grpc.StatusCode.UNAUTHENTICATED,
             code="API_KEY_MISSING",
         )
-    if not session_id:
+    if session_id == "":
         raise MemoryUnavailableError(
             "no session id: memory is only available inside a conversation",
             status=grpc.StatusCode.INVALID_ARGUMENT,

@@ -247,13 +247,19 @@ def _apply(
     """Set the optional TTL and precondition; True when the write is conditional."""
     if ttl is not None:
         message.ttl_seconds = ttl
+    precondition = _precondition(if_version, only_if_absent)
+    if precondition is not None:
+        message.if_version = precondition
+    return precondition is not None
+
+
+def _precondition(if_version: int | None, only_if_absent: bool) -> int | None:
+    """The request's ``if_version``: 0 for only-if-absent, None for none."""
     if only_if_absent:
         if if_version is not None:
             raise ValueError("use either only_if_absent or if_version, not both")
-        if_version = 0
-    if if_version is not None:
-        message.if_version = if_version
-    return if_version is not None
+        return 0
+    return if_version
 
 
 def _scalar_field(value: Any) -> dict[str, Any]:
@@ -357,6 +363,7 @@ def plan_set_many(
         else list(entries)
     )
     pb_entries = []
+    conditional = False
     for item in items:
         is_json = item.json or not isinstance(item.value, str | int | float)
         value = (
@@ -365,11 +372,10 @@ def plan_set_many(
             else pb.Value(**_scalar_field(item.value))
         )
         entry = svc.SetManyEntry(key=item.key, value=value)
-        _apply(
+        conditional |= _apply(
             entry, item.ttl if item.ttl is not None else ttl, item.if_version, item.only_if_absent
         )
         pb_entries.append(entry)
-    conditional = any(e.HasField("if_version") for e in pb_entries)
     return Plan(
         "SetMany",
         svc.SetManyRequest(session_id=session, entries=pb_entries),
@@ -519,42 +525,58 @@ def file_source(data: FileData, chunk_size: int = CHUNK_SIZE) -> FileSource:
     return FileSource(lambda: chunks, None, "", False)
 
 
-def set_file_requests(
+@dataclass(frozen=True, slots=True)
+class UploadPlan:
+    """A SetFile call: ``requests()`` builds the stream afresh for each attempt."""
+
+    requests: Callable[[], Iterator[svc.SetFileRequest]]
+    retryable: bool
+
+
+def plan_set_file(
     session: str,
     key: str,
-    source: FileSource,
+    data: FileData,
     *,
     mime: str,
     ttl: int,
-    upload_id: str,
+    upload_id: str | None,
     if_version: int | None,
     only_if_absent: bool,
     progress: Progress | None,
-) -> Iterator[svc.SetFileRequest]:
-    """The SetFile stream: a header, then the chunks (reporting progress)."""
+) -> UploadPlan:
+    """SetFile: a header, then the chunks (reporting progress), then finish_write.
+
+    The upload id (generated when not given) makes a retry return the
+    committed file; replayable sources (bytes, paths) may be retried.
+    """
+    source = file_source(data)
     header = svc.FileHeader(
         session_id=session,
         key=key,
         mime_type=mime,
         ttl_seconds=ttl,
         sha256=source.sha256,
-        upload_id=upload_id,
+        upload_id=upload_id or uuid.uuid4().hex,
     )
     if source.size is not None:
         header.size_bytes = source.size
-    if only_if_absent:
-        header.if_version = 0
-    elif if_version is not None:
-        header.if_version = if_version
-    yield svc.SetFileRequest(header=header)
-    sent = 0
-    for chunk in source.chunks():
-        if chunk:
-            yield svc.SetFileRequest(chunk=chunk)
-            sent += len(chunk)
-            if progress is not None:
-                progress(sent, source.size)
-    yield svc.SetFileRequest(finish_write=True)
+    precondition = _precondition(if_version, only_if_absent)
+    if precondition is not None:
+        header.if_version = precondition
+
+    def requests() -> Iterator[svc.SetFileRequest]:
+        yield svc.SetFileRequest(header=header)
+        sent = 0
+        for chunk in source.chunks():
+            if chunk:
+                yield svc.SetFileRequest(chunk=chunk)
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent, source.size)
+        yield svc.SetFileRequest(finish_write=True)
+
+    return UploadPlan(requests, source.replayable)
 
 
 def plan_get_file(session: str, key: str, url_ttl: int | None) -> Plan[Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -96,7 +95,7 @@ class MemoryClient:
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(None, c.plan_limits(), check_session=False)
+        return self._run(None, c.plan_limits())
 
     def close(self) -> None:
         """Close the channel."""
@@ -128,8 +127,8 @@ class MemoryClient:
                     raise error from None
                 time.sleep(delay)
 
-    def _run(self, session_id: str | None, plan: Plan[T], *, check_session: bool = True) -> T:
-        check_available(session_id if check_session else "-", self._metadata)
+    def _run(self, session_id: str | None, plan: Plan[T]) -> T:
+        check_available(session_id, self._metadata)
         method = getattr(self._stub, plan.method)
         response = self._retrying(
             lambda timeout: method(plan.request, timeout=timeout, metadata=self._metadata),
@@ -140,7 +139,7 @@ class MemoryClient:
 
     def _upload(
         self,
-        session_id: str | None,
+        session_id: str,
         key: str,
         data: FileData,
         *,
@@ -152,24 +151,24 @@ class MemoryClient:
         progress: Progress | None,
     ) -> FileInfo:
         check_available(session_id, self._metadata)
-        source = c.file_source(data)
-        upload_id = upload_id or uuid.uuid4().hex
-
-        def invoke(timeout: float) -> Any:
-            requests = c.set_file_requests(
-                session_id or "",
-                key,
-                source,
-                mime=mime,
-                ttl=ttl,
-                upload_id=upload_id,
-                if_version=if_version,
-                only_if_absent=only_if_absent,
-                progress=progress,
-            )
-            return self._stub.SetFile(requests, timeout=timeout, metadata=self._metadata)
-
-        response = self._retrying(invoke, source.replayable, self._upload_timeout)
+        plan = c.plan_set_file(
+            session_id,
+            key,
+            data,
+            mime=mime,
+            ttl=ttl,
+            upload_id=upload_id,
+            if_version=if_version,
+            only_if_absent=only_if_absent,
+            progress=progress,
+        )
+        response = self._retrying(
+            lambda timeout: self._stub.SetFile(
+                plan.requests(), timeout=timeout, metadata=self._metadata
+            ),
+            plan.retryable,
+            self._upload_timeout,
+        )
         return c.file_info_of(response.file)
 
     def _reader(self, request: Any) -> Any:

@@ -107,7 +107,7 @@ func call[T any](ctx context.Context, s *Session, idempotent bool, timeout time.
 		if err == nil {
 			return out, nil
 		}
-		e := fromGRPC(err).(*Error)
+		e := fromGRPC(err)
 		if !idempotent || e.Code != codes.Unavailable || attempt >= s.c.maxAttempts {
 			return zero, e
 		}

@@ -77,11 +77,8 @@ var (
 	ErrUnavailable       = &Error{Code: codes.Unavailable}
 )
 
-// fromGRPC converts an error from a call into an *Error (nil stays nil).
-func fromGRPC(err error) error {
-	if err == nil {
-		return nil
-	}
+// fromGRPC converts a call's (non-nil) error into an *Error.
+func fromGRPC(err error) *Error {
 	var own *Error
 	if errors.As(err, &own) {
 		return own

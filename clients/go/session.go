@@ -210,12 +210,11 @@ func (s *Session) GetJSON(ctx context.Context, key string, out any) (found bool,
 	if err != nil || e == nil {
 		return false, err
 	}
-	raw, err := json.Marshal(e.Value)
-	if rm, ok := e.Value.(json.RawMessage); ok {
-		raw, err = rm, nil
-	}
-	if err != nil {
-		return true, err
+	raw, ok := e.Value.(json.RawMessage)
+	if !ok { // a string, number or boolean: decode it as its JSON text
+		if raw, err = json.Marshal(e.Value); err != nil {
+			return true, err
+		}
 	}
 	return true, json.Unmarshal(raw, out)
 }

@@ -5,7 +5,7 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { MemoryService } from "./gen/sessionmemory/v1/memory_service_pb.js";
-import { MemoryApiError, MemoryUnavailableError, fromConnectError } from "./errors.js";
+import { MemoryUnavailableError, fromConnectError } from "./errors.js";
 import { MemorySession } from "./session.js";
 import type { Limits } from "./types.js";
 import { limitsOf } from "./types.js";
@@ -74,19 +74,19 @@ export class MemoryClient {
 
   /** The limits the server enforces. */
   async getLimits(): Promise<Limits> {
-    const response = await this.call(true, (o) => this.raw.getLimits({}, o), "-");
+    const response = await this.call(true, (o) => this.raw.getLimits({}, o), null);
     return limitsOf(response.limits);
   }
 
   /**
    * Run one call with the deadline, the API key and, when `idempotent`, retries
-   * of UNAVAILABLE with backoff.
+   * of UNAVAILABLE with backoff. `sessionId` is null for calls outside a session.
    * @internal
    */
   async call<T>(
     idempotent: boolean,
     invoke: (options: { headers: Record<string, string>; timeoutMs: number }) => Promise<T>,
-    sessionId: string,
+    sessionId: string | null,
     timeoutMs: number = this.ctx.timeoutMs,
   ): Promise<T> {
     if (!this.hasKey) {
@@ -96,7 +96,7 @@ export class MemoryClient {
         "API_KEY_MISSING",
       );
     }
-    if (!sessionId) {
+    if (sessionId === "") {
       throw new MemoryUnavailableError(
         "no session id: memory is only available inside a conversation",
         "INVALID_ARGUMENT",
@@ -128,4 +128,3 @@ export class MemoryClient {
   }
 }
 
-export { MemoryApiError };

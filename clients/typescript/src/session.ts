@@ -24,6 +24,8 @@ export interface WriteOptions {
 }
 
 const CHUNK = 256 * 1024;
+/** `Kind` enum values of the contract, by number. */
+const KIND_NAMES = ["unspecified", "string", "number", "boolean", "json", "file"];
 
 function writeResult(r: { key: string; version: bigint; expiresAt?: { seconds: bigint; nanos: number } } | undefined): WriteResult {
   return { key: r?.key ?? "", version: r?.version ?? 0n, expiresAt: dateOf(r?.expiresAt) };
@@ -190,10 +192,9 @@ export class MemorySession {
   /** Describe every live key (kind, size, expiry, version), sorted by key. */
   async list(): Promise<EntryInfo[]> {
     const r = await this.client.call(true, (o) => this.client.raw.list({ sessionId: this.sessionId }, o), this.sessionId);
-    const kinds = ["unspecified", "string", "number", "boolean", "json", "file"];
     return r.entries.map((e) => ({
       key: e.key,
-      kind: kinds[e.kind] ?? "unknown",
+      kind: KIND_NAMES[e.kind] ?? "unknown",
       sizeBytes: Number(e.sizeBytes),
       expiresAt: dateOf(e.expiresAt),
       version: e.version,

@@ -135,10 +135,10 @@ class BlobStore:
             self.bucket, name, expires=timedelta(seconds=ttl_seconds)
         )
 
-    async def read(self, name: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
-        """Stream an object's bytes (a range of them) in chunks of at most 256 KiB."""
+    async def read(self, name: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Stream ``length`` (> 0) bytes of an object from ``offset``, at most 256 KiB a chunk."""
         response = await self._run(
-            self._client.get_object, self.bucket, name, offset=offset, length=length or 0
+            self._client.get_object, self.bucket, name, offset=offset, length=length
         )
         try:
             while True:

@@ -137,6 +137,37 @@ const (
 	ErrorReason_FILE_NOT_FOUND ErrorReason = 32
 	// INVALID_ARGUMENT. ReadFile's offset or limit is negative. Metadata: field.
 	ErrorReason_INVALID_RANGE ErrorReason = 33
+	// RESOURCE_EXHAUSTED. The store (Redis) is over its memory limit
+	// (`maxmemory`), so writes that add data are refused; nothing was written.
+	// Reads, Delete, Clear and Touch keep working, so space can be freed.
+	// Metadata: none.
+	ErrorReason_STORE_FULL ErrorReason = 34
+	// INVALID_ARGUMENT. The request id (Increment `request_id`, SetFile
+	// `upload_id`) was already used in this session, within its window, for a
+	// different call: another key, delta, TTL, operation or upload header.
+	// Nothing was changed. Reusing an id with the very same call returns the
+	// first call's result instead. Metadata: field.
+	ErrorReason_REQUEST_ID_REUSED ErrorReason = 35
+	// INVALID_ARGUMENT. The request message could not be decoded (it is not a
+	// valid protobuf encoding of the method's request type, or a string field
+	// holds invalid UTF-8). Nothing was changed.
+	ErrorReason_MALFORMED_REQUEST ErrorReason = 36
+	// RESOURCE_EXHAUSTED. Too many uploads are in progress: on this server
+	// process, or for this tenant on it. Retry after the attached RetryInfo.
+	// Metadata: scope ("process" or "tenant"), limit.
+	ErrorReason_TOO_MANY_UPLOADS ErrorReason = 37
+	// RESOURCE_EXHAUSTED. The server's upload spool is full (its byte cap, or
+	// its disk). The upload stored nothing; retry after the attached RetryInfo.
+	// Metadata: limit (bytes), when the byte cap was hit.
+	ErrorReason_SPOOL_FULL ErrorReason = 38
+	// DEADLINE_EXCEEDED. The SetFile stream sent fewer bytes than the minimum
+	// upload rate over the rate window and was cancelled; nothing was stored.
+	// Metadata: limit (bytes), window_seconds.
+	ErrorReason_UPLOAD_TOO_SLOW ErrorReason = 39
+	// RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
+	// descriptors, memory) while serving the call. Nothing was changed; retry
+	// after the attached RetryInfo, ideally on another server.
+	ErrorReason_SERVER_BUSY ErrorReason = 40
 )
 
 // Enum value maps for ErrorReason.
@@ -176,6 +207,13 @@ var (
 		31: "NOT_A_FILE",
 		32: "FILE_NOT_FOUND",
 		33: "INVALID_RANGE",
+		34: "STORE_FULL",
+		35: "REQUEST_ID_REUSED",
+		36: "MALFORMED_REQUEST",
+		37: "TOO_MANY_UPLOADS",
+		38: "SPOOL_FULL",
+		39: "UPLOAD_TOO_SLOW",
+		40: "SERVER_BUSY",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -212,6 +250,13 @@ var (
 		"NOT_A_FILE":               31,
 		"FILE_NOT_FOUND":           32,
 		"INVALID_RANGE":            33,
+		"STORE_FULL":               34,
+		"REQUEST_ID_REUSED":        35,
+		"MALFORMED_REQUEST":        36,
+		"TOO_MANY_UPLOADS":         37,
+		"SPOOL_FULL":               38,
+		"UPLOAD_TOO_SLOW":          39,
+		"SERVER_BUSY":              40,
 	}
 )
 
@@ -246,7 +291,7 @@ var File_sessionmemory_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_sessionmemory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#sessionmemory/v1/error_reason.proto\x12\x10sessionmemory.v1*\xd4\x05\n" +
+	"#sessionmemory/v1/error_reason.proto\x12\x10sessionmemory.v1*\xde\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fAPI_KEY_MISSING\x10\x01\x12\x13\n" +
@@ -284,7 +329,16 @@ const file_sessionmemory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
 	"NOT_A_FILE\x10\x1f\x12\x12\n" +
 	"\x0eFILE_NOT_FOUND\x10 \x12\x11\n" +
-	"\rINVALID_RANGE\x10!B\xe3\x01\n" +
+	"\rINVALID_RANGE\x10!\x12\x0e\n" +
+	"\n" +
+	"STORE_FULL\x10\"\x12\x15\n" +
+	"\x11REQUEST_ID_REUSED\x10#\x12\x15\n" +
+	"\x11MALFORMED_REQUEST\x10$\x12\x14\n" +
+	"\x10TOO_MANY_UPLOADS\x10%\x12\x0e\n" +
+	"\n" +
+	"SPOOL_FULL\x10&\x12\x13\n" +
+	"\x0fUPLOAD_TOO_SLOW\x10'\x12\x0f\n" +
+	"\vSERVER_BUSY\x10(B\xe3\x01\n" +
 	"\x14com.sessionmemory.v1B\x10ErrorReasonProtoP\x01ZXgithub.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1;sessionmemoryv1\xa2\x02\x03SXX\xaa\x02\x10Sessionmemory.V1\xca\x02\x10Sessionmemory\\V1\xe2\x02\x1cSessionmemory\\V1\\GPBMetadata\xea\x02\x11Sessionmemory::V1b\x06proto3"
 
 var (

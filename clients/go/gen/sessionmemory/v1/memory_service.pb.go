@@ -844,9 +844,12 @@ type IncrementRequest struct {
 	// Optional. Seconds until the result expires, 1 to 86,400. Absent means
 	// 86,400. Every increment sets the expiry anew.
 	TtlSeconds *int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3,oneof" json:"ttl_seconds,omitempty"`
-	// Optional. Up to 128 printable characters identifying this increment. A
-	// retry with the same id within 10 minutes returns the first result
-	// instead of counting twice. Empty means no deduplication.
+	// Optional. Up to 128 printable characters identifying this increment,
+	// scoped to the session. A retry of the same call (same key, delta and
+	// ttl_seconds) with the same id within 10 minutes returns the first result
+	// instead of counting twice; the same id with another key, delta or TTL is
+	// refused with REQUEST_ID_REUSED and changes nothing. Empty means no
+	// deduplication.
 	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1377,9 +1380,12 @@ type FileHeader struct {
 	SizeBytes *int64 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3,oneof" json:"size_bytes,omitempty"`
 	// Optional. SHA-256 of the whole file as 64 hex digits; checked at the end.
 	Sha256 string `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	// Optional. Up to 128 printable characters chosen by the client. A retry
-	// with the upload id of an upload that already committed (within the
-	// file's TTL) returns that upload's FileInfo and stores nothing.
+	// Optional. Up to 128 printable characters chosen by the client, scoped
+	// to the session. A retry with the upload id of an upload that already
+	// committed (within the file's TTL) and the same header returns that
+	// upload's FileInfo and stores nothing; the same id with a different header
+	// (key, MIME type, TTL, size, sha256 or if_version) is refused with
+	// REQUEST_ID_REUSED and stores nothing.
 	UploadId string `protobuf:"bytes,7,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
 	// Optional. Write only if the key's current version equals this; 0 means
 	// only if the key is absent.

@@ -154,6 +154,44 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     INVALID_RANGE: _ErrorReason.ValueType  # 33
     """INVALID_ARGUMENT. ReadFile's offset or limit is negative. Metadata: field."""
+    STORE_FULL: _ErrorReason.ValueType  # 34
+    """RESOURCE_EXHAUSTED. The store (Redis) is over its memory limit
+    (`maxmemory`), so writes that add data are refused; nothing was written.
+    Reads, Delete, Clear and Touch keep working, so space can be freed.
+    Metadata: none.
+    """
+    REQUEST_ID_REUSED: _ErrorReason.ValueType  # 35
+    """INVALID_ARGUMENT. The request id (Increment `request_id`, SetFile
+    `upload_id`) was already used in this session, within its window, for a
+    different call: another key, delta, TTL, operation or upload header.
+    Nothing was changed. Reusing an id with the very same call returns the
+    first call's result instead. Metadata: field.
+    """
+    MALFORMED_REQUEST: _ErrorReason.ValueType  # 36
+    """INVALID_ARGUMENT. The request message could not be decoded (it is not a
+    valid protobuf encoding of the method's request type, or a string field
+    holds invalid UTF-8). Nothing was changed.
+    """
+    TOO_MANY_UPLOADS: _ErrorReason.ValueType  # 37
+    """RESOURCE_EXHAUSTED. Too many uploads are in progress: on this server
+    process, or for this tenant on it. Retry after the attached RetryInfo.
+    Metadata: scope ("process" or "tenant"), limit.
+    """
+    SPOOL_FULL: _ErrorReason.ValueType  # 38
+    """RESOURCE_EXHAUSTED. The server's upload spool is full (its byte cap, or
+    its disk). The upload stored nothing; retry after the attached RetryInfo.
+    Metadata: limit (bytes), when the byte cap was hit.
+    """
+    UPLOAD_TOO_SLOW: _ErrorReason.ValueType  # 39
+    """DEADLINE_EXCEEDED. The SetFile stream sent fewer bytes than the minimum
+    upload rate over the rate window and was cancelled; nothing was stored.
+    Metadata: limit (bytes), window_seconds.
+    """
+    SERVER_BUSY: _ErrorReason.ValueType  # 40
+    """RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
+    descriptors, memory) while serving the call. Nothing was changed; retry
+    after the attached RetryInfo, ideally on another server.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the vocabulary of `google.rpc.ErrorInfo.reason` values the
@@ -300,4 +338,42 @@ Metadata: key.
 """
 INVALID_RANGE: ErrorReason.ValueType  # 33
 """INVALID_ARGUMENT. ReadFile's offset or limit is negative. Metadata: field."""
+STORE_FULL: ErrorReason.ValueType  # 34
+"""RESOURCE_EXHAUSTED. The store (Redis) is over its memory limit
+(`maxmemory`), so writes that add data are refused; nothing was written.
+Reads, Delete, Clear and Touch keep working, so space can be freed.
+Metadata: none.
+"""
+REQUEST_ID_REUSED: ErrorReason.ValueType  # 35
+"""INVALID_ARGUMENT. The request id (Increment `request_id`, SetFile
+`upload_id`) was already used in this session, within its window, for a
+different call: another key, delta, TTL, operation or upload header.
+Nothing was changed. Reusing an id with the very same call returns the
+first call's result instead. Metadata: field.
+"""
+MALFORMED_REQUEST: ErrorReason.ValueType  # 36
+"""INVALID_ARGUMENT. The request message could not be decoded (it is not a
+valid protobuf encoding of the method's request type, or a string field
+holds invalid UTF-8). Nothing was changed.
+"""
+TOO_MANY_UPLOADS: ErrorReason.ValueType  # 37
+"""RESOURCE_EXHAUSTED. Too many uploads are in progress: on this server
+process, or for this tenant on it. Retry after the attached RetryInfo.
+Metadata: scope ("process" or "tenant"), limit.
+"""
+SPOOL_FULL: ErrorReason.ValueType  # 38
+"""RESOURCE_EXHAUSTED. The server's upload spool is full (its byte cap, or
+its disk). The upload stored nothing; retry after the attached RetryInfo.
+Metadata: limit (bytes), when the byte cap was hit.
+"""
+UPLOAD_TOO_SLOW: ErrorReason.ValueType  # 39
+"""DEADLINE_EXCEEDED. The SetFile stream sent fewer bytes than the minimum
+upload rate over the rate window and was cancelled; nothing was stored.
+Metadata: limit (bytes), window_seconds.
+"""
+SERVER_BUSY: ErrorReason.ValueType  # 40
+"""RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
+descriptors, memory) while serving the call. Nothing was changed; retry
+after the attached RetryInfo, ideally on another server.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

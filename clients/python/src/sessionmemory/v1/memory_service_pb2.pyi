@@ -460,9 +460,12 @@ class IncrementRequest(_message.Message):
     86,400. Every increment sets the expiry anew.
     """
     request_id: _builtins.str
-    """Optional. Up to 128 printable characters identifying this increment. A
-    retry with the same id within 10 minutes returns the first result
-    instead of counting twice. Empty means no deduplication.
+    """Optional. Up to 128 printable characters identifying this increment,
+    scoped to the session. A retry of the same call (same key, delta and
+    ttl_seconds) with the same id within 10 minutes returns the first result
+    instead of counting twice; the same id with another key, delta or TTL is
+    refused with REQUEST_ID_REUSED and changes nothing. Empty means no
+    deduplication.
     """
     def __init__(
         self,
@@ -736,9 +739,12 @@ class FileHeader(_message.Message):
     sha256: _builtins.str
     """Optional. SHA-256 of the whole file as 64 hex digits; checked at the end."""
     upload_id: _builtins.str
-    """Optional. Up to 128 printable characters chosen by the client. A retry
-    with the upload id of an upload that already committed (within the
-    file's TTL) returns that upload's FileInfo and stores nothing.
+    """Optional. Up to 128 printable characters chosen by the client, scoped
+    to the session. A retry with the upload id of an upload that already
+    committed (within the file's TTL) and the same header returns that
+    upload's FileInfo and stores nothing; the same id with a different header
+    (key, MIME type, TTL, size, sha256 or if_version) is refused with
+    REQUEST_ID_REUSED and stores nothing.
     """
     if_version: _builtins.int
     """Optional. Write only if the key's current version equals this; 0 means

@@ -9,7 +9,7 @@ import { enumDesc, fileDesc } from "@bufbuild/protobuf/codegenv2";
  * Describes the file sessionmemory/v1/error_reason.proto.
  */
 export const file_sessionmemory_v1_error_reason: GenFile = /*@__PURE__*/
-  fileDesc("CiNzZXNzaW9ubWVtb3J5L3YxL2Vycm9yX3JlYXNvbi5wcm90bxIQc2Vzc2lvbm1lbW9yeS52MSrUBQoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASEwoPQVBJX0tFWV9NSVNTSU5HEAESEwoPQVBJX0tFWV9JTlZBTElEEAISFgoSSU5WQUxJRF9TRVNTSU9OX0lEEAMSDwoLSU5WQUxJRF9LRVkQBBISCg5WQUxVRV9SRVFVSVJFRBAFEhIKDlZBTFVFX1RPT19MT05HEAYSFQoRTlVNQkVSX05PVF9GSU5JVEUQBxIXChNOVU1CRVJfT1VUX09GX1JBTkdFEAgSFgoSTlVNQkVSX1RPT19QUkVDSVNFEAkSEAoMSU5WQUxJRF9KU09OEAoSEgoOSlNPTl9UT09fTEFSR0UQCxIRCg1KU09OX1RPT19ERUVQEAwSEAoMVFRMX1JFUVVJUkVEEA0SFAoQVFRMX09VVF9PRl9SQU5HRRAOEhEKDVRPT19NQU5ZX0tFWVMQDxIRCg1EVVBMSUNBVEVfS0VZEBASFgoSSU5WQUxJRF9SRVFVRVNUX0lEEBESGAoUSU5WQUxJRF9QUkVDT05ESVRJT04QEhIOCgpLRVlfRVhJU1RTEBMSFAoQVkVSU0lPTl9NSVNNQVRDSBAUEhAKDE5PVF9BX05VTUJFUhAVEhAKDFNFU1NJT05fRlVMTBAWEhcKE0JBQ0tFTkRfVU5BVkFJTEFCTEUQFxISCg5JTlRFUk5BTF9FUlJPUhAYEhQKEE1JTUVfTk9UX0FMTE9XRUQQGRISCg5GSUxFX1RPT19MQVJHRRAaEhUKEUNIRUNLU1VNX01JU01BVENIEBsSFAoQQ09OVEVOVF9NSVNNQVRDSBAcEhIKDklOVkFMSURfVVBMT0FEEB0SEgoOVVBMT0FEX1RJTUVPVVQQHhIOCgpOT1RfQV9GSUxFEB8SEgoORklMRV9OT1RfRk9VTkQQIBIRCg1JTlZBTElEX1JBTkdFECFC4wEKFGNvbS5zZXNzaW9ubWVtb3J5LnYxQhBFcnJvclJlYXNvblByb3RvUAFaWGdpdGh1Yi5jb20vc2Vzc2lvbi1tZW1vcnkvc2Vzc2lvbi1tZW1vcnkvY2xpZW50cy9nby9nZW4vc2Vzc2lvbm1lbW9yeS92MTtzZXNzaW9ubWVtb3J5djGiAgNTWFiqAhBTZXNzaW9ubWVtb3J5LlYxygIQU2Vzc2lvbm1lbW9yeVxWMeICHFNlc3Npb25tZW1vcnlcVjFcR1BCTWV0YWRhdGHqAhFTZXNzaW9ubWVtb3J5OjpWMWIGcHJvdG8z");
+  fileDesc("CiNzZXNzaW9ubWVtb3J5L3YxL2Vycm9yX3JlYXNvbi5wcm90bxIQc2Vzc2lvbm1lbW9yeS52MSreBgoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASEwoPQVBJX0tFWV9NSVNTSU5HEAESEwoPQVBJX0tFWV9JTlZBTElEEAISFgoSSU5WQUxJRF9TRVNTSU9OX0lEEAMSDwoLSU5WQUxJRF9LRVkQBBISCg5WQUxVRV9SRVFVSVJFRBAFEhIKDlZBTFVFX1RPT19MT05HEAYSFQoRTlVNQkVSX05PVF9GSU5JVEUQBxIXChNOVU1CRVJfT1VUX09GX1JBTkdFEAgSFgoSTlVNQkVSX1RPT19QUkVDSVNFEAkSEAoMSU5WQUxJRF9KU09OEAoSEgoOSlNPTl9UT09fTEFSR0UQCxIRCg1KU09OX1RPT19ERUVQEAwSEAoMVFRMX1JFUVVJUkVEEA0SFAoQVFRMX09VVF9PRl9SQU5HRRAOEhEKDVRPT19NQU5ZX0tFWVMQDxIRCg1EVVBMSUNBVEVfS0VZEBASFgoSSU5WQUxJRF9SRVFVRVNUX0lEEBESGAoUSU5WQUxJRF9QUkVDT05ESVRJT04QEhIOCgpLRVlfRVhJU1RTEBMSFAoQVkVSU0lPTl9NSVNNQVRDSBAUEhAKDE5PVF9BX05VTUJFUhAVEhAKDFNFU1NJT05fRlVMTBAWEhcKE0JBQ0tFTkRfVU5BVkFJTEFCTEUQFxISCg5JTlRFUk5BTF9FUlJPUhAYEhQKEE1JTUVfTk9UX0FMTE9XRUQQGRISCg5GSUxFX1RPT19MQVJHRRAaEhUKEUNIRUNLU1VNX01JU01BVENIEBsSFAoQQ09OVEVOVF9NSVNNQVRDSBAcEhIKDklOVkFMSURfVVBMT0FEEB0SEgoOVVBMT0FEX1RJTUVPVVQQHhIOCgpOT1RfQV9GSUxFEB8SEgoORklMRV9OT1RfRk9VTkQQIBIRCg1JTlZBTElEX1JBTkdFECESDgoKU1RPUkVfRlVMTBAiEhUKEVJFUVVFU1RfSURfUkVVU0VEECMSFQoRTUFMRk9STUVEX1JFUVVFU1QQJBIUChBUT09fTUFOWV9VUExPQURTECUSDgoKU1BPT0xfRlVMTBAmEhMKD1VQTE9BRF9UT09fU0xPVxAnEg8KC1NFUlZFUl9CVVNZEChC4wEKFGNvbS5zZXNzaW9ubWVtb3J5LnYxQhBFcnJvclJlYXNvblByb3RvUAFaWGdpdGh1Yi5jb20vc2Vzc2lvbi1tZW1vcnkvc2Vzc2lvbi1tZW1vcnkvY2xpZW50cy9nby9nZW4vc2Vzc2lvbm1lbW9yeS92MTtzZXNzaW9ubWVtb3J5djGiAgNTWFiqAhBTZXNzaW9ubWVtb3J5LlYxygIQU2Vzc2lvbm1lbW9yeVxWMeICHFNlc3Npb25tZW1vcnlcVjFcR1BCTWV0YWRhdGHqAhFTZXNzaW9ubWVtb3J5OjpWMWIGcHJvdG8z");
 
 /**
  * ErrorReason is the vocabulary of `google.rpc.ErrorInfo.reason` values the
@@ -298,6 +298,72 @@ export enum ErrorReason {
    * @generated from enum value: INVALID_RANGE = 33;
    */
   INVALID_RANGE = 33,
+
+  /**
+   * RESOURCE_EXHAUSTED. The store (Redis) is over its memory limit
+   * (`maxmemory`), so writes that add data are refused; nothing was written.
+   * Reads, Delete, Clear and Touch keep working, so space can be freed.
+   * Metadata: none.
+   *
+   * @generated from enum value: STORE_FULL = 34;
+   */
+  STORE_FULL = 34,
+
+  /**
+   * INVALID_ARGUMENT. The request id (Increment `request_id`, SetFile
+   * `upload_id`) was already used in this session, within its window, for a
+   * different call: another key, delta, TTL, operation or upload header.
+   * Nothing was changed. Reusing an id with the very same call returns the
+   * first call's result instead. Metadata: field.
+   *
+   * @generated from enum value: REQUEST_ID_REUSED = 35;
+   */
+  REQUEST_ID_REUSED = 35,
+
+  /**
+   * INVALID_ARGUMENT. The request message could not be decoded (it is not a
+   * valid protobuf encoding of the method's request type, or a string field
+   * holds invalid UTF-8). Nothing was changed.
+   *
+   * @generated from enum value: MALFORMED_REQUEST = 36;
+   */
+  MALFORMED_REQUEST = 36,
+
+  /**
+   * RESOURCE_EXHAUSTED. Too many uploads are in progress: on this server
+   * process, or for this tenant on it. Retry after the attached RetryInfo.
+   * Metadata: scope ("process" or "tenant"), limit.
+   *
+   * @generated from enum value: TOO_MANY_UPLOADS = 37;
+   */
+  TOO_MANY_UPLOADS = 37,
+
+  /**
+   * RESOURCE_EXHAUSTED. The server's upload spool is full (its byte cap, or
+   * its disk). The upload stored nothing; retry after the attached RetryInfo.
+   * Metadata: limit (bytes), when the byte cap was hit.
+   *
+   * @generated from enum value: SPOOL_FULL = 38;
+   */
+  SPOOL_FULL = 38,
+
+  /**
+   * DEADLINE_EXCEEDED. The SetFile stream sent fewer bytes than the minimum
+   * upload rate over the rate window and was cancelled; nothing was stored.
+   * Metadata: limit (bytes), window_seconds.
+   *
+   * @generated from enum value: UPLOAD_TOO_SLOW = 39;
+   */
+  UPLOAD_TOO_SLOW = 39,
+
+  /**
+   * RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
+   * descriptors, memory) while serving the call. Nothing was changed; retry
+   * after the attached RetryInfo, ideally on another server.
+   *
+   * @generated from enum value: SERVER_BUSY = 40;
+   */
+  SERVER_BUSY = 40,
 }
 
 /**

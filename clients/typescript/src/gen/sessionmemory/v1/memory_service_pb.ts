@@ -471,9 +471,12 @@ export type IncrementRequest = Message<"sessionmemory.v1.IncrementRequest"> & {
   ttlSeconds?: bigint | undefined;
 
   /**
-   * Optional. Up to 128 printable characters identifying this increment. A
-   * retry with the same id within 10 minutes returns the first result
-   * instead of counting twice. Empty means no deduplication.
+   * Optional. Up to 128 printable characters identifying this increment,
+   * scoped to the session. A retry of the same call (same key, delta and
+   * ttl_seconds) with the same id within 10 minutes returns the first result
+   * instead of counting twice; the same id with another key, delta or TTL is
+   * refused with REQUEST_ID_REUSED and changes nothing. Empty means no
+   * deduplication.
    *
    * @generated from field: string request_id = 5;
    */
@@ -751,9 +754,12 @@ export type FileHeader = Message<"sessionmemory.v1.FileHeader"> & {
   sha256: string;
 
   /**
-   * Optional. Up to 128 printable characters chosen by the client. A retry
-   * with the upload id of an upload that already committed (within the
-   * file's TTL) returns that upload's FileInfo and stores nothing.
+   * Optional. Up to 128 printable characters chosen by the client, scoped
+   * to the session. A retry with the upload id of an upload that already
+   * committed (within the file's TTL) and the same header returns that
+   * upload's FileInfo and stores nothing; the same id with a different header
+   * (key, MIME type, TTL, size, sha256 or if_version) is refused with
+   * REQUEST_ID_REUSED and stores nothing.
    *
    * @generated from field: string upload_id = 7;
    */

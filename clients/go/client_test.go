@@ -272,6 +272,9 @@ func run(ctx context.Context, memory *sm.Session, s step) (any, error) {
 	if a["only_if_absent"] == true {
 		opts = append(opts, sm.OnlyIfAbsent())
 	}
+	if id, ok := a["request_id"].(string); ok {
+		opts = append(opts, sm.RequestID(id))
+	}
 	key, _ := a["key"].(string)
 	switch s.Op {
 	case "set":

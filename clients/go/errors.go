@@ -8,6 +8,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1"
 )
 
 // Error is every failed call: the gRPC code, the ErrorInfo reason, its metadata
@@ -51,29 +53,37 @@ func (e *Error) IsRateLimit() bool {
 	return e.Code == codes.ResourceExhausted && (e.Reason == "RATE_LIMITED" || e.RetryAfter > 0)
 }
 
-func reason(r string, c codes.Code) *Error { return &Error{Code: c, Reason: r} }
+func reason(r pb.ErrorReason, c codes.Code) *Error { return &Error{Code: c, Reason: r.String()} }
 
 // Errors to match with errors.Is.
 var (
-	ErrMemoryUnavailable = reason("MEMORY_UNAVAILABLE", codes.FailedPrecondition) // no session id or API key; no call made
-	ErrAPIKeyMissing     = reason("API_KEY_MISSING", codes.Unauthenticated)
-	ErrAPIKeyInvalid     = reason("API_KEY_INVALID", codes.Unauthenticated)
-	ErrInvalidSessionID  = reason("INVALID_SESSION_ID", codes.InvalidArgument)
-	ErrInvalidKey        = reason("INVALID_KEY", codes.InvalidArgument)
-	ErrValueTooLong      = reason("VALUE_TOO_LONG", codes.InvalidArgument)
-	ErrNumberOutOfRange  = reason("NUMBER_OUT_OF_RANGE", codes.InvalidArgument)
-	ErrNumberTooPrecise  = reason("NUMBER_TOO_PRECISE", codes.InvalidArgument)
-	ErrInvalidJSON       = reason("INVALID_JSON", codes.InvalidArgument)
-	ErrJSONTooLarge      = reason("JSON_TOO_LARGE", codes.InvalidArgument)
-	ErrTTLOutOfRange     = reason("TTL_OUT_OF_RANGE", codes.InvalidArgument)
-	ErrKeyExists         = reason("KEY_EXISTS", codes.Aborted)
-	ErrVersionMismatch   = reason("VERSION_MISMATCH", codes.Aborted)
-	ErrNotANumber        = reason("NOT_A_NUMBER", codes.FailedPrecondition)
-	ErrSessionFull       = reason("SESSION_FULL", codes.ResourceExhausted)
-	ErrMimeNotAllowed    = reason("MIME_NOT_ALLOWED", codes.InvalidArgument)
-	ErrFileTooLarge      = reason("FILE_TOO_LARGE", codes.InvalidArgument)
-	ErrContentMismatch   = reason("CONTENT_MISMATCH", codes.InvalidArgument)
-	ErrNotAFile          = reason("NOT_A_FILE", codes.FailedPrecondition)
+	// ErrMemoryUnavailable is the client's own: no session id or API key; no call made.
+	ErrMemoryUnavailable = &Error{Code: codes.FailedPrecondition, Reason: "MEMORY_UNAVAILABLE"}
+	ErrAPIKeyMissing     = reason(pb.ErrorReason_API_KEY_MISSING, codes.Unauthenticated)
+	ErrAPIKeyInvalid     = reason(pb.ErrorReason_API_KEY_INVALID, codes.Unauthenticated)
+	ErrInvalidSessionID  = reason(pb.ErrorReason_INVALID_SESSION_ID, codes.InvalidArgument)
+	ErrInvalidKey        = reason(pb.ErrorReason_INVALID_KEY, codes.InvalidArgument)
+	ErrValueTooLong      = reason(pb.ErrorReason_VALUE_TOO_LONG, codes.InvalidArgument)
+	ErrNumberOutOfRange  = reason(pb.ErrorReason_NUMBER_OUT_OF_RANGE, codes.InvalidArgument)
+	ErrNumberTooPrecise  = reason(pb.ErrorReason_NUMBER_TOO_PRECISE, codes.InvalidArgument)
+	ErrInvalidJSON       = reason(pb.ErrorReason_INVALID_JSON, codes.InvalidArgument)
+	ErrJSONTooLarge      = reason(pb.ErrorReason_JSON_TOO_LARGE, codes.InvalidArgument)
+	ErrTTLOutOfRange     = reason(pb.ErrorReason_TTL_OUT_OF_RANGE, codes.InvalidArgument)
+	ErrRequestIDReused   = reason(pb.ErrorReason_REQUEST_ID_REUSED, codes.InvalidArgument) // a request/upload id reused for another call
+	ErrMalformedRequest  = reason(pb.ErrorReason_MALFORMED_REQUEST, codes.InvalidArgument)
+	ErrKeyExists         = reason(pb.ErrorReason_KEY_EXISTS, codes.Aborted)
+	ErrVersionMismatch   = reason(pb.ErrorReason_VERSION_MISMATCH, codes.Aborted)
+	ErrNotANumber        = reason(pb.ErrorReason_NOT_A_NUMBER, codes.FailedPrecondition)
+	ErrSessionFull       = reason(pb.ErrorReason_SESSION_FULL, codes.ResourceExhausted)
+	ErrStoreFull         = reason(pb.ErrorReason_STORE_FULL, codes.ResourceExhausted)       // the store is out of memory; reads and deletes still work
+	ErrTooManyUploads    = reason(pb.ErrorReason_TOO_MANY_UPLOADS, codes.ResourceExhausted) // retry after RetryAfter
+	ErrSpoolFull         = reason(pb.ErrorReason_SPOOL_FULL, codes.ResourceExhausted)       // retry after RetryAfter
+	ErrServerBusy        = reason(pb.ErrorReason_SERVER_BUSY, codes.ResourceExhausted)      // retry after RetryAfter
+	ErrMimeNotAllowed    = reason(pb.ErrorReason_MIME_NOT_ALLOWED, codes.InvalidArgument)
+	ErrFileTooLarge      = reason(pb.ErrorReason_FILE_TOO_LARGE, codes.InvalidArgument)
+	ErrContentMismatch   = reason(pb.ErrorReason_CONTENT_MISMATCH, codes.InvalidArgument)
+	ErrUploadTooSlow     = reason(pb.ErrorReason_UPLOAD_TOO_SLOW, codes.DeadlineExceeded)
+	ErrNotAFile          = reason(pb.ErrorReason_NOT_A_FILE, codes.FailedPrecondition)
 	ErrUnavailable       = &Error{Code: codes.Unavailable}
 )
 

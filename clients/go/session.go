@@ -67,6 +67,7 @@ type writeOptions struct {
 	ttl       *int64
 	ifVersion *int64
 	uploadID  string
+	requestID string
 }
 
 // TTL sets how long the value lives (whole seconds).
@@ -82,6 +83,14 @@ func OnlyIfAbsent() WriteOption { return IfVersion(0) }
 
 // UploadID names a file upload so that a retry returns the committed file.
 func UploadID(id string) WriteOption { return func(o *writeOptions) { o.uploadID = id } }
+
+// RequestID names an Increment (up to 128 printable characters, scoped to the
+// session) so that it counts once: the same id with the same key, delta and TTL
+// within 10 minutes returns the first result; with another key, delta or TTL
+// the call fails with ErrRequestIDReused and changes nothing. Without it every
+// Increment gets a fresh id, reused by its own retries; RequestID("") sends
+// none (no deduplication, and no automatic retry). Other calls ignore it.
+func RequestID(id string) WriteOption { return func(o *writeOptions) { o.requestID = id } }
 
 func options(opts []WriteOption) writeOptions {
 	var o writeOptions
@@ -290,11 +299,13 @@ func (s *Session) Delete(ctx context.Context, keys ...string) (int64, error) {
 	return r.GetDeletedCount(), err
 }
 
-// Increment adds delta atomically (a missing key counts from 0); safe to retry.
+// Increment adds delta atomically (a missing key counts from 0) and returns the
+// new number. It takes TTL and RequestID; retries are safe because every attempt
+// carries the same request id, so the server counts it once.
 func (s *Session) Increment(ctx context.Context, key string, delta float64, opts ...WriteOption) (float64, error) {
-	o := options(opts)
-	req := &pb.IncrementRequest{SessionId: s.id, Key: key, Delta: delta, TtlSeconds: o.ttl, RequestId: newID()}
-	r, err := call(ctx, s, true, s.c.timeout, func(ctx context.Context) (*pb.IncrementResponse, error) {
+	o := options(append([]WriteOption{RequestID(newID())}, opts...))
+	req := &pb.IncrementRequest{SessionId: s.id, Key: key, Delta: delta, TtlSeconds: o.ttl, RequestId: o.requestID}
+	r, err := call(ctx, s, o.requestID != "", s.c.timeout, func(ctx context.Context) (*pb.IncrementResponse, error) {
 		return s.c.stub.Increment(ctx, req)
 	})
 	return r.GetValue(), err

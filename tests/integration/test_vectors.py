@@ -44,7 +44,9 @@ async def run_step(memory: Any, op: str, a: dict[str, Any]) -> Any:
     if op == "get":
         return await memory.get(a["key"])
     if op == "increment":
-        return await memory.increment(a["key"], a["delta"], ttl=a.get("ttl"))
+        return await memory.increment(
+            a["key"], a["delta"], ttl=a.get("ttl"), request_id=a.get("request_id")
+        )
     if op == "delete":
         return await memory.delete(a["keys"])
     if op == "touch":

@@ -15,6 +15,8 @@ import sessionmemory
 from sessionmemory import _convert as c
 from sessionmemory.errors import (
     ConflictError,
+    DeadlineExceededError,
+    InvalidArgumentError,
     LimitExceededError,
     MemoryApiError,
     MemoryTypeError,
@@ -22,6 +24,7 @@ from sessionmemory.errors import (
     ServiceUnavailableError,
     from_grpc,
 )
+from sessionmemory.v1.error_reason_pb2 import ErrorReason
 
 
 def test_public_names_are_pinned() -> None:
@@ -125,6 +128,8 @@ def test_set_rejects_non_scalars_and_conflicting_conditions() -> None:
     assert c.plan_set("s", "k", 1, None, None, False).idempotent
     assert not c.plan_set("s", "k", 1, None, None, True).idempotent
     assert c.plan_increment("s", "k", 1, None, None).request.request_id
+    assert c.plan_increment("s", "k", 1, None, "r-1").request.request_id == "r-1"
+    assert not c.plan_increment("s", "k", 1, None, "").idempotent  # a retry could count twice
     conditional = [c.SetItem("a", 1), c.SetItem("b", 2, if_version=4)]
     assert not c.plan_set_many("s", conditional, None).idempotent
     assert c.plan_set_many("s", {"a": 1, "b": 2}, None).idempotent
@@ -187,6 +192,35 @@ def test_from_grpc_maps_by_reason_then_code() -> None:
     assert isinstance(err, ServiceUnavailableError) and err.code is None
     err = from_grpc(FakeError(grpc.StatusCode.DATA_LOSS, "?"))
     assert type(err) is MemoryApiError
+
+
+NEWER_REASONS = [
+    (ErrorReason.STORE_FULL, "RESOURCE_EXHAUSTED", LimitExceededError, False),
+    (ErrorReason.REQUEST_ID_REUSED, "INVALID_ARGUMENT", InvalidArgumentError, False),
+    (ErrorReason.MALFORMED_REQUEST, "INVALID_ARGUMENT", InvalidArgumentError, False),
+    (ErrorReason.TOO_MANY_UPLOADS, "RESOURCE_EXHAUSTED", LimitExceededError, True),
+    (ErrorReason.SPOOL_FULL, "RESOURCE_EXHAUSTED", LimitExceededError, True),
+    (ErrorReason.SERVER_BUSY, "RESOURCE_EXHAUSTED", LimitExceededError, True),
+    (ErrorReason.UPLOAD_TOO_SLOW, "DEADLINE_EXCEEDED", DeadlineExceededError, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("reason", "status", "cls", "retry"),
+    NEWER_REASONS,
+    ids=[ErrorReason.Name(r[0]) for r in NEWER_REASONS],
+)
+def test_from_grpc_maps_the_newer_reasons(
+    reason: ErrorReason.ValueType, status: str, cls: type[MemoryApiError], retry: bool
+) -> None:
+    name, code = ErrorReason.Name(reason), grpc.StatusCode[status]
+    details: list[Any] = [error_details_pb2.ErrorInfo(reason=name, domain="sessionmemory")]
+    if retry:  # these three travel with a RetryInfo
+        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
+    err = from_grpc(FakeError(code, "refused", *details))
+    assert type(err) is cls
+    assert (err.code, err.status) == (name, code)
+    assert err.is_rate_limit() is retry
 
 
 def test_rate_limit_and_retry_after() -> None:

@@ -8,6 +8,6 @@
  * ```
  */
 export { MemoryClient, type MemoryClientOptions } from "./client.js";
-export { MemorySession, FileHandle, type FileData, type Scalar, type WriteOptions } from "./session.js";
+export { MemorySession, FileHandle, type FileData, type IncrementOptions, type Scalar, type WriteOptions } from "./session.js";
 export { MemoryApiError, MemoryTypeError, MemoryUnavailableError } from "./errors.js";
 export type { Entry, EntryInfo, FileInfo, Limits, WriteResult } from "./types.js";

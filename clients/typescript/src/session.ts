@@ -23,6 +23,19 @@ export interface WriteOptions {
   onlyIfAbsent?: boolean;
 }
 
+/** Options of {@link MemorySession.increment}. */
+export interface IncrementOptions {
+  /**
+   * Up to 128 printable characters naming this increment within the session.
+   * The same id with the same key, delta and TTL within 10 minutes returns the
+   * first result instead of counting again; with another key, delta or TTL the
+   * call is refused (`REQUEST_ID_REUSED`) and changes nothing. Default: a fresh
+   * random id per call, reused by its own retries. `""` sends none: no
+   * deduplication, and the call is then not retried.
+   */
+  requestId?: string;
+}
+
 const CHUNK = 256 * 1024;
 /** `Kind` enum values of the contract, by number. */
 const KIND_NAMES = ["unspecified", "string", "number", "boolean", "json", "file"];
@@ -167,11 +180,17 @@ export class MemorySession {
     return Number(r.deletedCount);
   }
 
-  /** Add `delta` atomically (a missing key counts from 0); safe to retry. */
-  async increment(key: string, delta = 1, ttlSeconds?: number): Promise<number> {
-    const requestId = randomUUID();
+  /**
+   * Add `delta` atomically (a missing key counts from 0) and resolve to the new
+   * number; the result lives `ttlSeconds` (default one day). Retries are safe:
+   * every attempt carries the same request id, so the server counts it once.
+   * Pass `{ requestId }` to make your own retries (e.g. of a redelivered event)
+   * count once too.
+   */
+  async increment(key: string, delta = 1, ttlSeconds?: number, options: IncrementOptions = {}): Promise<number> {
+    const requestId = options.requestId ?? randomUUID();
     const r = await this.client.call(
-      true,
+      requestId !== "",
       (o) => this.client.raw.increment({ sessionId: this.sessionId, key, delta, requestId, ...ttlField(ttlSeconds) }, o),
       this.sessionId,
     );

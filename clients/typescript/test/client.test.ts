@@ -164,7 +164,7 @@ describe("shared vectors", () => {
             case "get":
               return memory.get(a.key);
             case "increment":
-              return memory.increment(a.key, a.delta, a.ttl);
+              return memory.increment(a.key, a.delta, a.ttl, { requestId: a.request_id });
             case "delete":
               return memory.delete(a.keys);
             case "touch":

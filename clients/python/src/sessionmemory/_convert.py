@@ -402,7 +402,8 @@ def plan_increment(
     )
     if ttl is not None:
         request.ttl_seconds = ttl
-    return Plan("Increment", request, True, lambda r: _number(r.value))
+    # Without an id (request_id="") a retry could count twice, so none is made.
+    return Plan("Increment", request, bool(request.request_id), lambda r: _number(r.value))
 
 
 def plan_touch(session: str, keys: str | Iterable[str], ttl: int) -> Plan[int]:

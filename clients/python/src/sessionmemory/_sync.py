@@ -283,10 +283,15 @@ class Session:
     ) -> int | float:
         """Add ``delta`` atomically and return the new number (missing counts from 0).
 
-        A request id (generated when not given) makes retries count once.
+        A request id (generated when not given) makes retries count once: the same id
+        with the same key, delta and TTL within 10 minutes returns the first result.
+        Pass your own to make retries of your own (e.g. after a crash) count once too;
+        ``request_id=""`` sends none (no deduplication, and no automatic retry).
 
         Raises:
             NotANumberError: the key holds another kind of value.
+            InvalidArgumentError: a limit was broken, or ``request_id`` was already used
+                in this session for another key, delta or TTL (``REQUEST_ID_REUSED``).
             MemoryApiError: the call failed.
         """
         return self._run(c.plan_increment(self.session_id, key, delta, ttl, request_id))

@@ -12,6 +12,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from .v1.error_reason_pb2 import ErrorReason
+
 
 class MemoryApiError(Exception):
     """A call failed. Raised for every server rejection and transport failure.
@@ -99,10 +101,12 @@ class MemoryTypeError(TypeError):
     """A stored value cannot be converted exactly to the requested type."""
 
 
+# Only reasons whose class differs from their status code's are listed; every other
+# reason (e.g. STORE_FULL -> LimitExceededError) maps by the code the proto gives it.
 _BY_REASON: Final[dict[str, type[MemoryApiError]]] = {
-    "NOT_A_NUMBER": NotANumberError,
-    "KEY_EXISTS": ConflictError,
-    "VERSION_MISMATCH": ConflictError,
+    ErrorReason.Name(ErrorReason.NOT_A_NUMBER): NotANumberError,
+    ErrorReason.Name(ErrorReason.KEY_EXISTS): ConflictError,
+    ErrorReason.Name(ErrorReason.VERSION_MISMATCH): ConflictError,
 }
 _BY_CODE: Final[dict[grpc.StatusCode, type[MemoryApiError]]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,

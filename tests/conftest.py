@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -10,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import pytest
 from redis.asyncio import Redis
 
@@ -59,6 +62,19 @@ def start_server(redis_url: str, s3: EmbeddedS3, **overrides: Any) -> ServerThre
         "upload_idle_seconds": 2.0,
     }
     return ServerThread(stack_settings(redis_url, s3, **{**fast_failing, **overrides}))
+
+
+def serve_cli(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start `session-memory serve` as its own process and wait until it accepts calls."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionmemory_server.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with grpc.insecure_channel(env["SESSION_MEMORY_LISTEN"]) as channel:
+        grpc.channel_ready_future(channel).result(timeout=20)
+    return proc
 
 
 @pytest.fixture(scope="session")

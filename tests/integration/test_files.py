@@ -24,6 +24,7 @@ from sessionmemory import (
     FailedPreconditionError,
     FileInfo,
     InvalidArgumentError,
+    MemoryApiError,
     MemoryClient,
     ServiceUnavailableError,
 )
@@ -257,6 +258,33 @@ def test_upload_id_makes_retries_store_once(memory: Any, server: ServerThread) -
     assert third.version > first.version
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"key": "other"},
+        {"mime": "text/plain", "data": b"plain text"},
+        {"ttl": 120},
+        {"if_version": 1},
+    ],
+    ids=["key", "mime", "ttl", "if_version"],
+)
+def test_upload_id_reused_with_another_header_is_refused(
+    memory: Any, server: ServerThread, change: dict[str, Any]
+) -> None:
+    data = SAMPLES["image/png"]
+    first = memory.set_file("pic", data, ttl=60, mime="image/png", upload_id="u-9")
+    before = objects(server)
+    call = {"key": "pic", "data": data, "ttl": 60, "mime": "image/png", **change}
+    key, payload = call.pop("key"), call.pop("data")
+    with pytest.raises(InvalidArgumentError) as info:
+        memory.set_file(key, payload, upload_id="u-9", **call)
+    assert info.value.code == "REQUEST_ID_REUSED"
+    assert info.value.metadata["field"] == "header.upload_id"
+    assert objects(server) == before, "nothing was stored"
+    assert memory.get_file("pic").info == first
+    assert memory.get("other") is None
+
+
 def test_preconditions_and_kinds(memory: Any) -> None:
     first = memory.set_file("doc", b"v1", ttl=60, mime="text/plain", only_if_absent=True)
     with pytest.raises(ConflictError):
@@ -305,20 +333,31 @@ def test_url_ttl_rules(memory: Any) -> None:
         memory.get_file("doc", url_ttl=0)
 
 
-def test_url_stops_working_after_delete(memory: Any, server: ServerThread) -> None:
-    memory.set_file("doc", SAMPLES["application/pdf"], ttl=600, mime="application/pdf")
+def _url_gone(url: str) -> bool:
+    try:
+        http_get(url)
+    except urllib.error.HTTPError as exc:
+        return exc.code in (403, 404)
+    return False
+
+
+@pytest.mark.parametrize("how", ["delete", "clear", "replace", "set"])
+def test_url_stops_working_within_a_second_of_the_call(memory: Any, how: str) -> None:
+    pdf = SAMPLES["application/pdf"]
+    memory.set_file("doc", pdf, ttl=600, mime="application/pdf")
     url = memory.get_file("doc").to_url()
-    assert http_get(url) == SAMPLES["application/pdf"]
-    assert memory.delete("doc") == 1
-
-    def gone() -> bool:
-        try:
-            http_get(url)
-        except urllib.error.HTTPError as exc:
-            return exc.code == 404
-        return False
-
-    assert wait_until(gone), "the released blob is collected after the read grace"
+    assert http_get(url) == pdf
+    if how == "delete":
+        assert memory.delete("doc") == 1
+    elif how == "clear":
+        assert memory.clear() == 1
+    elif how == "replace":
+        memory.set_file("doc", b"%PDF-1.7\nnew", ttl=600, mime="application/pdf")
+    else:
+        memory.set("doc", "a string now")
+    returned = time.monotonic()
+    assert wait_until(lambda: _url_gone(url), timeout=1.0), f"URL still served after {how}"
+    assert time.monotonic() - returned < 1.0
 
 
 def test_replace_delete_clear_and_set_release_blobs(memory: Any, server: ServerThread) -> None:
@@ -329,9 +368,9 @@ def test_replace_delete_clear_and_set_release_blobs(memory: Any, server: ServerT
     memory.set_file("c", b"four", ttl=600, mime="text/plain")
     memory.set("b", "a string now")  # a Set over a file releases it
     memory.delete("c")
-    assert wait_until(lambda: len(objects(server) - baseline) == 1)
+    assert len(objects(server) - baseline) == 1, "released objects go before the call returns"
     memory.clear()
-    assert wait_until(lambda: objects(server) == baseline)
+    assert objects(server) == baseline
 
 
 def test_expired_files_are_collected(memory: Any, server: ServerThread) -> None:
@@ -350,8 +389,15 @@ def test_replacement_while_a_reader_streams(memory: Any, server: ServerThread) -
     chunks = handle.iter_chunks()
     received = [next(chunks)]
     memory.set_file("doc", new, ttl=600, mime="application/pdf")
-    received.extend(chunks)
-    assert b"".join(received) == old, "the reader sees the old file, whole"
+    # The old object is deleted at once: a read already streaming it either
+    # finishes (the store keeps serving an open read) or is told, never short.
+    try:
+        received.extend(chunks)
+    except MemoryApiError as exc:
+        assert exc.status == grpc.StatusCode.NOT_FOUND
+        assert exc.code == "FILE_NOT_FOUND"
+    else:
+        assert b"".join(received) == old, "the reader sees the old file, whole"
     assert memory.get_file("doc").to_raw() == new
     with pytest.raises(ConflictError):
         b"".join(handle.iter_chunks())  # a stale handle is told, not given the new bytes

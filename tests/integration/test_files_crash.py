@@ -6,34 +6,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from typing import Any
 
-import grpc
 import redis as redis_sync
 from minio import Minio
 
 from sessionmemory import MemoryClient
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
 
+from ..conftest import serve_cli
+
 MIB = 1024 * 1024
 INTERVAL = 1.0
-
-
-def _serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sessionmemory_server.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    with grpc.insecure_channel(env["SESSION_MEMORY_LISTEN"]) as channel:
-        grpc.channel_ready_future(channel).result(timeout=20)
-    return proc
 
 
 def _audit(redis_url: str, s3: EmbeddedS3, bucket: str, run: str) -> tuple[set[str], set[str]]:
@@ -69,7 +56,7 @@ def test_sigkill_mid_uploads_leaves_no_orphans_and_no_dangling(
         "SESSION_MEMORY_RELEASE_GRACE_SECONDS": "0",
         "SESSION_MEMORY_LOG_LEVEL": "WARNING",
     }
-    proc = _serve(env)
+    proc = serve_cli(env)
     outcomes: list[str] = []
 
     def upload(i: int) -> None:
@@ -100,7 +87,7 @@ def test_sigkill_mid_uploads_leaves_no_orphans_and_no_dangling(
             t.join(30)
         assert len(outcomes) == 20
         assert outcomes.count("ok") < 20, "the kill interrupted uploads"
-        proc = _serve(env)
+        proc = serve_cli(env)
         # Leases are 2 collection periods; give the restarted collector one more.
         deadline = time.monotonic() + 3 * INTERVAL + 10
         while True:

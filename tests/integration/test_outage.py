@@ -1,7 +1,11 @@
-"""Redis stopped mid-test: UNAVAILABLE (never a hang), then recovery when it is back."""
+"""Redis stopped mid-test: UNAVAILABLE (never a hang), then recovery when it is back.
+
+A Redis restart costs no call once Redis is back: stale pooled connections are replaced.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -11,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sessionmemory import MemoryClient, ServiceUnavailableError
+from sessionmemory import AsyncMemoryClient, MemoryApiError, MemoryClient, ServiceUnavailableError
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
 
 from ..conftest import ServerThread, start_server
@@ -90,3 +94,34 @@ def test_client_retries_idempotent_calls_until_redis_is_back(
 
         threading.Thread(target=resume).start()
         assert memory.get("k") == "v"  # failed attempts were retried with backoff
+
+
+async def _gets(client: AsyncMemoryClient, n: int) -> list[BaseException | None]:
+    memory = client.session("restart")
+
+    async def one(i: int) -> BaseException | None:
+        try:
+            assert await memory.get(f"k{i % 10}", "") == "v"
+        except MemoryApiError as exc:
+            return exc
+        return None
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+@pytest.mark.parametrize("quiet_seconds", [0.2, 2.0])
+async def test_redis_restart_then_200_concurrent_gets_see_no_error(
+    own_stack: tuple[EmbeddedRedis, ServerThread, str], quiet_seconds: float
+) -> None:
+    redis, server, key = own_stack
+    async with AsyncMemoryClient(server.address, api_key=key, timeout=5, max_attempts=1) as client:
+        memory = client.session("restart")
+        for i in range(10):
+            await memory.set(f"k{i}", "v")
+        # Fill the server's Redis pool with many connections, then restart Redis under them.
+        assert [e for e in await _gets(client, 200) if e is not None] == []
+        await asyncio.to_thread(redis.stop)
+        await asyncio.to_thread(redis.start)
+        await asyncio.sleep(quiet_seconds)
+        errors = [e for e in await _gets(client, 200) if e is not None]
+        assert errors == [], f"{len(errors)} of 200 failed, first: {errors[0]!r}"

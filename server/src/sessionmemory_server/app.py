@@ -37,11 +37,13 @@ from .memory import Memory
 from .servicer import MemoryServicer
 from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore
+from .uploads import UploadCaps
 
 log = logging.getLogger("sessionmemory.server")
 
 SERVICE = memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"]
 SERVICE_NAME = SERVICE.full_name
+_INT_MAX = 2**31 - 1
 
 
 def redis_client(settings: Settings) -> Redis | RedisCluster:
@@ -75,6 +77,37 @@ def blob_store(settings: Settings) -> BlobStore:
     )
 
 
+def _ms(seconds: float) -> int:
+    return min(int(seconds * 1000), _INT_MAX)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Grpc core channel args: connection and stream caps, keepalive enforcement.
+
+    Names are grpc core's (include/grpc/impl/channel_arg_names.h). A connection
+    that never finishes its HTTP/2 setup is closed after the handshake timeout
+    (grpc's default is 120 s), one without calls after max_connection_idle, and
+    every connection after max_connection_age (+ grace for calls in flight).
+    """
+    return [
+        ("grpc.so_reuseport", 1),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.max_connection_idle_ms", _ms(settings.max_connection_idle_seconds)),
+        ("grpc.max_connection_age_ms", _ms(settings.max_connection_age_seconds)),
+        ("grpc.max_connection_age_grace_ms", _ms(settings.max_connection_age_grace_seconds)),
+        ("grpc.server_handshake_timeout_ms", _ms(settings.handshake_timeout_seconds)),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            _ms(settings.keepalive_min_ping_seconds),
+        ),
+        ("grpc.http2.max_ping_strikes", settings.keepalive_ping_strikes),
+        # Pings on a connection without calls are fine (they do not reset the
+        # idle timer); only their rate is enforced.
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
 @dataclass
 class Built:
     """A built, started server and what it owns."""
@@ -105,14 +138,13 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         client,
         cache_seconds=settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache,
     )
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1), ("grpc.http2.bdp_probe", 0)])
+    server = grpc.aio.server(options=server_options(settings))
     store = RedisStore(client, bucket=settings.s3_bucket)
     blobs = blob_store(settings)
     collector = Collector(
         store,
         blobs,
         interval=settings.collect_interval_seconds,
-        release_grace=settings.release_grace_seconds,
     )
     memory = Memory(store, release=collector.release)
     files = Files(
@@ -121,8 +153,17 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         collector,
         spool_dir=Path(settings.spool_dir or tempfile.gettempdir()) / "session-memory-spool",
         upload_max_seconds=settings.upload_max_seconds,
+        caps=UploadCaps(
+            max_uploads=settings.max_uploads,
+            max_tenant_uploads=settings.max_tenant_uploads,
+            max_spool_bytes=settings.max_spool_bytes,
+            min_upload_bytes=settings.min_upload_bytes,
+            upload_rate_window_seconds=settings.upload_rate_window_seconds,
+        ),
     )
-    files.clean_spool(older_than=settings.upload_max_seconds)
+    removed = files.clean_spool()
+    if removed:
+        log.info("removed spool files of dead processes", extra={"files": removed})
     try:
         await blobs.ensure_bucket()
     except Exception as exc:
@@ -179,8 +220,28 @@ def _tune_malloc() -> None:
     libc.mallopt(m_arena_max, 2)
 
 
+def _raise_fd_limit() -> None:
+    """Raise the soft open-files limit to the hard one.
+
+    Each connection, spool file and backend socket is a descriptor, and the
+    usual soft limit (1,024) is far below the hard one. Raising the soft limit
+    needs no privilege and nothing here uses select(), which breaks above 1,024;
+    grpc and asyncio poll with epoll.
+    """
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def _run_one(settings: Settings) -> None:
     _tune_malloc()
+    _raise_fd_limit()
     logs.setup(settings.log_level, settings.log_format)
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up

@@ -22,6 +22,7 @@ from typing import Final, cast
 from redis.asyncio import Redis, RedisCluster
 
 from .errors import DomainError, invalid, unauthenticated
+from .stores.redis_store import retry_stale
 
 KEYS_HASH: Final = "sm:apikeys"
 _PREFIX: Final = "smk_"
@@ -118,7 +119,10 @@ class ApiKeys:
         return tenant
 
     async def _load(self, key_id: str, now: float) -> tuple[str | None, bytes, float]:
-        raw = cast(bytes | None, await self._redis.hget(KEYS_HASH, key_id))
+        raw = cast(
+            bytes | None,
+            await retry_stale(self._redis, lambda: self._redis.hget(KEYS_HASH, key_id)),
+        )
         if raw is None:
             entry: tuple[str | None, bytes, float] = (None, b"\0" * 32, now + self._cache_seconds)
         else:

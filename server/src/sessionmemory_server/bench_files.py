@@ -63,6 +63,12 @@ def main(args: argparse.Namespace) -> int:
                 "SESSION_MEMORY_S3_SECRET_KEY": s3.secret_key,
                 "SESSION_MEMORY_SPOOL_DIR": str(tmp / "spool"),
                 "SESSION_MEMORY_LOG_LEVEL": "WARNING",
+                # One tenant sends them all: let the upload caps admit every one.
+                "SESSION_MEMORY_MAX_UPLOADS": str(max(32, args.uploads)),
+                "SESSION_MEMORY_MAX_TENANT_UPLOADS": str(max(8, args.uploads)),
+                "SESSION_MEMORY_MAX_SPOOL_BYTES": str(
+                    max(256, 2 * args.uploads * args.size_mib) * MIB
+                ),
             }
             proc = subprocess.Popen(
                 [sys.executable, "-m", "sessionmemory_server.cli", "serve"], env=env

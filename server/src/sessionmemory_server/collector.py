@@ -8,7 +8,11 @@ score = when to look at it next, in ms):
    whose lease lapses within two collection periods.
 2. After the metadata switch (one Lua script) the entry is rescheduled to the
    file's expiry. Objects the switch replaced (and those of Delete/Clear) are
-   registered as released, due after a short read grace.
+   deleted right after the script returned, before the call answers, so a
+   presigned URL handed out earlier stops working at once; then their entries
+   go. If the store does not answer, the entries are made due now, so the
+   next pass retries; if the server dies in between, each entry still comes due
+   at its file's old expiry and the pass below finds it unreferenced.
 3. Every server runs `Collector.run`: it claims due entries (a Lua script that
    pushes them one lease ahead, so concurrent collectors do not double up and a
    crashed one leaves them to the next), and for each asks Redis whether the
@@ -74,12 +78,10 @@ class Collector:
         blobs: BlobStore,
         *,
         interval: float,
-        release_grace: float,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self.interval = interval
-        self._release_grace_ms = int(release_grace * 1000)
         self._lease_ms = int(2 * interval * 1000)
 
     @contextlib.asynccontextmanager
@@ -117,18 +119,37 @@ class Collector:
     async def committed(self, lease: Lease, expires_ms: int, released: list[str]) -> None:
         """The object is referenced now: look at it again when it expires.
 
-        ``released`` are the objects the same write replaced; they are
-        scheduled as by `release`, in the same Redis call.
+        ``released`` are the entries of the objects the same write replaced;
+        they are deleted as by `release`. Never raises: the upload is committed
+        whatever happens here (a lease left unrescheduled lapses, and the
+        collector then finds the object referenced and reschedules it).
         """
-        await self._store.gc_schedule({lease.member: expires_ms + 1, **self._released(released)})
+        try:
+            await self._store.gc_schedule({lease.member: expires_ms + 1})
+        except Exception as exc:  # the commit stands; the collector repairs it
+            log.warning("could not reschedule an upload's entry", extra={"error": repr(exc)})
+        await self.release(released)
 
-    async def release(self, names: list[str]) -> None:
-        """Objects no longer referenced: collect them after the read grace."""
-        await self._store.gc_schedule(self._released(names))
+    async def release(self, members: list[str]) -> None:
+        """Delete the objects of entries no longer referenced, now; never raises.
 
-    def _released(self, names: list[str]) -> dict[str, int]:
-        due = _now_ms() + self._release_grace_ms
-        return {f"{n}\t": due for n in names}
+        One S3 multi-object delete and one ZREM. Whatever fails is made due
+        now, so the collector retries it on its next pass.
+        """
+        if not members:
+            return
+        names = {m.partition("\t")[0]: m for m in members}
+        try:
+            failed = await self._blobs.delete_many(list(names))
+        except Exception as exc:  # the collector retries them (below)
+            log.warning("could not delete released objects", extra={"error": repr(exc)})
+            failed = list(names)
+        done = [m for n, m in names.items() if n not in failed]
+        try:
+            await self._store.gc_done(*done)
+            await self._store.gc_schedule({names[n]: _now_ms() for n in failed})
+        except Exception as exc:  # every entry still comes due at its file's expiry
+            log.warning("could not update released entries", extra={"error": repr(exc)})
 
     async def _drop(self, name: str, member: str) -> None:
         await self._blobs.delete(name)

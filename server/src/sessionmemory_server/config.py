@@ -41,10 +41,50 @@ class Settings(BaseSettings):
     blob_threads: int = Field(4, ge=1, le=64, description="concurrent object-store transfers")
     upload_idle_seconds: float = Field(30.0, gt=0, description="cancel an idle SetFile stream")
     upload_max_seconds: float = Field(600.0, gt=0, description="longest a SetFile may take")
-    release_grace_seconds: float = Field(
-        30.0, ge=0, description="released blobs stay readable this long (in-flight reads)"
-    )
     collect_interval_seconds: float = Field(10.0, gt=0, description="blob collector period")
     spool_dir: str | None = Field(None, description="where uploads are spooled (default tmp)")
+    max_uploads: int = Field(
+        32, ge=1, description="SetFile uploads in progress per process (then TOO_MANY_UPLOADS)"
+    )
+    max_tenant_uploads: int = Field(
+        8, ge=1, description="uploads in progress per tenant per process (then TOO_MANY_UPLOADS)"
+    )
+    max_spool_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="bytes spooled per process (then SPOOL_FULL)"
+    )
+    min_upload_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="an upload must send this many bytes per rate window (then"
+        " UPLOAD_TOO_SLOW); 0 turns the floor off",
+    )
+    upload_rate_window_seconds: float = Field(
+        10.0, gt=0, description="the window of min_upload_bytes, in seconds"
+    )
+    # Generous on purpose: grpc core refuses (REFUSED_STREAM, seen by clients as
+    # UNAVAILABLE) streams that race past the cap while earlier ones are still
+    # closing, so a cap near a client's real concurrency fails healthy calls; 100
+    # failed 3-47 of 200 concurrent Gets on one channel.
+    max_concurrent_streams: int = Field(
+        1000, ge=1, description="HTTP/2 streams (calls) in flight per connection"
+    )
+    keepalive_min_ping_seconds: float = Field(
+        10.0, gt=0, description="shortest interval between client pings the server accepts"
+    )
+    keepalive_ping_strikes: int = Field(
+        2, ge=0, description="too-frequent pings tolerated before GOAWAY (0: unlimited)"
+    )
+    max_connection_idle_seconds: float = Field(
+        300.0, gt=0, description="a connection without calls for this long gets GOAWAY"
+    )
+    max_connection_age_seconds: float = Field(
+        3600.0, gt=0, description="a connection older than this (±10%) gets GOAWAY"
+    )
+    max_connection_age_grace_seconds: float = Field(
+        30.0, ge=0, description="calls in flight at max age get this long, then it is closed"
+    )
+    handshake_timeout_seconds: float = Field(
+        10.0, gt=0, description="a connection that has not set up HTTP/2 by then is closed"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", pattern="^(json|text)$", description="json or text")

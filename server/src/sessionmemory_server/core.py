@@ -7,6 +7,7 @@ these calls and the Redis store only ever sees values that passed them.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
 import re
@@ -102,6 +103,28 @@ class Write:
     payload: str
     ttl_seconds: int
     if_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestId:
+    """A client's id for one call, bound to what the call does (Stripe's idempotency keys).
+
+    Attributes:
+        value: The id as the client sent it (scoped to the session).
+        fingerprint: Digest of the operation and its arguments; the same id with
+            another fingerprint is another call and is refused.
+        keep_ms: How long the id and the call's first result are remembered.
+    """
+
+    value: str
+    fingerprint: str
+    keep_ms: int
+
+
+def request_fingerprint(operation: str, *arguments: str) -> str:
+    """The digest that binds a request id to one operation and its arguments."""
+    text = "\x1f".join((operation, *arguments))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

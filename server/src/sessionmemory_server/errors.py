@@ -64,3 +64,13 @@ def unavailable(message: str, retry_after: float = 0.2) -> DomainError:
     return DomainError(
         grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE", message, retry_after=retry_after
     )
+
+
+def store_full() -> DomainError:
+    """A RESOURCE_EXHAUSTED error for a write refused because Redis is over maxmemory."""
+    return DomainError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "STORE_FULL",
+        "the store is out of memory, so nothing was written; reads, Delete, Clear and"
+        " Touch still work: free space or retry later",
+    )

@@ -31,11 +31,20 @@ import grpc
 from . import core
 from .collector import Collector
 from .content import ContentCheck, ContentMismatch
-from .core import LIMITS, Kind, Record, Write
-from .errors import DomainError, invalid
+from .core import LIMITS, Kind, Record, RequestId, Write
+from .errors import DomainError, invalid, store_full, unavailable
 from .memory import Memory
 from .stores.blob_store import BlobStore
-from .stores.redis_store import RedisStore
+from .stores.redis_store import RedisStore, Replayed, StoreFull
+from .uploads import (
+    DISK_FULL_ERRNOS,
+    ProcessSpool,
+    RateFloor,
+    UploadCaps,
+    Uploads,
+    UploadSlot,
+    spool_full,
+)
 
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
 DEFAULT_URL_TTL: Final = 900
@@ -112,6 +121,22 @@ def _too_large(actual: int, field: str) -> DomainError:
     )
 
 
+def upload_request(h: FileHeaderSpec, ttl: int) -> RequestId | None:
+    """The upload id bound to the whole header, kept as long as the file lives."""
+    if not h.upload_id:
+        return None
+    fingerprint = core.request_fingerprint(
+        "set_file",
+        h.key,
+        h.mime_type,
+        str(ttl),
+        "" if h.size_bytes is None else str(h.size_bytes),
+        h.sha256.lower(),
+        "" if h.if_version is None else str(h.if_version),
+    )
+    return RequestId(h.upload_id, fingerprint, ttl * 1000)
+
+
 def check_header(h: FileHeaderSpec) -> int:
     """Check an upload header before any byte is stored; returns the TTL."""
     core.session_id(h.session_id, "header.session_id")
@@ -149,17 +174,28 @@ class Files:
         *,
         spool_dir: Path,
         upload_max_seconds: float,
+        caps: UploadCaps,
     ) -> None:
         self._memory = memory
         self._blobs = blobs
         self._collector = collector
         self._spool_dir = spool_dir
         self._upload_max = upload_max_seconds
+        self._caps = caps
+        self._uploads = Uploads(self._caps)
+        self._spool = ProcessSpool(spool_dir)
 
-    def clean_spool(self, older_than: float) -> int:
-        """Remove spool files left by a killed process; returns how many."""
-        removed = 0
-        cutoff = time.time() - older_than
+    def clean_spool(self) -> int:
+        """Claim this process's spool directory; remove dead processes' spool files.
+
+        A process's files go once its lock can be taken (it died), never by
+        age, so a live worker sharing the directory keeps its uploads. Returns
+        how many files were removed.
+        """
+        self._spool.directory()
+        removed = self._spool.remove_dead()
+        # Files of versions that spooled into the root itself; none lives this long.
+        cutoff = time.time() - self._upload_max
         for path in self._spool_dir.glob(SPOOL_PREFIX + "*"):
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < cutoff:
@@ -180,13 +216,13 @@ class Files:
         stream can look like a finished one, so it is asked before the switch.
         """
         ttl = check_header(header)
-        session = header.session_id
-        if header.upload_id:
-            current = await self._memory.get(tenant, session, header.key)
-            if current is not None and current.kind is Kind.FILE:
-                meta = file_meta(current)
-                if meta.upload_id == header.upload_id:
-                    return meta  # a retry of a committed upload
+        request = upload_request(header, ttl)
+        if request is not None:
+            first = await self._memory.first_result(
+                tenant, header.session_id, header.key, request, "header.upload_id"
+            )
+            if first is not None:
+                return file_meta(first)  # a retry of a committed upload: its first result
         budget = asyncio.timeout(self._upload_max)
         try:
             async with budget:
@@ -209,37 +245,50 @@ class Files:
         chunks: AsyncIterator[bytes],
         cancelled: Callable[[], bool],
     ) -> FileMeta:
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, spool_name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._spool_dir)
-        spool = Path(spool_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                size, digest, check = await self._receive(header, chunks, out)
-            if cancelled():
-                raise asyncio.CancelledError("the client cancelled the upload")
-            if header.size_bytes is not None and size != header.size_bytes:
-                raise invalid(
-                    "CHECKSUM_MISMATCH",
-                    f"received {size} bytes but the header declared {header.size_bytes};"
-                    " nothing was stored",
-                    "header.size_bytes",
-                )
-            if header.sha256 and digest != header.sha256.lower():
-                raise invalid(
-                    "CHECKSUM_MISMATCH",
-                    "the received bytes do not match header.sha256; nothing was stored",
-                    "header.sha256",
-                )
+        # The slot (and the bytes counted) go back only once the spool file is gone.
+        with self._uploads.admit(tenant) as slot:
             try:
-                await asyncio.to_thread(check.finish, spool)
-            except ContentMismatch as exc:
-                raise self._mismatch(header.mime_type, str(exc)) from None
-            return await self._store_and_switch(tenant, header, ttl, spool, size, digest, cancelled)
-        finally:
-            spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
+                fd, spool_name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._spool.directory())
+            except OSError as exc:
+                if exc.errno in DISK_FULL_ERRNOS:
+                    raise spool_full() from exc
+                raise
+            spool = Path(spool_name)
+            try:
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        size, digest, check = await self._receive(header, chunks, out, slot)
+                except OSError as exc:
+                    if exc.errno in DISK_FULL_ERRNOS:
+                        raise spool_full() from exc
+                    raise
+                if cancelled():
+                    raise asyncio.CancelledError("the client cancelled the upload")
+                if header.size_bytes is not None and size != header.size_bytes:
+                    raise invalid(
+                        "CHECKSUM_MISMATCH",
+                        f"received {size} bytes but the header declared {header.size_bytes};"
+                        " nothing was stored",
+                        "header.size_bytes",
+                    )
+                if header.sha256 and digest != header.sha256.lower():
+                    raise invalid(
+                        "CHECKSUM_MISMATCH",
+                        "the received bytes do not match header.sha256; nothing was stored",
+                        "header.sha256",
+                    )
+                try:
+                    await asyncio.to_thread(check.finish, spool)
+                except ContentMismatch as exc:
+                    raise self._mismatch(header.mime_type, str(exc)) from None
+                return await self._store_and_switch(
+                    tenant, header, ttl, spool, size, digest, cancelled
+                )
+            finally:
+                spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
 
     async def _receive(
-        self, header: FileHeaderSpec, chunks: AsyncIterator[bytes], out: BinaryIO
+        self, header: FileHeaderSpec, chunks: AsyncIterator[bytes], out: BinaryIO, slot: UploadSlot
     ) -> tuple[int, str, ContentCheck]:
         sha = hashlib.sha256()
         check = ContentCheck(header.mime_type)
@@ -247,22 +296,38 @@ class Files:
         declared = header.size_bytes
         size = 0
         write = out.write
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, "chunk")
-            if declared is not None and size > declared:
-                raise invalid(
-                    "CHECKSUM_MISMATCH",
-                    f"received more than the {declared} bytes the header declared",
-                    "header.size_bytes",
-                )
-            sha.update(chunk)
-            try:
-                check.feed(chunk)
-            except ContentMismatch as exc:
-                raise self._mismatch(header.mime_type, str(exc)) from None
-            write(chunk)
+        clock = asyncio.get_running_loop().time
+        caps = self._caps
+        floor = RateFloor(caps.min_upload_bytes, caps.upload_rate_window_seconds, clock())
+        # One timer for the whole stream, moved each time the floor is met; the
+        # servicer's idle timeout (no message at all) runs inside it, per message.
+        window = asyncio.timeout_at(floor.deadline)
+        try:
+            async with window:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(size, "chunk")
+                    if declared is not None and size > declared:
+                        raise invalid(
+                            "CHECKSUM_MISMATCH",
+                            f"received more than the {declared} bytes the header declared",
+                            "header.size_bytes",
+                        )
+                    sha.update(chunk)
+                    try:
+                        check.feed(chunk)
+                    except ContentMismatch as exc:
+                        raise self._mismatch(header.mime_type, str(exc)) from None
+                    slot.spool(len(chunk))
+                    write(chunk)
+                    if floor.feed(len(chunk), clock()):
+                        window.reschedule(floor.deadline)
+                out.flush()  # a full disk shows here, not when the file is closed
+        except TimeoutError:
+            if not window.expired():
+                raise
+            raise floor.too_slow() from None
         return size, sha.hexdigest(), check
 
     @staticmethod
@@ -294,26 +359,36 @@ class Files:
             separators=(",", ":"),
         )  # fmt: skip
         value_key = RedisStore.value_key(tenant, session, header.key)
-        async with self._collector.lease(name, value_key) as lease:
-            await self._blobs.put(name, spool, size, header.mime_type)
-            if cancelled():
-                raise asyncio.CancelledError("the client cancelled the upload")
-            if not self._collector.lease_is_safe(lease):
-                raise DomainError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "BACKEND_UNAVAILABLE",
-                    "the upload could not be committed safely; retry",
-                    retry_after=1.0,
-                )
-            write = Write(header.key, Kind.FILE, payload, ttl, header.if_version)
-            # From here a failure (a timeout, a cancel) may come after the switch
-            # happened, so the object is left to the collector, which checks.
-            lease.in_doubt = True
-            try:
-                [written], released = await self._memory.commit(tenant, session, [write])
-            except DomainError:
-                lease.in_doubt = False  # refused by the script: nothing was written
-                raise
+        request = upload_request(header, ttl)
+        try:
+            async with self._collector.lease(name, value_key) as lease:
+                await self._blobs.put(name, spool, size, header.mime_type)
+                if cancelled():
+                    raise asyncio.CancelledError("the client cancelled the upload")
+                if not self._collector.lease_is_safe(lease):
+                    raise DomainError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "BACKEND_UNAVAILABLE",
+                        "the upload could not be committed safely; retry",
+                        retry_after=1.0,
+                    )
+                write = Write(header.key, Kind.FILE, payload, ttl, header.if_version)
+                # From here a failure (a timeout, a cancel) may come after the switch
+                # happened, so the object is left to the collector, which checks.
+                lease.in_doubt = True
+                try:
+                    [written], released = await self._memory.commit(
+                        tenant, session, [write], request, "header.upload_id"
+                    )
+                except (DomainError, Replayed):
+                    # Refused by the script, or the same upload committed first (a
+                    # concurrent retry): nothing was written, so this object goes.
+                    lease.in_doubt = False
+                    raise
+        except Replayed as replay:
+            return file_meta(replay.record)
+        except StoreFull:  # the lease could not be registered: nothing was stored
+            raise store_full() from None
         await self._collector.committed(lease, written.expires_ms, released)
         return FileMeta(
             key=header.key,
@@ -375,7 +450,49 @@ class Files:
             length = min(length, limit)
         if length == 0:
             return meta, _empty()
-        return meta, self._blobs.read(meta.object_name, offset, length)
+        return meta, self._stream(tenant, session, meta, offset, length)
+
+    async def _stream(
+        self, tenant: str, session: str, meta: FileMeta, offset: int, length: int
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes; a read cut short by a Delete/replacement says so.
+
+        Objects are deleted as soon as nothing references them, so a read that
+        was streaming when its file was deleted or replaced may end early: that
+        is NOT_FOUND (FILE_NOT_FOUND), never a silently short file. Any other
+        failure keeps its own meaning (UNAVAILABLE for a store that stopped).
+        """
+        sent = 0
+        try:
+            async for chunk in self._blobs.read(meta.object_name, offset, length):
+                sent += len(chunk)
+                yield chunk
+        except Exception:
+            if await self._released(tenant, session, meta):
+                raise self._gone_while_reading(meta) from None
+            raise
+        if sent < length:
+            if await self._released(tenant, session, meta):
+                raise self._gone_while_reading(meta)
+            raise unavailable("the object store ended the read early; retry")
+
+    async def _released(self, tenant: str, session: str, meta: FileMeta) -> bool:
+        record = await self._memory.get(tenant, session, meta.key)
+        return (
+            record is None
+            or record.kind is not Kind.FILE
+            or (file_meta(record).object_name != meta.object_name)
+        )
+
+    @staticmethod
+    def _gone_while_reading(meta: FileMeta) -> DomainError:
+        return DomainError(
+            grpc.StatusCode.NOT_FOUND,
+            "FILE_NOT_FOUND",
+            f"the file under key {meta.key!r} (version {meta.version}) was deleted or replaced"
+            " while it was being read; read the key again",
+            metadata={"key": meta.key, "version": meta.version},
+        )
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -2,17 +2,23 @@
 
 `add_service` registers a servicer with every handler wrapped by this mapping.
 
-Unknown exceptions become INTERNAL with a request id that is logged with the
-traceback; backend connection failures and timeouts become UNAVAILABLE.
+Requests arrive as raw bytes and are decoded here: a unary body before the
+servicer runs (so before authentication), each SetFile message as the servicer
+pulls it. A message that does not decode is INVALID_ARGUMENT with reason
+MALFORMED_REQUEST, never grpc's UNKNOWN or INTERNAL. Unknown exceptions become
+INTERNAL with a request id that is logged with the traceback; backend connection
+failures and timeouts become UNAVAILABLE. Rejections any client can cause at will
+(no valid key, an undecodable body) are only counted, in one throttled log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, Final
 
 import grpc
 import minio.error
@@ -25,10 +31,18 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from .errors import DOMAIN, DomainError, unavailable
+from .logs import EventCounter
 
 log = logging.getLogger("sessionmemory.rpc")
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Decode = Callable[[bytes], Any]
+
+# Rejections of calls without a valid key or with an undecodable body are logged
+# as one "rejected calls" line per reason per interval, with the count.
+REJECTED_LOG_INTERVAL_SECONDS: Final = 10.0
+_MALFORMED: Final = "MALFORMED_REQUEST"
+_rejected = EventCounter(log, "rejected calls", interval_seconds=REJECTED_LOG_INTERVAL_SECONDS)
 
 _BACKEND_DOWN = (
     redis.exceptions.ConnectionError,
@@ -39,6 +53,49 @@ _BACKEND_DOWN = (
     urllib3.exceptions.HTTPError,
     minio.error.ServerError,
 )
+
+# Out of descriptors or memory is this process's trouble, not a backend's: the
+# call is SERVER_BUSY (retry later, ideally elsewhere), whether the OSError comes
+# bare or wrapped (redis-py's ConnectionError keeps it as __context__, urllib3's
+# NewConnectionError/MaxRetryError as __cause__ and .reason). Logged throttled:
+# a flood causes it at will.
+_EXHAUSTED_ERRNOS: Final = {
+    errno.EMFILE: "EMFILE",
+    errno.ENFILE: "ENFILE",
+    errno.ENOMEM: "ENOMEM",
+}
+SERVER_BUSY_RETRY_SECONDS: Final = 1.0
+_busy = EventCounter(log, "server out of resources", interval_seconds=REJECTED_LOG_INTERVAL_SECONDS)
+
+
+def _exhausted(exc: BaseException) -> str | None:
+    """The name of the local resource ``exc`` (or an error behind it) ran out of."""
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo and len(seen) < 32:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, MemoryError):
+            return "MemoryError"
+        if isinstance(err, OSError) and err.errno in _EXHAUSTED_ERRNOS:
+            return _EXHAUSTED_ERRNOS[err.errno]
+        reason = getattr(err, "reason", None)  # urllib3's MaxRetryError
+        todo.extend(
+            e for e in (err.__cause__, err.__context__, reason) if isinstance(e, BaseException)
+        )
+    return None
+
+
+def _server_busy() -> DomainError:
+    return DomainError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "SERVER_BUSY",
+        "the server is out of file descriptors or memory; nothing was changed;"
+        f" retry in {SERVER_BUSY_RETRY_SECONDS:.0f} s, ideally on another server",
+        retry_after=SERVER_BUSY_RETRY_SECONDS,
+    )
 
 
 def to_status(err: DomainError) -> grpc.Status:
@@ -70,6 +127,45 @@ def to_status(err: DomainError) -> grpc.Status:
     )
 
 
+def _decoder(message_class: Any) -> Decode:
+    """``FromString`` of a request type, raising MALFORMED_REQUEST for any bytes it rejects."""
+    from_string = message_class.FromString
+
+    def decode(data: bytes) -> Any:
+        try:
+            return from_string(data)
+        except MemoryError:
+            raise  # the server's trouble, not the request's (SERVER_BUSY)
+        except Exception:  # DecodeError, invalid UTF-8, nesting too deep: all the same to a client
+            raise DomainError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                _MALFORMED,
+                "the request could not be decoded: it is not a valid message for this method"
+                " (or a string field holds invalid UTF-8); nothing was changed",
+            ) from None
+
+    return decode
+
+
+class _DecodedStream:
+    """A client stream of raw messages, each decoded only when the servicer pulls it."""
+
+    __slots__ = ("_decode", "_it", "_raw")
+
+    def __init__(self, raw: AsyncIterable[bytes], decode: Decode) -> None:
+        self._raw = raw
+        self._it: AsyncIterator[bytes] | None = None  # made on the first pull, as grpc expects
+        self._decode = decode
+
+    def __aiter__(self) -> _DecodedStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._it is None:
+            self._it = aiter(self._raw)
+        return self._decode(await anext(self._it))
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
     status = to_status(err)
     await context.abort(status.code, status.details, status.trailing_metadata)
@@ -78,7 +174,12 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) 
 async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
     """Abort the call with the status that ``exc`` maps to."""
     if isinstance(exc, DomainError):
+        if exc.code == grpc.StatusCode.UNAUTHENTICATED or exc.reason == _MALFORMED:
+            _rejected.count(exc.reason)
         await _abort(context, exc)
+    elif (resource := _exhausted(exc)) is not None:
+        _busy.count(resource)
+        await _abort(context, _server_busy())
     elif isinstance(exc, _BACKEND_DOWN):
         log.warning("backend unavailable", extra={"method": method, "error": repr(exc)})
         await _abort(context, unavailable("a storage backend did not answer; retry shortly"))
@@ -100,10 +201,10 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: E
         )
 
 
-def _wrap(behavior: Behavior, method: str) -> Behavior:
+def _wrap(behavior: Behavior, method: str, decode: Callable[[Any], Any]) -> Behavior:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await behavior(request, context)
+            return await behavior(decode(request), context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -112,10 +213,10 @@ def _wrap(behavior: Behavior, method: str) -> Behavior:
     return handler
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Any:
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str, decode: Decode) -> Any:
+    async def handler(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            async for item in behavior(request, context):
+            async for item in behavior(decode(request), context):
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
@@ -128,14 +229,22 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> An
 def _handler(servicer: object, m: MethodDescriptor, service: str) -> Any:
     behavior = getattr(servicer, m.name)
     path = f"/{service}/{m.name}"
-    decode = GetMessageClass(m.input_type).FromString
+    # No request deserializer: grpc hands over the raw bytes and the wrapper decodes
+    # them, so an undecodable body gets our status instead of grpc's UNKNOWN.
+    decode = _decoder(GetMessageClass(m.input_type))
     encode = GetMessageClass(m.output_type).SerializeToString
     if m.server_streaming and not m.client_streaming:
-        return grpc.unary_stream_rpc_method_handler(_wrap_stream(behavior, path), decode, encode)
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(behavior, path, decode), None, encode
+        )
     if m.client_streaming and not m.server_streaming:
-        return grpc.stream_unary_rpc_method_handler(_wrap(behavior, path), decode, encode)
+
+        def stream(raw: AsyncIterable[bytes]) -> _DecodedStream:
+            return _DecodedStream(raw, decode)
+
+        return grpc.stream_unary_rpc_method_handler(_wrap(behavior, path, stream), None, encode)
     if not m.client_streaming:
-        return grpc.unary_unary_rpc_method_handler(_wrap(behavior, path), decode, encode)
+        return grpc.unary_unary_rpc_method_handler(_wrap(behavior, path, decode), None, encode)
     raise NotImplementedError(f"{path}: bidirectional streaming is not used")
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -39,3 +41,62 @@ def setup(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class EventCounter:
+    """Logs a repeated event as one WARNING line per reason per interval, with its count.
+
+    For events a client can cause at will (calls without a valid key, undecodable
+    requests): a line per event, let alone a traceback, would let one client fill
+    the disk. The first event after a quiet interval is logged at once; the ones
+    that follow within ``interval_seconds`` are counted and logged together when
+    the interval ends (a timer on the running event loop, so a burst's tail is not
+    held back until the next event). Safe to share between threads and loops.
+    """
+
+    def __init__(self, logger: logging.Logger, msg: str, *, interval_seconds: float = 10.0) -> None:
+        self._log = logger
+        self._msg = msg
+        self._interval = interval_seconds
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}
+        self._due = float("-inf")  # when the pending counts may be logged
+        self._timer = False  # a flush is scheduled on some event loop
+
+    def count(self, reason: str) -> None:
+        """Count one event; log the counts now if the interval since the last line is over."""
+        now = time.monotonic()
+        with self._lock:
+            self._pending[reason] = self._pending.get(reason, 0) + 1
+            if now < self._due:
+                if not self._timer:
+                    try:
+                        asyncio.get_running_loop().call_later(self._due - now, self._on_timer)
+                        self._timer = True
+                    except RuntimeError:
+                        pass  # no loop here: the next event after the interval logs them
+                return
+            pending = self._take(now)
+        self._emit(pending)
+
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._timer = False
+            if now < self._due or not self._pending:
+                return  # an event already logged them
+            pending = self._take(now)
+        self._emit(pending)
+
+    def _take(self, now: float) -> dict[str, int]:
+        pending, self._pending = self._pending, {}
+        self._due = now + self._interval
+        self._timer = False  # a timer on a loop that has since stopped must not block new ones
+        return pending
+
+    def _emit(self, pending: dict[str, int]) -> None:
+        for reason, count in pending.items():
+            self._log.warning(
+                self._msg,
+                extra={"reason": reason, "count": count, "interval_seconds": self._interval},
+            )

@@ -11,15 +11,17 @@ from dataclasses import dataclass
 import grpc
 
 from . import core
-from .core import Kind, Record, RecordInfo, Write
-from .errors import DomainError
+from .core import Kind, Record, RecordInfo, RequestId, Write
+from .errors import DomainError, invalid, store_full
 from .stores.redis_store import (
     Incremented,
     IncrementOutOfLimits,
     NotANumber,
     PreconditionFailed,
     RedisStore,
+    RequestIdReused,
     SessionFull,
+    StoreFull,
     TtlNotAllowed,
     Written,
 )
@@ -65,14 +67,23 @@ def _session_full() -> DomainError:
     )
 
 
+def _request_id_reused(field: str) -> DomainError:
+    return invalid(
+        "REQUEST_ID_REUSED",
+        f"{field} was already used in this session for a different call (another key,"
+        " value, TTL or operation); use a new id for a new call. Nothing was changed",
+        field,
+    )
+
+
 Release = Callable[[list[str]], Awaitable[None]]
 
 
 class Memory:
-    """Session memory operations for one tenant at a time.
+    r"""Session memory operations for one tenant at a time.
 
-    ``release`` is told the object names of files a write, Delete or Clear
-    removed, so their bytes are collected.
+    ``release`` is told the collection members (``"<object>\t<value key>"``) of
+    files a write, Delete or Clear removed, so their bytes are deleted at once.
     """
 
     def __init__(self, store: RedisStore, release: Release) -> None:
@@ -119,23 +130,48 @@ class Memory:
         return written
 
     async def commit(
-        self, tenant: str, session: str, writes: Sequence[Write]
+        self,
+        tenant: str,
+        session: str,
+        writes: Sequence[Write],
+        request: RequestId | None = None,
+        request_field: str = "request_id",
     ) -> tuple[list[Written], list[str]]:
         """Write validated values all or nothing.
 
-        Returns the results and the object names of files they replaced, which
-        the caller releases.
+        Returns the results and the collection members of files they replaced,
+        which the caller releases.
 
         Raises:
+            Replayed: ``request`` was committed before (its first record attached).
             DomainError: ABORTED for a failed precondition, RESOURCE_EXHAUSTED for a
-                full session; in both cases nothing was written.
+                full session or store, INVALID_ARGUMENT for a reused request id; in
+                every case nothing was written.
         """
         try:
-            return await self._store.write(tenant, session, writes)
+            return await self._store.write(tenant, session, writes, request)
         except PreconditionFailed as failed:
             raise _precondition_error(writes[failed.index], failed.current_version) from None
         except SessionFull:
             raise _session_full() from None
+        except StoreFull:
+            raise store_full() from None
+        except RequestIdReused:
+            raise _request_id_reused(request_field) from None
+
+    async def first_result(
+        self, tenant: str, session: str, key: str, request: RequestId, field: str
+    ) -> Record | None:
+        """The record a request id's write first stored, or None when the id is unused.
+
+        Raises:
+            DomainError: INVALID_ARGUMENT (REQUEST_ID_REUSED) when the id was used
+                for another call.
+        """
+        try:
+            return await self._store.request_result(tenant, session, key, request)
+        except RequestIdReused:
+            raise _request_id_reused(field) from None
 
     async def increment(
         self,
@@ -146,14 +182,24 @@ class Memory:
         ttl_seconds: int | None,
         request_id: str,
     ) -> Incremented:
-        """Add ``delta`` to a number atomically (a missing key counts from 0)."""
+        """Add ``delta`` to a number atomically (a missing key counts from 0).
+
+        A ``request_id`` is bound to the key, delta and TTL: the same call again
+        returns the first result, another call under the same id is refused.
+        """
         session = core.session_id(session)
         key = core.key(key)
         delta_text = core.number_value(delta, "delta")
         ttl = core.ttl(Kind.NUMBER, ttl_seconds)
-        core.request_id(request_id)
+        request = None
+        if core.request_id(request_id):
+            request = RequestId(
+                request_id,
+                core.request_fingerprint("increment", key, delta_text, str(ttl)),
+                core.LIMITS.request_id_window_seconds * 1000,
+            )
         try:
-            return await self._store.increment(tenant, session, key, delta_text, ttl, request_id)
+            return await self._store.increment(tenant, session, key, delta_text, ttl, request)
         except NotANumber as exc:
             raise DomainError(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -180,6 +226,10 @@ class Memory:
             ) from None
         except SessionFull:
             raise _session_full() from None
+        except StoreFull:
+            raise store_full() from None
+        except RequestIdReused:
+            raise _request_id_reused("request_id") from None
 
     async def touch(
         self, tenant: str, session: str, keys: Sequence[str], ttl_seconds: int | None

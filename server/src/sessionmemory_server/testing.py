@@ -38,7 +38,6 @@ def stack_settings(redis_url: str, s3: EmbeddedS3, **overrides: Any) -> Settings
         "s3_bucket": "test-bucket",
         "auth_cache_seconds": 0,
         "collect_interval_seconds": 0.5,
-        "release_grace_seconds": 0.5,
         **overrides,
     }
     return Settings(**options)

@@ -17,10 +17,12 @@ from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 PART_SIZE = 5 * 1024 * 1024
 READ_CHUNK = 256 * 1024
+_GONE = ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
 
 
 class BlobStore:
@@ -109,12 +111,25 @@ class BlobStore:
         """Delete an object (deleting a missing one is fine)."""
         await self._run(self._client.remove_object, self.bucket, name)
 
+    async def delete_many(self, names: list[str]) -> list[str]:
+        """Delete objects in one multi-object request; returns the names that failed.
+
+        A missing object counts as deleted.
+        """
+
+        def remove() -> list[str]:
+            errors = self._client.remove_objects(self.bucket, [DeleteObject(n) for n in names])
+            return [e.name for e in errors if e.code not in _GONE and e.name]
+
+        failed: list[str] = await self._run(remove)
+        return failed
+
     async def exists(self, name: str) -> bool:
         """True when the object exists."""
         try:
             await self._run(self._client.stat_object, self.bucket, name)
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+            if exc.code in _GONE:
                 return False
             raise
         return True

@@ -1,6 +1,6 @@
 -- Delete. KEYS[1] index, KEYS[2..] value keys; ARGV[i-1] is the name of KEYS[i].
--- Returns {deleted, released object names}. Drops the index once no live key
--- is left in it.
+-- Returns {deleted, released '<object>\t<value key>' of deleted files}. Drops the
+-- index once no live key is left in it.
 local idx = KEYS[1]
 local deleted = 0
 local released = {}
@@ -8,7 +8,7 @@ for i = 2, #KEYS do
   local old = redis.call('GETDEL', KEYS[i])
   if old then deleted = deleted + 1 end
   local blob = blob_of(old)
-  if blob then released[#released + 1] = blob end
+  if blob then released[#released + 1] = blob .. '\t' .. KEYS[i] end
   redis.call('ZREM', idx, ARGV[i - 1])
 end
 prune(idx, now_ms())

@@ -1,4 +1,5 @@
--- Shared by every script (prepended by redis_store.py).
+-- Shared by every script (prepended by redis_store.py, after one line that
+-- defines the status codes of redis_store.Status as locals: OK, SESSION_FULL, ...).
 -- A record is one Redis string: <kind letter><version>:<expires ms>:<payload>,
 -- written with PXAT <expires ms> in the same SET, so a value and its TTL are
 -- always one atomic write and a plain GET returns everything a read needs.
@@ -45,4 +46,37 @@ local function blob_of(rec)
     return cjson.decode(payload).o
   end
   return nil
+end
+
+-- Refuse a write before anything changed when Redis is over maxmemory. Redis
+-- checks maxmemory in a script only at its first deny-oom command, and only if
+-- the script has not written yet (ZREMRANGEBYSCORE, say, is a write that is not
+-- deny-oom and would let every later SET through). SETRANGE of '' is a deny-oom
+-- write that changes nothing (it never creates a key), so calling it first asks
+-- the question on Redis 6.2, 7.x and Valkey alike. ``key`` must hold a string
+-- or be absent.
+local function over_maxmemory(key)
+  local r = redis.pcall('SETRANGE', key, 0, '')
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'OOM', 1, true) then return true end
+    return error(r.err)
+  end
+  return false
+end
+
+-- A request-id record is '<fingerprint>|<first result>'; the fingerprint names
+-- the operation and its arguments. Returns nil (unseen), REPLAYED and the
+-- first result (the same call again) or REQUEST_ID_REUSED (another call).
+local function seen_request(rid, fp)
+  local seen = redis.call('GET', rid)
+  if not seen then return nil end
+  local bar = string.find(seen, '|', 1, true)
+  if bar and string.sub(seen, 1, bar - 1) == fp then
+    return REPLAYED, string.sub(seen, bar + 1)
+  end
+  return REQUEST_ID_REUSED, nil
+end
+
+local function remember_request(rid, fp, result, keep_ms)
+  redis.call('SET', rid, fp .. '|' .. result, 'PX', keep_ms)
 end

@@ -5,35 +5,79 @@ Layout, for tenant T and session S (S escaped so '}' cannot end the hash tag):
     sm:{T|S}:v:<key>    one record per value (see prelude.lua), PXAT its expiry
     sm:{T|S}:i          sorted set: key name -> expiry ms (List, Clear, key count)
     sm:{T|S}:n          version counter of the session
-    sm:{T|S}:r:<id>     Increment request-id record (expires after the window)
+    sm:{T|S}:r:<id>     request-id record of an Increment or an upload: the call's
+                        fingerprint and first result (see prelude.lua)
     sm:gc:<bucket>      blob collection set (one key per bucket):
                         "<object>\t<value key>" -> when to check it (see collector.py)
 
 Every key of a session shares the hash tag ``{T|S}``, so they sit in one Redis
 Cluster slot and every script stays single-slot. Reads are one plain GET/MGET;
-writes are one EVALSHA of a script loaded once. Because each value is its own
+writes are one EVALSHA of a script loaded once. Scripts that add data refuse to
+run over Redis' ``maxmemory`` (STORE_FULL) before they change anything; Delete,
+Clear and Touch add nothing and keep working, so space can be freed. Because each value is its own
 key with its own expiry and the index lists them, a later "whole session as one
 JSON document" view is a read of the index plus an MGET: no data migration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Final, cast
+from typing import Final, TypeVar, cast
 
+import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
-from ..core import KIND_BY_TAG, LIMITS, Kind, Record, RecordInfo, Write
+from ..core import KIND_BY_TAG, LIMITS, Kind, Record, RecordInfo, RequestId, Write
 
 _ESCAPES: Final = str.maketrans({"%": "%25", "}": "%7D"})
+T = TypeVar("T")
+
+
+class Status(enum.IntEnum):
+    """The first element of a script's reply; the scripts know the same names."""
+
+    OK = 0
+    PRECONDITION_FAILED = 1
+    SESSION_FULL = 2
+    NOT_A_NUMBER = 3
+    OUT_OF_RANGE = 4
+    TOO_PRECISE = 5
+    TTL_NOT_ALLOWED = 6
+    STORE_FULL = 7
+    REQUEST_ID_REUSED = 8
+    REPLAYED = 9
+
+
+_STATUS_LUA: Final = (
+    f"local {', '.join(s.name for s in Status)} = {', '.join(str(s.value) for s in Status)}\n"
+)
 
 
 def _script(name: str) -> str:
     pkg = resources.files(__package__)
-    return (pkg / "prelude.lua").read_text() + "\n" + (pkg / f"{name}.lua").read_text()
+    return (
+        _STATUS_LUA + (pkg / "prelude.lua").read_text() + "\n" + (pkg / f"{name}.lua").read_text()
+    )
+
+
+async def retry_stale(client: Redis | RedisCluster, call: Callable[[], Awaitable[T]]) -> T:
+    """Run a command that is safe to repeat, once more if its connection was dead.
+
+    After a Redis restart every pooled connection is stale; the first command on
+    each fails with a connection error although Redis is back. Only calls that
+    may run twice come here (reads, unconditional sets, calls with a request id);
+    the idle connections are dropped first, so the second try gets a new one.
+    """
+    try:
+        return await call()
+    except redis.exceptions.ConnectionError:
+        if isinstance(client, Redis):
+            await client.connection_pool.disconnect(inuse_connections=False)
+        return await call()
 
 
 class PreconditionFailed(Exception):
@@ -47,6 +91,22 @@ class PreconditionFailed(Exception):
 
 class SessionFull(Exception):
     """The write would give the session more keys than allowed."""
+
+
+class StoreFull(Exception):
+    """Redis is over its maxmemory: the write was refused before changing anything."""
+
+
+class RequestIdReused(Exception):
+    """The request id was already used in the session for another call."""
+
+
+class Replayed(Exception):
+    """The request id was already used for this very call: its first result."""
+
+    def __init__(self, record: Record) -> None:
+        super().__init__(record)
+        self.record = record
 
 
 class NotANumber(Exception):
@@ -92,6 +152,17 @@ class Incremented:
     expires_ms: int
 
 
+def _refused(status: int) -> Exception | None:
+    """The exception of a status every writing script may return, else None."""
+    if status == Status.SESSION_FULL:
+        return SessionFull()
+    if status == Status.STORE_FULL:
+        return StoreFull()
+    if status == Status.REQUEST_ID_REUSED:
+        return RequestIdReused()
+    return None
+
+
 def _decode(key: str, raw: bytes) -> Record:
     head, expires, payload = raw.split(b":", 2)
     return Record(
@@ -126,13 +197,17 @@ class RedisStore:
 
     async def get(self, tenant: str, session: str, key: str) -> Record | None:
         """Read one value; None when missing or expired."""
-        raw = cast(bytes | None, await self._redis.get(self.prefix(tenant, session) + "v:" + key))
+        name = self.prefix(tenant, session) + "v:" + key
+        raw = cast(bytes | None, await retry_stale(self._redis, lambda: self._redis.get(name)))
         return None if raw is None else _decode(key, raw)
 
     async def get_many(self, tenant: str, session: str, keys: Sequence[str]) -> list[Record]:
         """Read several values in one MGET; only the ones that exist, in order."""
         p = self.prefix(tenant, session) + "v:"
-        raws = cast(list[bytes | None], await self._redis.mget([p + k for k in keys]))
+        names = [p + k for k in keys]
+        raws = cast(
+            list[bytes | None], await retry_stale(self._redis, lambda: self._redis.mget(names))
+        )
         return [_decode(k, raw) for k, raw in zip(keys, raws, strict=True) if raw is not None]
 
     @classmethod
@@ -141,19 +216,32 @@ class RedisStore:
         return cls.prefix(tenant, session) + "v:" + key
 
     async def write(
-        self, tenant: str, session: str, writes: Sequence[Write]
+        self,
+        tenant: str,
+        session: str,
+        writes: Sequence[Write],
+        request: RequestId | None = None,
     ) -> tuple[list[Written], list[str]]:
-        """Write values all or nothing, checking every precondition first.
+        r"""Write values all or nothing, checking every precondition first.
 
-        Returns the results and the object names of files the write replaced.
+        Returns the results and the collection members (``"<object>\t<value key>"``)
+        of files the write replaced. With ``request``, the first entry's record is
+        remembered under the request id.
 
         Raises:
             PreconditionFailed: an ``if_version`` did not match; nothing written.
             SessionFull: the session would exceed its key limit; nothing written.
+            StoreFull: Redis is over maxmemory; nothing written.
+            RequestIdReused: ``request`` names another call; nothing written.
+            Replayed: ``request`` was already written; nothing written again.
         """
         p = self.prefix(tenant, session)
-        keys = [p + "i", p + "n"]
-        args: list[str | int] = [LIMITS.max_keys_per_session]
+        keys = [p + "i", p + "n", p + "r:" + (request.value if request else "")]
+        args: list[str | int] = [
+            LIMITS.max_keys_per_session,
+            request.fingerprint if request else "",
+            request.keep_ms if request else 0,
+        ]
         for w in writes:
             keys.append(p + "v:" + w.key)
             args += [
@@ -163,16 +251,46 @@ class RedisStore:
                 w.ttl_seconds * 1000,
                 "" if w.if_version is None else w.if_version,
             ]
-        out = await self._write(keys=keys, args=args)
-        if out[0] == 1:
+        # A retry may only repeat a write whose outcome cannot differ: no precondition.
+        if request is not None or all(w.if_version is None for w in writes):
+            out = await retry_stale(self._redis, lambda: self._write(keys=keys, args=args))
+        else:
+            out = await self._write(keys=keys, args=args)
+        status = out[0]
+        if status == Status.PRECONDITION_FAILED:
             raise PreconditionFailed(int(out[1]) - 1, int(out[2]))
-        if out[0] == 2:
-            raise SessionFull
+        if status == Status.REPLAYED:
+            raise Replayed(_decode(writes[0].key, out[1]))
+        if (refused := _refused(status)) is not None:
+            raise refused
         written = [Written(int(out[i]), int(out[i + 1])) for i in range(2, len(out), 2)]
-        return written, [name.decode() for name in out[1]]
+        return written, [member.decode() for member in out[1]]
+
+    async def request_result(
+        self, tenant: str, session: str, key: str, request: RequestId
+    ) -> Record | None:
+        """The first result (the record of ``key``) of a write's request id; None when unused.
+
+        Raises:
+            RequestIdReused: the id was used for another call.
+        """
+        name = self.prefix(tenant, session) + "r:" + request.value
+        raw = cast(bytes | None, await retry_stale(self._redis, lambda: self._redis.get(name)))
+        if raw is None:
+            return None
+        fingerprint, _, result = raw.partition(b"|")
+        if fingerprint.decode() != request.fingerprint:
+            raise RequestIdReused
+        return _decode(key, result)
 
     async def increment(
-        self, tenant: str, session: str, key: str, delta: str, ttl_seconds: int, request_id: str
+        self,
+        tenant: str,
+        session: str,
+        key: str,
+        delta: str,
+        ttl_seconds: int,
+        request: RequestId | None,
     ) -> Incremented:
         """Add ``delta`` (canonical number text) atomically; dedupe by request id.
 
@@ -180,26 +298,31 @@ class RedisStore:
             NotANumber: the key holds another kind.
             IncrementOutOfLimits: the result breaks the number limits.
             SessionFull: a new key would exceed the session's key limit.
+            StoreFull: Redis is over maxmemory.
+            RequestIdReused: the request id was used for another call.
         """
         p = self.prefix(tenant, session)
         keys = [p + "i", p + "n", p + "v:" + key]
-        if request_id:
-            keys.append(p + "r:" + request_id)
         args: list[str | int] = [
             LIMITS.max_keys_per_session,
             key,
             delta,
             ttl_seconds * 1000,
-            LIMITS.request_id_window_seconds * 1000,
+            request.keep_ms if request else 0,
+            request.fingerprint if request else "",
         ]
-        out = await self._incr(keys=keys, args=args)
+        if request is not None:
+            keys.append(p + "r:" + request.value)
+            out = await retry_stale(self._redis, lambda: self._incr(keys=keys, args=args))
+        else:
+            out = await self._incr(keys=keys, args=args)
         status = out[0]
-        if status == 1:
+        if status == Status.NOT_A_NUMBER:
             raise NotANumber(KIND_BY_TAG[out[1].decode()])
-        if status in (2, 3):
-            raise IncrementOutOfLimits(out[1].decode(), too_precise=status == 3)
-        if status == 4:
-            raise SessionFull
+        if status in (Status.OUT_OF_RANGE, Status.TOO_PRECISE):
+            raise IncrementOutOfLimits(out[1].decode(), too_precise=status == Status.TOO_PRECISE)
+        if (refused := _refused(status)) is not None:
+            raise refused
         return Incremented(out[1].decode(), int(out[2]), int(out[3]))
 
     async def touch(
@@ -212,22 +335,23 @@ class RedisStore:
         """
         p = self.prefix(tenant, session)
         redis_keys = [p + "i", p + "n", *(p + "v:" + k for k in keys)]
-        out = await self._touch(keys=redis_keys, args=[ttl_seconds * 1000, allowed, *keys])
-        if out[0] == 1:
+        args: list[str | int] = [ttl_seconds * 1000, allowed, *keys]
+        out = await retry_stale(self._redis, lambda: self._touch(keys=redis_keys, args=args))
+        if out[0] == Status.TTL_NOT_ALLOWED:
             raise TtlNotAllowed(int(out[1]) - 1, KIND_BY_TAG[out[2].decode()])
         return int(out[1])
 
     async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> tuple[int, list[str]]:
-        """Delete keys; returns how many existed and the object names of deleted files."""
+        """Delete keys; returns how many existed and the collection members of deleted files."""
         p = self.prefix(tenant, session)
         redis_keys = [p + "i", *(p + "v:" + k for k in keys)]
         out = await self._delete(keys=redis_keys, args=list(keys))
-        return int(out[0]), [name.decode() for name in out[1]]
+        return int(out[0]), [member.decode() for member in out[1]]
 
     async def list_keys(self, tenant: str, session: str) -> list[RecordInfo]:
         """Describe every live key of a session, sorted by key."""
         p = self.prefix(tenant, session)
-        out = await self._list(keys=[p + "i"], args=[p + "v:"])
+        out = await retry_stale(self._redis, lambda: self._list(keys=[p + "i"], args=[p + "v:"]))
         infos = [
             RecordInfo(
                 key=out[i].decode(),
@@ -242,22 +366,29 @@ class RedisStore:
         return infos
 
     async def clear(self, tenant: str, session: str) -> tuple[int, list[str]]:
-        """Delete every key of a session; returns the count and the deleted files' objects."""
+        """Delete every key of a session; returns the count and the deleted files' members."""
         p = self.prefix(tenant, session)
         out = await self._clear(keys=[p + "i"], args=[p + "v:"])
-        return int(out[0]), [name.decode() for name in out[1]]
+        return int(out[0]), [member.decode() for member in out[1]]
 
     # --- blob collection set ---------------------------------------------------
 
     async def record_at(self, value_key: str) -> Record | None:
         """The record stored under a full value key (for the collector)."""
-        raw = cast(bytes | None, await self._redis.get(value_key))
+        raw = cast(bytes | None, await retry_stale(self._redis, lambda: self._redis.get(value_key)))
         return None if raw is None else _decode(value_key.rsplit(":", 1)[-1], raw)
 
     async def gc_schedule(self, members: dict[str, int]) -> None:
-        """Set when each collection entry is to be checked (ms since the epoch)."""
+        """Set when each collection entry is to be checked (ms since the epoch).
+
+        Raises:
+            StoreFull: Redis is over maxmemory.
+        """
         if members:
-            await self._redis.zadd(self._gc_key, members)
+            try:
+                await self._redis.zadd(self._gc_key, members)
+            except redis.exceptions.OutOfMemoryError:
+                raise StoreFull from None
 
     async def gc_claim(self, lease_ms: int, batch: int) -> list[str]:
         """Claim due collection entries for one lease."""
@@ -271,6 +402,7 @@ class RedisStore:
             pipe.zrem(self._gc_key, member)
             await pipe.execute()
 
-    async def gc_done(self, member: str) -> None:
-        """Drop a collection entry whose object is gone."""
-        await self._redis.zrem(self._gc_key, member)
+    async def gc_done(self, *members: str) -> None:
+        """Drop collection entries whose objects are gone."""
+        if members:
+            await self._redis.zrem(self._gc_key, *members)

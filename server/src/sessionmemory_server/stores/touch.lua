@@ -2,7 +2,11 @@
 -- KEYS[1] index, KEYS[2] version counter, KEYS[3..] value keys.
 -- ARGV[1] ttl ms, ARGV[2] kind letters whose cap allows this ttl,
 -- ARGV[3..] names (ARGV[i] is the name of KEYS[i]).
--- Returns {0, touched} | {1, i, kind} (key i's kind does not allow the ttl).
+-- Returns {OK, touched} | {TTL_NOT_ALLOWED, i, kind} (key i's kind does not allow
+-- the ttl).
+-- Touch works over maxmemory (so tenants can shorten TTLs to free space): it
+-- grows nothing, each record is rewritten at its own length, and its first
+-- write is PEXPIREAT, which Redis does not refuse over maxmemory.
 local idx, seq = KEYS[1], KEYS[2]
 local now = now_ms()
 local found = {}
@@ -10,7 +14,7 @@ for i = 3, #KEYS do
   local cur = redis.call('GET', KEYS[i])
   if cur then
     local kind = string.sub(cur, 1, 1)
-    if not string.find(ARGV[2], kind, 1, true) then return {1, i - 2, kind} end
+    if not string.find(ARGV[2], kind, 1, true) then return {TTL_NOT_ALLOWED, i - 2, kind} end
     found[i] = cur
   end
 end
@@ -19,10 +23,11 @@ local touched = 0
 for i = 3, #KEYS do
   if found[i] then
     local kind, ver, _, payload = parse(found[i])
+    redis.call('PEXPIREAT', KEYS[i], exp)
     redis.call('SET', KEYS[i], record(kind, ver, exp, payload), 'PXAT', exp)
     redis.call('ZADD', idx, exp, ARGV[i])
     touched = touched + 1
   end
 end
 if touched > 0 then extend(idx, seq, now, exp) end
-return {0, touched}
+return {OK, touched}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
 import time
 import urllib.error
@@ -18,6 +19,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from redis.asyncio import Redis
 
 from sessionmemory import (
     ConflictError,
@@ -30,7 +32,9 @@ from sessionmemory import (
 )
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
+from sessionmemory_server.core import Kind, Write
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
+from sessionmemory_server.stores.redis_store import RedisStore
 
 from ..conftest import ServerThread, start_server
 from ..samples import EXE, SAMPLES
@@ -510,3 +514,23 @@ def test_a_failure_that_may_follow_the_switch_leaves_the_object_to_the_collector
     assert server.run(blobs.exists(doubt)), "in doubt, the object stays for the collector"
     # Nothing references it, so once the lease lapses the collector removes it.
     assert wait_until(lambda: not server.run(blobs.exists(doubt)), timeout=15)
+
+
+async def test_a_repeated_commit_never_releases_its_own_object(redis_server: EmbeddedRedis) -> None:
+    # A commit retried after its reply was lost (retry_stale) finds its own record:
+    # releasing that object would leave the metadata pointing at a deleted one.
+    client = Redis.from_url(redis_server.url)
+    store = RedisStore(client, bucket="test-bucket")
+    sid = f"repeat-{uuid.uuid4().hex}"
+
+    def commit(name: str) -> Write:
+        payload = json.dumps({"o": name, "m": "text/plain", "s": 1, "h": "", "c": 0, "u": ""})
+        return Write("doc", Kind.FILE, payload, 60)
+
+    try:
+        assert (await store.write("acme", sid, [commit("files/acme/a")]))[1] == []
+        assert (await store.write("acme", sid, [commit("files/acme/a")]))[1] == []
+        _, released = await store.write("acme", sid, [commit("files/acme/b")])
+        assert released == [f"files/acme/a\t{RedisStore.value_key('acme', sid, 'doc')}"]
+    finally:
+        await client.aclose()

@@ -45,7 +45,11 @@ for i = 1, n do
   local exp = now + tonumber(ARGV[a + 3])
   local rec = record(ARGV[a + 1], ver, exp, ARGV[a + 2])
   local old = blob_of(redis.call('SET', KEYS[3 + i], rec, 'PXAT', exp, 'GET'))
-  if old then released[#released + 1] = old .. '\t' .. KEYS[3 + i] end
+  -- A repeated commit (a retry whose first reply was lost) finds its own object:
+  -- that one is referenced again, never released.
+  if old and old ~= blob_of(rec) then
+    released[#released + 1] = old .. '\t' .. KEYS[3 + i]
+  end
   redis.call('ZADD', idx, exp, ARGV[a])
   if i == 1 and fp ~= '' then remember_request(rid, fp, rec, ARGV[3]) end
   if exp > longest then longest = exp end

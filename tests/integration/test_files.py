@@ -364,6 +364,23 @@ def test_url_stops_working_within_a_second_of_the_call(memory: Any, how: str) ->
     assert time.monotonic() - returned < 1.0
 
 
+def test_touch_that_shortens_a_file_shortens_its_object_and_urls(
+    memory: Any, server: ServerThread
+) -> None:
+    pdf = SAMPLES["application/pdf"]
+    before = objects(server)
+    memory.set_file("doc", pdf, ttl=600, mime="application/pdf")
+    url = memory.get_file("doc").to_url()  # valid for 600 s when handed out
+    name = objects(server) - before
+    assert len(name) == 1
+    assert memory.touch("doc", ttl=1) == 1
+    time.sleep(1.1)
+    assert memory.get("doc") is None
+    # Collected within a collection period (0.5 s here) of the new expiry.
+    assert wait_until(lambda: _url_gone(url), timeout=3.0)
+    assert wait_until(lambda: not (name & objects(server)), timeout=3.0)
+
+
 def test_replace_delete_clear_and_set_release_blobs(memory: Any, server: ServerThread) -> None:
     baseline = objects(server)
     memory.set_file("a", b"one", ttl=600, mime="text/plain")

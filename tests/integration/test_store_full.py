@@ -108,3 +108,23 @@ def test_writes_stop_at_maxmemory_and_resume_after_deletes(
 def test_every_redis_version_we_support_is_tested() -> None:
     # `make install` brings all three; a missing one would silently shrink the matrix above.
     assert set(redis_server_binaries()) == {"redis-6.2", "redis-7", "valkey-9"}
+
+
+def test_collection_goes_on_while_redis_is_full(
+    small_redis: tuple[redis.Redis, ServerThread, str],
+) -> None:
+    plain, _, _ = small_redis
+    gc_key = "sm:gc:test-bucket"
+    # An orphan entry, as a failed release leaves it, due in a moment.
+    plain.zadd(gc_key, {"files/acme/orphan\t": int(time.time() * 1000) + 1000})
+    # Put Redis over its maxmemory and keep it there.
+    used = int(plain.info("memory")["used_memory"])
+    plain.config_set("maxmemory", used - 256 * 1024)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        plain.set("probe", "x")
+    deadline = time.monotonic() + 10
+    while plain.zscore(gc_key, "files/acme/orphan\t") is not None:
+        assert time.monotonic() < deadline, "the collector stalled while Redis was full"
+        time.sleep(0.1)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        plain.set("probe", "x")

@@ -243,3 +243,12 @@ def test_real_redis_and_minio_errors_out_of_descriptors_are_recognised() -> None
     found = json.loads(done.stdout)
     assert found["redis"] == ["ConnectionError", "EMFILE"]
     assert found["minio"][1] == "EMFILE"
+
+
+def test_rate_floor_asks_a_declared_file_for_no_more_than_it_has_left() -> None:
+    floor = RateFloor(64, 10.0, now=0.0, size=100)
+    assert floor.feed(64, now=1.0) and floor.deadline == 11.0
+    assert not floor.feed(30, now=5.0)  # 36 were left: 30 is not all of them
+    assert floor.feed(6, now=6.0) and floor.deadline == 16.0
+    small = RateFloor(64, 10.0, now=0.0, size=10)
+    assert small.feed(10, now=9.0) and small.deadline == 19.0

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis, RedisCluster
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from sessionmemory.v1 import memory_service_pb2
@@ -59,6 +60,11 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
         socket_connect_timeout=settings.redis_timeout_seconds,
         retry=Retry(NoBackoff(), 0),
         max_connections=settings.redis_max_connections,
+        # With maintenance notifications on ("auto" by default in redis-py 8) the
+        # pool skips its check that a pooled connection is still open, so after a
+        # Redis restart every idle connection is handed out dead and its first
+        # command fails. Off, a connection Redis closed is replaced before use.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
 
 
@@ -146,7 +152,7 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         blobs,
         interval=settings.collect_interval_seconds,
     )
-    memory = Memory(store, release=collector.release)
+    memory = Memory(store, release=collector.release, retime=collector.retime)
     files = Files(
         memory,
         blobs,

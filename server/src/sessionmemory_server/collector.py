@@ -89,7 +89,9 @@ class Collector:
         """Hold ``name`` for an upload; on error the object is removed at once.
 
         Not when the lease is ``in_doubt``: then the lapsed lease lets the
-        collector decide by looking at the metadata.
+        collector decide by looking at the metadata. The entry is kept for a
+        second sweep a lease later: a request to the store that timed out here
+        may still create the object after this delete.
         """
         lease = Lease(f"{name}\t{value_key}")
         await self._store.gc_schedule({lease.member: _now_ms() + self._lease_ms})
@@ -101,7 +103,7 @@ class Collector:
             if not lease.in_doubt:
                 # Best effort; if this fails the lapsed lease lets the collector do it.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._drop(name, lease.member))
+                    await asyncio.shield(self._drop_twice(name, lease.member))
             raise
         renew.cancel()
 
@@ -130,14 +132,29 @@ class Collector:
             log.warning("could not reschedule an upload's entry", extra={"error": repr(exc)})
         await self.release(released)
 
+    async def retime(self, expires: dict[str, int]) -> None:
+        """Look at these entries when their files now expire (ms); never raises.
+
+        After a Touch: a shortened TTL must also shorten the object's life (a
+        URL never outlives its file). Should this fail, the entry comes due at
+        the old expiry and is collected then.
+        """
+        try:
+            await self._store.gc_schedule({m: at + 1 for m, at in expires.items()})
+        except Exception as exc:  # the Touch stands; the old schedule still collects
+            log.warning("could not reschedule touched files", extra={"error": repr(exc)})
+
     async def release(self, members: list[str]) -> None:
         """Delete the objects of entries no longer referenced, now; never raises.
 
         One S3 multi-object delete and one ZREM. Whatever fails is made due
-        now, so the collector retries it on its next pass.
+        now, so the collector retries it on its next pass. Shielded: a call
+        cancelled meanwhile (its deadline passed) still gets its objects deleted.
         """
-        if not members:
-            return
+        if members:
+            await asyncio.shield(self._release(members))
+
+    async def _release(self, members: list[str]) -> None:
         names = {m.partition("\t")[0]: m for m in members}
         try:
             failed = await self._blobs.delete_many(list(names))
@@ -151,39 +168,59 @@ class Collector:
         except Exception as exc:  # every entry still comes due at its file's expiry
             log.warning("could not update released entries", extra={"error": repr(exc)})
 
+    async def _drop_twice(self, name: str, member: str) -> None:
+        await self._blobs.delete(name)
+        await self._store.gc_replace(member, f"{member}\tswept", _now_ms() + self._lease_ms)
+
     async def _drop(self, name: str, member: str) -> None:
         await self._blobs.delete(name)
         await self._store.gc_done(member)
 
     async def collect_once(self) -> int:
-        """One pass over the due entries; returns how many objects were deleted."""
-        deleted = 0
+        """One pass over the due entries; returns how many objects were deleted.
+
+        An entry that fails (the store or Redis refusing, Redis over maxmemory
+        refusing a reschedule) stays claimed and comes back a lease later; the
+        others go on.
+        """
+        deleted = failed = 0
+        error: Exception | None = None
         for member in await self._store.gc_claim(self._lease_ms, _BATCH):
-            name, _, rest = member.partition("\t")
-            value_key, _, swept = rest.partition("\t")
-            if swept:
-                # Second pass over a lapsed upload: anything its dead writer's last
-                # request created after the first sweep goes too.
-                await self._drop(name, member)
-                continue
-            if value_key:
-                record = await self._store.record_at(value_key)
-                if (
-                    record is not None
-                    and record.kind is Kind.FILE
-                    and object_of(record.payload) == name
-                ):
-                    await self._store.gc_schedule({member: record.expires_ms + 1})
-                    continue
-                # A lapsed upload lease: its writer may have died with a request to the
-                # store still in flight, so look once more a lease from now.
-                await self._blobs.delete(name)
-                await self._store.gc_replace(member, f"{member}\tswept", _now_ms() + self._lease_ms)
-                deleted += 1
-                continue
-            await self._drop(name, member)
-            deleted += 1
+            try:
+                deleted += await self._collect(member)
+            except Exception as exc:  # retried when the claim lapses
+                failed += 1
+                error = exc
+        if error is not None:
+            log.warning(
+                "collection entries failed", extra={"entries": failed, "error": repr(error)}
+            )
         return deleted
+
+    async def _collect(self, member: str) -> int:
+        name, _, rest = member.partition("\t")
+        value_key, _, swept = rest.partition("\t")
+        if swept:
+            # Second pass over a lapsed upload: anything its dead writer's last
+            # request created after the first sweep goes too.
+            await self._drop(name, member)
+            return 0
+        if value_key:
+            record = await self._store.record_at(value_key)
+            if (
+                record is not None
+                and record.kind is Kind.FILE
+                and object_of(record.payload) == name
+            ):
+                await self._store.gc_schedule({member: record.expires_ms + 1})
+                return 0
+            # A lapsed upload lease: its writer may have died with a request to the
+            # store still in flight, so look once more a lease from now.
+            await self._blobs.delete(name)
+            await self._store.gc_replace(member, f"{member}\tswept", _now_ms() + self._lease_ms)
+            return 1
+        await self._drop(name, member)
+        return 1
 
     async def run(self) -> None:
         """Collect every interval until cancelled; failures are logged and retried."""

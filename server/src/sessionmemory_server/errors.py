@@ -11,6 +11,8 @@ from collections.abc import Mapping
 import grpc
 
 DOMAIN = "sessionmemory"
+# The RetryInfo of refusals that waiting cures (a cap of this process reached).
+BUSY_RETRY_SECONDS = 1.0
 
 
 class DomainError(Exception):

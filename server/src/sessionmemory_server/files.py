@@ -298,7 +298,7 @@ class Files:
         write = out.write
         clock = asyncio.get_running_loop().time
         caps = self._caps
-        floor = RateFloor(caps.min_upload_bytes, caps.upload_rate_window_seconds, clock())
+        floor = RateFloor(caps.min_upload_bytes, caps.upload_rate_window_seconds, clock(), declared)
         # One timer for the whole stream, moved each time the floor is met; the
         # servicer's idle timeout (no message at all) runs inside it, per message.
         window = asyncio.timeout_at(floor.deadline)
@@ -380,13 +380,20 @@ class Files:
                     [written], released = await self._memory.commit(
                         tenant, session, [write], request, "header.upload_id"
                     )
-                except (DomainError, Replayed):
-                    # Refused by the script, or the same upload committed first (a
-                    # concurrent retry): nothing was written, so this object goes.
-                    lease.in_doubt = False
+                except Replayed as replay:
+                    if file_meta(replay.record).object_name != name:
+                        # The same upload committed first (a concurrent retry):
+                        # nothing was written now, so this object goes.
+                        lease.in_doubt = False
+                    raise
+                except DomainError:
+                    lease.in_doubt = False  # refused by the script: nothing was written
                     raise
         except Replayed as replay:
-            return file_meta(replay.record)
+            first = file_meta(replay.record)
+            if first.object_name == name:  # our own commit, seen again: it stands
+                await self._collector.committed(lease, first.expires_ms, [])
+            return first
         except StoreFull:  # the lease could not be registered: nothing was stored
             raise store_full() from None
         await self._collector.committed(lease, written.expires_ms, released)

@@ -30,7 +30,7 @@ from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .errors import DOMAIN, DomainError, unavailable
+from .errors import BUSY_RETRY_SECONDS, DOMAIN, DomainError, unavailable
 from .logs import EventCounter
 
 log = logging.getLogger("sessionmemory.rpc")
@@ -64,8 +64,8 @@ _EXHAUSTED_ERRNOS: Final = {
     errno.ENFILE: "ENFILE",
     errno.ENOMEM: "ENOMEM",
 }
-SERVER_BUSY_RETRY_SECONDS: Final = 1.0
 _busy = EventCounter(log, "server out of resources", interval_seconds=REJECTED_LOG_INTERVAL_SECONDS)
+_down = EventCounter(log, "backend unavailable", interval_seconds=REJECTED_LOG_INTERVAL_SECONDS)
 
 
 def _exhausted(exc: BaseException) -> str | None:
@@ -79,6 +79,8 @@ def _exhausted(exc: BaseException) -> str | None:
         seen.add(id(err))
         if isinstance(err, MemoryError):
             return "MemoryError"
+        if isinstance(err, redis.exceptions.MaxConnectionsError):
+            return "redis_max_connections"  # this process's own pool cap
         if isinstance(err, OSError) and err.errno in _EXHAUSTED_ERRNOS:
             return _EXHAUSTED_ERRNOS[err.errno]
         reason = getattr(err, "reason", None)  # urllib3's MaxRetryError
@@ -93,8 +95,8 @@ def _server_busy() -> DomainError:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "SERVER_BUSY",
         "the server is out of file descriptors or memory; nothing was changed;"
-        f" retry in {SERVER_BUSY_RETRY_SECONDS:.0f} s, ideally on another server",
-        retry_after=SERVER_BUSY_RETRY_SECONDS,
+        f" retry in {BUSY_RETRY_SECONDS:.0f} s, ideally on another server",
+        retry_after=BUSY_RETRY_SECONDS,
     )
 
 
@@ -181,7 +183,8 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: E
         _busy.count(resource)
         await _abort(context, _server_busy())
     elif isinstance(exc, _BACKEND_DOWN):
-        log.warning("backend unavailable", extra={"method": method, "error": repr(exc)})
+        # Throttled: during an outage every call fails, and any client can send calls.
+        _down.count(type(exc).__name__)
         await _abort(context, unavailable("a storage backend did not answer; retry shortly"))
     else:
         request_id = uuid.uuid4().hex

@@ -83,8 +83,14 @@ class EventCounter:
         now = time.monotonic()
         with self._lock:
             self._timer = False
-            if now < self._due or not self._pending:
+            if not self._pending:
                 return  # an event already logged them
+            if now < self._due:
+                # Early (uvloop's timers may fire a little before their time), or
+                # set before the last line: wait for the rest of the interval.
+                asyncio.get_running_loop().call_later(self._due - now, self._on_timer)
+                self._timer = True
+                return
             pending = self._take(now)
         self._emit(pending)
 

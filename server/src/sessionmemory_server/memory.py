@@ -77,18 +77,22 @@ def _request_id_reused(field: str) -> DomainError:
 
 
 Release = Callable[[list[str]], Awaitable[None]]
+Retime = Callable[[dict[str, int]], Awaitable[None]]
 
 
 class Memory:
     r"""Session memory operations for one tenant at a time.
 
     ``release`` is told the collection members (``"<object>\t<value key>"``) of
-    files a write, Delete or Clear removed, so their bytes are deleted at once.
+    files a write, Delete or Clear removed, so their bytes are deleted at once;
+    ``retime`` the members of files Touch gave a new expiry (ms), so their bytes
+    go when they expire, also when Touch shortened the TTL.
     """
 
-    def __init__(self, store: RedisStore, release: Release) -> None:
+    def __init__(self, store: RedisStore, release: Release, retime: Retime) -> None:
         self._store = store
         self._release = release
+        self._retime = retime
 
     async def get(self, tenant: str, session: str, key: str) -> Record | None:
         """Read one value."""
@@ -239,7 +243,9 @@ class Memory:
         keys = core.keys(keys)
         ttl = core.touch_ttl(ttl_seconds)
         try:
-            return await self._store.touch(tenant, session, keys, ttl, core.kinds_allowing(ttl))
+            touched, files = await self._store.touch(
+                tenant, session, keys, ttl, core.kinds_allowing(ttl)
+            )
         except TtlNotAllowed as exc:
             cap = exc.kind.ttl_cap
             raise DomainError(
@@ -251,6 +257,9 @@ class Memory:
                 field="ttl_seconds",
                 metadata={"limit": cap, "actual": ttl, "key": keys[exc.index]},
             ) from None
+        if files:
+            await self._retime(files)
+        return touched
 
     async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> int:
         """Delete keys; returns how many existed."""

@@ -39,9 +39,8 @@ from typing import Final
 
 import grpc
 
-from .errors import DomainError
+from .errors import BUSY_RETRY_SECONDS, DomainError
 
-RETRY_AFTER_SECONDS: Final = 1.0
 DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 LOCK_NAME: Final = "lock"
 OWNED_PREFIX: Final = "proc-"
@@ -67,9 +66,9 @@ def too_many_uploads(scope: str, limit: int) -> DomainError:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "TOO_MANY_UPLOADS",
         f"{who} already has {limit} uploads in progress, the limit; nothing was stored;"
-        f" retry in {RETRY_AFTER_SECONDS:.0f} s",
+        f" retry in {BUSY_RETRY_SECONDS:.0f} s",
         metadata={"scope": scope, "limit": limit},
-        retry_after=RETRY_AFTER_SECONDS,
+        retry_after=BUSY_RETRY_SECONDS,
     )
 
 
@@ -80,9 +79,9 @@ def spool_full(limit: int | None = None) -> DomainError:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "SPOOL_FULL",
         f"the server's upload spool is full ({what}); nothing was stored;"
-        f" retry in {RETRY_AFTER_SECONDS:.0f} s",
+        f" retry in {BUSY_RETRY_SECONDS:.0f} s",
         metadata={"limit": limit} if limit is not None else None,
-        retry_after=RETRY_AFTER_SECONDS,
+        retry_after=BUSY_RETRY_SECONDS,
     )
 
 
@@ -176,27 +175,37 @@ class Uploads:
 class RateFloor:
     """Every next ``min_bytes`` of an upload must arrive within ``window`` seconds.
 
-    ``deadline`` (in the clock of the ``now`` values given) is when the stream
-    is too slow unless `feed` moved it; ``None`` when the floor is off
-    (``min_bytes == 0``).
+    With the upload's declared ``size``, the next step is never more than what
+    is left to send, so a small file, or a file's tail, is not held to more
+    bytes than it has. ``deadline`` (in the clock of the ``now`` values given)
+    is when the stream is too slow unless `feed` moved it; ``None`` when the
+    floor is off (``min_bytes == 0``).
     """
 
-    __slots__ = ("_got", "deadline", "min_bytes", "window")
+    __slots__ = ("_got", "_left", "_need", "deadline", "min_bytes", "window")
 
-    def __init__(self, min_bytes: int, window: float, now: float) -> None:
+    def __init__(self, min_bytes: int, window: float, now: float, size: int | None = None) -> None:
         self.min_bytes = min_bytes
         self.window = window
         self.deadline: float | None = now + window if min_bytes > 0 else None
         self._got = 0
+        self._left = size
+        self._need = self._step()
+
+    def _step(self) -> int:
+        return self.min_bytes if self._left is None else min(self.min_bytes, self._left)
 
     def feed(self, size: int, now: float) -> bool:
         """Count ``size`` bytes received at ``now``; True when the deadline moved."""
         if self.deadline is None:
             return False
         self._got += size
-        if self._got < self.min_bytes:
+        if self._left is not None:
+            self._left = max(0, self._left - size)
+        if self._got < self._need:
             return False
         self._got = 0
+        self._need = self._step()
         self.deadline = now + self.window
         return True
 

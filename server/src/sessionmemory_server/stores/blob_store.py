@@ -69,11 +69,19 @@ class BlobStore:
         else:
             self._signer = self._client
         self.bucket = bucket
+        self._timeout = timeout
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="blobs")
+        # Deletes and stats are small and must not queue behind 10 MiB transfers:
+        # a Delete answers only once its objects are gone.
+        self._small = ThreadPoolExecutor(2, thread_name_prefix="blobs-small")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def _run_small(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._small, lambda: fn(*args))
 
     async def ensure_bucket(self) -> None:
         """Create the bucket when it is missing."""
@@ -105,11 +113,18 @@ class BlobStore:
                     num_parallel_uploads=1,
                 )
 
-        await self._run(put)
+        done = asyncio.get_running_loop().run_in_executor(self._pool, put)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped: wait (bounded) until the put has ended, so
+            # the caller's cleanup deletes the object after it exists, not before.
+            await asyncio.wait({done}, timeout=4 * self._timeout)
+            raise
 
     async def delete(self, name: str) -> None:
         """Delete an object (deleting a missing one is fine)."""
-        await self._run(self._client.remove_object, self.bucket, name)
+        await self._run_small(self._client.remove_object, self.bucket, name)
 
     async def delete_many(self, names: list[str]) -> list[str]:
         """Delete objects in one multi-object request; returns the names that failed.
@@ -121,13 +136,13 @@ class BlobStore:
             errors = self._client.remove_objects(self.bucket, [DeleteObject(n) for n in names])
             return [e.name for e in errors if e.code not in _GONE and e.name]
 
-        failed: list[str] = await self._run(remove)
+        failed: list[str] = await self._run_small(remove)
         return failed
 
     async def exists(self, name: str) -> bool:
         """True when the object exists."""
         try:
-            await self._run(self._client.stat_object, self.bucket, name)
+            await self._run_small(self._client.stat_object, self.bucket, name)
         except S3Error as exc:
             if exc.code in _GONE:
                 return False
@@ -168,3 +183,4 @@ class BlobStore:
     def close(self) -> None:
         """Stop the thread pool."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._small.shutdown(wait=False, cancel_futures=True)

@@ -65,19 +65,30 @@ def _script(name: str) -> str:
 
 
 async def retry_stale(client: Redis | RedisCluster, call: Callable[[], Awaitable[T]]) -> T:
-    """Run a command that is safe to repeat, once more if its connection was dead.
+    """Run a command that may run twice, once more if its connection broke.
 
-    After a Redis restart every pooled connection is stale; the first command on
-    each fails with a connection error although Redis is back. Only calls that
-    may run twice come here (reads, unconditional sets, calls with a request id);
-    the idle connections are dropped first, so the second try gets a new one.
+    The pool replaces connections Redis closed before handing them out (see
+    app.redis_client); this covers the rest, a connection that breaks under the
+    command (Redis restarted between the pool's check and the reply). Only
+    commands whose second run cannot change what the caller sees come here:
+    reads, Touch and calls with a request id (a second run replays the first).
+    Writes without one never do: their first run may have happened, and a second
+    could report a refusal for a write that was made, or lose what it released.
+    The idle connections are dropped first, so the second try gets a new one.
     """
     try:
         return await call()
+    except _NOT_STALE:
+        raise
     except redis.exceptions.ConnectionError:
         if isinstance(client, Redis):
             await client.connection_pool.disconnect(inuse_connections=False)
         return await call()
+
+
+# Connection errors that a new connection does not cure: retrying would only
+# double the load (the pool's own cap, a Redis still loading its data).
+_NOT_STALE: Final = (redis.exceptions.MaxConnectionsError, redis.exceptions.BusyLoadingError)
 
 
 class PreconditionFailed(Exception):
@@ -251,11 +262,7 @@ class RedisStore:
                 w.ttl_seconds * 1000,
                 "" if w.if_version is None else w.if_version,
             ]
-        # A retry may only repeat a write whose outcome cannot differ: no precondition.
-        if request is not None or all(w.if_version is None for w in writes):
-            out = await retry_stale(self._redis, lambda: self._write(keys=keys, args=args))
-        else:
-            out = await self._write(keys=keys, args=args)
+        out = await self._write(keys=keys, args=args)
         status = out[0]
         if status == Status.PRECONDITION_FAILED:
             raise PreconditionFailed(int(out[1]) - 1, int(out[2]))
@@ -327,8 +334,11 @@ class RedisStore:
 
     async def touch(
         self, tenant: str, session: str, keys: Sequence[str], ttl_seconds: int, allowed: str
-    ) -> int:
-        """Give existing keys a new expiry; returns how many existed.
+    ) -> tuple[int, dict[str, int]]:
+        """Give existing keys a new expiry.
+
+        Returns how many existed, and the collection members of the files among
+        them with the new expiry (ms), for the collector to follow.
 
         Raises:
             TtlNotAllowed: a key's kind does not allow the TTL; nothing changed.
@@ -339,7 +349,8 @@ class RedisStore:
         out = await retry_stale(self._redis, lambda: self._touch(keys=redis_keys, args=args))
         if out[0] == Status.TTL_NOT_ALLOWED:
             raise TtlNotAllowed(int(out[1]) - 1, KIND_BY_TAG[out[2].decode()])
-        return int(out[1])
+        expires = int(out[3])
+        return int(out[1]), {member.decode(): expires for member in out[2]}
 
     async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> tuple[int, list[str]]:
         """Delete keys; returns how many existed and the collection members of deleted files."""

@@ -2,8 +2,9 @@
 -- KEYS[1] index, KEYS[2] version counter, KEYS[3..] value keys.
 -- ARGV[1] ttl ms, ARGV[2] kind letters whose cap allows this ttl,
 -- ARGV[3..] names (ARGV[i] is the name of KEYS[i]).
--- Returns {OK, touched} | {TTL_NOT_ALLOWED, i, kind} (key i's kind does not allow
--- the ttl).
+-- Returns {OK, touched, files, expires} where files lists '<object>\t<value key>' of the
+-- files touched (their collection entries follow the new expiry)
+-- | {TTL_NOT_ALLOWED, i, kind} (key i's kind does not allow the ttl).
 -- Touch works over maxmemory (so tenants can shorten TTLs to free space): it
 -- grows nothing, each record is rewritten at its own length, and its first
 -- write is PEXPIREAT, which Redis does not refuse over maxmemory.
@@ -20,14 +21,16 @@ for i = 3, #KEYS do
 end
 local exp = now + tonumber(ARGV[1])
 local touched = 0
+local files = {}
 for i = 3, #KEYS do
   if found[i] then
     local kind, ver, _, payload = parse(found[i])
     redis.call('PEXPIREAT', KEYS[i], exp)
     redis.call('SET', KEYS[i], record(kind, ver, exp, payload), 'PXAT', exp)
     redis.call('ZADD', idx, exp, ARGV[i])
+    if kind == 'f' then files[#files + 1] = blob_of(found[i]) .. '\t' .. KEYS[i] end
     touched = touched + 1
   end
 end
 if touched > 0 then extend(idx, seq, now, exp) end
-return {OK, touched}
+return {OK, touched, files, exp}

@@ -393,3 +393,17 @@ def test_spool_files_of_a_killed_server_go_at_the_next_start(
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
+
+
+def test_a_request_message_over_the_cap_is_refused_by_grpc(caps_server: Any) -> None:
+    server = caps_server(max_message_bytes=512 * 1024)
+    key = server.create_key("acme")
+    with grpc.insecure_channel(server.address) as channel:
+        get = channel.unary_unary("/sessionmemory.v1.MemoryService/Get")
+        with pytest.raises(grpc.RpcError) as info:
+            get(b"\x0a\x80\x80\x24" + b"x" * (576 * 1024), timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with MemoryClient(server.address, api_key=key, timeout=5) as client:
+        memory = client.session("big")
+        memory.set_file("f", b"x" * (300 * 1024), ttl=60, mime="text/plain")  # 256 KiB chunks
+        assert memory.get_file("f").to_raw() == b"x" * (300 * 1024)

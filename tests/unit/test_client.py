@@ -259,3 +259,11 @@ def test_presigned_urls_use_the_public_endpoint() -> None:
         store.close()
     assert url.startswith("https://files.example.com/bkt/files/acme/x?")
     assert "X-Amz-Expires=60" in url
+
+
+def test_set_file_splits_large_chunks_of_an_iterator() -> None:
+    from sessionmemory._convert import CHUNK_SIZE, file_source
+
+    source = file_source(iter([b"a" * (CHUNK_SIZE * 2 + 5), b"b" * 10]))
+    sizes = [len(c) for c in source.chunks()]
+    assert sizes == [CHUNK_SIZE, CHUNK_SIZE, 5, 10]

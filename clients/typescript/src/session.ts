@@ -95,14 +95,18 @@ function coerce(value: unknown, kind: string, fallback: unknown, key: string): u
   }
 }
 
+function* pieces(bytes: Uint8Array): Iterable<Uint8Array> {
+  for (let i = 0; i < bytes.length; i += CHUNK) yield bytes.subarray(i, i + CHUNK);
+}
+
 async function* chunksOf(data: FileData): AsyncIterable<Uint8Array> {
   if (typeof data === "string" || data instanceof Uint8Array) {
-    const bytes = typeof data === "string" ? Buffer.from(data, "base64") : data;
-    for (let i = 0; i < bytes.length; i += CHUNK) yield bytes.subarray(i, i + CHUNK);
+    yield* pieces(typeof data === "string" ? Buffer.from(data, "base64") : data);
     return;
   }
+  // A stream's chunks are split to ours: the server caps one message's size.
   for await (const chunk of data as AsyncIterable<Uint8Array | string>) {
-    yield typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+    yield* pieces(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
   }
 }
 

@@ -99,6 +99,9 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 1),
         ("grpc.http2.bdp_probe", 0),
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # What a call may hold before it is even authenticated: grpc buffers a
+        # request message whole, so a call that never sends its last byte pins it.
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_connection_idle_ms", _ms(settings.max_connection_idle_seconds)),
         ("grpc.max_connection_age_ms", _ms(settings.max_connection_age_seconds)),
         ("grpc.max_connection_age_grace_ms", _ms(settings.max_connection_age_grace_seconds)),

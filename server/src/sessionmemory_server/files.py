@@ -122,7 +122,12 @@ def _too_large(actual: int, field: str) -> DomainError:
 
 
 def upload_request(h: FileHeaderSpec, ttl: int) -> RequestId | None:
-    """The upload id bound to the whole header, kept as long as the file lives."""
+    """The upload id bound to the whole header, remembered as long as a request id.
+
+    Not as long as the file: a retry comes within minutes, and clients that set
+    an id on every upload would otherwise keep a record per upload for a week,
+    beyond the reach of Delete and Clear.
+    """
     if not h.upload_id:
         return None
     fingerprint = core.request_fingerprint(
@@ -134,7 +139,7 @@ def upload_request(h: FileHeaderSpec, ttl: int) -> RequestId | None:
         h.sha256.lower(),
         "" if h.if_version is None else str(h.if_version),
     )
-    return RequestId(h.upload_id, fingerprint, ttl * 1000)
+    return RequestId(h.upload_id, fingerprint, LIMITS.request_id_window_seconds * 1000)
 
 
 def check_header(h: FileHeaderSpec) -> int:

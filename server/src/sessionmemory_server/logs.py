@@ -41,6 +41,9 @@ def setup(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # urllib3 warns once per discarded pooled connection, which a burst of
+    # ReadFile calls from any tenant causes at will: errors only.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 class EventCounter:

@@ -523,7 +523,18 @@ def file_source(data: FileData, chunk_size: int = CHUNK_SIZE) -> FileSource:
 
         return FileSource(from_stream, None, "", False)
     chunks = iter(data)
-    return FileSource(lambda: chunks, None, "", False)
+
+    def pieces() -> Iterator[bytes]:
+        # Larger chunks than ours are split: the server caps one message's size.
+        for chunk in chunks:
+            if len(chunk) <= chunk_size:
+                yield bytes(chunk)
+            else:
+                view = memoryview(chunk)
+                for start in range(0, len(view), chunk_size):
+                    yield bytes(view[start : start + chunk_size])
+
+    return FileSource(pieces, None, "", False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,9 @@ class BlobStore:
     ) -> None:
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            maxsize=threads * 2 + 2,
+            # Each streaming ReadFile holds a connection until it ends; above this
+            # many at once urllib3 opens and discards extra ones (and says so).
+            maxsize=threads * 2 + 64,
             retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=(500, 502, 503)),
         )
         self._client = Minio(

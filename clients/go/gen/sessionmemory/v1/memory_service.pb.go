@@ -1382,7 +1382,7 @@ type FileHeader struct {
 	Sha256 string `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// Optional. Up to 128 printable characters chosen by the client, scoped
 	// to the session. A retry with the upload id of an upload that already
-	// committed (within the file's TTL) and the same header returns that
+	// committed (within 10 minutes) and the same header returns that
 	// upload's FileInfo and stores nothing; the same id with a different header
 	// (key, MIME type, TTL, size, sha256 or if_version) is refused with
 	// REQUEST_ID_REUSED and stores nothing.

@@ -132,8 +132,10 @@ const (
 	// FAILED_PRECONDITION. GetFile or ReadFile named a key that holds another
 	// kind of value. Metadata: key, kind.
 	ErrorReason_NOT_A_FILE ErrorReason = 31
-	// NOT_FOUND. ReadFile named a key that does not exist or has expired.
-	// Metadata: key.
+	// NOT_FOUND. ReadFile named a key that does not exist or has expired, or
+	// the file was deleted or replaced while ReadFile was streaming it (the
+	// stream then ends early with this status; read the key again). Metadata:
+	// key, and version (of the file being read) in the second case.
 	ErrorReason_FILE_NOT_FOUND ErrorReason = 32
 	// INVALID_ARGUMENT. ReadFile's offset or limit is negative. Metadata: field.
 	ErrorReason_INVALID_RANGE ErrorReason = 33

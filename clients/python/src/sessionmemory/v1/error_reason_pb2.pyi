@@ -149,8 +149,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     kind of value. Metadata: key, kind.
     """
     FILE_NOT_FOUND: _ErrorReason.ValueType  # 32
-    """NOT_FOUND. ReadFile named a key that does not exist or has expired.
-    Metadata: key.
+    """NOT_FOUND. ReadFile named a key that does not exist or has expired, or
+    the file was deleted or replaced while ReadFile was streaming it (the
+    stream then ends early with this status; read the key again). Metadata:
+    key, and version (of the file being read) in the second case.
     """
     INVALID_RANGE: _ErrorReason.ValueType  # 33
     """INVALID_ARGUMENT. ReadFile's offset or limit is negative. Metadata: field."""
@@ -333,8 +335,10 @@ NOT_A_FILE: ErrorReason.ValueType  # 31
 kind of value. Metadata: key, kind.
 """
 FILE_NOT_FOUND: ErrorReason.ValueType  # 32
-"""NOT_FOUND. ReadFile named a key that does not exist or has expired.
-Metadata: key.
+"""NOT_FOUND. ReadFile named a key that does not exist or has expired, or
+the file was deleted or replaced while ReadFile was streaming it (the
+stream then ends early with this status; read the key again). Metadata:
+key, and version (of the file being read) in the second case.
 """
 INVALID_RANGE: ErrorReason.ValueType  # 33
 """INVALID_ARGUMENT. ReadFile's offset or limit is negative. Metadata: field."""

@@ -285,8 +285,10 @@ export enum ErrorReason {
   NOT_A_FILE = 31,
 
   /**
-   * NOT_FOUND. ReadFile named a key that does not exist or has expired.
-   * Metadata: key.
+   * NOT_FOUND. ReadFile named a key that does not exist or has expired, or
+   * the file was deleted or replaced while ReadFile was streaming it (the
+   * stream then ends early with this status; read the key again). Metadata:
+   * key, and version (of the file being read) in the second case.
    *
    * @generated from enum value: FILE_NOT_FOUND = 32;
    */

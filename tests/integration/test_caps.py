@@ -407,3 +407,20 @@ def test_a_request_message_over_the_cap_is_refused_by_grpc(caps_server: Any) -> 
         memory = client.session("big")
         memory.set_file("f", b"x" * (300 * 1024), ttl=60, mime="text/plain")  # 256 KiB chunks
         assert memory.get_file("f").to_raw() == b"x" * (300 * 1024)
+
+
+def test_calls_in_flight_are_capped_per_process(caps_server: Any, tmp_path: Path) -> None:
+    server = caps_server(max_calls_in_flight=2)
+    release = threading.Event()
+    with client_of(server) as client:
+        memory = client.session(f"caps-{uuid.uuid4().hex}")
+        try:
+            held = [Held(memory, f"f{i}", release) for i in range(2)]
+            assert wait_until(lambda: len(spool_files(tmp_path)) == 2)
+            with pytest.raises(LimitExceededError) as info:
+                memory.get("k")
+            assert info.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            release.set()
+        assert [h.size() for h in held] == [MIB + KIB] * 2
+        assert memory.get("k") is None

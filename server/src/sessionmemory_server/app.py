@@ -147,7 +147,11 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         client,
         cache_seconds=settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache,
     )
-    server = grpc.aio.server(options=server_options(settings))
+    # The one bound on what calls hold before they are authenticated (a request
+    # message is buffered whole, up to max_message_bytes): calls in flight.
+    server = grpc.aio.server(
+        options=server_options(settings), maximum_concurrent_rpcs=settings.max_calls_in_flight
+    )
     store = RedisStore(client, bucket=settings.s3_bucket)
     blobs = blob_store(settings)
     collector = Collector(

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # UNAVAILABLE) streams that race past the cap while earlier ones are still
     # closing, so a cap near a client's real concurrency fails healthy calls; 100
     # failed 3-47 of 200 concurrent Gets on one channel.
+    max_calls_in_flight: int = Field(
+        512,
+        ge=1,
+        description="calls (of any kind) in progress per process; more get RESOURCE_EXHAUSTED",
+    )
     max_message_bytes: int = Field(
         2 * 1024 * 1024,
         ge=64 * 1024,

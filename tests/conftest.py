@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -62,6 +63,22 @@ def start_server(redis_url: str, s3: EmbeddedS3, **overrides: Any) -> ServerThre
         "upload_idle_seconds": 2.0,
     }
     return ServerThread(stack_settings(redis_url, s3, **{**fast_failing, **overrides}))
+
+
+def cli_env(redis_url: str, s3: EmbeddedS3, address: str, **settings: object) -> dict[str, str]:
+    """Environment of a `session-memory serve` process over the test Redis and S3."""
+    env = {
+        **os.environ,
+        "SESSION_MEMORY_LISTEN": address,
+        "SESSION_MEMORY_REDIS_URL": redis_url,
+        "SESSION_MEMORY_S3_ENDPOINT": s3.endpoint,
+        "SESSION_MEMORY_S3_ACCESS_KEY": s3.access_key,
+        "SESSION_MEMORY_S3_SECRET_KEY": s3.secret_key,
+        "SESSION_MEMORY_S3_BUCKET": "test-bucket",
+        "SESSION_MEMORY_LOG_LEVEL": "WARNING",
+    }
+    env.update((f"SESSION_MEMORY_{k.upper()}", str(v)) for k, v in settings.items())
+    return env
 
 
 def serve_cli(env: dict[str, str]) -> subprocess.Popen[bytes]:

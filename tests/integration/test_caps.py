@@ -22,7 +22,7 @@ from sessionmemory import DeadlineExceededError, LimitExceededError, MemoryClien
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
 
-from ..conftest import ServerThread, serve_cli, start_server
+from ..conftest import ServerThread, cli_env, serve_cli, start_server
 
 MIB = 1024 * 1024
 KIB = 1024
@@ -347,17 +347,7 @@ def test_spool_files_of_a_killed_server_go_at_the_next_start(
 ) -> None:
     live = caps_server()  # shares the spool directory and keeps uploading
     address = f"127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "SESSION_MEMORY_LISTEN": address,
-        "SESSION_MEMORY_REDIS_URL": redis_server.url,
-        "SESSION_MEMORY_S3_ENDPOINT": s3_server.endpoint,
-        "SESSION_MEMORY_S3_ACCESS_KEY": s3_server.access_key,
-        "SESSION_MEMORY_S3_SECRET_KEY": s3_server.secret_key,
-        "SESSION_MEMORY_S3_BUCKET": "test-bucket",
-        "SESSION_MEMORY_SPOOL_DIR": str(tmp_path),
-        "SESSION_MEMORY_LOG_LEVEL": "WARNING",
-    }
+    env = cli_env(redis_server.url, s3_server, address, spool_dir=tmp_path)
     release = threading.Event()
     procs = [serve_cli(env)]
     killed_pid = procs[0].pid

@@ -4,7 +4,6 @@ zero orphan objects and zero file records pointing at a missing object."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -17,7 +16,7 @@ from minio import Minio
 from sessionmemory import MemoryClient
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
 
-from ..conftest import serve_cli
+from ..conftest import cli_env, serve_cli
 
 MIB = 1024 * 1024
 INTERVAL = 1.0
@@ -44,18 +43,9 @@ def test_sigkill_mid_uploads_leaves_no_orphans_and_no_dangling(
     run = f"crash-{uuid.uuid4().hex[:8]}"
     bucket = run
     address = f"127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "SESSION_MEMORY_LISTEN": address,
-        "SESSION_MEMORY_REDIS_URL": redis_server.url,
-        "SESSION_MEMORY_S3_ENDPOINT": s3_server.endpoint,
-        "SESSION_MEMORY_S3_ACCESS_KEY": s3_server.access_key,
-        "SESSION_MEMORY_S3_SECRET_KEY": s3_server.secret_key,
-        "SESSION_MEMORY_S3_BUCKET": bucket,
-        "SESSION_MEMORY_COLLECT_INTERVAL_SECONDS": str(INTERVAL),
-        "SESSION_MEMORY_RELEASE_GRACE_SECONDS": "0",
-        "SESSION_MEMORY_LOG_LEVEL": "WARNING",
-    }
+    env = cli_env(
+        redis_server.url, s3_server, address, s3_bucket=bucket, collect_interval_seconds=INTERVAL
+    )
     proc = serve_cli(env)
     outcomes: list[str] = []
 

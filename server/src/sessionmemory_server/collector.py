@@ -169,6 +169,7 @@ class Collector:
             log.warning("could not update released entries", extra={"error": repr(exc)})
 
     async def _drop_twice(self, name: str, member: str) -> None:
+        """Delete now, and again a lease later (a late write may recreate it)."""
         await self._blobs.delete(name)
         await self._store.gc_replace(member, f"{member}\tswept", _now_ms() + self._lease_ms)
 
@@ -216,8 +217,7 @@ class Collector:
                 return 0
             # A lapsed upload lease: its writer may have died with a request to the
             # store still in flight, so look once more a lease from now.
-            await self._blobs.delete(name)
-            await self._store.gc_replace(member, f"{member}\tswept", _now_ms() + self._lease_ms)
+            await self._drop_twice(name, member)
             return 1
         await self._drop(name, member)
         return 1

@@ -196,6 +196,7 @@ class RedisStore:
         self._write: AsyncScript = client.register_script(_script("write"))
         self._incr: AsyncScript = client.register_script(_script("incr"))
         self._touch: AsyncScript = client.register_script(_script("touch"))
+        self._request: AsyncScript = client.register_script(_script("request"))
         self._delete: AsyncScript = client.register_script(_script("delete"))
         self._list: AsyncScript = client.register_script(_script("list"))
         self._clear: AsyncScript = client.register_script(_script("clear"))
@@ -281,14 +282,14 @@ class RedisStore:
         Raises:
             RequestIdReused: the id was used for another call.
         """
-        name = self.prefix(tenant, session) + "r:" + request.value
-        raw = cast(bytes | None, await retry_stale(self._redis, lambda: self._redis.get(name)))
-        if raw is None:
-            return None
-        fingerprint, _, result = raw.partition(b"|")
-        if fingerprint.decode() != request.fingerprint:
+        keys = [self.prefix(tenant, session) + "r:" + request.value]
+        args = [request.fingerprint]
+        out = await retry_stale(self._redis, lambda: self._request(keys=keys, args=args))
+        if out[0] == Status.REPLAYED:
+            return _decode(key, out[1])
+        if out[0] == Status.REQUEST_ID_REUSED:
             raise RequestIdReused
-        return _decode(key, result)
+        return None
 
     async def increment(
         self,

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
@@ -63,6 +64,16 @@ def start_server(redis_url: str, s3: EmbeddedS3, **overrides: Any) -> ServerThre
         "upload_idle_seconds": 2.0,
     }
     return ServerThread(stack_settings(redis_url, s3, **{**fast_failing, **overrides}))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
 
 
 def cli_env(redis_url: str, s3: EmbeddedS3, address: str, **settings: object) -> dict[str, str]:

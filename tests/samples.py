@@ -62,3 +62,9 @@ SAMPLES: dict[str, bytes] = {
 }
 
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48 + b"PE\x00\x00"
+
+
+def pdf_of(size: int) -> bytes:
+    """A PDF (by its magic bytes) of exactly ``size`` bytes."""
+    head = b"%PDF-1.4\n"
+    return head + b"x" * (size - len(head))

@@ -22,27 +22,14 @@ from sessionmemory import DeadlineExceededError, LimitExceededError, MemoryClien
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
 
-from ..conftest import ServerThread, cli_env, serve_cli, start_server
+from ..conftest import ServerThread, cli_env, serve_cli, start_server, wait_until
+from ..samples import pdf_of
 
 MIB = 1024 * 1024
 KIB = 1024
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 SETTINGS, PING, GOAWAY = 0x4, 0x6, 0x7
 SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
-
-
-def pdf_of(size: int) -> bytes:
-    head = b"%PDF-1.4\n"
-    return head + b"x" * (size - len(head))
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def spool_files(spool_dir: Path) -> list[Path]:

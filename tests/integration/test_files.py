@@ -36,17 +36,12 @@ from sessionmemory_server.core import Kind, Write
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
 from sessionmemory_server.stores.redis_store import RedisStore
 
-from ..conftest import ServerThread, start_server
-from ..samples import EXE, SAMPLES
+from ..conftest import ServerThread, start_server, wait_until
+from ..samples import EXE, SAMPLES, pdf_of
 
 MIB = 1024 * 1024
 LIMIT = 10 * MIB
 WEEK = 604_800
-
-
-def pdf_of(size: int) -> bytes:
-    head = b"%PDF-1.4\n"
-    return head + b"x" * (size - len(head))
 
 
 @pytest.fixture
@@ -62,15 +57,6 @@ def memory(client: MemoryClient) -> Any:
 
 def objects(server: ServerThread) -> set[str]:
     return set(server.run(server.built.blobs.names("files/")))
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def http_get(url: str) -> bytes:

@@ -87,36 +87,62 @@ func (c *Client) Raw() pb.MemoryServiceClient { return c.stub }
 // Session is a handle on one conversation's memory. It does no I/O.
 func (c *Client) Session(id string) *Session { return &Session{c: c, id: id} }
 
-// call runs f with the API key and a deadline, retrying UNAVAILABLE with backoff
-// when the call is idempotent.
+// call runs f for a session: it refuses without a session id or API key, then
+// behaves as invoke.
 func call[T any](ctx context.Context, s *Session, idempotent bool, timeout time.Duration,
 	f func(context.Context) (T, error)) (T, error) {
-	var zero T
 	if !s.Available() {
-		return zero, &Error{Code: codes.FailedPrecondition, Reason: ErrMemoryUnavailable.Reason,
-			Message: "memory is unavailable: the session id or the API key is missing"}
+		var zero T
+		return zero, unavailable("the session id or the API key is missing")
+	}
+	return invoke(ctx, s.c, idempotent, timeout, f)
+}
+
+func unavailable(why string) *Error {
+	return &Error{Code: codes.FailedPrecondition, Reason: ErrMemoryUnavailable.Reason,
+		Message: "memory is unavailable: " + why}
+}
+
+// authorized adds the API key to ctx.
+func (c *Client) authorized(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.apiKey)
+}
+
+// backoff is the delay before retry number attempt (1-based): 50 ms doubling,
+// at most limit, with jitter, and never less than the server's RetryInfo.
+func backoff(attempt int, limit time.Duration, e *Error) time.Duration {
+	base := float64(50*time.Millisecond) * float64(int64(1)<<min(attempt-1, 20))
+	delay := time.Duration(min(base, float64(limit)) * (0.5 + rand.Float64()))
+	return max(delay, e.RetryAfter)
+}
+
+// invoke runs f with the API key and a deadline, retrying UNAVAILABLE with
+// backoff when the call is idempotent.
+func invoke[T any](ctx context.Context, c *Client, idempotent bool, timeout time.Duration,
+	f func(context.Context) (T, error)) (T, error) {
+	var zero T
+	if c.apiKey == "" {
+		return zero, unavailable("the API key is missing")
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.c.apiKey)
+	ctx = c.authorized(ctx)
 	for attempt := 1; ; attempt++ {
 		out, err := f(ctx)
 		if err == nil {
 			return out, nil
 		}
 		e := fromGRPC(err)
-		if !idempotent || e.Code != codes.Unavailable || attempt >= s.c.maxAttempts {
+		if !idempotent || e.Code != codes.Unavailable || attempt >= c.maxAttempts {
 			return zero, e
 		}
-		delay := time.Duration(float64(50*time.Millisecond) * float64(int(1)<<(attempt-1)) * (0.5 + rand.Float64()))
-		delay = max(delay, e.RetryAfter)
 		select {
 		case <-ctx.Done():
 			return zero, e
-		case <-time.After(delay):
+		case <-time.After(backoff(attempt, time.Hour, e)):
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,19 +12,27 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	sm "github.com/session-memory/session-memory/clients/go"
+	pb "github.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1"
 )
 
 var stack struct {
@@ -74,7 +83,22 @@ func newClient(t *testing.T, key string) *sm.Client {
 }
 
 func fresh(t *testing.T) *sm.Session {
-	return newClient(t, stack.APIKey).Session(fmt.Sprintf("go-%s-%d", t.Name(), time.Now().UnixNano()))
+	_, memory := freshWithClient(t)
+	return memory
+}
+
+func freshWithClient(t *testing.T) (*sm.Client, *sm.Session) {
+	c := newClient(t, stack.APIKey)
+	return c, c.Session(sessionID(t))
+}
+
+func sessionID(t *testing.T) string { return fmt.Sprintf("go-%s-%d", t.Name(), time.Now().UnixNano()) }
+
+// schemaName is a tenant-wide schema name unique to this run.
+func schemaName(base string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return base + "_" + hex.EncodeToString(b)
 }
 
 func TestSeedFlows(t *testing.T) {
@@ -195,6 +219,417 @@ func TestFiles(t *testing.T) {
 	}
 }
 
+// --- structured memory ---------------------------------------------------------
+
+// agentSchema is the agent-framework example: a user, the conversation and an order.
+func agentSchema() map[string]any {
+	return map[string]any{
+		"type": "object",
+		"properties": map[string]any{
+			"user": map[string]any{"type": "object", "required": []any{"name"},
+				"properties": map[string]any{"name": map[string]any{"type": "string"}, "email": map[string]any{"type": "string"}}},
+			"conversation": map[string]any{"type": "object", "properties": map[string]any{
+				"turns": map[string]any{"type": "integer", "minimum": 0},
+				"topic": map[string]any{"type": "string", "default": "general"}}},
+			"order": map[string]any{"type": "object", "required": []any{"id", "status"}, "properties": map[string]any{
+				"id":             map[string]any{"type": "string"},
+				"status":         map[string]any{"enum": []any{"pending", "shipped", "delivered"}},
+				"trackingNumber": map[string]any{"type": "string"}}},
+		},
+		"required":             []any{"user"},
+		"additionalProperties": false,
+	}
+}
+
+// AgentMemory is what the agent reads back.
+type AgentMemory struct {
+	User struct {
+		Name  string `json:"name"`
+		Email string `json:"email,omitempty"`
+	} `json:"user"`
+	Conversation struct {
+		Turns int    `json:"turns"`
+		Topic string `json:"topic"`
+	} `json:"conversation"`
+	Order *struct {
+		ID             string `json:"id"`
+		Status         string `json:"status"`
+		TrackingNumber string `json:"trackingNumber,omitempty"`
+	} `json:"order,omitempty"`
+}
+
+func TestAgentFrameworkFlow(t *testing.T) {
+	ctx := context.Background()
+	client, memory := freshWithClient(t)
+	schema := schemaName("support_agent")
+	if _, err := client.PutSchema(ctx, schema, agentSchema()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = client.DeleteSchema(context.Background(), schema) })
+
+	// The trigger initializes the memory and binds the schema.
+	rev, err := memory.Update(ctx, map[string]any{
+		"user":         map[string]any{"name": "Ada"},
+		"conversation": map[string]any{"turns": 1},
+		"order":        map[string]any{"id": "ORD-123", "status": "pending"},
+	}, time.Hour, sm.WithSchema(schema))
+	if err != nil || rev <= 0 {
+		t.Fatalf("rev = %d, %v", rev, err)
+	}
+	// A tool merges order.status.
+	toolRev, err := memory.Update(ctx, map[string]any{"order": map[string]any{"status": "shipped"}}, time.Hour)
+	if err != nil || toolRev <= rev {
+		t.Fatalf("rev = %d after %d, %v", toolRev, rev, err)
+	}
+	// A tool result the schema refuses changes nothing.
+	_, err = memory.Update(ctx, map[string]any{"order": map[string]any{"status": "lost"}}, time.Hour)
+	var e *sm.Error
+	if !errors.Is(err, sm.ErrSchemaViolation) || !errors.As(err, &e) || e.Code != codes.InvalidArgument ||
+		e.Metadata["pointer"] != "/order/status" || e.Metadata["keyword"] != "enum" || e.Metadata["schema"] != schema {
+		t.Fatalf("err = %#v", err)
+	}
+	// The key/value API cannot make the document invalid either.
+	if _, err := memory.Set(ctx, "unexpected", "x", sm.TTL(time.Hour)); !errors.Is(err, sm.ErrSchemaViolation) {
+		t.Fatalf("Set on a bound session: %v", err)
+	}
+	// A webhook, outside the agent, merges order.trackingNumber.
+	outside := newClient(t, stack.APIKey)
+	hookRev, err := outside.UpdateMemory(ctx, memory.ID(), map[string]any{"order": map[string]any{"trackingNumber": "1Z999"}}, time.Hour)
+	if err != nil || hookRev <= toolRev {
+		t.Fatalf("rev = %d after %d, %v", hookRev, toolRev, err)
+	}
+	// The agent reads the merged document, with the schema's defaults.
+	mem, docRev, err := sm.DocumentAs[AgentMemory](ctx, memory)
+	if err != nil || docRev != hookRev {
+		t.Fatalf("revision %d, want %d: %v", docRev, hookRev, err)
+	}
+	if mem.User.Name != "Ada" || mem.Conversation.Turns != 1 || mem.Conversation.Topic != "general" || mem.Order == nil ||
+		mem.Order.ID != "ORD-123" || mem.Order.Status != "shipped" || mem.Order.TrackingNumber != "1Z999" {
+		t.Fatalf("memory = %+v (order %+v)", mem, mem.Order)
+	}
+	doc, err := memory.Document(ctx)
+	if err != nil || doc.Schema != schema || !reflect.DeepEqual(doc.Defaulted, []string{"conversation.topic"}) {
+		t.Fatalf("doc = %+v, %v", doc, err)
+	}
+	stored, err := memory.Document(ctx, sm.OmitDefaults())
+	if err != nil || len(stored.Defaulted) != 0 || stored.Fields["conversation"].(map[string]any)["topic"] != nil {
+		t.Fatalf("stored = %+v, %v", stored, err)
+	}
+	// A stale revision is refused; the current one is accepted.
+	if _, err := memory.Update(ctx, map[string]any{"conversation": map[string]any{"turns": 2}}, time.Hour,
+		sm.IfRevision(toolRev)); !errors.Is(err, sm.ErrRevisionMismatch) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := memory.Update(ctx, map[string]any{"conversation": map[string]any{"turns": 2}}, time.Hour,
+		sm.IfRevision(doc.Revision)); err != nil {
+		t.Fatal(err)
+	}
+	// Another schema than the bound one is refused.
+	other := schemaName("other")
+	if _, err := client.PutSchema(ctx, other, map[string]any{"type": "object"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = client.DeleteSchema(context.Background(), other) })
+	if _, err := memory.Update(ctx, map[string]any{"user": map[string]any{"name": "Bo"}}, time.Hour,
+		sm.WithSchema(other)); !errors.Is(err, sm.ErrSchemaMismatch) {
+		t.Fatalf("err = %v", err)
+	}
+	// An update from outside never revives an ended (or never started) conversation.
+	ended := outside.Session(sessionID(t) + "-ended")
+	if _, err := outside.UpdateMemory(ctx, ended.ID(), map[string]any{"order": map[string]any{"status": "shipped"}},
+		time.Hour); !errors.Is(err, sm.ErrSessionNotFound) || !errors.As(err, &e) || e.Code != codes.NotFound {
+		t.Fatalf("err = %v", err)
+	}
+	if doc, err := ended.Document(ctx); err != nil || len(doc.Fields) != 0 {
+		t.Fatalf("doc = %+v, %v", doc, err)
+	}
+}
+
+func TestWorkflowPathRead(t *testing.T) {
+	ctx := context.Background()
+	memory := fresh(t)
+	lastOrder := map[string]any{"id": "ORD-123", "status": "on the way", "items": []any{map[string]any{"name": "tea", "qty": 2}}}
+	if _, err := memory.SetJSON(ctx, "lastOrder", lastOrder, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if status, err := memory.GetString(ctx, "lastOrder.status", ""); err != nil || status != "on the way" {
+		t.Fatalf("status = %q, %v", status, err)
+	}
+	if qty, err := memory.GetNumber(ctx, "lastOrder.items.0.qty", 0); err != nil || qty != 2 {
+		t.Fatalf("qty = %v, %v", qty, err)
+	}
+	e, err := memory.Get(ctx, "lastOrder.items.0")
+	if err != nil || e == nil || e.Key != "lastOrder.items.0" || e.Kind != "json" || string(e.Value.(json.RawMessage)) != `{"name":"tea","qty":2}` {
+		t.Fatalf("entry = %+v, %v", e, err)
+	}
+	if missing, err := memory.GetString(ctx, "lastOrder.carrier", "unknown"); err != nil || missing != "unknown" {
+		t.Fatalf("missing = %q, %v", missing, err)
+	}
+	many, err := memory.GetMany(ctx, "lastOrder.id", "lastOrder.items.0.name", "lastOrder.nothing")
+	if err != nil || !reflect.DeepEqual(many, map[string]any{"lastOrder.id": "ORD-123", "lastOrder.items.0.name": "tea"}) {
+		t.Fatalf("many = %v, %v", many, err)
+	}
+	doc, err := memory.Document(ctx, sm.Paths("lastOrder.status", "lastOrder.nothing"))
+	if err != nil || !reflect.DeepEqual(doc.Fields, map[string]any{"lastOrder": map[string]any{"status": "on the way"}}) {
+		t.Fatalf("doc = %+v, %v", doc, err)
+	}
+	if _, err := memory.Get(ctx, "lastOrder..status"); !errors.Is(err, sm.ErrInvalidPath) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSchemas(t *testing.T) {
+	ctx := context.Background()
+	client, memory := freshWithClient(t)
+	name := schemaName("crud")
+	t.Cleanup(func() { _, _ = client.DeleteSchema(context.Background(), name) })
+	first, err := client.PutSchema(ctx, name, map[string]any{"type": "object"})
+	if err != nil || first.Name != name || first.Version < 1 || first.SizeBytes != int64(len(`{"type":"object"}`)) ||
+		time.Since(first.UpdatedAt) > time.Minute {
+		t.Fatalf("info = %+v, %v", first, err)
+	}
+	second, err := client.PutSchema(ctx, name, json.RawMessage(`{"type": "object", "properties": {"step": {"type": "string"}}}`))
+	if err != nil || second.Version <= first.Version {
+		t.Fatalf("info = %+v, %v", second, err)
+	}
+	got, err := client.GetSchema(ctx, name)
+	var text any
+	if err == nil {
+		err = json.Unmarshal(got.JSON, &text)
+	}
+	want := map[string]any{"type": "object", "properties": map[string]any{"step": map[string]any{"type": "string"}}}
+	if err != nil || got.Name != name || got.Version != second.Version || !reflect.DeepEqual(text, want) {
+		t.Fatalf("schema = %+v, %v", got, err)
+	}
+	all, err := client.ListSchemas(ctx)
+	if err != nil || !slices.ContainsFunc(all, func(s sm.SchemaInfo) bool { return s.Name == name && s.Version == second.Version }) {
+		t.Fatalf("list = %+v, %v", all, err)
+	}
+	if !slices.IsSortedFunc(all, func(a, b sm.SchemaInfo) int { return strings.Compare(a.Name, b.Name) }) {
+		t.Fatalf("list is not sorted: %+v", all)
+	}
+	// Schemas are the tenant's own.
+	if _, err := newClient(t, stack.OtherAPIKey).GetSchema(ctx, name); !errors.Is(err, sm.ErrSchemaNotFound) {
+		t.Fatalf("other tenant: %v", err)
+	}
+
+	// Binding validates the current document; "" unbinds.
+	if _, err := memory.Set(ctx, "step", 3, sm.TTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := memory.BindSchema(ctx, name); !errors.Is(err, sm.ErrSchemaViolation) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := memory.Set(ctx, "step", "start", sm.TTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if rev, err := memory.BindSchema(ctx, name); err != nil || rev <= 0 {
+		t.Fatalf("rev = %d, %v", rev, err)
+	}
+	if _, err := memory.Set(ctx, "step", 4, sm.TTL(time.Hour)); !errors.Is(err, sm.ErrSchemaViolation) {
+		t.Fatalf("err = %v", err)
+	}
+	if doc, err := memory.Document(ctx); err != nil || doc.Schema != name {
+		t.Fatalf("doc = %+v, %v", doc, err)
+	}
+	if _, err := memory.BindSchema(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if doc, err := memory.Document(ctx); err != nil || doc.Schema != "" {
+		t.Fatalf("unbound doc = %+v, %v", doc, err)
+	}
+	if _, err := memory.Set(ctx, "step", 4, sm.TTL(time.Hour)); err != nil {
+		t.Fatalf("unbound: %v", err)
+	}
+	if _, err := memory.BindSchema(ctx, schemaName("missing")); !errors.Is(err, sm.ErrSchemaNotFound) {
+		t.Fatalf("err = %v", err)
+	}
+
+	// Bad schemas are refused.
+	for what, bad := range map[string]any{
+		"invalid":       map[string]any{"type": 12},
+		"remote ref":    map[string]any{"$ref": "https://example.com/schema.json"},
+		"too large":     map[string]any{"description": strings.Repeat("x", 70*1024)},
+		"backreference": map[string]any{"type": "string", "pattern": `(a)\1`},
+	} {
+		if _, err := client.PutSchema(ctx, schemaName("bad"), bad); !errors.Is(err, sm.ErrSchemaInvalid) {
+			t.Errorf("%s: err = %v", what, err)
+		}
+	}
+	_, err = client.PutSchema(ctx, schemaName("bad"), []byte(`{"type":`))
+	if !errors.Is(err, sm.ErrSchemaInvalid) && !errors.Is(err, sm.ErrInvalidJSON) {
+		t.Errorf("not JSON: err = %v", err)
+	}
+
+	if deleted, err := client.DeleteSchema(ctx, name); err != nil || !deleted {
+		t.Fatalf("deleted = %v, %v", deleted, err)
+	}
+	if deleted, err := client.DeleteSchema(ctx, name); err != nil || deleted {
+		t.Fatalf("deleted again = %v, %v", deleted, err)
+	}
+	if _, err := client.GetSchema(ctx, name); !errors.Is(err, sm.ErrSchemaNotFound) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestWatchSeesChangesInOrder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	memory := fresh(t)
+	if _, err := memory.Set(ctx, "started", true, sm.TTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := memory.Document(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { // written while the watch runs (AfterRevision covers the start)
+		time.Sleep(100 * time.Millisecond)
+		_, _ = memory.Set(ctx, "step", "name", sm.TTL(time.Hour))
+		_, _ = memory.Update(ctx, map[string]any{"cart": map[string]any{"items": 1}}, time.Hour)
+		_, _ = memory.Delete(ctx, "step")
+	}()
+	var changes []sm.Change
+	for change, err := range memory.Watch(ctx, sm.AfterRevision(doc.Revision)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		changes = append(changes, change)
+		if len(changes) == 3 {
+			break
+		}
+	}
+	if len(changes) != 3 {
+		t.Fatalf("changes = %+v (ctx %v)", changes, ctx.Err())
+	}
+	set, patch, del := changes[0], changes[1], changes[2]
+	if set.Key != "step" || set.Operation != sm.OperationSet || set.Kind != "string" || set.Version <= 0 || set.ExpiresAt.IsZero() ||
+		patch.Key != "cart" || patch.Operation != sm.OperationSet || patch.Kind != "json" ||
+		del.Key != "step" || del.Operation != sm.OperationDelete || del.Kind != "" ||
+		!(doc.Revision < set.Revision && set.Revision < patch.Revision && patch.Revision < del.Revision) {
+		t.Fatalf("changes = %+v", changes)
+	}
+}
+
+// A session never written has revision 0: watching after it replays the
+// session's changes (none is gone), so reading the document of a new session
+// and then watching misses nothing.
+func TestWatchAfterRevisionZeroReplaysANewSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	memory := fresh(t)
+	doc, err := memory.Document(ctx)
+	if err != nil || doc.Revision != 0 {
+		t.Fatalf("doc = %+v, %v", doc, err)
+	}
+	if _, err := memory.Set(ctx, "a", 1, sm.TTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for change, err := range memory.Watch(ctx, sm.AfterRevision(doc.Revision)) {
+		if err != nil || change.Key != "a" || change.Operation != sm.OperationSet {
+			t.Fatalf("first change = %+v, %v", change, err)
+		}
+		break
+	}
+}
+
+// proxy forwards TCP connections to addr until cut closes the open ones.
+type proxy struct {
+	ln       net.Listener
+	mu       sync.Mutex
+	conns    []net.Conn
+	accepted int
+}
+
+func newProxy(t *testing.T, addr string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln}
+	t.Cleanup(func() { _ = ln.Close(); p.cut() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", addr)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.accepted++
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { _, _ = io.Copy(in, out); _ = in.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+func TestWatchResumesAfterADisconnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id := sessionID(t)
+	p := newProxy(t, stack.Address)
+	watcher, err := sm.New(p.ln.Addr().String(), sm.WithAPIKey(stack.APIKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	memory := newClient(t, stack.APIKey).Session(id)
+	if _, err := memory.Set(ctx, "started", true, sm.TTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := memory.Document(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := memory.Set(ctx, "a", 1, sm.TTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	var revisions []int64
+	for change, err := range watcher.Session(id).Watch(ctx, sm.AfterRevision(doc.Revision)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, change.Key)
+		revisions = append(revisions, change.Revision)
+		if change.Key == "a" { // drop the connection, then write while the watcher is away
+			p.cut()
+			for _, k := range []string{"b", "c"} {
+				if _, err := memory.Set(ctx, k, 1, sm.TTL(time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if change.Key == "c" {
+			break
+		}
+	}
+	if !reflect.DeepEqual(keys, []string{"a", "b", "c"}) || !slices.IsSorted(revisions) {
+		t.Fatalf("keys %v, revisions %v (ctx %v)", keys, revisions, ctx.Err())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.accepted < 2 {
+		t.Fatalf("the watcher connected %d times; it should have reconnected", p.accepted)
+	}
+}
+
 // --- shared vectors ------------------------------------------------------------
 
 type step struct {
@@ -260,7 +695,25 @@ func plain(v any) any {
 	return v
 }
 
-func run(ctx context.Context, memory *sm.Session, s step) (any, error) {
+// vectorCase is the state of one vectors case: its session, the per-case
+// suffix of schema names (schemas are tenant-wide) and the revision the latest
+// update or document step returned (for {"$revision": d}).
+type vectorCase struct {
+	client   *sm.Client
+	memory   *sm.Session
+	suffix   string
+	revision int64
+}
+
+func (vc *vectorCase) schema(name string) string {
+	if name == "" {
+		return ""
+	}
+	return name + vc.suffix
+}
+
+func (vc *vectorCase) run(ctx context.Context, s step) (any, error) {
+	memory := vc.memory
 	a := decode(s.Args).(map[string]any)
 	var opts []sm.WriteOption
 	if ttl, ok := a["ttl"].(float64); ok {
@@ -296,8 +749,79 @@ func run(ctx context.Context, memory *sm.Session, s step) (any, error) {
 	case "get_many":
 		m, err := memory.GetMany(ctx, strs(a["keys"])...)
 		return plain(map[string]any(m)), err
+	case "update":
+		req := &pb.PatchDocumentRequest{SessionId: memory.ID(), MustExist: a["must_exist"] == true}
+		var uopts []sm.UpdateOption
+		if name, ok := a["schema"].(string); ok {
+			req.Schema = vc.schema(name)
+			uopts = append(uopts, sm.WithSchema(req.Schema))
+		}
+		switch r := a["if_revision"].(type) {
+		case float64:
+			req.IfRevision = proto.Int64(int64(r))
+		case map[string]any:
+			req.IfRevision = proto.Int64(vc.revision + int64(r["$revision"].(float64)))
+		}
+		if req.IfRevision != nil {
+			uopts = append(uopts, sm.IfRevision(*req.IfRevision))
+		}
+		if req.MustExist {
+			uopts = append(uopts, sm.MustExist())
+		}
+		var rev int64
+		var err error
+		if ttl, ok := a["ttl"].(float64); ok {
+			rev, err = memory.Update(ctx, a["patch"], time.Duration(ttl)*time.Second, uopts...)
+		} else { // Update always sends its ttl; the raw stub shows the server's answer to none
+			rev, err = vc.rawUpdate(ctx, req, a["patch"])
+		}
+		if err == nil {
+			vc.revision = rev
+		}
+		return rev, err
+	case "document":
+		var dopts []sm.DocumentOption
+		if paths, ok := a["paths"]; ok {
+			dopts = append(dopts, sm.Paths(strs(paths)...))
+		}
+		if a["defaults"] == false {
+			dopts = append(dopts, sm.OmitDefaults())
+		}
+		doc, err := memory.Document(ctx, dopts...)
+		if err != nil {
+			return nil, err
+		}
+		vc.revision = doc.Revision
+		return doc.Fields, nil
+	case "put_schema":
+		return vc.client.PutSchema(ctx, vc.schema(a["name"].(string)), a["schema"])
+	case "bind_schema":
+		name, _ := a["name"].(string)
+		return memory.BindSchema(ctx, vc.schema(name))
 	}
 	return nil, fmt.Errorf("unknown op %s", s.Op)
+}
+
+// rawUpdate sends req (no ttl_seconds) with patch through the generated stub.
+func (vc *vectorCase) rawUpdate(ctx context.Context, req *pb.PatchDocumentRequest, patch any) (int64, error) {
+	text, err := json.Marshal(patch)
+	if err != nil {
+		return 0, err
+	}
+	req.MergePatch = string(text)
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+stack.APIKey)
+	r, err := vc.client.Raw().PatchDocument(ctx, req)
+	if err != nil {
+		st, _ := status.FromError(err)
+		e := &sm.Error{Code: st.Code(), Message: st.Message()}
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				e.Reason = info.GetReason()
+			}
+		}
+		return 0, e
+	}
+	return r.GetRevision(), nil
 }
 
 func TestVectors(t *testing.T) {
@@ -312,33 +836,37 @@ func TestVectors(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range cases {
-			t.Run(c.Name, func(t *testing.T) {
-				ctx := context.Background()
-				memory := fresh(t)
-				for i, s := range c.Steps {
-					expect := decode(s.Expect).(map[string]any)
-					result, err := run(ctx, memory, s)
-					if want, ok := expect["error"]; ok {
-						var e *sm.Error
-						if !errors.As(err, &e) || e.Reason != want || codeName(e.Code) != expect["status"] {
-							t.Fatalf("step %d: want %v/%v, got %v", i, want, expect["status"], err)
-						}
-						continue
-					}
-					if err != nil {
-						t.Fatalf("step %d: %v", i, err)
-					}
-					if want, ok := expect["value"]; ok {
-						got := result
-						if n, ok := got.(int64); ok {
-							got = float64(n)
-						}
-						if !reflect.DeepEqual(got, want) && !(want == nil && got == nil) {
-							t.Fatalf("step %d: got %#v, want %#v", i, got, want)
-						}
-					}
-				}
-			})
+			t.Run(c.Name, func(t *testing.T) { runVectorCase(t, c.Steps) })
+		}
+	}
+}
+
+// runVectorCase runs one case's steps in a fresh session.
+func runVectorCase(t *testing.T, steps []step) {
+	ctx := context.Background()
+	client, memory := freshWithClient(t)
+	vc := &vectorCase{client: client, memory: memory, suffix: schemaName("")}
+	for i, s := range steps {
+		expect := decode(s.Expect).(map[string]any)
+		result, err := vc.run(ctx, s)
+		if want, ok := expect["error"]; ok {
+			var e *sm.Error
+			if !errors.As(err, &e) || e.Reason != want || codeName(e.Code) != expect["status"] {
+				t.Fatalf("step %d (%s): want %v/%v, got %v", i, s.Op, want, expect["status"], err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", i, s.Op, err)
+		}
+		if want, ok := expect["value"]; ok {
+			got := result
+			if n, ok := got.(int64); ok {
+				got = float64(n)
+			}
+			if !reflect.DeepEqual(got, want) && !(want == nil && got == nil) {
+				t.Fatalf("step %d (%s): got %#v, want %#v", i, s.Op, got, want)
+			}
 		}
 	}
 }

@@ -85,6 +85,25 @@ var (
 	ErrUploadTooSlow     = reason(pb.ErrorReason_UPLOAD_TOO_SLOW, codes.DeadlineExceeded)
 	ErrNotAFile          = reason(pb.ErrorReason_NOT_A_FILE, codes.FailedPrecondition)
 	ErrUnavailable       = &Error{Code: codes.Unavailable}
+
+	// Structured memory (documents, schemas, paths, Watch).
+
+	// ErrSchemaViolation: the write would make the document invalid against the
+	// session's schema; nothing changed. Metadata: pointer (e.g. "/order/status"),
+	// keyword (e.g. "enum"), schema.
+	ErrSchemaViolation  = reason(pb.ErrorReason_SCHEMA_VIOLATION, codes.InvalidArgument)
+	ErrSchemaNotFound   = reason(pb.ErrorReason_SCHEMA_NOT_FOUND, codes.NotFound)
+	ErrSchemaInvalid    = reason(pb.ErrorReason_SCHEMA_INVALID, codes.InvalidArgument) // not draft 2020-12, too large, a remote $ref or a non-RE2 pattern
+	ErrTooManySchemas   = reason(pb.ErrorReason_TOO_MANY_SCHEMAS, codes.ResourceExhausted)
+	ErrSchemaMismatch   = reason(pb.ErrorReason_SCHEMA_MISMATCH, codes.FailedPrecondition) // Update named another schema than the bound one
+	ErrRevisionMismatch = reason(pb.ErrorReason_REVISION_MISMATCH, codes.Aborted)          // IfRevision did not match; re-read and retry
+	ErrWriteConflict    = reason(pb.ErrorReason_WRITE_CONFLICT, codes.Aborted)             // retry after RetryAfter
+	ErrSessionNotFound  = reason(pb.ErrorReason_SESSION_NOT_FOUND, codes.NotFound)         // MustExist (UpdateMemory) on a session without a live key
+	ErrInvalidPath      = reason(pb.ErrorReason_INVALID_PATH, codes.InvalidArgument)
+	ErrInvalidPatch     = reason(pb.ErrorReason_INVALID_PATCH, codes.InvalidArgument) // not a JSON object, too large, or patching a file
+	ErrDocumentTooLarge = reason(pb.ErrorReason_DOCUMENT_TOO_LARGE, codes.FailedPrecondition)
+	ErrTooManyWatchers  = reason(pb.ErrorReason_TOO_MANY_WATCHERS, codes.ResourceExhausted) // retry after RetryAfter
+	ErrSchemaUnusable   = reason(pb.ErrorReason_SCHEMA_UNUSABLE, codes.FailedPrecondition)
 )
 
 // fromGRPC converts a call's (non-nil) error into an *Error.

@@ -2,7 +2,10 @@ package sessionmemory_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"reflect"
 	"testing"
 	"time"
 
@@ -10,9 +13,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sm "github.com/session-memory/session-memory/clients/go"
 	pb "github.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1"
@@ -66,6 +72,19 @@ func TestNewerReasonsMatchTheirSentinels(t *testing.T) {
 		{sm.ErrSpoolFull, pb.ErrorReason_SPOOL_FULL, codes.ResourceExhausted, time.Second},
 		{sm.ErrServerBusy, pb.ErrorReason_SERVER_BUSY, codes.ResourceExhausted, time.Second},
 		{sm.ErrUploadTooSlow, pb.ErrorReason_UPLOAD_TOO_SLOW, codes.DeadlineExceeded, 0},
+		{sm.ErrSchemaViolation, pb.ErrorReason_SCHEMA_VIOLATION, codes.InvalidArgument, 0},
+		{sm.ErrSchemaNotFound, pb.ErrorReason_SCHEMA_NOT_FOUND, codes.NotFound, 0},
+		{sm.ErrSchemaInvalid, pb.ErrorReason_SCHEMA_INVALID, codes.InvalidArgument, 0},
+		{sm.ErrTooManySchemas, pb.ErrorReason_TOO_MANY_SCHEMAS, codes.ResourceExhausted, 0},
+		{sm.ErrSchemaMismatch, pb.ErrorReason_SCHEMA_MISMATCH, codes.FailedPrecondition, 0},
+		{sm.ErrRevisionMismatch, pb.ErrorReason_REVISION_MISMATCH, codes.Aborted, 0},
+		{sm.ErrWriteConflict, pb.ErrorReason_WRITE_CONFLICT, codes.Aborted, 0},
+		{sm.ErrSessionNotFound, pb.ErrorReason_SESSION_NOT_FOUND, codes.NotFound, 0},
+		{sm.ErrInvalidPath, pb.ErrorReason_INVALID_PATH, codes.InvalidArgument, 0},
+		{sm.ErrInvalidPatch, pb.ErrorReason_INVALID_PATCH, codes.InvalidArgument, 0},
+		{sm.ErrDocumentTooLarge, pb.ErrorReason_DOCUMENT_TOO_LARGE, codes.FailedPrecondition, 0},
+		{sm.ErrTooManyWatchers, pb.ErrorReason_TOO_MANY_WATCHERS, codes.ResourceExhausted, time.Second},
+		{sm.ErrSchemaUnusable, pb.ErrorReason_SCHEMA_UNUSABLE, codes.FailedPrecondition, 0},
 	} {
 		t.Run(c.reason.String(), func(t *testing.T) {
 			memory := offline(t, func(*pb.IncrementRequest) error { return rejection(t, c.code, c.reason, c.retry) })
@@ -116,5 +135,288 @@ func TestIncrementRequestIDs(t *testing.T) {
 	}
 	if len(ids) != 1 || ids[0] != "" {
 		t.Fatalf("an empty id sends none and is not retried: %q", ids)
+	}
+}
+
+// offlineClient is a client whose calls never leave the process: unary sees
+// every unary call (method, request, reply to fill) and watch answers every
+// Watch stream with the next script.
+func offlineClient(t *testing.T, opts []sm.Option, unary func(method string, req, reply any) error,
+	watch ...watchScript) (*sm.Client, *[]*pb.WatchRequest, *[]context.Context) {
+	t.Helper()
+	var requests []*pb.WatchRequest
+	var contexts []context.Context
+	intercept := func(_ context.Context, method string, req, reply any, _ *grpc.ClientConn,
+		_ grpc.UnaryInvoker, _ ...grpc.CallOption) error {
+		return unary(method, req, reply)
+	}
+	stream := func(ctx context.Context, _ *grpc.StreamDesc, _ *grpc.ClientConn, _ string,
+		_ grpc.Streamer, _ ...grpc.CallOption) (grpc.ClientStream, error) {
+		if len(contexts) >= len(watch) {
+			t.Fatalf("stream %d was not expected", len(contexts)+1)
+		}
+		contexts = append(contexts, ctx)
+		return &fakeStream{ctx: ctx, script: watch[len(contexts)-1], sent: &requests}, nil
+	}
+	c, err := sm.New("passthrough:///offline", append([]sm.Option{sm.WithAPIKey("k"), sm.WithDialOptions(
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(intercept),
+		grpc.WithStreamInterceptor(stream))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, &requests, &contexts
+}
+
+// watchScript is one Watch stream: its messages, then err (nil: it stays open
+// until the client leaves).
+type watchScript struct {
+	msgs []*pb.WatchResponse
+	err  error
+}
+
+type fakeStream struct {
+	ctx    context.Context
+	script watchScript
+	sent   *[]*pb.WatchRequest
+	next   int
+}
+
+func (f *fakeStream) Header() (metadata.MD, error) { return nil, nil }
+func (f *fakeStream) Trailer() metadata.MD         { return nil }
+func (f *fakeStream) CloseSend() error             { return nil }
+func (f *fakeStream) Context() context.Context     { return f.ctx }
+func (f *fakeStream) SendMsg(m any) error {
+	*f.sent = append(*f.sent, proto.Clone(m.(proto.Message)).(*pb.WatchRequest))
+	return nil
+}
+func (f *fakeStream) RecvMsg(m any) error {
+	if f.next < len(f.script.msgs) {
+		proto.Merge(m.(proto.Message), f.script.msgs[f.next])
+		f.next++
+		return nil
+	}
+	if f.script.err != nil {
+		return f.script.err
+	}
+	<-f.ctx.Done()
+	return status.FromContextError(f.ctx.Err()).Err()
+}
+
+func noUnary(t *testing.T) func(string, any, any) error {
+	return func(method string, _, _ any) error { t.Fatalf("unexpected call %s", method); return nil }
+}
+
+func set(key string, rev int64) *pb.Change {
+	return &pb.Change{Key: key, Operation: pb.ChangeOperation_CHANGE_OPERATION_SET,
+		Kind: pb.ValueKind_VALUE_KIND_STRING, Version: rev, Revision: rev, ExpiresAt: timestamppb.Now()}
+}
+
+func TestUpdateRequests(t *testing.T) {
+	ctx := context.Background()
+	var got []*pb.PatchDocumentRequest
+	failFirst := true
+	c, _, _ := offlineClient(t, nil, func(method string, req, reply any) error {
+		got = append(got, proto.Clone(req.(proto.Message)).(*pb.PatchDocumentRequest))
+		if failFirst {
+			failFirst = false
+			return status.Error(codes.Unavailable, "down")
+		}
+		reply.(*pb.PatchDocumentResponse).Revision = 7
+		return nil
+	})
+	rev, err := c.Session("s").Update(ctx, map[string]any{"order": map[string]any{"status": "shipped"}}, time.Hour,
+		sm.WithSchema("agent"))
+	if err != nil || rev != 7 {
+		t.Fatalf("rev = %d, %v", rev, err)
+	}
+	want := &pb.PatchDocumentRequest{SessionId: "s", MergePatch: `{"order":{"status":"shipped"}}`,
+		TtlSeconds: proto.Int64(3600), Schema: "agent"}
+	if len(got) != 2 || !proto.Equal(got[0], want) || !proto.Equal(got[1], want) {
+		t.Fatalf("an unconditional update is retried as it was: %v", got)
+	}
+
+	got, failFirst = nil, true
+	if _, err := c.Session("s").Update(ctx, json.RawMessage(`{"a":null}`), time.Minute, sm.IfRevision(3)); !errors.Is(err, sm.ErrUnavailable) {
+		t.Fatalf("err = %v", err)
+	}
+	want = &pb.PatchDocumentRequest{SessionId: "s", MergePatch: `{"a":null}`, TtlSeconds: proto.Int64(60),
+		IfRevision: proto.Int64(3)}
+	if len(got) != 1 || !proto.Equal(got[0], want) {
+		t.Fatalf("a conditional update is not retried: %v", got)
+	}
+
+	got, failFirst = nil, false
+	type Order struct {
+		TrackingNumber *string `json:"trackingNumber,omitempty"`
+		Status         *string `json:"status,omitempty"`
+	}
+	tracking := "1Z999"
+	if _, err := c.UpdateMemory(ctx, "other", map[string]any{"order": Order{TrackingNumber: &tracking}}, 2*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	want = &pb.PatchDocumentRequest{SessionId: "other", MergePatch: `{"order":{"trackingNumber":"1Z999"}}`,
+		TtlSeconds: proto.Int64(7200), MustExist: true}
+	if len(got) != 1 || !proto.Equal(got[0], want) {
+		t.Fatalf("UpdateMemory must exist: %v", got)
+	}
+}
+
+func TestSchemaAndDocumentRequests(t *testing.T) {
+	ctx := context.Background()
+	var got []proto.Message
+	c, _, _ := offlineClient(t, nil, func(method string, req, reply any) error {
+		got = append(got, proto.Clone(req.(proto.Message)))
+		switch r := reply.(type) {
+		case *pb.GetDocumentResponse:
+			r.Json, r.Revision, r.Schema, r.DefaultedPaths = `{"user":{"name":"Ada","age":36}}`, 4, "agent", []string{"user.age"}
+		case *pb.PutSchemaResponse:
+			r.Schema = &pb.SchemaInfo{Name: "agent", Version: 2, SizeBytes: 15}
+		}
+		return nil
+	})
+	for _, schema := range []any{
+		map[string]any{"type": "object"},
+		struct {
+			Type string `json:"type"`
+		}{"object"},
+		json.RawMessage(`{"type":"object"}`),
+		[]byte(`{"type":"object"}`),
+	} {
+		info, err := c.PutSchema(ctx, "agent", schema)
+		if err != nil || info.Version != 2 || info.Name != "agent" {
+			t.Fatalf("info = %+v, %v", info, err)
+		}
+	}
+	for _, m := range got {
+		if m.(*pb.PutSchemaRequest).GetJsonSchema() != `{"type":"object"}` {
+			t.Fatalf("schema sent as %v", m)
+		}
+	}
+
+	got = nil
+	memory := c.Session("s")
+	doc, err := memory.Document(ctx, sm.Paths("user.name", "user.age"), sm.OmitDefaults())
+	if err != nil || doc.Revision != 4 || doc.Schema != "agent" || doc.Defaulted[0] != "user.age" ||
+		doc.Fields["user"].(map[string]any)["name"] != "Ada" {
+		t.Fatalf("doc = %+v, %v", doc, err)
+	}
+	want := &pb.GetDocumentRequest{SessionId: "s", Paths: []string{"user.name", "user.age"}, OmitDefaults: true}
+	if !proto.Equal(got[0], want) {
+		t.Fatalf("request = %v", got[0])
+	}
+	type Memory struct {
+		User struct {
+			Name string `json:"name"`
+			Age  int    `json:"age"`
+		} `json:"user"`
+	}
+	mem, rev, err := sm.DocumentAs[Memory](ctx, memory)
+	if err != nil || rev != 4 || mem.User.Name != "Ada" || mem.User.Age != 36 {
+		t.Fatalf("mem = %+v, %d, %v", mem, rev, err)
+	}
+	if _, _, err := sm.DocumentAs[[]int](ctx, memory); err == nil {
+		t.Fatal("decoding an object into a slice should fail")
+	}
+}
+
+func TestWatchResumesFromTheLastRevision(t *testing.T) {
+	c, requests, _ := offlineClient(t, nil, noUnary(t),
+		watchScript{msgs: []*pb.WatchResponse{{Revision: 5}, {Changes: []*pb.Change{set("a", 6)}, Revision: 6}},
+			err: status.Error(codes.Unavailable, "connection reset")},
+		watchScript{msgs: []*pb.WatchResponse{{Revision: 6}, {Changes: []*pb.Change{{Key: "a",
+			Operation: pb.ChangeOperation_CHANGE_OPERATION_DELETE, Version: 6, Revision: 7}}, Revision: 7},
+			{Compacted: true, Revision: 20}}, err: io.EOF},
+		watchScript{msgs: []*pb.WatchResponse{{Revision: 20}}, err: rejection(t, codes.Unauthenticated, pb.ErrorReason_API_KEY_INVALID, 0)},
+	)
+	var changes []sm.Change
+	var errs []error
+	for change, err := range c.Session("s").Watch(context.Background()) {
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		changes = append(changes, change)
+	}
+	if len(changes) != 3 || changes[0].Key != "a" || changes[0].Operation != sm.OperationSet || changes[0].Kind != "string" ||
+		changes[0].Revision != 6 || changes[0].ExpiresAt.IsZero() ||
+		changes[1].Operation != sm.OperationDelete || changes[1].Kind != "" || changes[1].Revision != 7 || !changes[1].ExpiresAt.IsZero() ||
+		changes[2] != (sm.Change{Operation: sm.OperationReset, Revision: 20}) {
+		t.Fatalf("changes = %+v", changes)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], sm.ErrAPIKeyInvalid) {
+		t.Fatalf("an error waiting cannot fix ends the watch: %v", errs)
+	}
+	var after []any
+	for _, r := range *requests {
+		if r.GetSessionId() != "s" {
+			t.Fatalf("request = %v", r)
+		}
+		if r.AfterRevision == nil {
+			after = append(after, nil)
+		} else {
+			after = append(after, r.GetAfterRevision())
+		}
+	}
+	if !reflect.DeepEqual(after, []any{nil, int64(6), int64(20)}) {
+		t.Fatalf("after_revision of each stream: %v", after)
+	}
+}
+
+func TestWatchStopsWhenTheLoopBreaksOrTheContextEnds(t *testing.T) {
+	open := watchScript{msgs: []*pb.WatchResponse{{Revision: 1}, {Changes: []*pb.Change{set("a", 2), set("b", 3)}, Revision: 3}}}
+	c, requests, contexts := offlineClient(t, nil, noUnary(t), open, open)
+	for change := range c.Session("s").Watch(context.Background(), sm.AfterRevision(1)) {
+		if change.Key != "a" {
+			t.Fatalf("change = %+v", change)
+		}
+		break
+	}
+	select {
+	case <-(*contexts)[0].Done():
+	case <-time.After(time.Second):
+		t.Fatal("breaking the loop did not end the stream")
+	}
+	if (*requests)[0].GetAfterRevision() != 1 {
+		t.Fatalf("request = %v", (*requests)[0])
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var seen []string
+	for change, err := range c.Session("s").Watch(ctx) {
+		if err != nil {
+			t.Fatalf("a cancelled watch ends without an error: %v", err)
+		}
+		seen = append(seen, change.Key)
+		cancel()
+	}
+	if len(seen) != 2 || len(*contexts) != 2 {
+		t.Fatalf("seen %v over %d streams", seen, len(*contexts))
+	}
+}
+
+func TestWatchGivesUpOnAServerNeverReached(t *testing.T) {
+	down := watchScript{err: status.Error(codes.Unavailable, "connection refused")}
+	c, _, contexts := offlineClient(t, []sm.Option{sm.WithMaxAttempts(2)}, noUnary(t), down, down)
+	var errs []error
+	for _, err := range c.Session("s").Watch(context.Background()) {
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], sm.ErrUnavailable) || len(*contexts) != 2 {
+		t.Fatalf("errs = %v after %d streams", errs, len(*contexts))
+	}
+	keyless, err := sm.New("passthrough:///offline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keyless.Close()
+	for _, err := range keyless.Session("s").Watch(context.Background()) {
+		if !errors.Is(err, sm.ErrMemoryUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	if _, err := keyless.ListSchemas(context.Background()); !errors.Is(err, sm.ErrMemoryUnavailable) {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -32,9 +32,10 @@ from sessionmemory import (
 )
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
-from sessionmemory_server.core import Kind, Write
+from sessionmemory_server.core import Kind
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
 from sessionmemory_server.stores.redis_store import RedisStore
+from sessionmemory_server.values import Write
 
 from ..conftest import ServerThread, start_server, wait_until
 from ..samples import EXE, SAMPLES, pdf_of
@@ -531,9 +532,9 @@ async def test_a_repeated_commit_never_releases_its_own_object(redis_server: Emb
         return Write("doc", Kind.FILE, payload, 60)
 
     try:
-        assert (await store.write("acme", sid, [commit("files/acme/a")]))[1] == []
-        assert (await store.write("acme", sid, [commit("files/acme/a")]))[1] == []
-        _, released = await store.write("acme", sid, [commit("files/acme/b")])
+        assert (await store.write("acme", sid, [commit("files/acme/a")])).released == []
+        assert (await store.write("acme", sid, [commit("files/acme/a")])).released == []
+        released = (await store.write("acme", sid, [commit("files/acme/b")])).released
         assert released == [f"files/acme/a\t{RedisStore.value_key('acme', sid, 'doc')}"]
     finally:
         await client.aclose()

@@ -123,8 +123,11 @@ def call(
         rpc(iter(bodies), metadata=md, timeout=TIMEOUT)
     elif method.server_streaming:
         rpc = channel.unary_stream(path)
-        for _ in rpc(bodies[0], metadata=md, timeout=TIMEOUT):
-            pass
+        stream = rpc(bodies[0], metadata=md, timeout=TIMEOUT)
+        for _ in stream:
+            if method.name == "Watch":  # a valid Watch stays open: its first reply is enough
+                stream.cancel()
+                break
     else:
         rpc = channel.unary_unary(path)
         rpc(bodies[0], metadata=md, timeout=TIMEOUT)

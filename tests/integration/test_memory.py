@@ -324,9 +324,10 @@ async def test_values_really_expire(memory: Any, redis: Any) -> None:
     assert await memory.get("short") is None
     assert [i.key for i in await memory.list()] == ["long"]
     await memory.delete("long")
-    # Nothing of the session is left behind but the version counter (which expires too).
+    # Nothing of the session is left behind but the version counter and the change
+    # log (which expire too).
     keys = await redis.keys(f"*{memory.session_id}*")
-    assert all(k.endswith(b":n") for k in keys)
+    assert all(k.endswith((b":n", b":w")) for k in keys)
     assert all(ttl > 0 for ttl in [await redis.pttl(k) for k in keys])
 
 
@@ -335,7 +336,7 @@ async def test_every_stored_key_has_a_ttl(memory: Any, redis: Any) -> None:
     await memory.set_json("j", [1], ttl=10)
     await memory.increment("c", request_id="r1")
     keys = await redis.keys(f"*{memory.session_id}*")
-    assert len(keys) == 7  # 4 values, index, counter, request-id record
+    assert len(keys) == 8  # 4 values, index, counter, change log, request-id record
     assert all(ttl > 0 for ttl in [await redis.pttl(k) for k in keys])
 
 

@@ -33,7 +33,42 @@ def decode(value: Any) -> Any:
     return value
 
 
-async def run_step(memory: Any, op: str, a: dict[str, Any]) -> Any:
+class CaseState:
+    """What the steps of one case share: the schema-name suffix and the last revision."""
+
+    def __init__(self, client: AsyncMemoryClient) -> None:
+        self.client = client
+        # Schemas are tenant-wide and suites may share a tenant: one suffix per case.
+        self.suffix = uuid.uuid4().hex[:8]
+        self.revision = 0
+
+    def schema(self, name: str | None) -> str | None:
+        """A schema name of the case, made unique (None and "" as they are)."""
+        return f"{name}_{self.suffix}" if name else name
+
+    def if_revision(self, value: Any) -> int | None:
+        """`{"$revision": d}` is the latest update/document revision + d."""
+        if isinstance(value, dict) and "$revision" in value:
+            return self.revision + int(value["$revision"])
+        return value
+
+
+async def run_step(memory: Any, op: str, a: dict[str, Any], state: CaseState) -> Any:
+    if op == "update":
+        state.revision = await memory.update(
+            a["patch"], ttl=a.get("ttl"), schema=state.schema(a.get("schema")),
+            if_revision=state.if_revision(a.get("if_revision")),
+            must_exist=a.get("must_exist", False),
+        )  # fmt: skip
+        return state.revision
+    if op == "document":
+        document = await memory.document(paths=a.get("paths"), defaults=a.get("defaults", True))
+        state.revision = document.revision
+        return dict(document)
+    if op == "put_schema":
+        return await state.client.put_schema(state.schema(a["name"]), a["schema"])
+    if op == "bind_schema":
+        return await memory.bind_schema(state.schema(a["name"]))
     if op == "set":
         return await memory.set(
             a["key"], a["value"], ttl=a.get("ttl"), if_version=a.get("if_version"),
@@ -60,10 +95,11 @@ async def run_step(memory: Any, op: str, a: dict[str, Any]) -> Any:
 async def test_vector(case: dict[str, Any], server: Any, api_key: str) -> None:
     async with AsyncMemoryClient(server.address, api_key=api_key) as client:
         memory = client.session(f"vector-{uuid.uuid4().hex}")
+        state = CaseState(client)
         for i, step in enumerate(case["steps"]):
             expect = decode(step["expect"])
             try:
-                result = await run_step(memory, step["op"], decode(step["args"]))
+                result = await run_step(memory, step["op"], decode(step["args"]), state)
             except MemoryApiError as err:
                 assert "error" in expect, f"step {i}: unexpected {err}"
                 assert (err.code, err.status.name) == (expect["error"], expect["status"]), i

@@ -30,12 +30,16 @@ from sessionmemory.v1.error_reason_pb2 import ErrorReason
 def test_public_names_are_pinned() -> None:
     assert sorted(sessionmemory.__all__) == sorted(
         [
+            "AsyncChangeStream",
             "AsyncFileHandle",
             "AsyncMemoryClient",
             "AsyncSession",
             "AuthenticationError",
+            "Change",
+            "ChangeStream",
             "ConflictError",
             "DeadlineExceededError",
+            "Document",
             "Entry",
             "EntryInfo",
             "FailedPreconditionError",
@@ -50,8 +54,11 @@ def test_public_names_are_pinned() -> None:
             "MemoryTypeError",
             "MemoryUnavailableError",
             "NotANumberError",
+            "NotFoundError",
             "PermissionDeniedError",
             "ServiceUnavailableError",
+            "SchemaInfo",
+            "SchemaViolationError",
             "Session",
             "SetItem",
             "WriteResult",
@@ -79,7 +86,7 @@ def test_sync_and_async_have_the_same_methods(sync: type, aio: type) -> None:
     assert s.keys() == a.keys()
     for name in s:
         assert list(s[name].parameters) == list(a[name].parameters), name
-        if name not in ("session", "from_env", "stub"):
+        if name not in ("session", "from_env", "stub", "watch"):
             assert inspect.iscoroutinefunction(getattr(aio, name)), name
 
 

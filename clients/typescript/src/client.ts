@@ -6,9 +6,10 @@ import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { MemoryService } from "./gen/sessionmemory/v1/memory_service_pb.js";
 import { MemoryUnavailableError, fromConnectError } from "./errors.js";
+import { jsonSchemaOf, type JsonSchema, type MergePatch, type UpdateOptions, type ZodSchemaLike } from "./document.js";
 import { MemorySession } from "./session.js";
-import type { Limits } from "./types.js";
-import { limitsOf } from "./types.js";
+import type { Limits, SchemaInfo } from "./types.js";
+import { limitsOf, schemaInfoOf } from "./types.js";
 
 /** Options of a {@link MemoryClient}. */
 export interface MemoryClientOptions {
@@ -79,16 +80,57 @@ export class MemoryClient {
   }
 
   /**
-   * Run one call with the deadline, the API key and, when `idempotent`, retries
-   * of UNAVAILABLE with backoff. `sessionId` is null for calls outside a session.
+   * Merge `partial` into a session's document from outside the conversation
+   * (e.g. a webhook saying the order shipped); resolves to the new revision.
+   * Unlike `memory.update`, `mustExist` defaults to true: a session without a
+   * live key fails with `SESSION_NOT_FOUND` (NOT_FOUND) instead of being revived.
+   */
+  async updateMemory<T = Record<string, unknown>>(
+    sessionId: string,
+    partial: MergePatch<T>,
+    ttlSeconds: number,
+    options: UpdateOptions = {},
+  ): Promise<number> {
+    return this.session(sessionId).update<T>(partial, ttlSeconds, { ...options, mustExist: options.mustExist ?? true });
+  }
+
+  /**
+   * Register (or replace, with a new version) the tenant's JSON Schema `name`:
+   * a JSON Schema object (draft 2020-12, local `$ref`s only, at most 64 KiB)
+   * or a Zod 4 schema, converted with `z.toJSONSchema(schema, { io: "input" })`.
+   * Invalid schemas fail with `SCHEMA_INVALID`; more than the tenant's limit
+   * with `TOO_MANY_SCHEMAS`.
+   */
+  async putSchema(name: string, schema: JsonSchema | ZodSchemaLike): Promise<SchemaInfo> {
+    const jsonSchema = JSON.stringify(await jsonSchemaOf(schema));
+    const r = await this.call(true, (o) => this.raw.putSchema({ name, jsonSchema }, o), null);
+    return schemaInfoOf(r.schema);
+  }
+
+  /** The registered schema `name`; `SCHEMA_NOT_FOUND` (NOT_FOUND) when there is none. */
+  async getSchema(name: string): Promise<JsonSchema> {
+    const r = await this.call(true, (o) => this.raw.getSchema({ name }, o), null);
+    return JSON.parse(r.jsonSchema) as JsonSchema;
+  }
+
+  /** Every schema of the tenant, sorted by name. */
+  async listSchemas(): Promise<SchemaInfo[]> {
+    const r = await this.call(true, (o) => this.raw.listSchemas({}, o), null);
+    return r.schemas.map(schemaInfoOf);
+  }
+
+  /** Remove a schema; resolves to whether it existed. Bound sessions are no longer validated. */
+  async deleteSchema(name: string): Promise<boolean> {
+    const r = await this.call(true, (o) => this.raw.deleteSchema({ name }, o), null);
+    return r.deleted;
+  }
+
+  /**
+   * Throw the error a call would get when the client has no API key or the
+   * session no id. `sessionId` is null for calls outside a session.
    * @internal
    */
-  async call<T>(
-    idempotent: boolean,
-    invoke: (options: { headers: Record<string, string>; timeoutMs: number }) => Promise<T>,
-    sessionId: string | null,
-    timeoutMs: number = this.ctx.timeoutMs,
-  ): Promise<T> {
+  check(sessionId: string | null): void {
     if (!this.hasKey) {
       throw new MemoryUnavailableError(
         "no API key: pass apiKey or set SESSION_MEMORY_API_KEY",
@@ -103,6 +145,20 @@ export class MemoryClient {
         "INVALID_SESSION_ID",
       );
     }
+  }
+
+  /**
+   * Run one call with the deadline, the API key and, when `idempotent`, retries
+   * of UNAVAILABLE with backoff. `sessionId` is null for calls outside a session.
+   * @internal
+   */
+  async call<T>(
+    idempotent: boolean,
+    invoke: (options: { headers: Record<string, string>; timeoutMs: number }) => Promise<T>,
+    sessionId: string | null,
+    timeoutMs: number = this.ctx.timeoutMs,
+  ): Promise<T> {
+    this.check(sessionId);
     const deadline = Date.now() + timeoutMs;
     for (let attempt = 1; ; attempt++) {
       try {

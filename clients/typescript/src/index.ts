@@ -5,9 +5,13 @@
  * const client = MemoryClient.fromEnv();
  * const memory = client.session(socketId);
  * const step = await memory.get("step", "start");
+ * await memory.update({ order: { status: "shipped" } }, 3600);   // merge into the document
+ * const doc = await memory.getDocument<MyMemory>();
  * ```
  */
 export { MemoryClient, type MemoryClientOptions } from "./client.js";
 export { MemorySession, FileHandle, type FileData, type IncrementOptions, type Scalar, type WriteOptions } from "./session.js";
+export type { DocumentModel, DocumentOptions, JsonSchema, MergePatch, UpdateOptions, ZodSchemaLike } from "./document.js";
+export type { WatchOptions } from "./watch.js";
 export { MemoryApiError, MemoryTypeError, MemoryUnavailableError } from "./errors.js";
-export type { Entry, EntryInfo, FileInfo, Limits, WriteResult } from "./types.js";
+export type { Change, DocumentWithRevision, Entry, EntryInfo, FileInfo, Limits, SchemaInfo, WriteResult } from "./types.js";

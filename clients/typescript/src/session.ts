@@ -7,8 +7,10 @@ import type { Readable } from "node:stream";
 import type { MemoryClient } from "./client.js";
 import { MemoryApiError, MemoryTypeError, fromConnectError } from "./errors.js";
 import type { SetFileRequest } from "./gen/sessionmemory/v1/memory_service_pb.js";
-import type { Entry, EntryInfo, FileInfo, WriteResult } from "./types.js";
+import type { DocumentOptions, MergePatch, UpdateOptions } from "./document.js";
+import type { Change, DocumentWithRevision, Entry, EntryInfo, FileInfo, WriteResult } from "./types.js";
 import { dateOf, fileInfoOf, valueOf } from "./types.js";
+import { watchChanges, type WatchOptions } from "./watch.js";
 
 /** A value `set` accepts. */
 export type Scalar = string | number | boolean;
@@ -112,6 +114,8 @@ async function* chunksOf(data: FileData): AsyncIterable<Uint8Array> {
 
 /** One conversation's memory (from {@link MemoryClient.session}). */
 export class MemorySession {
+  private lastRevision: number | undefined;
+
   constructor(
     private readonly client: MemoryClient,
     /** The session (conversation) id. */
@@ -123,7 +127,19 @@ export class MemorySession {
     return Boolean(this.sessionId) && this.client.hasKey;
   }
 
-  /** The value of `key` typed like `fallback` (the fallback when missing). */
+  /**
+   * The session revision last seen by `getDocument`, `getDocumentWithRevision`,
+   * `update` or `bindSchema` on this handle (for `ifRevision`); undefined before.
+   */
+  get revision(): number | undefined {
+    return this.lastRevision;
+  }
+
+  /**
+   * The value of `key` typed like `fallback` (the fallback when missing).
+   * `key` may be a path into a JSON value or a file's info
+   * (`lastOrder.status`, `cart.items.0.name`); a missing path is a miss.
+   */
   get(key: string, fallback: string): Promise<string>;
   get(key: string, fallback: number): Promise<number>;
   get(key: string, fallback: boolean): Promise<boolean>;
@@ -140,7 +156,10 @@ export class MemorySession {
     return (entry === undefined ? (fallback ?? null) : entry.value) as T;
   }
 
-  /** The value with its kind, version and expiry; undefined when missing. */
+  /**
+   * The value with its kind, version and expiry; undefined when missing. For a
+   * path, `key` is the path, `kind` the value's own and version/expiry the key's.
+   */
   async getEntry(key: string): Promise<Entry | undefined> {
     const r = await this.client.call(true, (o) => this.client.raw.get({ sessionId: this.sessionId, key }, o), this.sessionId);
     if (!r.found || !r.entry) return undefined;
@@ -148,10 +167,101 @@ export class MemorySession {
     return { key: r.entry.key, value, kind, expiresAt: dateOf(r.entry.expiresAt), version: r.entry.version };
   }
 
-  /** Up to 100 values in one round trip; missing keys are left out. */
+  /** Up to 100 values (keys or paths) in one round trip; missing ones are left out. */
   async getMany(keys: string[]): Promise<Record<string, unknown>> {
     const r = await this.client.call(true, (o) => this.client.raw.getMany({ sessionId: this.sessionId, keys }, o), this.sessionId);
     return Object.fromEntries(r.entries.map((e) => [e.key, valueOf(e.value)[0]]));
+  }
+
+  /**
+   * The whole session as one object: each key a field, files as their info
+   * (`{key, mime_type, size_bytes, sha256, created_at, expires_at, version}`),
+   * the bound schema's defaults filled in unless `{ defaults: false }`.
+   * `T` types the result (unchecked); `{ model }` (e.g. a Zod schema) checks it.
+   * The session's revision is then in {@link revision}.
+   */
+  async getDocument<T = Record<string, unknown>>(options: DocumentOptions<T> = {}): Promise<T> {
+    return (await this.getDocumentWithRevision<T>(options)).document;
+  }
+
+  /** {@link getDocument} with the revision, the bound schema and the defaulted paths. */
+  async getDocumentWithRevision<T = Record<string, unknown>>(options: DocumentOptions<T> = {}): Promise<DocumentWithRevision<T>> {
+    const r = await this.client.call(
+      true,
+      (o) =>
+        this.client.raw.getDocument(
+          { sessionId: this.sessionId, paths: options.paths ?? [], omitDefaults: options.defaults === false },
+          o,
+        ),
+      this.sessionId,
+    );
+    const raw: unknown = JSON.parse(r.json || "{}");
+    this.lastRevision = Number(r.revision);
+    return {
+      document: options.model ? options.model.parse(raw) : (raw as T),
+      revision: this.lastRevision,
+      schema: r.schema || undefined,
+      defaulted: [...r.defaultedPaths],
+    };
+  }
+
+  /**
+   * Merge `partial` into the document atomically (RFC 7396: objects merge,
+   * `null` deletes, anything else replaces) and resolve to the new revision.
+   * Every top-level key the patch touches lives `ttlSeconds` (required, at most
+   * a day); the others keep their values and TTLs. A patch that breaks a limit
+   * or the bound schema (`SCHEMA_VIOLATION`, with `metadata.pointer` and
+   * `metadata.keyword`) changes nothing.
+   */
+  async update<T = Record<string, unknown>>(partial: MergePatch<T>, ttlSeconds: number, options: UpdateOptions = {}): Promise<number> {
+    const mergePatch = JSON.stringify(partial);
+    const ifRevision = options.ifRevision === undefined ? {} : { ifRevision: BigInt(options.ifRevision) };
+    // Re-applying a merge patch gives the same document, so only a conditional one is not retried.
+    const r = await this.client.call(
+      options.ifRevision === undefined,
+      (o) =>
+        this.client.raw.patchDocument(
+          {
+            sessionId: this.sessionId,
+            mergePatch,
+            ...ttlField(ttlSeconds),
+            schema: options.schema ?? "",
+            mustExist: options.mustExist ?? false,
+            ...ifRevision,
+          },
+          o,
+        ),
+      this.sessionId,
+    );
+    this.lastRevision = Number(r.revision);
+    return this.lastRevision;
+  }
+
+  /**
+   * Bind the session to the registered schema `name` (the current document must
+   * validate: `SCHEMA_VIOLATION` otherwise); from then on every write is
+   * validated. `""`, null or undefined unbinds. Resolves to the revision.
+   */
+  async bindSchema(name: string | null | undefined): Promise<number> {
+    const r = await this.client.call(
+      true,
+      (o) => this.client.raw.bindSchema({ sessionId: this.sessionId, schema: name ?? "" }, o),
+      this.sessionId,
+    );
+    this.lastRevision = Number(r.revision);
+    return this.lastRevision;
+  }
+
+  /**
+   * The session's changes as they happen, in revision order:
+   * `for await (const change of memory.watch()) ...`. A dropped stream is
+   * reopened from the last revision seen (with bounded backoff); a `"reset"`
+   * change means some changes are gone: re-read the document. Breaking out of
+   * the loop, or aborting `signal`, ends the stream. To miss nothing written
+   * after a read, pass that read's revision as `afterRevision`.
+   */
+  watch(options: WatchOptions = {}): AsyncGenerator<Change, void, undefined> {
+    return watchChanges(this.client, this.sessionId, options);
   }
 
   /** Store a string, number or boolean for `ttlSeconds` (default one day). */

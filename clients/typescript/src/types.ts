@@ -1,10 +1,14 @@
 /** Plain types the client returns; generated messages never appear in its signatures. */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type {
-  FileInfo as PbFileInfo,
-  Limits as PbLimits,
-  Value as PbValue,
+import {
+  ChangeOperation,
+  ValueKind,
+  type Change as PbChange,
+  type FileInfo as PbFileInfo,
+  type Limits as PbLimits,
+  type Value as PbValue,
 } from "./gen/sessionmemory/v1/memory_pb.js";
+import type { SchemaInfo as PbSchemaInfo } from "./gen/sessionmemory/v1/memory_service_pb.js";
 
 /** A stored file's description. */
 export interface FileInfo {
@@ -57,6 +61,62 @@ export interface Limits {
   allowedMimeTypes: string[];
   maxBatchKeys: number;
   maxKeysPerSession: number;
+  maxRequestIdLength: number;
+  /** Largest registered JSON Schema, compact, in bytes. */
+  maxSchemaBytes: number;
+  maxSchemasPerTenant: number;
+  /** Longest path (`key.field.0`), in characters. */
+  maxPathLength: number;
+  /** Most segments in a path, the key included. */
+  maxPathSegments: number;
+  /** Largest merge patch, in bytes. */
+  maxPatchBytes: number;
+  /** Largest document `getDocument` returns, compact, in bytes. */
+  maxDocumentBytes: number;
+  /** How many of a session's latest changes `watch` can replay. */
+  watchLogChanges: number;
+  /** Most Watch streams one server process serves at once. */
+  maxWatchers: number;
+}
+
+/** A session's document with the session's revision (from `getDocumentWithRevision`). */
+export interface DocumentWithRevision<T> {
+  /** Every live key as one object (files as their FileInfo fields), plus schema defaults. */
+  document: T;
+  /** The session's revision: grows on every write, usable as `ifRevision`. */
+  revision: number;
+  /** The schema the session is bound to; undefined when none. */
+  schema: string | undefined;
+  /** The paths (`user.name`) filled from the schema's defaults rather than stored. */
+  defaulted: string[];
+}
+
+/** A registered JSON Schema's description. */
+export interface SchemaInfo {
+  name: string;
+  /** Grows on every `putSchema` of this name. */
+  version: number;
+  /** Size of the schema as compact JSON. */
+  sizeBytes: number;
+  updatedAt: Date;
+}
+
+/**
+ * One change of a session (from `watch`). `"reset"` means changes were lost
+ * (the server's log was compacted or the watcher fell behind): re-read the
+ * document; `key` is then `""` and `revision` the session's current one.
+ */
+export interface Change {
+  key: string;
+  operation: "set" | "delete" | "expire" | "reset";
+  /** The kind written; undefined for deletes, expiries and resets. */
+  kind: Entry["kind"] | undefined;
+  /** The key's new version (sets), or the one it had (deletes, when known; else 0). */
+  version: bigint;
+  /** The session revision of this change. */
+  revision: number;
+  /** When the written value expires; undefined for deletes, expiries and resets. */
+  expiresAt: Date | undefined;
 }
 
 /** @internal */
@@ -112,5 +172,57 @@ export function limitsOf(l: PbLimits | undefined): Limits {
     allowedMimeTypes: [...(l?.allowedMimeTypes ?? [])],
     maxBatchKeys: l?.maxBatchKeys ?? 0,
     maxKeysPerSession: l?.maxKeysPerSession ?? 0,
+    maxRequestIdLength: l?.maxRequestIdLength ?? 0,
+    maxSchemaBytes: l?.maxSchemaBytes ?? 0,
+    maxSchemasPerTenant: l?.maxSchemasPerTenant ?? 0,
+    maxPathLength: l?.maxPathLength ?? 0,
+    maxPathSegments: l?.maxPathSegments ?? 0,
+    maxPatchBytes: l?.maxPatchBytes ?? 0,
+    maxDocumentBytes: l?.maxDocumentBytes ?? 0,
+    watchLogChanges: l?.watchLogChanges ?? 0,
+    maxWatchers: l?.maxWatchers ?? 0,
   };
+}
+
+/** @internal */
+export function schemaInfoOf(info: PbSchemaInfo | undefined): SchemaInfo {
+  return {
+    name: info?.name ?? "",
+    version: Number(info?.version ?? 0n),
+    sizeBytes: Number(info?.sizeBytes ?? 0n),
+    updatedAt: dateOf(info?.updatedAt),
+  };
+}
+
+const KINDS: Partial<Record<ValueKind, Entry["kind"]>> = {
+  [ValueKind.STRING]: "string",
+  [ValueKind.NUMBER]: "number",
+  [ValueKind.BOOLEAN]: "boolean",
+  [ValueKind.JSON]: "json",
+  [ValueKind.FILE]: "file",
+};
+
+const OPERATIONS: Partial<Record<ChangeOperation, Change["operation"]>> = {
+  [ChangeOperation.SET]: "set",
+  [ChangeOperation.DELETE]: "delete",
+  [ChangeOperation.EXPIRE]: "expire",
+};
+
+/** @internal Undefined for an operation this client does not know (a newer server). */
+export function changeOf(change: PbChange): Change | undefined {
+  const operation = OPERATIONS[change.operation];
+  if (operation === undefined) return undefined;
+  return {
+    key: change.key,
+    operation,
+    kind: KINDS[change.kind],
+    version: change.version,
+    revision: Number(change.revision),
+    expiresAt: change.expiresAt ? dateOf(change.expiresAt) : undefined,
+  };
+}
+
+/** @internal The change `watch` reports when changes were lost. */
+export function resetOf(revision: bigint): Change {
+  return { key: "", operation: "reset", kind: undefined, version: 0n, revision: Number(revision), expiresAt: undefined };
 }

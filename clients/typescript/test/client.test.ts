@@ -1,11 +1,13 @@
-/** The TypeScript client against the real server: seed flows, errors, files, vectors. */
+/** The TypeScript client against the real server: seed flows, errors, files, documents, vectors. */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
+import net from "node:net";
 import { Readable } from "node:stream";
 import path from "node:path";
-import { MemoryApiError, MemoryClient, MemoryTypeError, MemoryUnavailableError } from "../src/index.js";
+import * as z from "zod";
+import { MemoryApiError, MemoryClient, MemoryTypeError, MemoryUnavailableError, type Change, type MemorySession } from "../src/index.js";
 import { repoRoot, startStack, type Stack } from "./stack.js";
 
 let stack: Stack;
@@ -126,11 +128,253 @@ describe("client behaviour", () => {
   });
 });
 
+/** A schema name no other test (or suite sharing the tenant) uses. */
+const schemaName = (name: string) => `${name}_${randomBytes(4).toString("hex")}`;
+
+/** The next `count` changes of `memory` after `afterRevision`, failing after 10 s. */
+async function nextChanges(memory: MemorySession, afterRevision: number, count: number): Promise<Change[]> {
+  const signal = AbortSignal.timeout(10_000);
+  const seen: Change[] = [];
+  for await (const change of memory.watch({ afterRevision, signal })) {
+    seen.push(change);
+    if (seen.length === count) break;
+  }
+  assert.equal(seen.length, count, `only ${seen.length} of ${count} changes within 10 s`);
+  return seen;
+}
+
+/** A TCP proxy to `address` whose connections can be cut, to drop streams mid-flight. */
+async function tcpProxy(address: string) {
+  const at = address.lastIndexOf(":");
+  const sockets = new Set<net.Socket>();
+  let connections = 0;
+  const server = net.createServer((downstream) => {
+    connections += 1;
+    const upstream = net.connect(Number(address.slice(at + 1)), address.slice(0, at));
+    for (const socket of [downstream, upstream]) {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      socket.on("error", () => socket.destroy());
+    }
+    downstream.pipe(upstream).pipe(downstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    connections: () => connections,
+    drop: () => sockets.forEach((socket) => socket.destroy()),
+    close: () => new Promise<void>((resolve) => { sockets.forEach((socket) => socket.destroy()); server.close(() => resolve()); }),
+  };
+}
+
+describe("structured memory", () => {
+  // The agent framework's memory: defined once, validated on every write.
+  const AgentMemory = z.object({
+    user: z.object({
+      name: z.string(),
+      tier: z.enum(["free", "pro"]).default("free"),
+    }),
+    conversation: z.object({
+      topic: z.string(),
+      turns: z.number().int().min(0),
+    }),
+    order: z
+      .strictObject({
+        id: z.string(),
+        status: z.enum(["placed", "shipped", "on the way", "delivered"]),
+        trackingNumber: z.string().optional(),
+      })
+      .optional(),
+  });
+  type AgentMemory = z.output<typeof AgentMemory>;
+
+  test("agent flow: a Zod schema, a tool's partial update, an update from outside, the merged document", async () => {
+    const schema = schemaName("support_agent");
+    const info = await client.putSchema(schema, AgentMemory);
+    assert.equal(info.name, schema);
+    assert.ok(info.version > 0);
+    assert.ok(info.sizeBytes > 0);
+
+    // The trigger initializes memory; the first update naming the schema binds the session.
+    const memory = fresh();
+    const r1 = await memory.update<AgentMemory>(
+      { user: { name: "Ada" }, conversation: { topic: "where is my order", turns: 1 }, order: { id: "ORD-123", status: "placed" } },
+      3600,
+      { schema },
+    );
+    assert.equal(memory.revision, r1);
+
+    // A tool returns a partial update: only order.status changes.
+    const r2 = await memory.update<AgentMemory>({ order: { status: "shipped" } }, 3600);
+    assert.ok(r2 > r1);
+
+    // A webhook updates the memory from outside the agent.
+    const r3 = await client.updateMemory<AgentMemory>(memory.sessionId, { order: { trackingNumber: "1Z999AA10123456784" } }, 3600);
+    assert.ok(r3 > r2);
+
+    // The agent reads the merged document, typed; the schema's default fills user.tier.
+    const doc = await memory.getDocument<AgentMemory>();
+    assert.deepEqual(doc, {
+      user: { name: "Ada", tier: "free" },
+      conversation: { topic: "where is my order", turns: 1 },
+      order: { id: "ORD-123", status: "shipped", trackingNumber: "1Z999AA10123456784" },
+    });
+    assert.equal(doc.order?.trackingNumber, "1Z999AA10123456784");
+    assert.equal(memory.revision, r3);
+    const withRevision = await memory.getDocumentWithRevision<AgentMemory>({ defaults: false });
+    assert.deepEqual(withRevision.document.user, { name: "Ada" });
+    assert.equal(withRevision.revision, r3);
+    assert.equal(withRevision.schema, schema);
+    const defaulted = await memory.getDocumentWithRevision();
+    assert.deepEqual(defaulted.defaulted, ["user.tier"]);
+    assert.deepEqual((await memory.getDocument({ model: AgentMemory })).user, { name: "Ada", tier: "free" });
+
+    // Invalid updates are rejected, with where and why, and change nothing.
+    const err = await rejects(memory.update({ order: { status: "lost" } }, 3600), "SCHEMA_VIOLATION", "INVALID_ARGUMENT");
+    assert.equal(err.metadata.pointer, "/order/status");
+    assert.equal(err.metadata.keyword, "enum");
+    assert.equal(err.metadata.schema, schema);
+    await rejects(memory.update({ order: { carrier: "UPS" } }, 3600), "SCHEMA_VIOLATION", "INVALID_ARGUMENT");
+    await rejects(memory.update({ user: null }, 3600), "SCHEMA_VIOLATION", "INVALID_ARGUMENT");
+    await rejects(memory.set("conversation", "no longer an object", 3600), "SCHEMA_VIOLATION", "INVALID_ARGUMENT");
+    await rejects(memory.update({ order: { status: "delivered" } }, 3600, { ifRevision: r2 }), "REVISION_MISMATCH", "ABORTED");
+    const other = schemaName("other");
+    await client.putSchema(other, { type: "object" });
+    await rejects(memory.update({ order: { status: "delivered" } }, 3600, { schema: other }), "SCHEMA_MISMATCH", "FAILED_PRECONDITION");
+    await client.deleteSchema(other);
+    assert.deepEqual(await memory.getDocument<AgentMemory>(), doc);
+    assert.equal(memory.revision, r3);
+
+    // A conditional update on the current revision goes through.
+    assert.ok((await memory.update({ order: { status: "delivered" } }, 3600, { ifRevision: r3 })) > r3);
+
+    // Outside updates do not revive ended conversations.
+    await rejects(client.updateMemory(`ts-${randomUUID()}`, { order: { status: "shipped" } }, 3600), "SESSION_NOT_FOUND", "NOT_FOUND");
+    await memory.clear();
+    await rejects(client.updateMemory(memory.sessionId, { order: { status: "shipped" } }, 3600), "SESSION_NOT_FOUND", "NOT_FOUND");
+    assert.equal(await client.deleteSchema(schema), true);
+  });
+
+  test("workflow path reads", async () => {
+    const memory = fresh();
+    await memory.setJson("lastOrder", { id: "ORD-123", status: "on the way", items: [{ name: "tea", qty: 2 }] }, 3600);
+    assert.equal(await memory.get("lastOrder.status", ""), "on the way");
+    assert.equal(await memory.get("lastOrder.items.0.qty", 0), 2);
+    assert.equal(await memory.get("lastOrder.missing", "none"), "none");
+    assert.deepEqual(await memory.getJson("lastOrder.items.0"), { name: "tea", qty: 2 });
+    const entry = await memory.getEntry("lastOrder.status");
+    assert.deepEqual([entry?.key, entry?.value, entry?.kind], ["lastOrder.status", "on the way", "string"]);
+    assert.deepEqual(await memory.getMany(["lastOrder.id", "lastOrder.nope", "lastOrder.items.0.name"]), {
+      "lastOrder.id": "ORD-123",
+      "lastOrder.items.0.name": "tea",
+    });
+    assert.deepEqual(await memory.getDocument({ paths: ["lastOrder.status", "absent.x"] }), { lastOrder: { status: "on the way" } });
+    await rejects(memory.get("lastOrder..status"), "INVALID_PATH", "INVALID_ARGUMENT");
+  });
+
+  test("watch sees a set and a delete in order, and resumes from a revision", async () => {
+    const memory = fresh();
+    const start = await memory.update({ step: "start" }, 600);
+    const written = memory.set("step", "name", 600);
+    const removed = written.then(() => memory.delete("step"));
+    const [set, del] = await nextChanges(memory, start, 2);
+    await removed;
+    assert.deepEqual([set?.operation, set?.key, set?.kind], ["set", "step", "string"]);
+    assert.equal(set?.version, (await written).version);
+    assert.ok(set?.expiresAt instanceof Date);
+    assert.deepEqual([del?.operation, del?.key, del?.kind, del?.expiresAt], ["delete", "step", undefined, undefined]);
+    assert.ok(set!.revision > start && del!.revision > set!.revision);
+    // Resuming from the set's revision replays only the delete.
+    const [again] = await nextChanges(memory, set!.revision, 1);
+    assert.deepEqual([again?.operation, again?.revision], ["delete", del!.revision]);
+  });
+
+  test("watch resumes after the connection drops, missing nothing", async () => {
+    const proxy = await tcpProxy(stack.address);
+    try {
+      const direct = fresh();
+      const watched = new MemoryClient(proxy.address, { apiKey: stack.apiKey }).session(direct.sessionId);
+      const start = await direct.update({ n: 0 }, 600);
+      await direct.increment("n", 1, 600);
+      const seen: Change[] = [];
+      for await (const change of watched.watch({ afterRevision: start, signal: AbortSignal.timeout(15_000) })) {
+        seen.push(change);
+        if (seen.length === 1) {
+          proxy.drop();
+          await direct.increment("n", 1, 600);
+          await direct.increment("n", 1, 600);
+        }
+        if (seen.length === 3) break;
+      }
+      assert.deepEqual(seen.map((c) => [c.operation, c.key]), [["set", "n"], ["set", "n"], ["set", "n"]]);
+      assert.deepEqual(seen.map((c) => c.revision), [...seen.map((c) => c.revision)].sort((a, b) => a - b));
+      assert.equal(new Set(seen.map((c) => c.revision)).size, 3);
+      assert.ok(proxy.connections() >= 2, "the stream was reopened");
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test("watch says reset when the changes to replay are gone", async () => {
+    const memory = fresh();
+    const start = await memory.update({ counter: 0 }, 600);
+    const { watchLogChanges } = await client.getLimits();
+    for (let i = 0; i <= watchLogChanges; i++) await memory.increment("counter", 1, 600);
+    const [reset] = await nextChanges(memory, start, 1);
+    assert.deepEqual([reset?.operation, reset?.key], ["reset", ""]);
+    assert.equal(reset?.revision, (await memory.getDocumentWithRevision()).revision);
+  });
+
+  test("watch stops when the signal aborts", async () => {
+    const memory = fresh();
+    const controller = new AbortController();
+    const seen: Change[] = [];
+    setTimeout(() => controller.abort(), 300);
+    for await (const change of memory.watch({ signal: controller.signal })) seen.push(change);
+    assert.deepEqual(seen, []);
+  });
+
+  test("schema CRUD", async () => {
+    const name = schemaName("profile");
+    const schema = { type: "object", properties: { name: { type: "string" } }, required: ["name"] };
+    const first = await client.putSchema(name, schema);
+    assert.equal(first.name, name);
+    assert.ok(first.updatedAt.getTime() > Date.now() - 60_000);
+    const second = await client.putSchema(name, { ...schema, additionalProperties: false });
+    // Versions grow with every put (the server counts them per tenant, so they never repeat).
+    assert.ok(second.version > first.version);
+    assert.deepEqual(await client.getSchema(name), { ...schema, additionalProperties: false });
+    const listed = (await client.listSchemas()).find((s) => s.name === name);
+    assert.deepEqual([listed?.version, listed?.sizeBytes], [second.version, second.sizeBytes]);
+
+    // Binding checks the current document, and then every write.
+    const memory = fresh();
+    await memory.set("color", "blue", 600);
+    await rejects(memory.bindSchema(name), "SCHEMA_VIOLATION", "INVALID_ARGUMENT");
+    await memory.delete("color");
+    await memory.update({ name: "Ada" }, 600);
+    const bound = await memory.bindSchema(name);
+    assert.equal(memory.revision, bound);
+    await rejects(memory.set("color", "blue", 600), "SCHEMA_VIOLATION", "INVALID_ARGUMENT");
+    await memory.bindSchema("");
+    await memory.set("color", "blue", 600);
+
+    assert.equal(await client.deleteSchema(name), true);
+    assert.equal(await client.deleteSchema(name), false);
+    await rejects(client.getSchema(name), "SCHEMA_NOT_FOUND", "NOT_FOUND");
+    assert.equal((await client.listSchemas()).find((s) => s.name === name), undefined);
+    await rejects(client.putSchema(schemaName("bad"), { type: "no-such-type" }), "SCHEMA_INVALID", "INVALID_ARGUMENT");
+    await rejects(client.putSchema(schemaName("remote"), { $ref: "https://example.com/schema.json" }), "SCHEMA_INVALID", "INVALID_ARGUMENT");
+    await rejects(client.putSchema(schemaName("huge"), { description: "x".repeat(70_000) }), "SCHEMA_INVALID", "INVALID_ARGUMENT");
+  });
+});
+
 interface Step { op: string; args: Record<string, unknown>; expect: Record<string, unknown> }
 const NUMBERS: Record<string, number> = { NaN: NaN, Infinity: Infinity, "-Infinity": -Infinity, "-0": -0 };
 
-function decode(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(decode);
+/** A step's JSON with the vectors' `$` forms resolved; `revision` is the case's latest. */
+function decode(value: unknown, revision = 0): unknown {
+  if (Array.isArray(value)) return value.map((x) => decode(x, revision));
   if (value && typeof value === "object") {
     const v = value as Record<string, unknown>;
     if ("$repeat" in v) {
@@ -139,21 +383,26 @@ function decode(value: unknown): unknown {
     }
     if ("$number" in v) return NUMBERS[v.$number as string];
     if ("$keys" in v) return Array.from({ length: v.$keys as number }, (_, i) => `k${i}`);
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, decode(x)]));
+    if ("$revision" in v) return revision + (v.$revision as number);
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, decode(x, revision)]));
   }
   return value;
 }
 
 describe("shared vectors", () => {
-  const dir = path.join(repoRoot, "tests/vectors");
+  const dir = process.env.SESSION_MEMORY_VECTORS ?? path.join(repoRoot, "tests/vectors");
   const cases = readdirSync(dir)
     .filter((f) => f.endsWith(".json"))
     .flatMap((f) => JSON.parse(readFileSync(path.join(dir, f), "utf8")) as { name: string; steps: Step[] }[]);
   for (const c of cases) {
     test(c.name, async () => {
       const memory = fresh();
+      // Schemas are tenant-wide: each case gets its own names.
+      const suffix = randomBytes(4).toString("hex");
+      const schema = (name: string | undefined) => (name ? `${name}_${suffix}` : name);
+      let revision = 0; // of the case's latest update or document step
       for (const [i, step] of c.steps.entries()) {
-        const a = decode(step.args) as Record<string, any>;
+        const a = decode(step.args, revision) as Record<string, any>;
         const expect = decode(step.expect) as Record<string, unknown>;
         const run = async (): Promise<unknown> => {
           switch (step.op) {
@@ -171,6 +420,18 @@ describe("shared vectors", () => {
               return memory.touch(a.keys, a.ttl);
             case "get_many":
               return memory.getMany(a.keys);
+            case "update":
+              revision = await memory.update(a.patch, a.ttl, { schema: schema(a.schema), ifRevision: a.if_revision, mustExist: a.must_exist });
+              return revision;
+            case "document": {
+              const r = await memory.getDocumentWithRevision({ paths: a.paths, defaults: a.defaults });
+              revision = r.revision;
+              return r.document;
+            }
+            case "put_schema":
+              return client.putSchema(schema(a.name)!, a.schema);
+            case "bind_schema":
+              return memory.bindSchema(schema(a.name));
             default:
               throw new Error(`unknown op ${step.op}`);
           }

@@ -1,11 +1,14 @@
-/** Client logic without a server: error mapping and Increment request ids. */
+/** Client logic without a server: error mapping, Increment request ids, patches, schemas, watch resumption. */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { fromConnectError } from "../src/errors.js";
 import { ErrorReason } from "../src/gen/sessionmemory/v1/error_reason_pb.js";
-import { MemoryService } from "../src/gen/sessionmemory/v1/memory_service_pb.js";
+import { ChangeOperation, ValueKind } from "../src/gen/sessionmemory/v1/memory_pb.js";
+import { MemoryService, type WatchResponseSchema } from "../src/gen/sessionmemory/v1/memory_service_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import * as z from "zod";
 import { MemoryApiError, MemoryClient } from "../src/index.js";
 
 /** A ConnectError as the transport yields it: ErrorInfo (and RetryInfo) as raw details. */
@@ -81,5 +84,147 @@ describe("increment request ids", () => {
     const { ids, memory } = recording(1);
     await assert.rejects(memory.increment("c", 1, undefined, { requestId: "" }), { status: "UNAVAILABLE" });
     assert.deepEqual(ids, [""]);
+  });
+});
+
+describe("documents and schemas", () => {
+  /** A client whose server records PatchDocument and PutSchema requests. */
+  function recording() {
+    const patches: { mergePatch: string; mustExist: boolean; ttl: bigint | undefined; ifRevision: bigint | undefined }[] = [];
+    const schemas: unknown[] = [];
+    const transport = createRouterTransport(({ service }) => {
+      service(MemoryService, {
+        patchDocument(request) {
+          patches.push({ mergePatch: request.mergePatch, mustExist: request.mustExist, ttl: request.ttlSeconds, ifRevision: request.ifRevision });
+          return { revision: 7n };
+        },
+        putSchema(request) {
+          schemas.push(JSON.parse(request.jsonSchema));
+          return { schema: { name: request.name, version: 1n, sizeBytes: BigInt(request.jsonSchema.length) } };
+        },
+      });
+    });
+    return { patches, schemas, client: new MemoryClient("unused", { apiKey: "k", transport }) };
+  }
+
+  test("update sends a merge patch; updateMemory requires the session by default", async () => {
+    const { patches, client } = recording();
+    const memory = client.session("s");
+    assert.equal(memory.revision, undefined);
+    assert.equal(await memory.update({ order: { status: "shipped", note: undefined }, user: null }, 60, { ifRevision: 6 }), 7);
+    assert.equal(memory.revision, 7);
+    await client.updateMemory("s", { a: 1 }, 60, { mustExist: undefined });
+    await client.updateMemory("s", { a: 1 }, 60, { mustExist: false });
+    assert.deepEqual(patches, [
+      { mergePatch: '{"order":{"status":"shipped"},"user":null}', mustExist: false, ttl: 60n, ifRevision: 6n },
+      { mergePatch: '{"a":1}', mustExist: true, ttl: 60n, ifRevision: undefined },
+      { mergePatch: '{"a":1}', mustExist: false, ttl: 60n, ifRevision: undefined },
+    ]);
+  });
+
+  test("putSchema converts a Zod schema with z.toJSONSchema (input side) and sends JSON Schemas as they are", async () => {
+    const { schemas, client } = recording();
+    const Memory = z.object({ user: z.object({ name: z.string(), tier: z.enum(["free", "pro"]).default("free") }) });
+    const info = await client.putSchema("m", Memory);
+    assert.deepEqual([info.name, info.version], ["m", 1]);
+    assert.deepEqual(schemas[0], z.toJSONSchema(Memory, { io: "input" }));
+    // A default keeps the field optional: the server fills it on read.
+    assert.deepEqual((schemas[0] as any).properties.user.required, ["name"]);
+    await client.putSchema("plain", { type: "object" });
+    assert.deepEqual(schemas[1], { type: "object" });
+    await assert.rejects(client.putSchema("zod3", { _def: {}, safeParse: () => ({}) } as never), TypeError);
+  });
+});
+
+describe("watch", () => {
+  /** A server whose Watch streams are scripted per call; it records each call's after_revision and cancellation. */
+  type Message = MessageInitShape<typeof WatchResponseSchema>;
+  function scripted(script: ((afterRevision: bigint | undefined) => AsyncIterable<Message>)[]) {
+    const calls: { afterRevision: bigint | undefined; signal: AbortSignal }[] = [];
+    const transport = createRouterTransport(({ service }) => {
+      service(MemoryService, {
+        async *watch(request, context) {
+          calls.push({ afterRevision: request.afterRevision, signal: context.signal });
+          const next = script[calls.length - 1];
+          if (!next) throw new ConnectError("no more scripted streams", Code.FailedPrecondition);
+          yield* next(request.afterRevision);
+        },
+      });
+    });
+    return { calls, memory: new MemoryClient("unused", { apiKey: "k", transport }).session("s") };
+  }
+  const set = (key: string, revision: bigint) => ({ key, operation: ChangeOperation.SET, kind: ValueKind.STRING, version: 1n, revision });
+  const del = (key: string, revision: bigint) => ({ key, operation: ChangeOperation.DELETE, revision });
+  const hang = (signal?: AbortSignal) => new Promise((_, reject) => signal?.addEventListener("abort", () => reject(new Error("aborted"))));
+
+  test("resumes after UNAVAILABLE and after a stream that ends, from the last revision seen", async () => {
+    const { calls, memory } = scripted([
+      async function* () {
+        yield { revision: 10n };
+        yield { changes: [set("a", 11n)], revision: 11n };
+        throw new ConnectError("connection reset", Code.Unavailable);
+      },
+      async function* () {
+        yield { revision: 11n };
+        yield { changes: [del("a", 12n)], revision: 12n };
+        // ends normally: the server went away
+      },
+      async function* () {
+        yield { revision: 20n, compacted: true };
+        yield { changes: [set("b", 21n)], revision: 21n };
+        await hang();
+      },
+    ]);
+    const seen = [];
+    for await (const change of memory.watch()) {
+      seen.push([change.operation, change.key, change.revision, change.kind]);
+      if (seen.length === 4) break;
+    }
+    assert.deepEqual(seen, [
+      ["set", "a", 11, "string"],
+      ["delete", "a", 12, undefined],
+      ["reset", "", 20, undefined],
+      ["set", "b", 21, "string"],
+    ]);
+    assert.deepEqual(calls.map((c) => c.afterRevision), [undefined, 11n, 12n]);
+  });
+
+  test("breaking out of the loop cancels the call", async () => {
+    const { calls, memory } = scripted([
+      async function* () {
+        yield { revision: 1n };
+        yield { changes: [set("a", 2n)], revision: 2n };
+        await hang();
+      },
+    ]);
+    for await (const change of memory.watch({ afterRevision: 1 })) {
+      assert.equal(change.key, "a");
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(calls.length, 1);
+    assert.equal(calls[0]?.afterRevision, 1n);
+    assert.equal(calls[0]?.signal.aborted, true);
+  });
+
+  test("an error with a reason is thrown, not retried; retries are bounded", async () => {
+    const refused = scripted([
+      async function* () {
+        throw rejection(Code.Unauthenticated, ErrorReason.API_KEY_INVALID);
+      },
+    ]);
+    await assert.rejects(async () => {
+      for await (const _ of refused.memory.watch()) void _;
+    }, { code: "API_KEY_INVALID" });
+    assert.equal(refused.calls.length, 1);
+
+    const down = async function* (): AsyncIterable<Message> {
+      throw new ConnectError("down", Code.Unavailable);
+    };
+    const flaky = scripted([down, down, down]);
+    await assert.rejects(async () => {
+      for await (const _ of flaky.memory.watch({ maxReconnects: 2 })) void _;
+    }, { status: "UNAVAILABLE" });
+    assert.equal(flaky.calls.length, 3);
   });
 });

@@ -32,13 +32,16 @@ from . import logs
 from .auth import ApiKeys
 from .collector import Collector
 from .config import Settings
+from .core import LIMITS
 from .files import Files
-from .interceptors import add_service
+from .interceptors import CallCap, add_service
 from .memory import Memory
+from .schema_registry import SchemaRegistry
 from .servicer import MemoryServicer
 from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore
 from .uploads import UploadCaps
+from .watch import ChangeHub
 
 log = logging.getLogger("sessionmemory.server")
 
@@ -64,6 +67,23 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
         # pool skips its check that a pooled connection is still open, so after a
         # Redis restart every idle connection is handed out dead and its first
         # command fails. Off, a connection Redis closed is replaced before use.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+    )
+
+
+def pubsub_client(settings: Settings) -> Redis:
+    """The client of the change feed's one Pub/Sub connection.
+
+    Its reads wait for published changes, so they have no socket timeout; a
+    health check every 30 s finds a dead connection instead. With a Cluster it
+    connects to the node of ``redis_url``: classic PUBLISH reaches every node.
+    """
+    return Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        socket_timeout=None,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
 
@@ -128,6 +148,7 @@ class Built:
     blobs: BlobStore
     collector: Collector
     collecting: asyncio.Task[None]
+    hub: ChangeHub
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting calls, wait up to ``grace`` seconds for in-flight ones, close."""
@@ -136,6 +157,7 @@ class Built:
         self.collecting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.collecting
+        await self.hub.close()
         self.blobs.close()
         await self.redis.aclose()
 
@@ -147,19 +169,28 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         client,
         cache_seconds=settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache,
     )
-    # The one bound on what calls hold before they are authenticated (a request
-    # message is buffered whole, up to max_message_bytes): calls in flight.
+    # What calls hold before they are authenticated (a request message is
+    # buffered whole) is bounded by grpc's cap on calls; short calls are capped at
+    # max_calls_in_flight by add_service, Watch streams by the hub.
     server = grpc.aio.server(
-        options=server_options(settings), maximum_concurrent_rpcs=settings.max_calls_in_flight
+        options=server_options(settings),
+        maximum_concurrent_rpcs=settings.max_calls_in_flight + LIMITS.max_watchers,
     )
     store = RedisStore(client, bucket=settings.s3_bucket)
+    schemas = SchemaRegistry(store)
+    hub = ChangeHub(
+        pubsub_client(settings),
+        store,
+        max_watchers=LIMITS.max_watchers,
+        max_tenant_watchers=LIMITS.max_watchers // 4,
+    )
     blobs = blob_store(settings)
     collector = Collector(
         store,
         blobs,
         interval=settings.collect_interval_seconds,
     )
-    memory = Memory(store, release=collector.release, retime=collector.retime)
+    memory = Memory(store, release=collector.release, retime=collector.retime, schemas=schemas)
     files = Files(
         memory,
         blobs,
@@ -185,9 +216,17 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         memory,
         files,
         api_keys,
+        schemas,
+        hub,
         upload_idle_seconds=settings.upload_idle_seconds,
     )
-    add_service(server, servicer, SERVICE)
+    add_service(
+        server,
+        servicer,
+        SERVICE,
+        cap=CallCap(settings.max_calls_in_flight),
+        long_lived=frozenset({"Watch"}),
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -196,11 +235,12 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
+    hub.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     collecting = asyncio.create_task(collector.run())
-    return Built(server, port, client, health_servicer, blobs, collector, collecting)
+    return Built(server, port, client, health_servicer, blobs, collector, collecting, hub)
 
 
 async def _serve(settings: Settings) -> None:

@@ -58,6 +58,14 @@ class Limits:
     max_batch_keys: int = 100
     max_keys_per_session: int = 1000
     max_request_id_length: int = 128
+    max_schema_bytes: int = 64 * 1024
+    max_schemas_per_tenant: int = 100
+    max_path_length: int = 1024
+    max_path_segments: int = 33
+    max_patch_bytes: int = 512 * 1024
+    max_document_bytes: int = 1024 * 1024
+    watch_log_changes: int = 128
+    max_watchers: int = 2048
     # Not a client-facing limit: how long an Increment request id is remembered.
     request_id_window_seconds: int = 600
 
@@ -67,6 +75,7 @@ LIMITS: Final = Limits()
 _KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
 # JSON text this much longer than the compact limit is refused before parsing.
 _MAX_RAW_JSON: Final = 16 * LIMITS.max_json_bytes
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class Kind(enum.Enum):
@@ -95,17 +104,6 @@ KIND_BY_TAG: Final = {k.value: k for k in Kind}
 
 
 @dataclass(frozen=True, slots=True)
-class Write:
-    """One validated write: the canonical payload text and its TTL."""
-
-    key: str
-    kind: Kind
-    payload: str
-    ttl_seconds: int
-    if_version: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RequestId:
     """A client's id for one call, bound to what the call does (Stripe's idempotency keys).
 
@@ -125,28 +123,6 @@ def request_fingerprint(operation: str, *arguments: str) -> str:
     """The digest that binds a request id to one operation and its arguments."""
     text = "\x1f".join((operation, *arguments))
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A stored value as read back from the store."""
-
-    key: str
-    kind: Kind
-    version: int
-    expires_ms: int
-    payload: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecordInfo:
-    """A stored value's description without the payload (for List)."""
-
-    key: str
-    kind: Kind
-    size_bytes: int
-    version: int
-    expires_ms: int
 
 
 # --- identifiers -----------------------------------------------------------
@@ -351,6 +327,41 @@ def _depth(root: Any) -> int:
     return deepest
 
 
+def parse_json(text: str, field: str = "json", max_depth: int = LIMITS.max_json_depth) -> Any:
+    """Parse JSON text strictly (RFC 8259); the caller bounds the text's size first.
+
+    Rejects NaN/Infinity, duplicate object keys, lone surrogates, numbers that do
+    not fit a double and more than ``max_depth`` levels of nesting.
+
+    Raises:
+        DomainError: INVALID_JSON or JSON_TOO_DEEP, naming ``field``.
+    """
+    try:
+        parsed = json.loads(
+            text,
+            object_pairs_hook=_pairs,
+            parse_constant=no_constant,
+            parse_float=_finite_float,
+            parse_int=_checked_int,
+        )
+    except RecursionError:
+        raise _too_deep(field, limit=max_depth) from None
+    except ValueError as exc:
+        raise invalid("INVALID_JSON", f"{field} is not valid JSON: {exc}", field) from None
+    depth = _depth(parsed)
+    if depth > max_depth:
+        raise _too_deep(field, depth, max_depth)
+    # A lone surrogate can only arrive as a \u escape (the text itself is valid UTF-8).
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(
+                "INVALID_JSON", f"{field} is not valid JSON: it contains a lone surrogate", field
+            ) from None
+    return parsed
+
+
 def json_value(text: str, field: str = "json") -> str:
     """Check JSON text (strict RFC 8259) and return its compact form.
 
@@ -366,21 +377,7 @@ def json_value(text: str, field: str = "json") -> str:
             limit=LIMITS.max_json_bytes,
             actual=len(text.encode("utf-8", "surrogatepass")),
         )
-    try:
-        parsed = json.loads(
-            text,
-            object_pairs_hook=_pairs,
-            parse_constant=no_constant,
-            parse_float=_finite_float,
-            parse_int=_checked_int,
-        )
-    except RecursionError:
-        raise _too_deep(field) from None
-    except ValueError as exc:
-        raise invalid("INVALID_JSON", f"{field} is not valid JSON: {exc}", field) from None
-    depth = _depth(parsed)
-    if depth > LIMITS.max_json_depth:
-        raise _too_deep(field, depth)
+    parsed = parse_json(text, field)
     compact = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
         size = len(compact.encode("utf-8"))
@@ -399,13 +396,15 @@ def json_value(text: str, field: str = "json") -> str:
     return compact
 
 
-def _too_deep(field: str, depth: int | None = None) -> Exception:
+def _too_deep(
+    field: str, depth: int | None = None, limit: int = LIMITS.max_json_depth
+) -> Exception:
     shown = f"{depth} levels" if depth is not None else "too many levels"
     return invalid(
         "JSON_TOO_DEEP",
-        f"{field} nests {shown}; the limit is {LIMITS.max_json_depth}",
+        f"{field} nests {shown}; the limit is {limit}",
         field,
-        limit=LIMITS.max_json_depth,
+        limit=limit,
         **({"actual": depth} if depth is not None else {}),
     )
 

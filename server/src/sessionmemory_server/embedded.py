@@ -191,6 +191,9 @@ class EmbeddedRedis(_ChildServer):
             "yes" if self.persist else "no",
             "--protected-mode",
             "yes",
+            # Expiries are published, so Watch can report them (EXPIRE changes).
+            "--notify-keyspace-events",
+            "Ex",
             *self.extra_args,
         ]
         log = (self.data_dir / "redis.log").open("ab")

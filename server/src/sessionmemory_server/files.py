@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import math
 import os
 import re
@@ -31,7 +30,7 @@ import grpc
 from . import core
 from .collector import Collector
 from .content import ContentCheck, ContentMismatch
-from .core import LIMITS, Kind, Record, RequestId, Write
+from .core import LIMITS, Kind, RequestId
 from .errors import DomainError, invalid, store_full, unavailable
 from .memory import Memory
 from .stores.blob_store import BlobStore
@@ -45,6 +44,7 @@ from .uploads import (
     UploadSlot,
     spool_full,
 )
+from .values import FileMeta, Write, file_meta, file_payload
 
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
 DEFAULT_URL_TTL: Final = 900
@@ -64,37 +64,6 @@ class FileHeaderSpec:
     sha256: str
     upload_id: str
     if_version: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class FileMeta:
-    """A stored file's description."""
-
-    key: str
-    mime_type: str
-    size_bytes: int
-    sha256: str
-    created_ms: int
-    expires_ms: int
-    version: int
-    upload_id: str
-    object_name: str
-
-
-def file_meta(record: Record) -> FileMeta:
-    """Decode a file record."""
-    p = json.loads(record.payload)
-    return FileMeta(
-        key=record.key,
-        mime_type=p["m"],
-        size_bytes=p["s"],
-        sha256=p["h"],
-        created_ms=p["c"],
-        expires_ms=record.expires_ms,
-        version=record.version,
-        upload_id=p["u"],
-        object_name=p["o"],
-    )
 
 
 def _not_a_file(key: str, kind: Kind) -> DomainError:
@@ -358,11 +327,7 @@ class Files:
         session = header.session_id
         name = f"files/{tenant}/{uuid.uuid4().hex}"
         created = int(time.time() * 1000)
-        payload = json.dumps(
-            {"o": name, "m": header.mime_type, "s": size, "h": digest, "c": created,
-             "u": header.upload_id},
-            separators=(",", ":"),
-        )  # fmt: skip
+        payload = file_payload(name, header.mime_type, size, digest, created, header.upload_id)
         value_key = RedisStore.value_key(tenant, session, header.key)
         request = upload_request(header, ttl)
         try:

@@ -14,10 +14,11 @@ failures and timeouts become UNAVAILABLE. Rejections any client can cause at wil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Final
 
 import grpc
@@ -204,10 +205,44 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: E
         )
 
 
-def _wrap(behavior: Behavior, method: str, decode: Callable[[Any], Any]) -> Behavior:
+class CallCap:
+    """Counts the calls in flight of one process and refuses those over the cap.
+
+    Long-lived calls (Watch streams) are not counted here: they have caps of
+    their own and would otherwise crowd out every short call.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count one call for its duration; SERVER_BUSY when the cap is reached."""
+        if self.limit is not None and self.in_flight >= self.limit:
+            raise DomainError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "SERVER_BUSY",
+                f"the server has the maximum of {self.limit} calls in flight; nothing was"
+                f" changed; retry in {BUSY_RETRY_SECONDS:.0f} s",
+                metadata={"limit": self.limit},
+                retry_after=BUSY_RETRY_SECONDS,
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+_UNCAPPED: Final = CallCap(None)
+
+
+def _wrap(behavior: Behavior, method: str, decode: Callable[[Any], Any], cap: CallCap) -> Behavior:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await behavior(decode(request), context)
+            with cap.hold():
+                return await behavior(decode(request), context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -216,11 +251,14 @@ def _wrap(behavior: Behavior, method: str, decode: Callable[[Any], Any]) -> Beha
     return handler
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str, decode: Decode) -> Any:
+def _wrap_stream(
+    behavior: Callable[..., AsyncIterator[Any]], method: str, decode: Decode, cap: CallCap
+) -> Any:
     async def handler(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            async for item in behavior(decode(request), context):
-                yield item
+            with cap.hold():
+                async for item in behavior(decode(request), context):
+                    yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -229,7 +267,7 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str, decod
     return handler
 
 
-def _handler(servicer: object, m: MethodDescriptor, service: str) -> Any:
+def _handler(servicer: object, m: MethodDescriptor, service: str, cap: CallCap) -> Any:
     behavior = getattr(servicer, m.name)
     path = f"/{service}/{m.name}"
     # No request deserializer: grpc hands over the raw bytes and the wrapper decodes
@@ -238,27 +276,41 @@ def _handler(servicer: object, m: MethodDescriptor, service: str) -> Any:
     encode = GetMessageClass(m.output_type).SerializeToString
     if m.server_streaming and not m.client_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(behavior, path, decode), None, encode
+            _wrap_stream(behavior, path, decode, cap), None, encode
         )
     if m.client_streaming and not m.server_streaming:
 
         def stream(raw: AsyncIterable[bytes]) -> _DecodedStream:
             return _DecodedStream(raw, decode)
 
-        return grpc.stream_unary_rpc_method_handler(_wrap(behavior, path, stream), None, encode)
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap(behavior, path, stream, cap), None, encode
+        )
     if not m.client_streaming:
-        return grpc.unary_unary_rpc_method_handler(_wrap(behavior, path, decode), None, encode)
+        return grpc.unary_unary_rpc_method_handler(_wrap(behavior, path, decode, cap), None, encode)
     raise NotImplementedError(f"{path}: bidirectional streaming is not used")
 
 
-def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
-    """Register a servicer's unary methods, each wrapped with the error mapping.
+def add_service(
+    server: grpc.aio.Server,
+    servicer: object,
+    service: ServiceDescriptor,
+    *,
+    cap: CallCap = _UNCAPPED,
+    long_lived: frozenset[str] = frozenset(),
+) -> None:
+    """Register a servicer's methods, each wrapped with the error mapping.
+
+    Every method but the ``long_lived`` ones counts against ``cap``.
 
     Wrapping once at registration (instead of a ServerInterceptor, which grpc.aio
     consults on every call) keeps the mapping in one place at no per-call cost.
     Methods are added as registered methods, grpc's fast path for known names.
     """
-    handlers = {m.name: _handler(servicer, m, service.full_name) for m in service.methods}
+    handlers = {
+        m.name: _handler(servicer, m, service.full_name, _UNCAPPED if m.name in long_lived else cap)
+        for m in service.methods
+    }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )

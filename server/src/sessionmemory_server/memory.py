@@ -5,26 +5,52 @@ Transport-free: takes Python values (from the servicer) and returns domain recor
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 import grpc
 
-from . import core
-from .core import Kind, Record, RecordInfo, RequestId, Write
+from . import core, document
+from .core import Kind, RequestId
 from .errors import DomainError, invalid, store_full
+from .schema_registry import SchemaRegistry, schema_name, schema_not_found
+from .schemas import CompiledSchema, violation_error
 from .stores.redis_store import (
-    Incremented,
     IncrementOutOfLimits,
     NotANumber,
     PreconditionFailed,
     RedisStore,
     RequestIdReused,
+    RevisionMismatch,
+    SchemaBound,
     SessionFull,
+    SessionNotFound,
     StoreFull,
     TtlNotAllowed,
+)
+from .values import (
+    Committed,
+    Erase,
+    Guard,
+    Incremented,
+    Record,
+    RecordInfo,
+    Snapshot,
+    Write,
     Written,
 )
+
+T = TypeVar("T")
+# A write that races other writes to its session is re-read and re-applied at
+# most this many times (with a short random pause), then refused (WRITE_CONFLICT).
+CONFLICT_ATTEMPTS: Final = 16
+_JSON_INT_BOUND: Final = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +115,39 @@ class Memory:
     go when they expire, also when Touch shortened the TTL.
     """
 
-    def __init__(self, store: RedisStore, release: Release, retime: Retime) -> None:
+    def __init__(
+        self, store: RedisStore, release: Release, retime: Retime, schemas: SchemaRegistry
+    ) -> None:
         self._store = store
         self._release = release
         self._retime = retime
+        self._schemas = schemas
+        self._locks = KeyedLocks()
 
     async def get(self, tenant: str, session: str, key: str) -> Record | None:
-        """Read one value."""
-        return await self._store.get(tenant, core.session_id(session), core.key(key))
+        """Read one value, or the value at a path inside it (``lastOrder.status``)."""
+        session = core.session_id(session)
+        name, segments = document.parse_path(key)
+        record = await self._store.get(tenant, session, name)
+        if record is None or not segments:
+            return record
+        return _at_path(record, key, segments)
 
     async def get_many(self, tenant: str, session: str, keys: Sequence[str]) -> list[Record]:
-        """Read up to 100 values."""
-        return await self._store.get_many(tenant, core.session_id(session), core.keys(keys))
+        """Read up to 100 values or paths in one round trip (the ones found, in order)."""
+        session = core.session_id(session)
+        core.batch(len(keys), "keys")
+        paths = {k: document.parse_path(k, f"keys[{i}]") for i, k in enumerate(keys)}
+        names = list(dict.fromkeys(name for name, _ in paths.values()))
+        records = {r.key: r for r in await self._store.get_many(tenant, session, names)}
+        found = []
+        for path, (name, segments) in paths.items():
+            record = records.get(name)
+            if record is not None and segments:
+                record = _at_path(record, path, segments)
+            if record is not None:
+                found.append(record)
+        return found
 
     async def write(
         self, tenant: str, session: str, specs: Sequence[WriteSpec], field: str
@@ -153,7 +200,21 @@ class Memory:
                 every case nothing was written.
         """
         try:
-            return await self._store.write(tenant, session, writes, request)
+            try:
+                done = await self._store.write(tenant, session, writes, request)
+            except SchemaBound:
+
+                async def act(snap: Snapshot, bound: Bound) -> Committed:
+                    if bound.schema is not None:
+                        doc = _document(snap)
+                        doc.update((w.key, _document_value(w, snap.revision)) for w in writes)
+                        bound.validate(doc)
+                    return await self._store.write(
+                        tenant, session, writes, request, bound.guard(snap)
+                    )
+
+                done = await self._bound(tenant, session, act)
+            return done.results, done.released
         except PreconditionFailed as failed:
             raise _precondition_error(writes[failed.index], failed.current_version) from None
         except SessionFull:
@@ -162,6 +223,44 @@ class Memory:
             raise store_full() from None
         except RequestIdReused:
             raise _request_id_reused(request_field) from None
+
+    async def _bound(
+        self,
+        tenant: str,
+        session: str,
+        act: Callable[[Snapshot, Bound], Awaitable[T]],
+        *,
+        bind: str = "",
+    ) -> T:
+        """Run a write on a session bound to a schema: read, validate, write if unchanged.
+
+        ``act`` validates the write against the document read (with
+        `Bound.validate`) and makes it under the guard of what was read (the
+        revision and the binding, `Bound.guard`). A write that raced another is
+        re-read and re-applied, serialized per session in this process, at most
+        CONFLICT_ATTEMPTS times. ``bind`` names a schema to bind the session to.
+        """
+        async with self._locks.hold((tenant, session)):
+            for attempt in range(CONFLICT_ATTEMPTS):
+                snap = await self._store.read(tenant, session)
+                bound = await self._binding(tenant, snap, bind)
+                try:
+                    return await act(snap, bound)
+                except (RevisionMismatch, SchemaBound):
+                    await _pause(attempt)
+        raise _write_conflict()
+
+    async def _binding(self, tenant: str, snap: Snapshot, bind: str) -> Bound:
+        name = bind or snap.binding
+        if not name:
+            return Bound(snap.binding, "", None)
+        schema = await self._schemas.compiled(tenant, name)
+        if schema is None:
+            if bind:
+                raise schema_not_found(bind)
+            # The bound schema was deleted: the session is no longer validated.
+            return Bound(snap.binding, "-", None)
+        return Bound(snap.binding, bind if bind != snap.binding else "", schema, name)
 
     async def first_result(
         self, tenant: str, session: str, key: str, request: RequestId, field: str
@@ -203,7 +302,24 @@ class Memory:
                 core.LIMITS.request_id_window_seconds * 1000,
             )
         try:
-            return await self._store.increment(tenant, session, key, delta_text, ttl, request)
+            try:
+                return await self._store.increment(tenant, session, key, delta_text, ttl, request)
+            except SchemaBound:
+
+                async def act(snap: Snapshot, bound: Bound) -> Incremented:
+                    current = snap.records.get(key)
+                    if bound.schema is not None and (
+                        current is None or current.kind is Kind.NUMBER
+                    ):
+                        doc = _document(snap)
+                        start = float(current.payload) if current is not None else 0.0
+                        doc[key] = _number(start + float(delta_text))
+                        bound.validate(doc)
+                    return await self._store.increment(
+                        tenant, session, key, delta_text, ttl, request, bound.guard(snap)
+                    )
+
+                return await self._bound(tenant, session, act)
         except NotANumber as exc:
             raise DomainError(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -263,12 +379,24 @@ class Memory:
 
     async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> int:
         """Delete keys; returns how many existed."""
-        count, released = await self._store.delete(
-            tenant, core.session_id(session), core.keys(keys)
-        )
-        if released:
-            await self._release(released)
-        return count
+        session = core.session_id(session)
+        erases = [Erase(k) for k in core.keys(keys)]
+        try:
+            done = await self._store.write(tenant, session, erases)
+        except SchemaBound:
+
+            async def act(snap: Snapshot, bound: Bound) -> Committed:
+                if bound.schema is not None:
+                    doc = _document(snap)
+                    for e in erases:
+                        doc.pop(e.key, None)
+                    bound.validate(doc)
+                return await self._store.write(tenant, session, erases, guard=bound.guard(snap))
+
+            done = await self._bound(tenant, session, act)
+        if done.released:
+            await self._release(done.released)
+        return done.deleted
 
     async def list(self, tenant: str, session: str) -> list[RecordInfo]:
         """Describe the session's live keys."""
@@ -280,6 +408,369 @@ class Memory:
         if released:
             await self._release(released)
         return count
+
+    # --- the document view -------------------------------------------------------
+
+    async def document(
+        self, tenant: str, session: str, paths: Sequence[str], omit_defaults: bool
+    ) -> DocumentView:
+        """The live session as one JSON object (or its projection on ``paths``)."""
+        session = core.session_id(session)
+        if len(paths) > core.LIMITS.max_batch_keys:
+            core.batch(len(paths), "paths")
+        parsed = [document.parse_path(p, f"paths[{i}]") for i, p in enumerate(paths)]
+        names = list(dict.fromkeys(name for name, _ in parsed))
+        snap = await self._store.read(tenant, session, names)
+        doc = _document(snap)
+        defaulted: list[str] = []
+        if snap.binding and not omit_defaults:
+            schema = await self._schemas.compiled(tenant, snap.binding)
+            if schema is not None:
+                doc, defaulted = schema.with_defaults(doc)
+        if parsed:
+            doc = document.project(doc, parsed)
+            defaulted = [d for d in defaulted if _under_any(d, paths)]
+        text = document.dumps(doc)
+        size = len(text.encode("utf-8", "surrogatepass"))
+        limit = core.LIMITS.max_document_bytes
+        if size > limit:
+            raise DomainError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "DOCUMENT_TOO_LARGE",
+                f"the document is {size} bytes as compact JSON; GetDocument returns at most"
+                f" {limit}: read parts of it with paths",
+                metadata={"limit": limit, "actual": size},
+            )
+        return DocumentView(text, snap.revision, snap.binding, defaulted)
+
+    async def patch(
+        self,
+        tenant: str,
+        session: str,
+        patch_text: str,
+        ttl_seconds: int | None,
+        schema: str,
+        if_revision: int | None,
+        must_exist: bool,
+    ) -> Patched:
+        """Apply an RFC 7396 merge patch to the session's document, atomically."""
+        session = core.session_id(session)
+        patch = document.parse_patch(patch_text, "merge_patch")
+        ttl = core.ttl(Kind.JSON, ttl_seconds)
+        if schema:
+            schema_name(schema, "schema")
+        if if_revision is not None and if_revision < 0:
+            raise invalid(
+                "INVALID_PRECONDITION",
+                f"if_revision must be a revision (0 or more); got {if_revision}",
+                "if_revision",
+            )
+        try:
+            if not schema:
+                done = await self._patch_unbound(
+                    tenant,
+                    session,
+                    patch,
+                    ttl,
+                    Guard(if_revision=if_revision, must_exist=must_exist),
+                )
+                if done is not None:
+                    return done
+            return await self._patch_bound(
+                tenant, session, patch, ttl, schema, if_revision, must_exist
+            )
+        except RevisionMismatch as exc:
+            raise _revision_mismatch(exc.revision, if_revision) from None
+        except SessionNotFound:
+            raise _session_not_found() from None
+        except SessionFull:
+            raise _session_full() from None
+        except StoreFull:
+            raise store_full() from None
+
+    async def _patch_unbound(
+        self, tenant: str, session: str, patch: dict[str, Any], ttl: int, guard: Guard
+    ) -> Patched | None:
+        """Patch a session without a schema; None when it turns out to be bound.
+
+        Only the patched keys are read; each is written on the condition that its
+        version is still the one read, so patches of different fields never
+        conflict and a patch that raced another on its field is re-applied.
+        """
+        for attempt in range(CONFLICT_ATTEMPTS):
+            snap = await self._store.read(tenant, session, list(patch))
+            if snap.binding:
+                return None
+            entries = _patch_entries(snap, patch, ttl, versioned=True)
+            try:
+                done = await self._store.write(tenant, session, entries, guard=guard)
+            except PreconditionFailed:
+                await _pause(attempt)
+                continue
+            except SchemaBound:
+                return None
+            return await self._patched(entries, done, "")
+        raise _write_conflict()
+
+    async def _patch_bound(
+        self,
+        tenant: str,
+        session: str,
+        patch: dict[str, Any],
+        ttl: int,
+        schema: str,
+        if_revision: int | None,
+        must_exist: bool,
+    ) -> Patched:
+        async def act(snap: Snapshot, bound: Bound) -> Patched:
+            if schema and snap.binding and snap.binding != schema:
+                raise DomainError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "SCHEMA_MISMATCH",
+                    f"the session is bound to schema {snap.binding!r}, not {schema!r};"
+                    " switch it with BindSchema. Nothing was changed",
+                    metadata={"schema": snap.binding, "requested": schema},
+                )
+            if if_revision is not None and if_revision != snap.revision:
+                raise _revision_mismatch(snap.revision, if_revision)
+            if must_exist and snap.live == 0:
+                raise _session_not_found()
+            entries = _patch_entries(snap, patch, ttl, versioned=False)
+            if bound.schema is not None:
+                doc = _document(snap)
+                for key, value in patch.items():
+                    if value is None:
+                        doc.pop(key, None)
+                    else:
+                        doc[key] = document.merge_patch(doc.get(key), value)
+                bound.validate(doc)
+            guard = bound.guard(snap, must_exist=must_exist)
+            done = await self._store.write(tenant, session, entries, guard=guard)
+            return await self._patched(entries, done, bound.name)
+
+        bind = schema if schema else ""
+        return await self._bound(tenant, session, act, bind=bind)
+
+    async def _patched(
+        self, entries: Sequence[Write | Erase], done: Committed, schema: str
+    ) -> Patched:
+        if done.released:
+            await self._release(done.released)
+        written = []
+        deleted = []
+        for entry, result in zip(entries, done.results, strict=True):
+            if isinstance(entry, Erase):
+                if result.version:
+                    deleted.append(entry.key)
+            else:
+                written.append((entry.key, result))
+        return Patched(done.revision, written, deleted, schema)
+
+    async def bind(self, tenant: str, session: str, schema: str) -> int:
+        """Bind the session to a schema (its document must validate), or unbind it."""
+        session = core.session_id(session)
+        if schema:
+            schema_name(schema, "schema")
+
+        async def act(snap: Snapshot, bound: Bound) -> int:
+            if schema and bound.schema is not None:
+                bound.validate(_document(snap))
+            guard = bound.guard(snap) if schema else Guard(binding=snap.binding, bind="-")
+            if not schema and not snap.binding:
+                return snap.revision
+            return (await self._store.write(tenant, session, [], guard=guard)).revision
+
+        try:
+            return await self._bound(tenant, session, act, bind=schema)
+        except StoreFull:
+            raise store_full() from None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentView:
+    """A session read as one document.
+
+    Attributes:
+        json: The document as compact JSON text.
+        revision: The session's revision.
+        schema: The schema the session is bound to ("" = none).
+        defaulted: The dotted paths filled from the schema's defaults.
+    """
+
+    json: str
+    revision: int
+    schema: str
+    defaulted: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Patched:
+    """The outcome of a merge patch.
+
+    Attributes:
+        revision: The session's revision after the patch.
+        written: The keys written, with their versions and expiries, in patch order.
+        deleted: The keys deleted that existed, in patch order.
+        schema: The schema the session is bound to ("" = none).
+    """
+
+    revision: int
+    written: list[tuple[str, Written]]
+    deleted: list[str]
+    schema: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """What a write to a session found about its schema binding.
+
+    Attributes:
+        binding: The session's binding as read ("" = none); the write is made on
+            the condition that it is still this.
+        bind: The binding change the write makes ("" none, "-" unbind, a name).
+        schema: The compiled schema to validate against; None: no validation.
+        name: The schema's name (for errors and responses).
+    """
+
+    binding: str
+    bind: str
+    schema: CompiledSchema | None
+    name: str = ""
+
+    def guard(self, snap: Snapshot, *, must_exist: bool = False) -> Guard:
+        """The guard of a write based on ``snap``: same binding, same revision."""
+        return Guard(
+            binding=self.binding, if_revision=snap.revision, must_exist=must_exist, bind=self.bind
+        )
+
+    def validate(self, doc: dict[str, Any]) -> None:
+        """Refuse a document the schema does not accept (SCHEMA_VIOLATION)."""
+        if self.schema is not None:
+            violation = self.schema.validate(doc)
+            if violation is not None:
+                raise violation_error(violation, self.name)
+
+
+class KeyedLocks:
+    """One asyncio lock per key, alive only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """Hold the lock of ``key``."""
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+async def _pause(attempt: int) -> None:
+    """A short random pause before re-applying a write that raced another."""
+    await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+
+
+def _write_conflict() -> DomainError:
+    return DomainError(
+        grpc.StatusCode.ABORTED,
+        "WRITE_CONFLICT",
+        f"the write raced other writes to the session {CONFLICT_ATTEMPTS} times; nothing"
+        " was changed: retry",
+        retry_after=0.1,
+    )
+
+
+def _revision_mismatch(current: int, expected: int | None) -> DomainError:
+    return DomainError(
+        grpc.StatusCode.ABORTED,
+        "REVISION_MISMATCH",
+        f"the session is at revision {current}, not {expected}; nothing was changed:"
+        " re-read the document and retry",
+        metadata={"revision": current, "expected": expected},
+    )
+
+
+def _session_not_found() -> DomainError:
+    return DomainError(
+        grpc.StatusCode.NOT_FOUND,
+        "SESSION_NOT_FOUND",
+        "the session has no live key (it ended or expired), so it was not updated",
+    )
+
+
+def _document(snap: Snapshot) -> dict[str, Any]:
+    """The document of a snapshot's records (keys sorted)."""
+    return {k: document.record_value(snap.records[k]) for k in sorted(snap.records)}
+
+
+def _document_value(write: Write, revision: int) -> Any:
+    """The document value a write will store (a file's version/expiry estimated)."""
+    expires = int(time.time() * 1000) + write.ttl_seconds * 1000
+    return document.record_value(
+        Record(write.key, write.kind, revision + 1, expires, write.payload)
+    )
+
+
+def _number(value: float) -> float | int:
+    return int(value) if value.is_integer() and abs(value) < _JSON_INT_BOUND else value
+
+
+def _patch_entries(
+    snap: Snapshot, patch: dict[str, Any], ttl: int, *, versioned: bool
+) -> list[Write | Erase]:
+    """The writes and deletes a merge patch makes of the records read."""
+    entries: list[Write | Erase] = []
+    for key, value in patch.items():
+        current = snap.records.get(key)
+        version = (current.version if current is not None else 0) if versioned else None
+        if value is None:
+            entries.append(Erase(key, version))
+            continue
+        if current is not None and current.kind is Kind.FILE:
+            raise invalid(
+                "INVALID_PATCH",
+                f"key {key!r} holds a file: files are written with SetFile; a patch may only"
+                " delete it (null). Nothing was changed",
+                "merge_patch",
+                pointer="/" + key,
+            )
+        old = document.record_value(current) if current is not None else None
+        kind, payload = document.to_stored(key, document.merge_patch(old, value))
+        entries.append(Write(key, kind, payload, ttl, version))
+    return entries
+
+
+def _at_path(record: Record, path: str, segments: tuple[str, ...]) -> Record | None:
+    """The value at a path inside a record, as a record of its own kind."""
+    found, value = document.at_path(document.record_value(record), segments)
+    if not found:
+        return None
+    kind, payload = _typed(value)
+    return Record(path, kind, record.version, record.expires_ms, payload)
+
+
+def _typed(value: Any) -> tuple[Kind, str]:
+    if isinstance(value, bool):
+        return Kind.BOOLEAN, core.bool_value(value)
+    if isinstance(value, str):
+        return Kind.STRING, value
+    if isinstance(value, float) or (isinstance(value, int) and abs(value) < _JSON_INT_BOUND):
+        return Kind.NUMBER, repr(float(value))
+    return Kind.JSON, json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _under_any(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == p or path.startswith(p + ".") or p.startswith(path + ".") for p in prefixes)
 
 
 def _precondition_error(write: Write, current: int) -> DomainError:

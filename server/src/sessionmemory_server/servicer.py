@@ -15,11 +15,13 @@ from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
 
 from . import core
 from .auth import ApiKeys
-from .core import Kind, Record
+from .core import Kind
 from .errors import DomainError, invalid, unauthenticated
-from .files import FileHeaderSpec, FileMeta, Files, file_meta
+from .files import FileHeaderSpec, Files
 from .memory import Memory, WriteSpec
-from .stores.redis_store import Written
+from .schema_registry import SchemaRegistry
+from .values import Change, FileMeta, Record, SchemaRecord, Written, file_meta
+from .watch import ChangeHub
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -81,6 +83,35 @@ def _result(key: str, written: Written) -> pb.WriteResult:
     return pb.WriteResult(key=key, version=written.version, expires_at=_ts(written.expires_ms))
 
 
+_PB_OPERATION: Final = {
+    "set": pb.CHANGE_OPERATION_SET,
+    "delete": pb.CHANGE_OPERATION_DELETE,
+    "expire": pb.CHANGE_OPERATION_EXPIRE,
+}
+
+
+def _change(change: Change) -> pb.Change:
+    out = pb.Change(
+        key=change.key,
+        operation=_PB_OPERATION[change.operation],
+        kind=_PB_KIND[change.kind] if change.kind is not None else pb.VALUE_KIND_UNSPECIFIED,
+        version=change.version,
+        revision=change.revision,
+    )
+    if change.expires_ms:
+        out.expires_at.CopyFrom(_ts(change.expires_ms))
+    return out
+
+
+def _schema_info(record: SchemaRecord) -> svc.SchemaInfo:
+    return svc.SchemaInfo(
+        name=record.name,
+        version=record.version,
+        size_bytes=record.size_bytes,
+        updated_at=_ts(record.updated_ms),
+    )
+
+
 def _limits() -> pb.Limits:
     # core.Limits names its fields after the proto's, so the message is filled by name.
     return pb.Limits(**{f.name: getattr(core.LIMITS, f.name) for f in pb.Limits.DESCRIPTOR.fields})
@@ -90,9 +121,18 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
     """Implements sessionmemory.v1.MemoryService."""
 
     def __init__(
-        self, memory: Memory, files: Files, api_keys: ApiKeys, *, upload_idle_seconds: float
+        self,
+        memory: Memory,
+        files: Files,
+        api_keys: ApiKeys,
+        schemas: SchemaRegistry,
+        hub: ChangeHub,
+        *,
+        upload_idle_seconds: float,
     ) -> None:
         self._memory = memory
+        self._schemas = schemas
+        self._hub = hub
         self._files = files
         self._keys = api_keys
         self._idle = upload_idle_seconds
@@ -325,3 +365,99 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         yield svc.ReadFileResponse(file=file_info(meta))
         async for chunk in chunks:
             yield svc.ReadFileResponse(chunk=chunk)
+
+    async def GetDocument(
+        self, request: svc.GetDocumentRequest, context: Context
+    ) -> svc.GetDocumentResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        view = await self._memory.document(
+            tenant, request.session_id, request.paths, request.omit_defaults
+        )
+        return svc.GetDocumentResponse(
+            json=view.json,
+            revision=view.revision,
+            schema=view.schema,
+            defaults_applied=bool(view.defaulted),
+            defaulted_paths=view.defaulted,
+        )
+
+    async def PatchDocument(
+        self, request: svc.PatchDocumentRequest, context: Context
+    ) -> svc.PatchDocumentResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        done = await self._memory.patch(
+            tenant,
+            request.session_id,
+            request.merge_patch,
+            request.ttl_seconds if request.HasField("ttl_seconds") else None,
+            request.schema,
+            request.if_revision if request.HasField("if_revision") else None,
+            request.must_exist,
+        )
+        return svc.PatchDocumentResponse(
+            revision=done.revision,
+            written=[_result(key, w) for key, w in done.written],
+            deleted=done.deleted,
+            schema=done.schema,
+        )
+
+    async def PutSchema(
+        self, request: svc.PutSchemaRequest, context: Context
+    ) -> svc.PutSchemaResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        record = await self._schemas.put(tenant, request.name, request.json_schema)
+        return svc.PutSchemaResponse(schema=_schema_info(record))
+
+    async def GetSchema(
+        self, request: svc.GetSchemaRequest, context: Context
+    ) -> svc.GetSchemaResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        record = await self._schemas.get(tenant, request.name)
+        return svc.GetSchemaResponse(schema=_schema_info(record), json_schema=record.text)
+
+    async def ListSchemas(
+        self, request: svc.ListSchemasRequest, context: Context
+    ) -> svc.ListSchemasResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        records = await self._schemas.list(tenant)
+        return svc.ListSchemasResponse(schemas=[_schema_info(r) for r in records])
+
+    async def DeleteSchema(
+        self, request: svc.DeleteSchemaRequest, context: Context
+    ) -> svc.DeleteSchemaResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        return svc.DeleteSchemaResponse(deleted=await self._schemas.delete(tenant, request.name))
+
+    async def BindSchema(
+        self, request: svc.BindSchemaRequest, context: Context
+    ) -> svc.BindSchemaResponse:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        revision = await self._memory.bind(tenant, request.session_id, request.schema)
+        return svc.BindSchemaResponse(revision=revision)
+
+    async def Watch(
+        self, request: svc.WatchRequest, context: Context
+    ) -> AsyncIterator[svc.WatchResponse]:
+        """See the proto."""
+        tenant = await self._tenant(context)
+        session = core.session_id(request.session_id)
+        after = request.after_revision if request.HasField("after_revision") else None
+        if after is not None and after < 0:
+            raise invalid(
+                "INVALID_PRECONDITION",
+                f"after_revision must be a revision (0 or more); got {after}",
+                "after_revision",
+            )
+        async for batch in self._hub.stream(tenant, session, after):
+            yield svc.WatchResponse(
+                changes=[_change(c) for c in batch.changes],
+                revision=batch.revision,
+                compacted=batch.compacted,
+            )

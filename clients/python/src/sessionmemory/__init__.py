@@ -6,12 +6,25 @@ Example:
     ...     memory = client.session(socket_id)
     ...     step = memory.get("step", "start")
     ...     memory.set("step", "name", ttl=3600)
+    ...     memory.update({"order": {"status": "shipped"}}, ttl=3600)
+    ...     status = memory.get("order.status", "")
 """
 
 from ._aio import AsyncMemoryClient, AsyncSession
-from ._convert import Entry, EntryInfo, FileInfo, Limits, SetItem, WriteResult
+from ._convert import (
+    Change,
+    Document,
+    Entry,
+    EntryInfo,
+    FileInfo,
+    Limits,
+    SchemaInfo,
+    SetItem,
+    WriteResult,
+)
 from ._files import AsyncFileHandle, FileHandle
 from ._sync import MemoryClient, Session
+from ._watch import AsyncChangeStream, ChangeStream
 from .errors import (
     AuthenticationError,
     ConflictError,
@@ -24,17 +37,23 @@ from .errors import (
     MemoryTypeError,
     MemoryUnavailableError,
     NotANumberError,
+    NotFoundError,
     PermissionDeniedError,
+    SchemaViolationError,
     ServiceUnavailableError,
 )
 
 __all__ = [
+    "AsyncChangeStream",
     "AsyncFileHandle",
     "AsyncMemoryClient",
     "AsyncSession",
     "AuthenticationError",
+    "Change",
+    "ChangeStream",
     "ConflictError",
     "DeadlineExceededError",
+    "Document",
     "Entry",
     "EntryInfo",
     "FailedPreconditionError",
@@ -49,7 +68,10 @@ __all__ = [
     "MemoryTypeError",
     "MemoryUnavailableError",
     "NotANumberError",
+    "NotFoundError",
     "PermissionDeniedError",
+    "SchemaInfo",
+    "SchemaViolationError",
     "ServiceUnavailableError",
     "Session",
     "SetItem",

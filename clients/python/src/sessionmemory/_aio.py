@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import grpc
 
@@ -22,22 +22,27 @@ from ._base import (
     env_settings,
 )
 from ._convert import (
+    Document,
     Entry,
     EntryInfo,
     FileData,
     FileInfo,
     Limits,
+    Partial,
     Plan,
     Progress,
     Scalar,
+    SchemaInfo,
     SetItem,
     WriteResult,
 )
 from ._files import AsyncFileHandle
+from ._watch import AsyncChangeStream
 from .errors import from_grpc
 from .v1 import memory_service_pb2_grpc
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 class AsyncMemoryClient:
@@ -97,6 +102,86 @@ class AsyncMemoryClient:
             MemoryApiError: the call failed.
         """
         return await self._run(None, c.plan_limits())
+
+    async def update_memory(
+        self,
+        session_id: str,
+        partial: Partial,
+        *,
+        ttl: int,
+        schema: str | None = None,
+        if_revision: int | None = None,
+        must_exist: bool = True,
+    ) -> int:
+        """Merge ``partial`` into a session's document from outside the conversation.
+
+        The same as `AsyncSession.update`, except that by default it refuses to revive a
+        session that has ended (no live key): a webhook cannot start a conversation.
+
+        Args:
+            session_id: The conversation to update.
+            partial: A dict or a pydantic model instance (its set fields), applied as
+                an RFC 7396 merge patch.
+            ttl: Seconds until every top-level key the patch writes expires (1 to 86,400).
+            schema: The schema to validate against (binds an unbound session).
+            if_revision: Apply only if the session's revision is this one.
+            must_exist: Fail when the session has no live key (default True).
+
+        Returns:
+            The session's revision after the update.
+
+        Raises:
+            NotFoundError: the session has no live key (``SESSION_NOT_FOUND``).
+            SchemaViolationError: the result would not validate; nothing changed.
+            ConflictError: ``if_revision`` did not match (``REVISION_MISMATCH``).
+            FailedPreconditionError: the session is bound to another schema.
+            MemoryApiError: the call failed.
+        """
+        return await self._run(
+            session_id,
+            c.plan_patch_document(session_id, partial, ttl, schema, if_revision, must_exist),
+        )
+
+    async def put_schema(self, name: str, schema: Mapping[str, Any] | type) -> SchemaInfo:
+        """Register or replace the tenant's JSON Schema ``name`` (draft 2020-12).
+
+        Args:
+            name: The schema's name (the key pattern: letters, digits, ``_``, ``-``).
+            schema: A JSON Schema dict, or a pydantic model class (its
+                ``model_json_schema()``).
+
+        Raises:
+            InvalidArgumentError: the schema is invalid, too large (64 KiB) or has a
+                ``$ref`` that is not local (``SCHEMA_INVALID``).
+            LimitExceededError: the tenant has too many schemas (``TOO_MANY_SCHEMAS``).
+            MemoryApiError: the call failed.
+        """
+        return await self._run(None, c.plan_put_schema(name, schema))
+
+    async def get_schema(self, name: str) -> dict[str, Any]:
+        """The JSON Schema registered as ``name``.
+
+        Raises:
+            NotFoundError: no schema of that name (``SCHEMA_NOT_FOUND``).
+            MemoryApiError: the call failed.
+        """
+        return await self._run(None, c.plan_get_schema(name))
+
+    async def list_schemas(self) -> list[SchemaInfo]:
+        """Describe the tenant's schemas, sorted by name.
+
+        Raises:
+            MemoryApiError: the call failed.
+        """
+        return await self._run(None, c.plan_list_schemas())
+
+    async def delete_schema(self, name: str) -> bool:
+        """Remove a schema; True when it existed. Sessions bound to it are no longer validated.
+
+        Raises:
+            MemoryApiError: the call failed.
+        """
+        return await self._run(None, c.plan_delete_schema(name))
 
     async def close(self) -> None:
         """Close the channel."""
@@ -177,6 +262,10 @@ class AsyncMemoryClient:
     def _reader(self, request: Any) -> Any:
         return self._stub.ReadFile(request, timeout=self._upload_timeout, metadata=self._metadata)
 
+    def _watcher(self, request: Any) -> Any:
+        # No deadline: a Watch stream lives as long as its reader wants it.
+        return self._stub.Watch(request, metadata=self._metadata)
+
 
 class AsyncSession:
     """One conversation's memory (from `AsyncMemoryClient.session`)."""
@@ -184,6 +273,12 @@ class AsyncSession:
     def __init__(self, client: AsyncMemoryClient, session_id: str | None) -> None:
         self._client = client
         self.session_id = session_id or ""
+        self._revision: int | None = None
+
+    @property
+    def revision(self) -> int | None:
+        """The session revision last seen by `document` or `update`; None before."""
+        return self._revision
 
     @property
     def available(self) -> bool:
@@ -195,6 +290,9 @@ class AsyncSession:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key`` converted to the type of ``default``; ``default`` when missing.
+
+        ``key`` may be a path into a JSON value or a file's info: ``"lastOrder.status"``,
+        ``"cart.items.0.name"``; a missing path is a miss.
 
         Raises:
             MemoryTypeError: the stored value cannot be converted exactly.
@@ -213,13 +311,16 @@ class AsyncSession:
     async def get_entry(self, key: str) -> Entry | None:
         """The value with its kind, version and expiry; None when missing.
 
+        ``key`` may be a path (``"lastOrder.status"``): the entry then holds the
+        value at the path with its own kind, and the key's version and expiry.
+
         Raises:
             MemoryApiError: the call failed.
         """
         return await self._run(c.plan_get_entry(self.session_id, key))
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """Up to 100 values in one round trip; missing keys are left out.
+        """Up to 100 values (keys or paths) in one round trip; missing ones are left out.
 
         Raises:
             MemoryApiError: the call failed.
@@ -324,6 +425,131 @@ class AsyncSession:
             MemoryApiError: the call failed.
         """
         return await self._run(c.plan_clear(self.session_id))
+
+    @overload
+    async def document(
+        self,
+        *,
+        paths: str | Iterable[str] | None = None,
+        model: None = None,
+        defaults: bool = True,
+    ) -> Document: ...
+
+    @overload
+    async def document(
+        self,
+        *,
+        paths: str | Iterable[str] | None = None,
+        model: type[M],
+        defaults: bool = True,
+    ) -> M: ...
+
+    async def document(
+        self,
+        *,
+        paths: str | Iterable[str] | None = None,
+        model: type[Any] | None = None,
+        defaults: bool = True,
+    ) -> Any:
+        """The whole session as one JSON object, with its revision (see `Document`).
+
+        Each key is a top-level field; files appear as their FileInfo fields. On a
+        session bound to a schema, the schema's defaults fill absent fields.
+
+        Args:
+            paths: Only these paths (``"user"``, ``"order.status"``), nested as in
+                the document; missing ones are left out.
+            model: A pydantic model class: return ``model.model_validate(document)``.
+            defaults: Fill the bound schema's defaults into absent fields.
+
+        Returns:
+            A `Document` (a ``dict``), or an instance of ``model``.
+
+        Raises:
+            FailedPreconditionError: the document is too large to read at once
+                (``DOCUMENT_TOO_LARGE``); read parts of it with ``paths``.
+            pydantic.ValidationError: the document does not fit ``model``.
+            MemoryApiError: the call failed.
+        """
+        document = await self._run(c.plan_get_document(self.session_id, paths, defaults))
+        self._revision = document.revision
+        return document if model is None else c.validate_model(model, document)
+
+    async def update(
+        self,
+        partial: Partial,
+        *,
+        ttl: int,
+        schema: str | None = None,
+        if_revision: int | None = None,
+        must_exist: bool = False,
+    ) -> int:
+        """Merge ``partial`` into the session's document atomically (RFC 7396).
+
+        ``None`` deletes a field, dicts merge recursively, anything else replaces.
+        Every top-level key the patch touches is written with ``ttl``; the others
+        keep their values and TTLs. Concurrent updates never lose each other's
+        changes.
+
+        Args:
+            partial: A dict, or a pydantic model instance (its set fields:
+                ``model_dump(mode="json", exclude_unset=True)``).
+            ttl: Seconds until every top-level key the patch writes expires (1 to 86,400).
+            schema: The schema to validate against; binds an unbound session.
+            if_revision: Apply only if the session's revision is this one (e.g.
+                `revision` after `document`).
+            must_exist: Fail when the session has no live key.
+
+        Returns:
+            The session's revision after the update (also kept in `revision`).
+
+        Raises:
+            SchemaViolationError: the result would not validate; nothing changed.
+            InvalidArgumentError: the patch is not an object (``INVALID_PATCH``) or
+                breaks a per-kind limit; nothing changed.
+            ConflictError: ``if_revision`` did not match (``REVISION_MISMATCH``).
+            FailedPreconditionError: the session is bound to another schema
+                (``SCHEMA_MISMATCH``).
+            NotFoundError: ``must_exist`` and the session has no live key.
+            MemoryApiError: the call failed.
+        """
+        revision = await self._run(
+            c.plan_patch_document(self.session_id, partial, ttl, schema, if_revision, must_exist)
+        )
+        self._revision = revision
+        return revision
+
+    async def bind_schema(self, name: str | None) -> int:
+        """Bind the session to schema ``name`` (None or ``""`` unbinds); the revision.
+
+        From then on every write to the session is validated against it.
+
+        Raises:
+            SchemaViolationError: the current document does not validate.
+            NotFoundError: no schema of that name (``SCHEMA_NOT_FOUND``).
+            MemoryApiError: the call failed.
+        """
+        return await self._run(c.plan_bind_schema(self.session_id, name))
+
+    def watch(self, *, after_revision: int | None = None) -> AsyncChangeStream:
+        """The session's changes as they happen, as an async iterator of `Change`.
+
+        Starts now, or, with ``after_revision``, first replays the later changes the
+        server still has (a ``"reset"`` change says some are gone: re-read the
+        document). Resumes by itself after a dropped stream. Stop it with ``aclose()``
+        or an ``async with`` block; breaking out of a loop over it also ends the call.
+
+        Example:
+            >>> async with memory.watch() as changes:  # doctest: +SKIP
+            ...     async for change in changes:
+            ...         print(change.operation, change.key)
+
+        Raises:
+            MemoryUnavailableError: no session id or no API key.
+        """
+        check_available(self.session_id, self._client._metadata)
+        cursor = c.WatchCursor(self.session_id, after_revision, self._client._max_attempts)
+        return AsyncChangeStream(self._client._watcher, cursor)
 
     async def set_file(
         self,

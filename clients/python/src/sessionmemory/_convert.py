@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Final, Generic, TypeVar
+from typing import Any, BinaryIO, Final, Generic, Literal, Protocol, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .errors import MemoryApiError, MemoryTypeError
+from .errors import MemoryApiError, MemoryTypeError, ServiceUnavailableError
 from .v1 import memory_pb2 as pb
 from .v1 import memory_service_pb2 as svc
 
@@ -119,6 +119,14 @@ class Limits:
     max_batch_keys: int
     max_keys_per_session: int
     max_request_id_length: int
+    max_schema_bytes: int
+    max_schemas_per_tenant: int
+    max_path_length: int
+    max_path_segments: int
+    max_patch_bytes: int
+    max_document_bytes: int
+    watch_log_changes: int
+    max_watchers: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +469,341 @@ def backoff(attempt: int, retry_after: float | None) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): server hint or 50 ms doubling."""
     base: float = 0.05 * (2 ** (attempt - 1))
     return max(retry_after or 0.0, base * (0.5 + random.random()))
+
+
+# --- structured memory: documents, schemas, changes --------------------------------
+
+
+class Document(dict[str, Any]):
+    """A session's memory as one JSON object: a plain ``dict``, plus its revision.
+
+    Each top-level field is one key of the session (files appear as their FileInfo
+    fields). Comparing, copying or serializing it works as for any ``dict``.
+
+    Attributes:
+        revision: The session's revision when it was read; pass it as ``if_revision``
+            to make an update conditional on nothing having changed since.
+        schema: The name of the schema the session is bound to, or None.
+        defaulted: The paths (``"user.name"``) filled from the schema's defaults
+            rather than from stored values.
+    """
+
+    revision: int
+    schema: str | None
+    defaulted: list[str]
+
+    def __init__(
+        self,
+        fields: Mapping[str, Any] | None = None,
+        *,
+        revision: int = 0,
+        schema: str | None = None,
+        defaulted: Iterable[str] = (),
+    ) -> None:
+        super().__init__(fields or {})
+        self.revision = revision
+        self.schema = schema
+        self.defaulted = list(defaulted)
+
+    def __repr__(self) -> str:
+        return (
+            f"Document({dict.__repr__(self)}, revision={self.revision},"
+            f" schema={self.schema!r}, defaulted={self.defaulted!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaInfo:
+    """A registered JSON Schema's description (see `MemoryClient.put_schema`)."""
+
+    name: str
+    version: int
+    size_bytes: int
+    updated_at: datetime
+
+
+ChangeOperation = Literal["set", "delete", "expire", "reset"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of a session, as `watch` reports it.
+
+    Attributes:
+        key: The key that changed; ``""`` for a ``"reset"``.
+        operation: ``"set"`` (written), ``"delete"`` (deleted), ``"expire"``
+            (expired, reported live only) or ``"reset"``: changes were missed (they
+            are older than the server's change log, or the watcher fell behind), so
+            re-read the document; the stream goes on from ``revision``.
+        kind: The kind written (``"string"``, ``"number"``, ``"boolean"``,
+            ``"json"``, ``"file"``); None for deletes, expiries and resets.
+        version: The key's new version (sets) or the version it had (deletes, when
+            known; 0 otherwise).
+        revision: The session revision of this change.
+        expires_at: When the written value expires; None for everything but sets.
+    """
+
+    key: str
+    operation: ChangeOperation
+    kind: str | None
+    version: int
+    revision: int
+    expires_at: datetime | None
+
+
+class SupportsModelDump(Protocol):
+    """A pydantic model instance (anything with pydantic's ``model_dump``)."""
+
+    def model_dump(self, *, mode: str = ..., exclude_unset: bool = ...) -> dict[str, Any]:
+        """The model's fields as a dict."""
+        ...
+
+
+Partial = Mapping[str, Any] | SupportsModelDump
+M = TypeVar("M")
+
+
+def _is_model_instance(value: Any) -> bool:
+    return not isinstance(value, type) and callable(getattr(value, "model_dump", None))
+
+
+def _dump_model(value: Any) -> Any:
+    """json.dumps hook: pydantic models nested in a dict, as their set fields."""
+    if _is_model_instance(value):
+        return value.model_dump(mode="json", exclude_unset=True)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def patch_text(partial: Any) -> str:
+    """A merge patch as compact JSON: a dict as is, a pydantic model by its set fields.
+
+    Anything else JSON-serializable is sent as well, for the server to refuse
+    (a merge patch must be an object: INVALID_PATCH).
+    """
+    if _is_model_instance(partial):
+        partial = partial.model_dump(mode="json", exclude_unset=True)
+    elif isinstance(partial, Mapping):
+        partial = dict(partial)
+    return json.dumps(
+        partial, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_dump_model
+    )
+
+
+def json_schema_of(schema: Mapping[str, Any] | type) -> dict[str, Any]:
+    """A JSON Schema as a dict: a dict as is, a pydantic model class by its JSON Schema.
+
+    Raises:
+        TypeError: ``schema`` is neither.
+    """
+    if isinstance(schema, type):
+        make = getattr(schema, "model_json_schema", None)
+        if not callable(make):
+            raise TypeError(
+                f"{schema.__name__} has no model_json_schema(); pass a pydantic model"
+                " class or a JSON Schema dict"
+            )
+        result: dict[str, Any] = make()
+        return result
+    if isinstance(schema, Mapping):
+        return dict(schema)
+    raise TypeError(
+        f"a schema is a JSON Schema dict or a pydantic model class; got {type(schema).__name__}"
+    )
+
+
+def validate_model(model: type[M], document: Mapping[str, Any]) -> M:
+    """``model.model_validate(document)`` for a pydantic model class.
+
+    Raises:
+        TypeError: ``model`` has no ``model_validate``.
+        pydantic.ValidationError: the document does not fit the model.
+    """
+    validate = getattr(model, "model_validate", None)
+    if not callable(validate):
+        raise TypeError(f"{model!r} has no model_validate(); pass a pydantic model class")
+    result: M = validate(dict(document))
+    return result
+
+
+def _schema_info(info: svc.SchemaInfo) -> SchemaInfo:
+    return SchemaInfo(info.name, info.version, info.size_bytes, _time(info.updated_at))
+
+
+def plan_get_document(
+    session: str, paths: str | Iterable[str] | None, defaults: bool
+) -> Plan[Document]:
+    """Read the session as one document (optionally only some paths)."""
+    request = svc.GetDocumentRequest(
+        session_id=session,
+        paths=keys_list(paths) if paths is not None else [],
+        omit_defaults=not defaults,
+    )
+
+    def convert(resp: svc.GetDocumentResponse) -> Document:
+        return Document(
+            json.loads(resp.json) if resp.json else {},
+            revision=resp.revision,
+            schema=resp.schema or None,
+            defaulted=resp.defaulted_paths,
+        )
+
+    return Plan("GetDocument", request, True, convert)
+
+
+def plan_patch_document(
+    session: str,
+    partial: Any,
+    ttl: int | None,
+    schema: str | None,
+    if_revision: int | None,
+    must_exist: bool,
+) -> Plan[int]:
+    """Merge a partial document into the session; the result is the new revision."""
+    request = svc.PatchDocumentRequest(
+        session_id=session,
+        merge_patch=patch_text(partial),
+        schema=schema or "",
+        must_exist=must_exist,
+    )
+    if ttl is not None:  # required: the server says so (TTL_REQUIRED), in every language
+        request.ttl_seconds = ttl
+    if if_revision is not None:
+        request.if_revision = if_revision
+    # A merge patch applied twice leaves the same document (like a repeated Set), so
+    # an unconditional one is retried; a conditional one is not: if the first attempt
+    # was applied, the retry would fail with REVISION_MISMATCH.
+    return Plan("PatchDocument", request, if_revision is None, lambda r: int(r.revision))
+
+
+def plan_put_schema(name: str, schema: Mapping[str, Any] | type) -> Plan[SchemaInfo]:
+    """Register or replace a named JSON Schema."""
+    request = svc.PutSchemaRequest(name=name, json_schema=_json_text(json_schema_of(schema)))
+    return Plan("PutSchema", request, True, lambda r: _schema_info(r.schema))
+
+
+def plan_get_schema(name: str) -> Plan[dict[str, Any]]:
+    """Read a registered schema (the JSON Schema itself)."""
+
+    def convert(resp: svc.GetSchemaResponse) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(resp.json_schema)
+        return result
+
+    return Plan("GetSchema", svc.GetSchemaRequest(name=name), True, convert)
+
+
+def plan_list_schemas() -> Plan[list[SchemaInfo]]:
+    """Describe the tenant's schemas, sorted by name."""
+    return Plan(
+        "ListSchemas",
+        svc.ListSchemasRequest(),
+        True,
+        lambda r: [_schema_info(s) for s in r.schemas],
+    )
+
+
+def plan_delete_schema(name: str) -> Plan[bool]:
+    """Remove a schema; True when it existed."""
+    return Plan("DeleteSchema", svc.DeleteSchemaRequest(name=name), True, lambda r: r.deleted)
+
+
+def plan_bind_schema(session: str, name: str | None) -> Plan[int]:
+    """Bind the session to a schema (None or "" unbinds); the result is the revision."""
+    request = svc.BindSchemaRequest(session_id=session, schema=name or "")
+    return Plan("BindSchema", request, True, lambda r: int(r.revision))
+
+
+_OPERATIONS: Final[dict[int, ChangeOperation]] = {
+    pb.CHANGE_OPERATION_SET: "set",
+    pb.CHANGE_OPERATION_DELETE: "delete",
+    pb.CHANGE_OPERATION_EXPIRE: "expire",
+}
+# Streams that end with these (or without a status) were dropped, not refused:
+# UNAVAILABLE is a server going away, CANCELLED one cancelling its calls on shutdown.
+_RESUMABLE: Final = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+# Resuming waits longer than a unary retry: a server restart takes seconds, and a
+# watcher should ride it out within the client's few attempts.
+WATCH_BASE_BACKOFF: Final = 0.5
+WATCH_MAX_BACKOFF: Final = 5.0
+
+
+def watch_backoff(failures: int, retry_after: float | None) -> float:
+    """Seconds before reopening a Watch after ``failures`` streams in a row without a message.
+
+    0 failures (a stream that worked dropped): reopen almost at once.
+    """
+    if failures == 0:
+        return backoff(1, retry_after)
+    base: float = WATCH_BASE_BACKOFF * (2 ** (failures - 1)) * (0.5 + random.random())
+    return min(max(retry_after or 0.0, base), WATCH_MAX_BACKOFF)
+
+
+def change_of(change: pb.Change) -> Change | None:
+    """Convert a proto Change; None for an operation this client does not know."""
+    operation = _OPERATIONS.get(change.operation)
+    if operation is None:
+        return None
+    return Change(
+        change.key,
+        operation,
+        _KIND_NAMES.get(change.kind),
+        change.version,
+        change.revision,
+        _time(change.expires_at) if change.HasField("expires_at") else None,
+    )
+
+
+class WatchCursor:
+    """Where a Watch stream is, and whether to resume it: shared by sync and async.
+
+    The sync and async change streams only differ in how they read messages and
+    sleep; the resume rules live here.
+    """
+
+    def __init__(self, session: str, after_revision: int | None, max_attempts: int) -> None:
+        self.session = session
+        self.revision = after_revision
+        self._max_attempts = max(1, max_attempts)
+        self._failures = 0
+        self._progress = False
+
+    def request(self) -> svc.WatchRequest:
+        """The request of the next stream: resume after the last revision seen."""
+        request = svc.WatchRequest(session_id=self.session)
+        if self.revision is not None:
+            request.after_revision = self.revision
+        return request
+
+    def receive(self, response: svc.WatchResponse) -> list[Change]:
+        """The changes of one message (a ``"reset"`` when changes were missed)."""
+        self._progress = True
+        if response.compacted:
+            changes = [Change("", "reset", None, 0, response.revision, None)]
+        else:
+            changes = [x for x in map(change_of, response.changes) if x is not None]
+        if self.revision is None or response.revision > self.revision or response.compacted:
+            self.revision = response.revision
+        return changes
+
+    def ended(self, error: MemoryApiError | None) -> float:
+        """The stream ended (``error`` None: without a status). Seconds before resuming.
+
+        Raises:
+            MemoryApiError: ``error`` when it is not a dropped stream, or the last
+                failure once ``max_attempts`` streams in a row brought no message.
+        """
+        if error is not None and error.status not in _RESUMABLE:
+            raise error
+        if self._progress:
+            self._progress = False
+            self._failures = 0
+        else:
+            self._failures += 1
+            if self._failures >= self._max_attempts:
+                raise error or ServiceUnavailableError(
+                    f"the Watch stream ended {self._failures} times in a row without a message",
+                    status=grpc.StatusCode.UNAVAILABLE,
+                )
+        return watch_backoff(self._failures, error.retry_after if error else None)
 
 
 # --- files ----------------------------------------------------------------------

@@ -61,6 +61,32 @@ class InvalidArgumentError(MemoryApiError):
     """The request broke a limit or rule (INVALID_ARGUMENT); nothing was changed."""
 
 
+class SchemaViolationError(InvalidArgumentError):
+    """The write would make the session's document invalid against its bound schema.
+
+    Nothing was changed. `pointer`, `keyword` and `schema` say what failed.
+    """
+
+    @property
+    def pointer(self) -> str:
+        """The JSON pointer of the failing value (e.g. ``/order/status``)."""
+        return self.metadata.get("pointer", "")
+
+    @property
+    def keyword(self) -> str:
+        """The schema keyword that failed (e.g. ``enum``, ``required``, ``type``)."""
+        return self.metadata.get("keyword", "")
+
+    @property
+    def schema(self) -> str:
+        """The name of the schema the document was validated against."""
+        return self.metadata.get("schema", "")
+
+
+class NotFoundError(MemoryApiError):
+    """What the call names does not exist (NOT_FOUND): a session, schema or file."""
+
+
 class AuthenticationError(MemoryApiError):
     """The API key is missing, unknown or revoked (UNAUTHENTICATED)."""
 
@@ -70,7 +96,12 @@ class PermissionDeniedError(MemoryApiError):
 
 
 class ConflictError(MemoryApiError):
-    """A precondition (only-if-absent or if-version) failed (ABORTED); nothing written."""
+    """A precondition failed, or a write raced too many others (ABORTED); nothing written.
+
+    Preconditions are only-if-absent and if-version (KEY_EXISTS, VERSION_MISMATCH) and
+    if-revision (REVISION_MISMATCH); WRITE_CONFLICT means the server's own retries of a
+    contended update ran out (retry after ``retry_after``).
+    """
 
 
 class FailedPreconditionError(MemoryApiError):
@@ -107,10 +138,12 @@ _BY_REASON: Final[dict[str, type[MemoryApiError]]] = {
     ErrorReason.Name(ErrorReason.NOT_A_NUMBER): NotANumberError,
     ErrorReason.Name(ErrorReason.KEY_EXISTS): ConflictError,
     ErrorReason.Name(ErrorReason.VERSION_MISMATCH): ConflictError,
+    ErrorReason.Name(ErrorReason.SCHEMA_VIOLATION): SchemaViolationError,
 }
 _BY_CODE: Final[dict[grpc.StatusCode, type[MemoryApiError]]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.ABORTED: ConflictError,

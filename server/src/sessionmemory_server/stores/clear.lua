@@ -1,13 +1,30 @@
--- Clear. KEYS[1] index; ARGV[1] value-key prefix (same hash tag, same slot).
--- Returns {deleted, released '<object>\t<value key>' of deleted files}.
-local deleted = 0
+-- Clear. KEYS[1] index, KEYS[2] version counter, KEYS[3] schema binding,
+-- KEYS[4] change log; ARGV[1] value-key prefix (same hash tag, same slot),
+-- ARGV[2] change log length, ARGV[3] expiry (ms from now) of a log that has none.
+-- Returns {deleted, released '<object>\t<value key>' of deleted files}. Every
+-- deleted key is a change (a new revision); the schema binding goes too.
+local idx, seq, log = KEYS[1], KEYS[2], KEYS[4]
+local deleted = {}
 local released = {}
-for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+for _, name in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
   local vkey = ARGV[1] .. name
   local old = redis.call('GETDEL', vkey)
-  if old then deleted = deleted + 1 end
+  if old then deleted[#deleted + 1] = {name, old} end
   local blob = blob_of(old)
   if blob then released[#released + 1] = blob .. '\t' .. vkey end
 end
-redis.call('DEL', KEYS[1])
-return {deleted, released}
+redis.call('DEL', idx, KEYS[3])
+if #deleted > 0 then
+  local now = now_ms()
+  local rev = next_versions(seq, now, #deleted, log, tonumber(ARGV[2]))
+  local lines = {}
+  for _, d in ipairs(deleted) do
+    rev = rev + 1
+    local _, ver = parse(d[2])
+    lines[#lines + 1] = change_line(rev, 'd', '-', ver, 0, d[1])
+    log_change(log, tonumber(ARGV[2]), rev, lines[#lines])
+  end
+  bound({seq, log}, now + tonumber(ARGV[3]))
+  publish_changes(log, lines)
+end
+return {#deleted, released}

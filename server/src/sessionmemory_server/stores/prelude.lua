@@ -17,23 +17,66 @@ local function record(kind, ver, exp, payload)
   return kind .. string.format('%d', ver) .. ':' .. string.format('%d', exp) .. ':' .. payload
 end
 
+-- A session's bookkeeping keys (index, counter, change log, schema binding)
+-- live as long as its longest-lived value: push each one's expiry to exp when
+-- that is later (keys that do not exist are skipped).
+local function extend(names, now, exp)
+  for _, name in ipairs(names) do
+    local left = redis.call('PTTL', name)
+    if left == -1 or (left >= 0 and now + left < exp) then redis.call('PEXPIREAT', name, exp) end
+  end
+end
+
+-- Give keys that have no expiry one (a change log created by a Delete).
+local function bound(names, at)
+  for _, name in ipairs(names) do
+    if redis.call('PTTL', name) == -1 then redis.call('PEXPIREAT', name, at) end
+  end
+end
+
+-- The session's revision: the version counter's value (0 before any write).
+local function revision(seq)
+  return tonumber(redis.call('GET', seq) or '0')
+end
+
+-- The change log: a stream of the session's last changes, entry id '<revision>-0',
+-- field e = '<revision> <op> <kind> <version> <expires ms> <key>' (op s = set,
+-- d = delete). The same lines, joined by newlines, are published on a channel
+-- named like the log, so Watch streams learn of them without polling.
+local function log_change(log, maxlen, rev, line)
+  local id = string.format('%d', rev) .. '-0'
+  local r = redis.pcall('XADD', log, 'MAXLEN', maxlen, id, 'e', line)
+  if type(r) == 'table' and r.err then
+    -- A log older than its counter (ids out of order): start it afresh; a
+    -- watcher resuming from before sees the gap and is told to re-read.
+    redis.call('DEL', log)
+    redis.call('XADD', log, 'MAXLEN', maxlen, id, 'e', line)
+  end
+end
+
+local function publish_changes(log, lines)
+  if #lines > 0 then redis.call('PUBLISH', log, table.concat(lines, '\n')) end
+end
+
+local function change_line(rev, op, kind, ver, exp, name)
+  return string.format('%d', rev) .. ' ' .. op .. ' ' .. kind .. ' ' .. string.format('%d', ver)
+    .. ' ' .. string.format('%d', exp) .. ' ' .. name
+end
+
 -- Versions come from one counter per session. A new counter starts at the
 -- current time in microseconds, so versions keep growing even after the whole
--- session expired and a stale version can never match again.
-local function next_versions(seq, now, n)
+-- session expired and a stale version can never match again. The change log
+-- marks where a counter began (op b), so a watcher from revision 0 knows that
+-- nothing came before. Returns the value before the n new versions.
+local function next_versions(seq, now, n, log, maxlen)
   if redis.call('EXISTS', seq) == 0 then
-    redis.call('SET', seq, string.format('%d', now * 1000))
+    local start = now * 1000
+    redis.call('SET', seq, string.format('%d', start))
+    log_change(log, maxlen, start, change_line(start, 'b', '-', 0, 0, '-'))
   end
   return redis.call('INCRBY', seq, n) - n
 end
 
--- The index and the counter live as long as the longest-lived value.
-local function extend(idx, seq, now, exp)
-  local left = redis.call('PTTL', idx)
-  if left < 0 or now + left < exp then redis.call('PEXPIREAT', idx, exp) end
-  left = redis.call('PTTL', seq)
-  if left < 0 or now + left < exp then redis.call('PEXPIREAT', seq, exp) end
-end
 
 local function prune(idx, now)
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. string.format('%d', now))

@@ -7,31 +7,51 @@ Layout, for tenant T and session S (S escaped so '}' cannot end the hash tag):
     sm:{T|S}:n          version counter of the session
     sm:{T|S}:r:<id>     request-id record of an Increment or an upload: the call's
                         fingerprint and first result (see prelude.lua)
+    sm:{T|S}:s          the schema the session is bound to (its name)
+    sm:{T|S}:w          change log (a stream: the last changes, id = revision) and
+                        the Pub/Sub channel its new entries are published on
+    sm:{T}:x:<name>     a tenant's schema: hash v (version), t (updated ms), j (JSON)
+    sm:{T}:xi           the tenant's schema names (sorted set)
+    sm:{T}:xn           the tenant's schema version counter
     sm:gc:<bucket>      blob collection set (one key per bucket):
                         "<object>\t<value key>" -> when to check it (see collector.py)
 
 Every key of a session shares the hash tag ``{T|S}``, so they sit in one Redis
-Cluster slot and every script stays single-slot. Reads are one plain GET/MGET;
-writes are one EVALSHA of a script loaded once. Scripts that add data refuse to
-run over Redis' ``maxmemory`` (STORE_FULL) before they change anything; Delete,
-Clear and Touch add nothing and keep working, so space can be freed. Because each value is its own
-key with its own expiry and the index lists them, a later "whole session as one
-JSON document" view is a read of the index plus an MGET: no data migration.
+Cluster slot and every script stays single-slot (a tenant's schemas share
+``{T}``). Reads are one plain GET/MGET; writes are one EVALSHA of a script
+loaded once. Scripts that add data refuse to run over Redis' ``maxmemory``
+(STORE_FULL) before they change anything; Delete, Clear and Touch add nothing
+and keep working, so space can be freed. Because each value is its own key with
+its own expiry and the index lists them, the "whole session as one JSON
+document" view is one script that reads the index and the records. Every write
+appends its changes to the session's change log and publishes them (Watch).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
-from ..core import KIND_BY_TAG, LIMITS, Kind, Record, RecordInfo, RequestId, Write
+from ..core import KIND_BY_TAG, LIMITS, Kind, RequestId
+from ..values import (
+    Change,
+    Committed,
+    Erase,
+    Guard,
+    Incremented,
+    Record,
+    RecordInfo,
+    SchemaRecord,
+    Snapshot,
+    Write,
+    Written,
+)
 
 _ESCAPES: Final = str.maketrans({"%": "%25", "}": "%7D"})
 T = TypeVar("T")
@@ -50,6 +70,10 @@ class Status(enum.IntEnum):
     STORE_FULL = 7
     REQUEST_ID_REUSED = 8
     REPLAYED = 9
+    SCHEMA_BOUND = 10
+    REVISION_MISMATCH = 11
+    SESSION_NOT_FOUND = 12
+    TOO_MANY_SCHEMAS = 13
 
 
 _STATUS_LUA: Final = (
@@ -112,6 +136,30 @@ class RequestIdReused(Exception):
     """The request id was already used in the session for another call."""
 
 
+class SchemaBound(Exception):
+    """The session's schema binding is not the one the caller validated against."""
+
+    def __init__(self, binding: str) -> None:
+        super().__init__(binding)
+        self.binding = binding
+
+
+class RevisionMismatch(Exception):
+    """The session's revision is not the one the write was conditioned on."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(revision)
+        self.revision = revision
+
+
+class SessionNotFound(Exception):
+    """The write required a live session and there is none."""
+
+
+class TooManySchemas(Exception):
+    """The tenant already has the maximum number of schemas."""
+
+
 class Replayed(Exception):
     """The request id was already used for this very call: its first result."""
 
@@ -146,25 +194,14 @@ class TtlNotAllowed(Exception):
         self.kind = kind
 
 
-@dataclass(frozen=True, slots=True)
-class Written:
-    """Version and expiry of one written value."""
-
-    version: int
-    expires_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Incremented:
-    """The result of an Increment."""
-
-    text: str
-    version: int
-    expires_ms: int
-
-
-def _refused(status: int) -> Exception | None:
+def _refused(status: int, out: list[Any]) -> Exception | None:
     """The exception of a status every writing script may return, else None."""
+    if status == Status.SCHEMA_BOUND:
+        return SchemaBound(out[1].decode())
+    if status == Status.REVISION_MISMATCH:
+        return RevisionMismatch(int(out[1]))
+    if status == Status.SESSION_NOT_FOUND:
+        return SessionNotFound()
     if status == Status.SESSION_FULL:
         return SessionFull()
     if status == Status.STORE_FULL:
@@ -185,6 +222,31 @@ def _decode(key: str, raw: bytes) -> Record:
     )
 
 
+NO_GUARD: Final = Guard()
+_OPERATIONS: Final = {"s": "set", "d": "delete", "b": "begin"}
+
+
+def decode_change(line: str) -> Change:
+    """Decode one change-log line (see log_change in prelude.lua).
+
+    Operation "begin" marks where the session's version counter started.
+    """
+    rev, op, kind, ver, exp, key = line.split(" ", 5)
+    return Change(
+        key=key,
+        operation=_OPERATIONS[op],
+        kind=KIND_BY_TAG.get(kind),
+        version=int(ver),
+        revision=int(rev),
+        expires_ms=int(exp),
+    )
+
+
+# How long a schema binding or a change log without a value to follow lives.
+_LONE_KEY_MS: Final = LIMITS.max_json_ttl_seconds * 1000
+_NUMBER_FORMAT: Final = f"%.{LIMITS.max_number_digits}g"
+
+
 class RedisStore:
     """Session values in Redis (standalone or Cluster)."""
 
@@ -197,7 +259,10 @@ class RedisStore:
         self._incr: AsyncScript = client.register_script(_script("incr"))
         self._touch: AsyncScript = client.register_script(_script("touch"))
         self._request: AsyncScript = client.register_script(_script("request"))
-        self._delete: AsyncScript = client.register_script(_script("delete"))
+        self._doc: AsyncScript = client.register_script(_script("doc"))
+        self._changes: AsyncScript = client.register_script(_script("changes"))
+        self._schema_put: AsyncScript = client.register_script(_script("schema_put"))
+        self._schema_list: AsyncScript = client.register_script(_script("schema_list"))
         self._list: AsyncScript = client.register_script(_script("list"))
         self._clear: AsyncScript = client.register_script(_script("clear"))
         self._gc_claim: AsyncScript = client.register_script(_script("gc_claim"))
@@ -231,14 +296,14 @@ class RedisStore:
         self,
         tenant: str,
         session: str,
-        writes: Sequence[Write],
+        entries: Sequence[Write | Erase],
         request: RequestId | None = None,
-    ) -> tuple[list[Written], list[str]]:
-        r"""Write values all or nothing, checking every precondition first.
+        guard: Guard = NO_GUARD,
+    ) -> Committed:
+        r"""Write and delete values all or nothing, checking every condition first.
 
-        Returns the results and the collection members (``"<object>\t<value key>"``)
-        of files the write replaced. With ``request``, the first entry's record is
-        remembered under the request id.
+        With ``request``, the first entry's record is remembered under the request
+        id. Every change is appended to the session's change log and published.
 
         Raises:
             PreconditionFailed: an ``if_version`` did not match; nothing written.
@@ -246,33 +311,68 @@ class RedisStore:
             StoreFull: Redis is over maxmemory; nothing written.
             RequestIdReused: ``request`` names another call; nothing written.
             Replayed: ``request`` was already written; nothing written again.
+            SchemaBound: the session's binding is not ``guard.binding``.
+            RevisionMismatch: the revision is not ``guard.if_revision``.
+            SessionNotFound: ``guard.must_exist`` and the session has no live key.
         """
         p = self.prefix(tenant, session)
-        keys = [p + "i", p + "n", p + "r:" + (request.value if request else "")]
+        keys = [p + "i", p + "n", p + "r:" + (request.value if request else ""), p + "s", p + "w"]
         args: list[str | int] = [
             LIMITS.max_keys_per_session,
             request.fingerprint if request else "",
             request.keep_ms if request else 0,
+            guard.binding,
+            "" if guard.if_revision is None else guard.if_revision,
+            "1" if guard.must_exist else "",
+            guard.bind,
+            LIMITS.watch_log_changes,
+            _LONE_KEY_MS,
         ]
-        for w in writes:
-            keys.append(p + "v:" + w.key)
-            args += [
-                w.key,
-                w.kind.value,
-                w.payload,
-                w.ttl_seconds * 1000,
-                "" if w.if_version is None else w.if_version,
-            ]
+        for e in entries:
+            keys.append(p + "v:" + e.key)
+            cond = "" if e.if_version is None else e.if_version
+            if isinstance(e, Erase):
+                args += [e.key, "x", "", 0, cond]
+            else:
+                args += [e.key, e.kind.value, e.payload, e.ttl_seconds * 1000, cond]
         out = await self._write(keys=keys, args=args)
         status = out[0]
         if status == Status.PRECONDITION_FAILED:
             raise PreconditionFailed(int(out[1]) - 1, int(out[2]))
         if status == Status.REPLAYED:
-            raise Replayed(_decode(writes[0].key, out[1]))
-        if (refused := _refused(status)) is not None:
+            raise Replayed(_decode(entries[0].key, out[1]))
+        if (refused := _refused(status, out)) is not None:
             raise refused
-        written = [Written(int(out[i]), int(out[i + 1])) for i in range(2, len(out), 2)]
-        return written, [member.decode() for member in out[1]]
+        return Committed(
+            results=[Written(int(out[i]), int(out[i + 1])) for i in range(4, len(out), 2)],
+            released=[member.decode() for member in out[1]],
+            revision=int(out[2]),
+            deleted=int(out[3]),
+        )
+
+    async def read(self, tenant: str, session: str, names: Sequence[str] = ()) -> Snapshot:
+        """Read the session's revision, binding and records (all live ones, or ``names``)."""
+        p = self.prefix(tenant, session)
+        keys = [p + "i", p + "n", p + "s"]
+        args = [p + "v:", *names]
+        out = await retry_stale(self._redis, lambda: self._doc(keys=keys, args=args))
+        records = {}
+        for i in range(3, len(out), 2):
+            name = out[i].decode()
+            records[name] = _decode(name, out[i + 1])
+        return Snapshot(int(out[0]), out[1].decode(), int(out[2]), records)
+
+    async def changes(self, tenant: str, session: str, after: int) -> tuple[int, list[Change]]:
+        """The session's revision and the logged changes after revision ``after``."""
+        p = self.prefix(tenant, session)
+        keys = [p + "n", p + "w"]
+        out = await retry_stale(self._redis, lambda: self._changes(keys=keys, args=[after]))
+        return int(out[0]), [decode_change(line.decode()) for line in out[1:]]
+
+    @classmethod
+    def channel(cls, tenant: str, session: str) -> str:
+        """The Pub/Sub channel a session's changes are published on."""
+        return cls.prefix(tenant, session) + "w"
 
     async def request_result(
         self, tenant: str, session: str, key: str, request: RequestId
@@ -299,6 +399,7 @@ class RedisStore:
         delta: str,
         ttl_seconds: int,
         request: RequestId | None,
+        guard: Guard = NO_GUARD,
     ) -> Incremented:
         """Add ``delta`` (canonical number text) atomically; dedupe by request id.
 
@@ -308,19 +409,32 @@ class RedisStore:
             SessionFull: a new key would exceed the session's key limit.
             StoreFull: Redis is over maxmemory.
             RequestIdReused: the request id was used for another call.
+            SchemaBound: the session's binding is not ``guard.binding``.
+            RevisionMismatch: the revision is not ``guard.if_revision``.
         """
         p = self.prefix(tenant, session)
-        keys = [p + "i", p + "n", p + "v:" + key]
-        args: list[str | int] = [
+        keys = [
+            p + "i",
+            p + "n",
+            p + "v:" + key,
+            p + "r:" + (request.value if request else ""),
+            p + "s",
+            p + "w",
+        ]
+        args: list[str | int | float] = [
             LIMITS.max_keys_per_session,
             key,
             delta,
             ttl_seconds * 1000,
             request.keep_ms if request else 0,
             request.fingerprint if request else "",
+            guard.binding,
+            "" if guard.if_revision is None else guard.if_revision,
+            LIMITS.watch_log_changes,
+            repr(LIMITS.number_abs_bound),
+            _NUMBER_FORMAT,
         ]
         if request is not None:
-            keys.append(p + "r:" + request.value)
             out = await retry_stale(self._redis, lambda: self._incr(keys=keys, args=args))
         else:
             out = await self._incr(keys=keys, args=args)
@@ -329,7 +443,7 @@ class RedisStore:
             raise NotANumber(KIND_BY_TAG[out[1].decode()])
         if status in (Status.OUT_OF_RANGE, Status.TOO_PRECISE):
             raise IncrementOutOfLimits(out[1].decode(), too_precise=status == Status.TOO_PRECISE)
-        if (refused := _refused(status)) is not None:
+        if (refused := _refused(status, out)) is not None:
             raise refused
         return Incremented(out[1].decode(), int(out[2]), int(out[3]))
 
@@ -345,20 +459,13 @@ class RedisStore:
             TtlNotAllowed: a key's kind does not allow the TTL; nothing changed.
         """
         p = self.prefix(tenant, session)
-        redis_keys = [p + "i", p + "n", *(p + "v:" + k for k in keys)]
-        args: list[str | int] = [ttl_seconds * 1000, allowed, *keys]
+        redis_keys = [p + "i", p + "n", p + "w", p + "s", *(p + "v:" + k for k in keys)]
+        args: list[str | int] = [ttl_seconds * 1000, allowed, "", "", *keys]
         out = await retry_stale(self._redis, lambda: self._touch(keys=redis_keys, args=args))
         if out[0] == Status.TTL_NOT_ALLOWED:
             raise TtlNotAllowed(int(out[1]) - 1, KIND_BY_TAG[out[2].decode()])
         expires = int(out[3])
         return int(out[1]), {member.decode(): expires for member in out[2]}
-
-    async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> tuple[int, list[str]]:
-        """Delete keys; returns how many existed and the collection members of deleted files."""
-        p = self.prefix(tenant, session)
-        redis_keys = [p + "i", *(p + "v:" + k for k in keys)]
-        out = await self._delete(keys=redis_keys, args=list(keys))
-        return int(out[0]), [member.decode() for member in out[1]]
 
     async def list_keys(self, tenant: str, session: str) -> list[RecordInfo]:
         """Describe every live key of a session, sorted by key."""
@@ -380,8 +487,72 @@ class RedisStore:
     async def clear(self, tenant: str, session: str) -> tuple[int, list[str]]:
         """Delete every key of a session; returns the count and the deleted files' members."""
         p = self.prefix(tenant, session)
-        out = await self._clear(keys=[p + "i"], args=[p + "v:"])
+        out = await self._clear(
+            keys=[p + "i", p + "n", p + "s", p + "w"],
+            args=[p + "v:", LIMITS.watch_log_changes, _LONE_KEY_MS],
+        )
         return int(out[0]), [member.decode() for member in out[1]]
+
+    # --- schemas (tenant-wide, in the tenant's slot) --------------------------
+
+    @staticmethod
+    def _schemas(tenant: str) -> str:
+        return f"sm:{{{tenant}}}:x"
+
+    async def put_schema(self, tenant: str, name: str, text: str) -> SchemaRecord:
+        """Register or replace a schema (compact JSON text); returns it with its version.
+
+        Raises:
+            TooManySchemas: the tenant has the maximum number of schemas.
+            StoreFull: Redis is over maxmemory.
+        """
+        x = self._schemas(tenant)
+        out = await self._schema_put(
+            keys=[f"{x}:{name}", x + "i", x + "n"],
+            args=[name, text, LIMITS.max_schemas_per_tenant],
+        )
+        if out[0] == Status.TOO_MANY_SCHEMAS:
+            raise TooManySchemas
+        if out[0] == Status.STORE_FULL:
+            raise StoreFull
+        return SchemaRecord(name, int(out[1]), int(out[2]), len(text.encode()), text)
+
+    async def get_schema(self, tenant: str, name: str) -> SchemaRecord | None:
+        """A schema with its text; None when it is not registered."""
+        key = f"{self._schemas(tenant)}:{name}"
+        v, t, j = cast(
+            list[bytes | None],
+            await retry_stale(self._redis, lambda: self._redis.hmget(key, ["v", "t", "j"])),
+        )
+        if v is None or t is None or j is None:
+            return None
+        return SchemaRecord(name, int(v), int(t), len(j), j.decode())
+
+    async def schema_version(self, tenant: str, name: str) -> int | None:
+        """A schema's current version; None when it is not registered."""
+        key = f"{self._schemas(tenant)}:{name}"
+        v = cast(bytes | None, await retry_stale(self._redis, lambda: self._redis.hget(key, "v")))
+        return None if v is None else int(v)
+
+    async def list_schemas(self, tenant: str) -> list[SchemaRecord]:
+        """Every schema of the tenant (without text), sorted by name."""
+        x = self._schemas(tenant)
+        out = await retry_stale(
+            self._redis, lambda: self._schema_list(keys=[x + "i"], args=[x + ":"])
+        )
+        return [
+            SchemaRecord(out[i].decode(), int(out[i + 1]), int(out[i + 2]), int(out[i + 3]))
+            for i in range(0, len(out), 4)
+        ]
+
+    async def delete_schema(self, tenant: str, name: str) -> bool:
+        """Remove a schema; True when it existed."""
+        x = self._schemas(tenant)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(f"{x}:{name}")
+            pipe.zrem(x + "i", name)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
 
     # --- blob collection set ---------------------------------------------------
 

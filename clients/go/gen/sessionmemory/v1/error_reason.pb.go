@@ -170,6 +170,56 @@ const (
 	// descriptors, memory) while serving the call. Nothing was changed; retry
 	// after the attached RetryInfo, ideally on another server.
 	ErrorReason_SERVER_BUSY ErrorReason = 40
+	// INVALID_ARGUMENT. The write would make the session's document invalid
+	// against its bound schema; nothing was changed. Metadata: pointer (JSON
+	// pointer of the failing value, e.g. `/order/status`), keyword (the schema
+	// keyword that failed, e.g. `enum`), schema (its name). A BadRequest names
+	// the pointer as the field.
+	ErrorReason_SCHEMA_VIOLATION ErrorReason = 41
+	// NOT_FOUND. No schema of this name is registered by the tenant.
+	// Metadata: schema.
+	ErrorReason_SCHEMA_NOT_FOUND ErrorReason = 42
+	// INVALID_ARGUMENT. PutSchema's schema is not a valid draft 2020-12 JSON
+	// Schema, is too large, has a `$ref` that is not local, or a pattern RE2
+	// cannot run. Metadata: field, pointer (where in the schema), limit/actual
+	// for size.
+	ErrorReason_SCHEMA_INVALID ErrorReason = 43
+	// RESOURCE_EXHAUSTED. The tenant already has the maximum number of
+	// schemas; delete one first. Metadata: limit.
+	ErrorReason_TOO_MANY_SCHEMAS ErrorReason = 44
+	// FAILED_PRECONDITION. PatchDocument named a schema, but the session is
+	// bound to another one; switch with BindSchema. Metadata: schema (bound),
+	// requested.
+	ErrorReason_SCHEMA_MISMATCH ErrorReason = 45
+	// ABORTED. PatchDocument's `if_revision` does not match the session's
+	// revision; nothing was changed. Re-read the document and retry.
+	// Metadata: revision (current), expected.
+	ErrorReason_REVISION_MISMATCH ErrorReason = 46
+	// ABORTED. The write raced other writes to the same session more times than
+	// the server retries; nothing was changed. Retry after the attached
+	// RetryInfo.
+	ErrorReason_WRITE_CONFLICT ErrorReason = 47
+	// NOT_FOUND. PatchDocument with `must_exist` on a session without a live
+	// key; nothing was changed.
+	ErrorReason_SESSION_NOT_FOUND ErrorReason = 48
+	// INVALID_ARGUMENT. A path is malformed: empty segments, too long, too
+	// many segments. Metadata: field, path.
+	ErrorReason_INVALID_PATH ErrorReason = 49
+	// INVALID_ARGUMENT. The merge patch is not a JSON object, is too large,
+	// touches too many keys, or tries to patch a file (files are written with
+	// SetFile; `null` deletes them). Metadata: field, pointer where known.
+	ErrorReason_INVALID_PATCH ErrorReason = 50
+	// FAILED_PRECONDITION. The document is larger than GetDocument returns in
+	// one response; read parts of it with `paths`. Metadata: limit, actual.
+	ErrorReason_DOCUMENT_TOO_LARGE ErrorReason = 51
+	// RESOURCE_EXHAUSTED. Too many Watch streams are open: on this server
+	// process, or for this tenant on it. Retry after the attached RetryInfo.
+	// Metadata: scope ("process" or "tenant"), limit.
+	ErrorReason_TOO_MANY_WATCHERS ErrorReason = 52
+	// FAILED_PRECONDITION. The schema the session is bound to cannot be
+	// evaluated (it recurses without end); fix it with PutSchema or unbind the
+	// session. Metadata: schema.
+	ErrorReason_SCHEMA_UNUSABLE ErrorReason = 53
 )
 
 // Enum value maps for ErrorReason.
@@ -216,6 +266,19 @@ var (
 		38: "SPOOL_FULL",
 		39: "UPLOAD_TOO_SLOW",
 		40: "SERVER_BUSY",
+		41: "SCHEMA_VIOLATION",
+		42: "SCHEMA_NOT_FOUND",
+		43: "SCHEMA_INVALID",
+		44: "TOO_MANY_SCHEMAS",
+		45: "SCHEMA_MISMATCH",
+		46: "REVISION_MISMATCH",
+		47: "WRITE_CONFLICT",
+		48: "SESSION_NOT_FOUND",
+		49: "INVALID_PATH",
+		50: "INVALID_PATCH",
+		51: "DOCUMENT_TOO_LARGE",
+		52: "TOO_MANY_WATCHERS",
+		53: "SCHEMA_UNUSABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -259,6 +322,19 @@ var (
 		"SPOOL_FULL":               38,
 		"UPLOAD_TOO_SLOW":          39,
 		"SERVER_BUSY":              40,
+		"SCHEMA_VIOLATION":         41,
+		"SCHEMA_NOT_FOUND":         42,
+		"SCHEMA_INVALID":           43,
+		"TOO_MANY_SCHEMAS":         44,
+		"SCHEMA_MISMATCH":          45,
+		"REVISION_MISMATCH":        46,
+		"WRITE_CONFLICT":           47,
+		"SESSION_NOT_FOUND":        48,
+		"INVALID_PATH":             49,
+		"INVALID_PATCH":            50,
+		"DOCUMENT_TOO_LARGE":       51,
+		"TOO_MANY_WATCHERS":        52,
+		"SCHEMA_UNUSABLE":          53,
 	}
 )
 
@@ -293,7 +369,7 @@ var File_sessionmemory_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_sessionmemory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#sessionmemory/v1/error_reason.proto\x12\x10sessionmemory.v1*\xde\x06\n" +
+	"#sessionmemory/v1/error_reason.proto\x12\x10sessionmemory.v1*\xf4\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fAPI_KEY_MISSING\x10\x01\x12\x13\n" +
@@ -340,7 +416,20 @@ const file_sessionmemory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
 	"SPOOL_FULL\x10&\x12\x13\n" +
 	"\x0fUPLOAD_TOO_SLOW\x10'\x12\x0f\n" +
-	"\vSERVER_BUSY\x10(B\xe3\x01\n" +
+	"\vSERVER_BUSY\x10(\x12\x14\n" +
+	"\x10SCHEMA_VIOLATION\x10)\x12\x14\n" +
+	"\x10SCHEMA_NOT_FOUND\x10*\x12\x12\n" +
+	"\x0eSCHEMA_INVALID\x10+\x12\x14\n" +
+	"\x10TOO_MANY_SCHEMAS\x10,\x12\x13\n" +
+	"\x0fSCHEMA_MISMATCH\x10-\x12\x15\n" +
+	"\x11REVISION_MISMATCH\x10.\x12\x12\n" +
+	"\x0eWRITE_CONFLICT\x10/\x12\x15\n" +
+	"\x11SESSION_NOT_FOUND\x100\x12\x10\n" +
+	"\fINVALID_PATH\x101\x12\x11\n" +
+	"\rINVALID_PATCH\x102\x12\x16\n" +
+	"\x12DOCUMENT_TOO_LARGE\x103\x12\x15\n" +
+	"\x11TOO_MANY_WATCHERS\x104\x12\x13\n" +
+	"\x0fSCHEMA_UNUSABLE\x105B\xe3\x01\n" +
 	"\x14com.sessionmemory.v1B\x10ErrorReasonProtoP\x01ZXgithub.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1;sessionmemoryv1\xa2\x02\x03SXX\xaa\x02\x10Sessionmemory.V1\xca\x02\x10Sessionmemory\\V1\xe2\x02\x1cSessionmemory\\V1\\GPBMetadata\xea\x02\x11Sessionmemory::V1b\x06proto3"
 
 var (

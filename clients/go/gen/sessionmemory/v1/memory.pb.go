@@ -89,6 +89,65 @@ func (ValueKind) EnumDescriptor() ([]byte, []int) {
 	return file_sessionmemory_v1_memory_proto_rawDescGZIP(), []int{0}
 }
 
+// ChangeOperation says what happened to a key (see Watch).
+type ChangeOperation int32
+
+const (
+	// Never sent. Present because proto3 enums must start at zero.
+	ChangeOperation_CHANGE_OPERATION_UNSPECIFIED ChangeOperation = 0
+	// The key was written (Set, SetJson, SetMany, Increment, SetFile,
+	// PatchDocument).
+	ChangeOperation_CHANGE_OPERATION_SET ChangeOperation = 1
+	// The key was deleted (Delete, Clear, PatchDocument's null).
+	ChangeOperation_CHANGE_OPERATION_DELETE ChangeOperation = 2
+	// The key expired. Reported live only, where Redis reports expiries (its
+	// `notify-keyspace-events` includes `Ex`); never replayed on resume.
+	ChangeOperation_CHANGE_OPERATION_EXPIRE ChangeOperation = 3
+)
+
+// Enum value maps for ChangeOperation.
+var (
+	ChangeOperation_name = map[int32]string{
+		0: "CHANGE_OPERATION_UNSPECIFIED",
+		1: "CHANGE_OPERATION_SET",
+		2: "CHANGE_OPERATION_DELETE",
+		3: "CHANGE_OPERATION_EXPIRE",
+	}
+	ChangeOperation_value = map[string]int32{
+		"CHANGE_OPERATION_UNSPECIFIED": 0,
+		"CHANGE_OPERATION_SET":         1,
+		"CHANGE_OPERATION_DELETE":      2,
+		"CHANGE_OPERATION_EXPIRE":      3,
+	}
+)
+
+func (x ChangeOperation) Enum() *ChangeOperation {
+	p := new(ChangeOperation)
+	*p = x
+	return p
+}
+
+func (x ChangeOperation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeOperation) Descriptor() protoreflect.EnumDescriptor {
+	return file_sessionmemory_v1_memory_proto_enumTypes[1].Descriptor()
+}
+
+func (ChangeOperation) Type() protoreflect.EnumType {
+	return &file_sessionmemory_v1_memory_proto_enumTypes[1]
+}
+
+func (x ChangeOperation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeOperation.Descriptor instead.
+func (ChangeOperation) EnumDescriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_proto_rawDescGZIP(), []int{1}
+}
+
 // Value is one typed value. Exactly one member of `kind` is set.
 type Value struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -596,8 +655,27 @@ type Limits struct {
 	MaxKeysPerSession int32 `protobuf:"varint,16,opt,name=max_keys_per_session,json=maxKeysPerSession,proto3" json:"max_keys_per_session,omitempty"`
 	// Maximum length of an Increment request id, in characters (128).
 	MaxRequestIdLength int32 `protobuf:"varint,17,opt,name=max_request_id_length,json=maxRequestIdLength,proto3" json:"max_request_id_length,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Maximum size of a registered JSON Schema as compact JSON, in bytes
+	// (65,536).
+	MaxSchemaBytes int32 `protobuf:"varint,18,opt,name=max_schema_bytes,json=maxSchemaBytes,proto3" json:"max_schema_bytes,omitempty"`
+	// Maximum number of schemas one tenant may register (100).
+	MaxSchemasPerTenant int32 `protobuf:"varint,19,opt,name=max_schemas_per_tenant,json=maxSchemasPerTenant,proto3" json:"max_schemas_per_tenant,omitempty"`
+	// Maximum length of a path (`key.field.0`), in characters (1,024).
+	MaxPathLength int32 `protobuf:"varint,20,opt,name=max_path_length,json=maxPathLength,proto3" json:"max_path_length,omitempty"`
+	// Maximum number of segments in a path, the key included (33).
+	MaxPathSegments int32 `protobuf:"varint,21,opt,name=max_path_segments,json=maxPathSegments,proto3" json:"max_path_segments,omitempty"`
+	// Maximum size of a merge patch's text, in bytes (524,288).
+	MaxPatchBytes int32 `protobuf:"varint,22,opt,name=max_patch_bytes,json=maxPatchBytes,proto3" json:"max_patch_bytes,omitempty"`
+	// Maximum size of a GetDocument result as compact JSON, in bytes
+	// (1,048,576); project with `paths` to read parts of a larger session.
+	MaxDocumentBytes int32 `protobuf:"varint,23,opt,name=max_document_bytes,json=maxDocumentBytes,proto3" json:"max_document_bytes,omitempty"`
+	// How many of a session's latest changes Watch can replay (128).
+	WatchLogChanges int32 `protobuf:"varint,24,opt,name=watch_log_changes,json=watchLogChanges,proto3" json:"watch_log_changes,omitempty"`
+	// Maximum number of Watch streams one server process serves at once; a
+	// tenant may hold a quarter of them.
+	MaxWatchers   int32 `protobuf:"varint,25,opt,name=max_watchers,json=maxWatchers,proto3" json:"max_watchers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -749,6 +827,156 @@ func (x *Limits) GetMaxRequestIdLength() int32 {
 	return 0
 }
 
+func (x *Limits) GetMaxSchemaBytes() int32 {
+	if x != nil {
+		return x.MaxSchemaBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxSchemasPerTenant() int32 {
+	if x != nil {
+		return x.MaxSchemasPerTenant
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxPathLength() int32 {
+	if x != nil {
+		return x.MaxPathLength
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxPathSegments() int32 {
+	if x != nil {
+		return x.MaxPathSegments
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxPatchBytes() int32 {
+	if x != nil {
+		return x.MaxPatchBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxDocumentBytes() int32 {
+	if x != nil {
+		return x.MaxDocumentBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetWatchLogChanges() int32 {
+	if x != nil {
+		return x.WatchLogChanges
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxWatchers() int32 {
+	if x != nil {
+		return x.MaxWatchers
+	}
+	return 0
+}
+
+// Change is one change of a session's key (see Watch).
+type Change struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key that changed.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// What happened.
+	Operation ChangeOperation `protobuf:"varint,2,opt,name=operation,proto3,enum=sessionmemory.v1.ChangeOperation" json:"operation,omitempty"`
+	// The kind of the value written; VALUE_KIND_UNSPECIFIED for deletes and
+	// expiries.
+	Kind ValueKind `protobuf:"varint,3,opt,name=kind,proto3,enum=sessionmemory.v1.ValueKind" json:"kind,omitempty"`
+	// The key's new version (writes), or the version it had (deletes, when
+	// known; 0 otherwise).
+	Version int64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	// The session revision of this change. Expiries have none of their own and
+	// carry the revision the stream had reached.
+	Revision int64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	// When the written value expires; unset for deletes and expiries.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Change) Reset() {
+	*x = Change{}
+	mi := &file_sessionmemory_v1_memory_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Change) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Change) ProtoMessage() {}
+
+func (x *Change) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Change.ProtoReflect.Descriptor instead.
+func (*Change) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Change) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Change) GetOperation() ChangeOperation {
+	if x != nil {
+		return x.Operation
+	}
+	return ChangeOperation_CHANGE_OPERATION_UNSPECIFIED
+}
+
+func (x *Change) GetKind() ValueKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ValueKind_VALUE_KIND_UNSPECIFIED
+}
+
+func (x *Change) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Change) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Change) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_sessionmemory_v1_memory_proto protoreflect.FileDescriptor
 
 const file_sessionmemory_v1_memory_proto_rawDesc = "" +
@@ -793,7 +1021,7 @@ const file_sessionmemory_v1_memory_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xfb\x05\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xd3\b\n" +
 	"\x06Limits\x12*\n" +
 	"\x11max_string_length\x18\x01 \x01(\x05R\x0fmaxStringLength\x12(\n" +
 	"\x10number_abs_bound\x18\x02 \x01(\x01R\x0enumberAbsBound\x12*\n" +
@@ -813,14 +1041,35 @@ const file_sessionmemory_v1_memory_proto_rawDesc = "" +
 	"keyPattern\x12$\n" +
 	"\x0emax_batch_keys\x18\x0f \x01(\x05R\fmaxBatchKeys\x12/\n" +
 	"\x14max_keys_per_session\x18\x10 \x01(\x05R\x11maxKeysPerSession\x121\n" +
-	"\x15max_request_id_length\x18\x11 \x01(\x05R\x12maxRequestIdLength*\x97\x01\n" +
+	"\x15max_request_id_length\x18\x11 \x01(\x05R\x12maxRequestIdLength\x12(\n" +
+	"\x10max_schema_bytes\x18\x12 \x01(\x05R\x0emaxSchemaBytes\x123\n" +
+	"\x16max_schemas_per_tenant\x18\x13 \x01(\x05R\x13maxSchemasPerTenant\x12&\n" +
+	"\x0fmax_path_length\x18\x14 \x01(\x05R\rmaxPathLength\x12*\n" +
+	"\x11max_path_segments\x18\x15 \x01(\x05R\x0fmaxPathSegments\x12&\n" +
+	"\x0fmax_patch_bytes\x18\x16 \x01(\x05R\rmaxPatchBytes\x12,\n" +
+	"\x12max_document_bytes\x18\x17 \x01(\x05R\x10maxDocumentBytes\x12*\n" +
+	"\x11watch_log_changes\x18\x18 \x01(\x05R\x0fwatchLogChanges\x12!\n" +
+	"\fmax_watchers\x18\x19 \x01(\x05R\vmaxWatchers\"\xfd\x01\n" +
+	"\x06Change\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12?\n" +
+	"\toperation\x18\x02 \x01(\x0e2!.sessionmemory.v1.ChangeOperationR\toperation\x12/\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1b.sessionmemory.v1.ValueKindR\x04kind\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x03R\aversion\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x03R\brevision\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt*\x97\x01\n" +
 	"\tValueKind\x12\x1a\n" +
 	"\x16VALUE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11VALUE_KIND_STRING\x10\x01\x12\x15\n" +
 	"\x11VALUE_KIND_NUMBER\x10\x02\x12\x16\n" +
 	"\x12VALUE_KIND_BOOLEAN\x10\x03\x12\x13\n" +
 	"\x0fVALUE_KIND_JSON\x10\x04\x12\x13\n" +
-	"\x0fVALUE_KIND_FILE\x10\x05B\xde\x01\n" +
+	"\x0fVALUE_KIND_FILE\x10\x05*\x87\x01\n" +
+	"\x0fChangeOperation\x12 \n" +
+	"\x1cCHANGE_OPERATION_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14CHANGE_OPERATION_SET\x10\x01\x12\x1b\n" +
+	"\x17CHANGE_OPERATION_DELETE\x10\x02\x12\x1b\n" +
+	"\x17CHANGE_OPERATION_EXPIRE\x10\x03B\xde\x01\n" +
 	"\x14com.sessionmemory.v1B\vMemoryProtoP\x01ZXgithub.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1;sessionmemoryv1\xa2\x02\x03SXX\xaa\x02\x10Sessionmemory.V1\xca\x02\x10Sessionmemory\\V1\xe2\x02\x1cSessionmemory\\V1\\GPBMetadata\xea\x02\x11Sessionmemory::V1b\x06proto3"
 
 var (
@@ -835,32 +1084,37 @@ func file_sessionmemory_v1_memory_proto_rawDescGZIP() []byte {
 	return file_sessionmemory_v1_memory_proto_rawDescData
 }
 
-var file_sessionmemory_v1_memory_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sessionmemory_v1_memory_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_sessionmemory_v1_memory_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sessionmemory_v1_memory_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_sessionmemory_v1_memory_proto_goTypes = []any{
 	(ValueKind)(0),                // 0: sessionmemory.v1.ValueKind
-	(*Value)(nil),                 // 1: sessionmemory.v1.Value
-	(*FileInfo)(nil),              // 2: sessionmemory.v1.FileInfo
-	(*Entry)(nil),                 // 3: sessionmemory.v1.Entry
-	(*EntryInfo)(nil),             // 4: sessionmemory.v1.EntryInfo
-	(*WriteResult)(nil),           // 5: sessionmemory.v1.WriteResult
-	(*Limits)(nil),                // 6: sessionmemory.v1.Limits
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(ChangeOperation)(0),          // 1: sessionmemory.v1.ChangeOperation
+	(*Value)(nil),                 // 2: sessionmemory.v1.Value
+	(*FileInfo)(nil),              // 3: sessionmemory.v1.FileInfo
+	(*Entry)(nil),                 // 4: sessionmemory.v1.Entry
+	(*EntryInfo)(nil),             // 5: sessionmemory.v1.EntryInfo
+	(*WriteResult)(nil),           // 6: sessionmemory.v1.WriteResult
+	(*Limits)(nil),                // 7: sessionmemory.v1.Limits
+	(*Change)(nil),                // 8: sessionmemory.v1.Change
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_sessionmemory_v1_memory_proto_depIdxs = []int32{
-	2, // 0: sessionmemory.v1.Value.file_value:type_name -> sessionmemory.v1.FileInfo
-	7, // 1: sessionmemory.v1.FileInfo.created_at:type_name -> google.protobuf.Timestamp
-	7, // 2: sessionmemory.v1.FileInfo.expires_at:type_name -> google.protobuf.Timestamp
-	1, // 3: sessionmemory.v1.Entry.value:type_name -> sessionmemory.v1.Value
-	7, // 4: sessionmemory.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
-	0, // 5: sessionmemory.v1.EntryInfo.kind:type_name -> sessionmemory.v1.ValueKind
-	7, // 6: sessionmemory.v1.EntryInfo.expires_at:type_name -> google.protobuf.Timestamp
-	7, // 7: sessionmemory.v1.WriteResult.expires_at:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	3,  // 0: sessionmemory.v1.Value.file_value:type_name -> sessionmemory.v1.FileInfo
+	9,  // 1: sessionmemory.v1.FileInfo.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 2: sessionmemory.v1.FileInfo.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 3: sessionmemory.v1.Entry.value:type_name -> sessionmemory.v1.Value
+	9,  // 4: sessionmemory.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 5: sessionmemory.v1.EntryInfo.kind:type_name -> sessionmemory.v1.ValueKind
+	9,  // 6: sessionmemory.v1.EntryInfo.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 7: sessionmemory.v1.WriteResult.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 8: sessionmemory.v1.Change.operation:type_name -> sessionmemory.v1.ChangeOperation
+	0,  // 9: sessionmemory.v1.Change.kind:type_name -> sessionmemory.v1.ValueKind
+	9,  // 10: sessionmemory.v1.Change.expires_at:type_name -> google.protobuf.Timestamp
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sessionmemory_v1_memory_proto_init() }
@@ -880,8 +1134,8 @@ func file_sessionmemory_v1_memory_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sessionmemory_v1_memory_proto_rawDesc), len(file_sessionmemory_v1_memory_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   6,
+			NumEnums:      2,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -27,7 +27,12 @@ type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. The conversation, 1 to 256 printable characters.
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	// Required. The key to read.
+	// Required. The key to read, or a path into its value: the key, then
+	// `.`-separated segments naming object members or array indexes (decimal,
+	// from 0), e.g. `cart.items.0.name`. A path reads JSON values and files (as
+	// their FileInfo fields: `receipt.size_bytes`); the result has its own kind
+	// (a string inside JSON comes back as a string). At most 1,024 characters
+	// and 33 segments.
 	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -80,9 +85,11 @@ func (x *GetRequest) GetKey() string {
 // GetResponse is the result of Get.
 type GetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// True when the key exists and has not expired.
+	// True when the key exists and has not expired (and the path, if any,
+	// names a value in it).
 	Found bool `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
-	// The entry; unset when `found` is false.
+	// The entry; unset when `found` is false. For a path, `key` is the path,
+	// and `version` and `expires_at` are the key's.
 	Entry         *Entry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -137,7 +144,8 @@ type GetManyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. The conversation, 1 to 256 printable characters.
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	// Required. 1 to 100 keys; duplicates are read once.
+	// Required. 1 to 100 keys or paths (see GetRequest.key); duplicates are
+	// read once.
 	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -190,8 +198,8 @@ func (x *GetManyRequest) GetKeys() []string {
 // GetManyResponse is the result of GetMany.
 type GetManyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The entries of the keys that exist, in request order; missing and
-	// expired keys are left out.
+	// The entries of the keys (or paths) that exist, in request order;
+	// missing and expired ones are left out.
 	Entries       []*Entry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1924,6 +1932,1009 @@ func (*ReadFileResponse_File) isReadFileResponse_Part() {}
 
 func (*ReadFileResponse_Chunk) isReadFileResponse_Part() {}
 
+// GetDocumentRequest names a session to read as one document.
+type GetDocumentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The conversation, 1 to 256 printable characters.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Optional. Up to 100 paths (`key` or `key.field.0.name`) to project the
+	// document on: only these parts are returned, nested as in the document.
+	// Empty means the whole document.
+	Paths []string `protobuf:"bytes,2,rep,name=paths,proto3" json:"paths,omitempty"`
+	// Optional. Do not fill the bound schema's defaults into absent fields.
+	OmitDefaults  bool `protobuf:"varint,3,opt,name=omit_defaults,json=omitDefaults,proto3" json:"omit_defaults,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDocumentRequest) Reset() {
+	*x = GetDocumentRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDocumentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDocumentRequest) ProtoMessage() {}
+
+func (x *GetDocumentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDocumentRequest.ProtoReflect.Descriptor instead.
+func (*GetDocumentRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetDocumentRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *GetDocumentRequest) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *GetDocumentRequest) GetOmitDefaults() bool {
+	if x != nil {
+		return x.OmitDefaults
+	}
+	return false
+}
+
+// GetDocumentResponse is the result of GetDocument.
+type GetDocumentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The document as a compact JSON object (`{}` for an empty session).
+	Json string `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	// The session's revision: it grows with every write to the session (Set,
+	// SetJson, SetMany, Increment, Delete, Clear, SetFile, PatchDocument) and
+	// never repeats, also across the session's expiry. Expiry does not change
+	// it. 0 when the session has never been written (or fully expired and its
+	// counter with it).
+	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The schema the session is bound to; empty when none.
+	Schema string `protobuf:"bytes,3,opt,name=schema,proto3" json:"schema,omitempty"`
+	// True when at least one field of `json` comes from the schema's defaults
+	// rather than from stored values.
+	DefaultsApplied bool `protobuf:"varint,4,opt,name=defaults_applied,json=defaultsApplied,proto3" json:"defaults_applied,omitempty"`
+	// The paths (`key` or `key.field`) filled from the schema's defaults.
+	DefaultedPaths []string `protobuf:"bytes,5,rep,name=defaulted_paths,json=defaultedPaths,proto3" json:"defaulted_paths,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetDocumentResponse) Reset() {
+	*x = GetDocumentResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDocumentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDocumentResponse) ProtoMessage() {}
+
+func (x *GetDocumentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDocumentResponse.ProtoReflect.Descriptor instead.
+func (*GetDocumentResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetDocumentResponse) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+func (x *GetDocumentResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *GetDocumentResponse) GetSchema() string {
+	if x != nil {
+		return x.Schema
+	}
+	return ""
+}
+
+func (x *GetDocumentResponse) GetDefaultsApplied() bool {
+	if x != nil {
+		return x.DefaultsApplied
+	}
+	return false
+}
+
+func (x *GetDocumentResponse) GetDefaultedPaths() []string {
+	if x != nil {
+		return x.DefaultedPaths
+	}
+	return nil
+}
+
+// PatchDocumentRequest merges a patch into a session's document.
+type PatchDocumentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The conversation, 1 to 256 printable characters.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Required. An RFC 7396 JSON Merge Patch: a JSON object whose members are
+	// top-level keys of the document (at most 100, each a valid key). At most
+	// 512 KiB of text.
+	MergePatch string `protobuf:"bytes,2,opt,name=merge_patch,json=mergePatch,proto3" json:"merge_patch,omitempty"`
+	// Required. Seconds until every key the patch writes expires, 1 to 86,400.
+	TtlSeconds *int64 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3,oneof" json:"ttl_seconds,omitempty"`
+	// Optional. The schema to validate against. On a session not bound to a
+	// schema, this binds it (the result must validate); on a session bound to
+	// another schema it fails with SCHEMA_MISMATCH (switch with BindSchema).
+	Schema string `protobuf:"bytes,4,opt,name=schema,proto3" json:"schema,omitempty"`
+	// Optional. Apply only if the session's revision equals this; otherwise
+	// ABORTED (REVISION_MISMATCH) and nothing changes.
+	IfRevision *int64 `protobuf:"varint,5,opt,name=if_revision,json=ifRevision,proto3,oneof" json:"if_revision,omitempty"`
+	// Optional. Fail with NOT_FOUND (SESSION_NOT_FOUND) when the session has
+	// no live key, so an update from outside the agent cannot revive an ended
+	// conversation.
+	MustExist     bool `protobuf:"varint,6,opt,name=must_exist,json=mustExist,proto3" json:"must_exist,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatchDocumentRequest) Reset() {
+	*x = PatchDocumentRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchDocumentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchDocumentRequest) ProtoMessage() {}
+
+func (x *PatchDocumentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchDocumentRequest.ProtoReflect.Descriptor instead.
+func (*PatchDocumentRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PatchDocumentRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *PatchDocumentRequest) GetMergePatch() string {
+	if x != nil {
+		return x.MergePatch
+	}
+	return ""
+}
+
+func (x *PatchDocumentRequest) GetTtlSeconds() int64 {
+	if x != nil && x.TtlSeconds != nil {
+		return *x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *PatchDocumentRequest) GetSchema() string {
+	if x != nil {
+		return x.Schema
+	}
+	return ""
+}
+
+func (x *PatchDocumentRequest) GetIfRevision() int64 {
+	if x != nil && x.IfRevision != nil {
+		return *x.IfRevision
+	}
+	return 0
+}
+
+func (x *PatchDocumentRequest) GetMustExist() bool {
+	if x != nil {
+		return x.MustExist
+	}
+	return false
+}
+
+// PatchDocumentResponse is the result of PatchDocument.
+type PatchDocumentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's revision after the patch.
+	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The top-level keys the patch wrote, in patch order.
+	Written []*WriteResult `protobuf:"bytes,2,rep,name=written,proto3" json:"written,omitempty"`
+	// The top-level keys the patch deleted (that existed), in patch order.
+	Deleted []string `protobuf:"bytes,3,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	// The schema the session is bound to; empty when none.
+	Schema        string `protobuf:"bytes,4,opt,name=schema,proto3" json:"schema,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatchDocumentResponse) Reset() {
+	*x = PatchDocumentResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchDocumentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchDocumentResponse) ProtoMessage() {}
+
+func (x *PatchDocumentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchDocumentResponse.ProtoReflect.Descriptor instead.
+func (*PatchDocumentResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PatchDocumentResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *PatchDocumentResponse) GetWritten() []*WriteResult {
+	if x != nil {
+		return x.Written
+	}
+	return nil
+}
+
+func (x *PatchDocumentResponse) GetDeleted() []string {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
+func (x *PatchDocumentResponse) GetSchema() string {
+	if x != nil {
+		return x.Schema
+	}
+	return ""
+}
+
+// SchemaInfo describes a registered schema.
+type SchemaInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schema's name, matching the key pattern.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Grows on every PutSchema of this name.
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Size of the schema as compact JSON, in bytes.
+	SizeBytes int64 `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// When this version was registered.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaInfo) Reset() {
+	*x = SchemaInfo{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaInfo) ProtoMessage() {}
+
+func (x *SchemaInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaInfo.ProtoReflect.Descriptor instead.
+func (*SchemaInfo) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SchemaInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SchemaInfo) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SchemaInfo) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *SchemaInfo) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// PutSchemaRequest registers or replaces a schema.
+type PutSchemaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The name, matching the key pattern.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Required. A JSON Schema (draft 2020-12; `$schema`, if present, must name
+	// it) as JSON text, at most 64 KiB compact. `$ref`s must be local (start
+	// with `#`): the server never fetches anything. `pattern` and
+	// `patternProperties` use RE2 syntax (no backreferences or lookaround), so
+	// matching takes linear time.
+	JsonSchema    string `protobuf:"bytes,2,opt,name=json_schema,json=jsonSchema,proto3" json:"json_schema,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutSchemaRequest) Reset() {
+	*x = PutSchemaRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutSchemaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutSchemaRequest) ProtoMessage() {}
+
+func (x *PutSchemaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutSchemaRequest.ProtoReflect.Descriptor instead.
+func (*PutSchemaRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *PutSchemaRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PutSchemaRequest) GetJsonSchema() string {
+	if x != nil {
+		return x.JsonSchema
+	}
+	return ""
+}
+
+// PutSchemaResponse is the result of PutSchema.
+type PutSchemaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored schema.
+	Schema        *SchemaInfo `protobuf:"bytes,1,opt,name=schema,proto3" json:"schema,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutSchemaResponse) Reset() {
+	*x = PutSchemaResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutSchemaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutSchemaResponse) ProtoMessage() {}
+
+func (x *PutSchemaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutSchemaResponse.ProtoReflect.Descriptor instead.
+func (*PutSchemaResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *PutSchemaResponse) GetSchema() *SchemaInfo {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
+// GetSchemaRequest names a schema.
+type GetSchemaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The schema's name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSchemaRequest) Reset() {
+	*x = GetSchemaRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSchemaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSchemaRequest) ProtoMessage() {}
+
+func (x *GetSchemaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSchemaRequest.ProtoReflect.Descriptor instead.
+func (*GetSchemaRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetSchemaRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetSchemaResponse is the result of GetSchema.
+type GetSchemaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schema's description.
+	Schema *SchemaInfo `protobuf:"bytes,1,opt,name=schema,proto3" json:"schema,omitempty"`
+	// The schema as compact JSON text.
+	JsonSchema    string `protobuf:"bytes,2,opt,name=json_schema,json=jsonSchema,proto3" json:"json_schema,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSchemaResponse) Reset() {
+	*x = GetSchemaResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSchemaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSchemaResponse) ProtoMessage() {}
+
+func (x *GetSchemaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSchemaResponse.ProtoReflect.Descriptor instead.
+func (*GetSchemaResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GetSchemaResponse) GetSchema() *SchemaInfo {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
+func (x *GetSchemaResponse) GetJsonSchema() string {
+	if x != nil {
+		return x.JsonSchema
+	}
+	return ""
+}
+
+// ListSchemasRequest asks for the tenant's schemas. It has no fields.
+type ListSchemasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchemasRequest) Reset() {
+	*x = ListSchemasRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchemasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchemasRequest) ProtoMessage() {}
+
+func (x *ListSchemasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchemasRequest.ProtoReflect.Descriptor instead.
+func (*ListSchemasRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{39}
+}
+
+// ListSchemasResponse is the result of ListSchemas.
+type ListSchemasResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every schema of the tenant, sorted by name.
+	Schemas       []*SchemaInfo `protobuf:"bytes,1,rep,name=schemas,proto3" json:"schemas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchemasResponse) Reset() {
+	*x = ListSchemasResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchemasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchemasResponse) ProtoMessage() {}
+
+func (x *ListSchemasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchemasResponse.ProtoReflect.Descriptor instead.
+func (*ListSchemasResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListSchemasResponse) GetSchemas() []*SchemaInfo {
+	if x != nil {
+		return x.Schemas
+	}
+	return nil
+}
+
+// DeleteSchemaRequest names a schema to remove.
+type DeleteSchemaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The schema's name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSchemaRequest) Reset() {
+	*x = DeleteSchemaRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSchemaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSchemaRequest) ProtoMessage() {}
+
+func (x *DeleteSchemaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSchemaRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSchemaRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *DeleteSchemaRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteSchemaResponse is the result of DeleteSchema.
+type DeleteSchemaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the schema existed.
+	Deleted       bool `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSchemaResponse) Reset() {
+	*x = DeleteSchemaResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSchemaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSchemaResponse) ProtoMessage() {}
+
+func (x *DeleteSchemaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSchemaResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSchemaResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *DeleteSchemaResponse) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+// BindSchemaRequest binds a session to a schema.
+type BindSchemaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The conversation, 1 to 256 printable characters.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The schema's name; empty unbinds the session.
+	Schema        string `protobuf:"bytes,2,opt,name=schema,proto3" json:"schema,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindSchemaRequest) Reset() {
+	*x = BindSchemaRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindSchemaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindSchemaRequest) ProtoMessage() {}
+
+func (x *BindSchemaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindSchemaRequest.ProtoReflect.Descriptor instead.
+func (*BindSchemaRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *BindSchemaRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *BindSchemaRequest) GetSchema() string {
+	if x != nil {
+		return x.Schema
+	}
+	return ""
+}
+
+// BindSchemaResponse is the result of BindSchema.
+type BindSchemaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's revision when it was bound.
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindSchemaResponse) Reset() {
+	*x = BindSchemaResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindSchemaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindSchemaResponse) ProtoMessage() {}
+
+func (x *BindSchemaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindSchemaResponse.ProtoReflect.Descriptor instead.
+func (*BindSchemaResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *BindSchemaResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// WatchRequest names a session to watch.
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The conversation, 1 to 256 printable characters.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Optional. Replay the changes after this revision first (to resume a
+	// stream). Absent means: from now.
+	AfterRevision *int64 `protobuf:"varint,2,opt,name=after_revision,json=afterRevision,proto3,oneof" json:"after_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *WatchRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetAfterRevision() int64 {
+	if x != nil && x.AfterRevision != nil {
+		return *x.AfterRevision
+	}
+	return 0
+}
+
+// WatchResponse is one message of a Watch stream.
+type WatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The changes, in revision order (empty on the first message and on a
+	// `compacted` one).
+	Changes []*Change `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// The revision the stream has reached: the last change's, or the session's
+	// current revision on the first message and on a `compacted` one.
+	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// True when changes after the requested revision are no longer in the
+	// change log (or were dropped because this watcher fell behind): re-read the
+	// document; the stream goes on from `revision`.
+	Compacted     bool `protobuf:"varint,3,opt,name=compacted,proto3" json:"compacted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *WatchResponse) GetChanges() []*Change {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetCompacted() bool {
+	if x != nil {
+		return x.Compacted
+	}
+	return false
+}
+
 var File_sessionmemory_v1_memory_service_proto protoreflect.FileDescriptor
 
 const file_sessionmemory_v1_memory_service_proto_rawDesc = "" +
@@ -2077,7 +3088,79 @@ const file_sessionmemory_v1_memory_service_proto_rawDesc = "" +
 	"\x10ReadFileResponse\x120\n" +
 	"\x04file\x18\x01 \x01(\v2\x1a.sessionmemory.v1.FileInfoH\x00R\x04file\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
-	"\x04part2\xd2\b\n" +
+	"\x04part\"n\n" +
+	"\x12GetDocumentRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
+	"\x05paths\x18\x02 \x03(\tR\x05paths\x12#\n" +
+	"\romit_defaults\x18\x03 \x01(\bR\fomitDefaults\"\xb1\x01\n" +
+	"\x13GetDocumentResponse\x12\x12\n" +
+	"\x04json\x18\x01 \x01(\tR\x04json\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x16\n" +
+	"\x06schema\x18\x03 \x01(\tR\x06schema\x12)\n" +
+	"\x10defaults_applied\x18\x04 \x01(\bR\x0fdefaultsApplied\x12'\n" +
+	"\x0fdefaulted_paths\x18\x05 \x03(\tR\x0edefaultedPaths\"\xf9\x01\n" +
+	"\x14PatchDocumentRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
+	"\vmerge_patch\x18\x02 \x01(\tR\n" +
+	"mergePatch\x12$\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03H\x00R\n" +
+	"ttlSeconds\x88\x01\x01\x12\x16\n" +
+	"\x06schema\x18\x04 \x01(\tR\x06schema\x12$\n" +
+	"\vif_revision\x18\x05 \x01(\x03H\x01R\n" +
+	"ifRevision\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"must_exist\x18\x06 \x01(\bR\tmustExistB\x0e\n" +
+	"\f_ttl_secondsB\x0e\n" +
+	"\f_if_revision\"\x9e\x01\n" +
+	"\x15PatchDocumentResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x127\n" +
+	"\awritten\x18\x02 \x03(\v2\x1d.sessionmemory.v1.WriteResultR\awritten\x12\x18\n" +
+	"\adeleted\x18\x03 \x03(\tR\adeleted\x12\x16\n" +
+	"\x06schema\x18\x04 \x01(\tR\x06schema\"\x94\x01\n" +
+	"\n" +
+	"SchemaInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x129\n" +
+	"\n" +
+	"updated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"G\n" +
+	"\x10PutSchemaRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vjson_schema\x18\x02 \x01(\tR\n" +
+	"jsonSchema\"I\n" +
+	"\x11PutSchemaResponse\x124\n" +
+	"\x06schema\x18\x01 \x01(\v2\x1c.sessionmemory.v1.SchemaInfoR\x06schema\"&\n" +
+	"\x10GetSchemaRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"j\n" +
+	"\x11GetSchemaResponse\x124\n" +
+	"\x06schema\x18\x01 \x01(\v2\x1c.sessionmemory.v1.SchemaInfoR\x06schema\x12\x1f\n" +
+	"\vjson_schema\x18\x02 \x01(\tR\n" +
+	"jsonSchema\"\x14\n" +
+	"\x12ListSchemasRequest\"M\n" +
+	"\x13ListSchemasResponse\x126\n" +
+	"\aschemas\x18\x01 \x03(\v2\x1c.sessionmemory.v1.SchemaInfoR\aschemas\")\n" +
+	"\x13DeleteSchemaRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"0\n" +
+	"\x14DeleteSchemaResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x01(\bR\adeleted\"J\n" +
+	"\x11BindSchemaRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06schema\x18\x02 \x01(\tR\x06schema\"0\n" +
+	"\x12BindSchemaResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"l\n" +
+	"\fWatchRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12*\n" +
+	"\x0eafter_revision\x18\x02 \x01(\x03H\x00R\rafterRevision\x88\x01\x01B\x11\n" +
+	"\x0f_after_revision\"}\n" +
+	"\rWatchResponse\x122\n" +
+	"\achanges\x18\x01 \x03(\v2\x18.sessionmemory.v1.ChangeR\achanges\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1c\n" +
+	"\tcompacted\x18\x03 \x01(\bR\tcompacted2\x9c\x0e\n" +
 	"\rMemoryService\x12B\n" +
 	"\x03Get\x12\x1c.sessionmemory.v1.GetRequest\x1a\x1d.sessionmemory.v1.GetResponse\x12N\n" +
 	"\aGetMany\x12 .sessionmemory.v1.GetManyRequest\x1a!.sessionmemory.v1.GetManyResponse\x12B\n" +
@@ -2092,7 +3175,16 @@ const file_sessionmemory_v1_memory_service_proto_rawDesc = "" +
 	"\tGetLimits\x12\".sessionmemory.v1.GetLimitsRequest\x1a#.sessionmemory.v1.GetLimitsResponse\x12P\n" +
 	"\aSetFile\x12 .sessionmemory.v1.SetFileRequest\x1a!.sessionmemory.v1.SetFileResponse(\x01\x12N\n" +
 	"\aGetFile\x12 .sessionmemory.v1.GetFileRequest\x1a!.sessionmemory.v1.GetFileResponse\x12S\n" +
-	"\bReadFile\x12!.sessionmemory.v1.ReadFileRequest\x1a\".sessionmemory.v1.ReadFileResponse0\x01B\xe5\x01\n" +
+	"\bReadFile\x12!.sessionmemory.v1.ReadFileRequest\x1a\".sessionmemory.v1.ReadFileResponse0\x01\x12Z\n" +
+	"\vGetDocument\x12$.sessionmemory.v1.GetDocumentRequest\x1a%.sessionmemory.v1.GetDocumentResponse\x12`\n" +
+	"\rPatchDocument\x12&.sessionmemory.v1.PatchDocumentRequest\x1a'.sessionmemory.v1.PatchDocumentResponse\x12T\n" +
+	"\tPutSchema\x12\".sessionmemory.v1.PutSchemaRequest\x1a#.sessionmemory.v1.PutSchemaResponse\x12T\n" +
+	"\tGetSchema\x12\".sessionmemory.v1.GetSchemaRequest\x1a#.sessionmemory.v1.GetSchemaResponse\x12Z\n" +
+	"\vListSchemas\x12$.sessionmemory.v1.ListSchemasRequest\x1a%.sessionmemory.v1.ListSchemasResponse\x12]\n" +
+	"\fDeleteSchema\x12%.sessionmemory.v1.DeleteSchemaRequest\x1a&.sessionmemory.v1.DeleteSchemaResponse\x12W\n" +
+	"\n" +
+	"BindSchema\x12#.sessionmemory.v1.BindSchemaRequest\x1a$.sessionmemory.v1.BindSchemaResponse\x12J\n" +
+	"\x05Watch\x12\x1e.sessionmemory.v1.WatchRequest\x1a\x1f.sessionmemory.v1.WatchResponse0\x01B\xe5\x01\n" +
 	"\x14com.sessionmemory.v1B\x12MemoryServiceProtoP\x01ZXgithub.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1;sessionmemoryv1\xa2\x02\x03SXX\xaa\x02\x10Sessionmemory.V1\xca\x02\x10Sessionmemory\\V1\xe2\x02\x1cSessionmemory\\V1\\GPBMetadata\xea\x02\x11Sessionmemory::V1b\x06proto3"
 
 var (
@@ -2107,7 +3199,7 @@ func file_sessionmemory_v1_memory_service_proto_rawDescGZIP() []byte {
 	return file_sessionmemory_v1_memory_service_proto_rawDescData
 }
 
-var file_sessionmemory_v1_memory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_sessionmemory_v1_memory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_sessionmemory_v1_memory_service_proto_goTypes = []any{
 	(*GetRequest)(nil),            // 0: sessionmemory.v1.GetRequest
 	(*GetResponse)(nil),           // 1: sessionmemory.v1.GetResponse
@@ -2139,63 +3231,103 @@ var file_sessionmemory_v1_memory_service_proto_goTypes = []any{
 	(*GetFileResponse)(nil),       // 27: sessionmemory.v1.GetFileResponse
 	(*ReadFileRequest)(nil),       // 28: sessionmemory.v1.ReadFileRequest
 	(*ReadFileResponse)(nil),      // 29: sessionmemory.v1.ReadFileResponse
-	(*Entry)(nil),                 // 30: sessionmemory.v1.Entry
-	(*WriteResult)(nil),           // 31: sessionmemory.v1.WriteResult
-	(*Value)(nil),                 // 32: sessionmemory.v1.Value
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
-	(*EntryInfo)(nil),             // 34: sessionmemory.v1.EntryInfo
-	(*Limits)(nil),                // 35: sessionmemory.v1.Limits
-	(*FileInfo)(nil),              // 36: sessionmemory.v1.FileInfo
+	(*GetDocumentRequest)(nil),    // 30: sessionmemory.v1.GetDocumentRequest
+	(*GetDocumentResponse)(nil),   // 31: sessionmemory.v1.GetDocumentResponse
+	(*PatchDocumentRequest)(nil),  // 32: sessionmemory.v1.PatchDocumentRequest
+	(*PatchDocumentResponse)(nil), // 33: sessionmemory.v1.PatchDocumentResponse
+	(*SchemaInfo)(nil),            // 34: sessionmemory.v1.SchemaInfo
+	(*PutSchemaRequest)(nil),      // 35: sessionmemory.v1.PutSchemaRequest
+	(*PutSchemaResponse)(nil),     // 36: sessionmemory.v1.PutSchemaResponse
+	(*GetSchemaRequest)(nil),      // 37: sessionmemory.v1.GetSchemaRequest
+	(*GetSchemaResponse)(nil),     // 38: sessionmemory.v1.GetSchemaResponse
+	(*ListSchemasRequest)(nil),    // 39: sessionmemory.v1.ListSchemasRequest
+	(*ListSchemasResponse)(nil),   // 40: sessionmemory.v1.ListSchemasResponse
+	(*DeleteSchemaRequest)(nil),   // 41: sessionmemory.v1.DeleteSchemaRequest
+	(*DeleteSchemaResponse)(nil),  // 42: sessionmemory.v1.DeleteSchemaResponse
+	(*BindSchemaRequest)(nil),     // 43: sessionmemory.v1.BindSchemaRequest
+	(*BindSchemaResponse)(nil),    // 44: sessionmemory.v1.BindSchemaResponse
+	(*WatchRequest)(nil),          // 45: sessionmemory.v1.WatchRequest
+	(*WatchResponse)(nil),         // 46: sessionmemory.v1.WatchResponse
+	(*Entry)(nil),                 // 47: sessionmemory.v1.Entry
+	(*WriteResult)(nil),           // 48: sessionmemory.v1.WriteResult
+	(*Value)(nil),                 // 49: sessionmemory.v1.Value
+	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
+	(*EntryInfo)(nil),             // 51: sessionmemory.v1.EntryInfo
+	(*Limits)(nil),                // 52: sessionmemory.v1.Limits
+	(*FileInfo)(nil),              // 53: sessionmemory.v1.FileInfo
+	(*Change)(nil),                // 54: sessionmemory.v1.Change
 }
 var file_sessionmemory_v1_memory_service_proto_depIdxs = []int32{
-	30, // 0: sessionmemory.v1.GetResponse.entry:type_name -> sessionmemory.v1.Entry
-	30, // 1: sessionmemory.v1.GetManyResponse.entries:type_name -> sessionmemory.v1.Entry
-	31, // 2: sessionmemory.v1.SetResponse.result:type_name -> sessionmemory.v1.WriteResult
-	31, // 3: sessionmemory.v1.SetJsonResponse.result:type_name -> sessionmemory.v1.WriteResult
-	32, // 4: sessionmemory.v1.SetManyEntry.value:type_name -> sessionmemory.v1.Value
+	47, // 0: sessionmemory.v1.GetResponse.entry:type_name -> sessionmemory.v1.Entry
+	47, // 1: sessionmemory.v1.GetManyResponse.entries:type_name -> sessionmemory.v1.Entry
+	48, // 2: sessionmemory.v1.SetResponse.result:type_name -> sessionmemory.v1.WriteResult
+	48, // 3: sessionmemory.v1.SetJsonResponse.result:type_name -> sessionmemory.v1.WriteResult
+	49, // 4: sessionmemory.v1.SetManyEntry.value:type_name -> sessionmemory.v1.Value
 	8,  // 5: sessionmemory.v1.SetManyRequest.entries:type_name -> sessionmemory.v1.SetManyEntry
-	31, // 6: sessionmemory.v1.SetManyResponse.results:type_name -> sessionmemory.v1.WriteResult
-	33, // 7: sessionmemory.v1.IncrementResponse.expires_at:type_name -> google.protobuf.Timestamp
-	34, // 8: sessionmemory.v1.ListResponse.entries:type_name -> sessionmemory.v1.EntryInfo
-	35, // 9: sessionmemory.v1.GetLimitsResponse.limits:type_name -> sessionmemory.v1.Limits
+	48, // 6: sessionmemory.v1.SetManyResponse.results:type_name -> sessionmemory.v1.WriteResult
+	50, // 7: sessionmemory.v1.IncrementResponse.expires_at:type_name -> google.protobuf.Timestamp
+	51, // 8: sessionmemory.v1.ListResponse.entries:type_name -> sessionmemory.v1.EntryInfo
+	52, // 9: sessionmemory.v1.GetLimitsResponse.limits:type_name -> sessionmemory.v1.Limits
 	23, // 10: sessionmemory.v1.SetFileRequest.header:type_name -> sessionmemory.v1.FileHeader
-	36, // 11: sessionmemory.v1.SetFileResponse.file:type_name -> sessionmemory.v1.FileInfo
-	36, // 12: sessionmemory.v1.GetFileResponse.file:type_name -> sessionmemory.v1.FileInfo
-	33, // 13: sessionmemory.v1.GetFileResponse.url_expires_at:type_name -> google.protobuf.Timestamp
-	36, // 14: sessionmemory.v1.ReadFileResponse.file:type_name -> sessionmemory.v1.FileInfo
-	0,  // 15: sessionmemory.v1.MemoryService.Get:input_type -> sessionmemory.v1.GetRequest
-	2,  // 16: sessionmemory.v1.MemoryService.GetMany:input_type -> sessionmemory.v1.GetManyRequest
-	4,  // 17: sessionmemory.v1.MemoryService.Set:input_type -> sessionmemory.v1.SetRequest
-	6,  // 18: sessionmemory.v1.MemoryService.SetJson:input_type -> sessionmemory.v1.SetJsonRequest
-	9,  // 19: sessionmemory.v1.MemoryService.SetMany:input_type -> sessionmemory.v1.SetManyRequest
-	11, // 20: sessionmemory.v1.MemoryService.Delete:input_type -> sessionmemory.v1.DeleteRequest
-	13, // 21: sessionmemory.v1.MemoryService.Increment:input_type -> sessionmemory.v1.IncrementRequest
-	15, // 22: sessionmemory.v1.MemoryService.Touch:input_type -> sessionmemory.v1.TouchRequest
-	17, // 23: sessionmemory.v1.MemoryService.List:input_type -> sessionmemory.v1.ListRequest
-	19, // 24: sessionmemory.v1.MemoryService.Clear:input_type -> sessionmemory.v1.ClearRequest
-	21, // 25: sessionmemory.v1.MemoryService.GetLimits:input_type -> sessionmemory.v1.GetLimitsRequest
-	24, // 26: sessionmemory.v1.MemoryService.SetFile:input_type -> sessionmemory.v1.SetFileRequest
-	26, // 27: sessionmemory.v1.MemoryService.GetFile:input_type -> sessionmemory.v1.GetFileRequest
-	28, // 28: sessionmemory.v1.MemoryService.ReadFile:input_type -> sessionmemory.v1.ReadFileRequest
-	1,  // 29: sessionmemory.v1.MemoryService.Get:output_type -> sessionmemory.v1.GetResponse
-	3,  // 30: sessionmemory.v1.MemoryService.GetMany:output_type -> sessionmemory.v1.GetManyResponse
-	5,  // 31: sessionmemory.v1.MemoryService.Set:output_type -> sessionmemory.v1.SetResponse
-	7,  // 32: sessionmemory.v1.MemoryService.SetJson:output_type -> sessionmemory.v1.SetJsonResponse
-	10, // 33: sessionmemory.v1.MemoryService.SetMany:output_type -> sessionmemory.v1.SetManyResponse
-	12, // 34: sessionmemory.v1.MemoryService.Delete:output_type -> sessionmemory.v1.DeleteResponse
-	14, // 35: sessionmemory.v1.MemoryService.Increment:output_type -> sessionmemory.v1.IncrementResponse
-	16, // 36: sessionmemory.v1.MemoryService.Touch:output_type -> sessionmemory.v1.TouchResponse
-	18, // 37: sessionmemory.v1.MemoryService.List:output_type -> sessionmemory.v1.ListResponse
-	20, // 38: sessionmemory.v1.MemoryService.Clear:output_type -> sessionmemory.v1.ClearResponse
-	22, // 39: sessionmemory.v1.MemoryService.GetLimits:output_type -> sessionmemory.v1.GetLimitsResponse
-	25, // 40: sessionmemory.v1.MemoryService.SetFile:output_type -> sessionmemory.v1.SetFileResponse
-	27, // 41: sessionmemory.v1.MemoryService.GetFile:output_type -> sessionmemory.v1.GetFileResponse
-	29, // 42: sessionmemory.v1.MemoryService.ReadFile:output_type -> sessionmemory.v1.ReadFileResponse
-	29, // [29:43] is the sub-list for method output_type
-	15, // [15:29] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	53, // 11: sessionmemory.v1.SetFileResponse.file:type_name -> sessionmemory.v1.FileInfo
+	53, // 12: sessionmemory.v1.GetFileResponse.file:type_name -> sessionmemory.v1.FileInfo
+	50, // 13: sessionmemory.v1.GetFileResponse.url_expires_at:type_name -> google.protobuf.Timestamp
+	53, // 14: sessionmemory.v1.ReadFileResponse.file:type_name -> sessionmemory.v1.FileInfo
+	48, // 15: sessionmemory.v1.PatchDocumentResponse.written:type_name -> sessionmemory.v1.WriteResult
+	50, // 16: sessionmemory.v1.SchemaInfo.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 17: sessionmemory.v1.PutSchemaResponse.schema:type_name -> sessionmemory.v1.SchemaInfo
+	34, // 18: sessionmemory.v1.GetSchemaResponse.schema:type_name -> sessionmemory.v1.SchemaInfo
+	34, // 19: sessionmemory.v1.ListSchemasResponse.schemas:type_name -> sessionmemory.v1.SchemaInfo
+	54, // 20: sessionmemory.v1.WatchResponse.changes:type_name -> sessionmemory.v1.Change
+	0,  // 21: sessionmemory.v1.MemoryService.Get:input_type -> sessionmemory.v1.GetRequest
+	2,  // 22: sessionmemory.v1.MemoryService.GetMany:input_type -> sessionmemory.v1.GetManyRequest
+	4,  // 23: sessionmemory.v1.MemoryService.Set:input_type -> sessionmemory.v1.SetRequest
+	6,  // 24: sessionmemory.v1.MemoryService.SetJson:input_type -> sessionmemory.v1.SetJsonRequest
+	9,  // 25: sessionmemory.v1.MemoryService.SetMany:input_type -> sessionmemory.v1.SetManyRequest
+	11, // 26: sessionmemory.v1.MemoryService.Delete:input_type -> sessionmemory.v1.DeleteRequest
+	13, // 27: sessionmemory.v1.MemoryService.Increment:input_type -> sessionmemory.v1.IncrementRequest
+	15, // 28: sessionmemory.v1.MemoryService.Touch:input_type -> sessionmemory.v1.TouchRequest
+	17, // 29: sessionmemory.v1.MemoryService.List:input_type -> sessionmemory.v1.ListRequest
+	19, // 30: sessionmemory.v1.MemoryService.Clear:input_type -> sessionmemory.v1.ClearRequest
+	21, // 31: sessionmemory.v1.MemoryService.GetLimits:input_type -> sessionmemory.v1.GetLimitsRequest
+	24, // 32: sessionmemory.v1.MemoryService.SetFile:input_type -> sessionmemory.v1.SetFileRequest
+	26, // 33: sessionmemory.v1.MemoryService.GetFile:input_type -> sessionmemory.v1.GetFileRequest
+	28, // 34: sessionmemory.v1.MemoryService.ReadFile:input_type -> sessionmemory.v1.ReadFileRequest
+	30, // 35: sessionmemory.v1.MemoryService.GetDocument:input_type -> sessionmemory.v1.GetDocumentRequest
+	32, // 36: sessionmemory.v1.MemoryService.PatchDocument:input_type -> sessionmemory.v1.PatchDocumentRequest
+	35, // 37: sessionmemory.v1.MemoryService.PutSchema:input_type -> sessionmemory.v1.PutSchemaRequest
+	37, // 38: sessionmemory.v1.MemoryService.GetSchema:input_type -> sessionmemory.v1.GetSchemaRequest
+	39, // 39: sessionmemory.v1.MemoryService.ListSchemas:input_type -> sessionmemory.v1.ListSchemasRequest
+	41, // 40: sessionmemory.v1.MemoryService.DeleteSchema:input_type -> sessionmemory.v1.DeleteSchemaRequest
+	43, // 41: sessionmemory.v1.MemoryService.BindSchema:input_type -> sessionmemory.v1.BindSchemaRequest
+	45, // 42: sessionmemory.v1.MemoryService.Watch:input_type -> sessionmemory.v1.WatchRequest
+	1,  // 43: sessionmemory.v1.MemoryService.Get:output_type -> sessionmemory.v1.GetResponse
+	3,  // 44: sessionmemory.v1.MemoryService.GetMany:output_type -> sessionmemory.v1.GetManyResponse
+	5,  // 45: sessionmemory.v1.MemoryService.Set:output_type -> sessionmemory.v1.SetResponse
+	7,  // 46: sessionmemory.v1.MemoryService.SetJson:output_type -> sessionmemory.v1.SetJsonResponse
+	10, // 47: sessionmemory.v1.MemoryService.SetMany:output_type -> sessionmemory.v1.SetManyResponse
+	12, // 48: sessionmemory.v1.MemoryService.Delete:output_type -> sessionmemory.v1.DeleteResponse
+	14, // 49: sessionmemory.v1.MemoryService.Increment:output_type -> sessionmemory.v1.IncrementResponse
+	16, // 50: sessionmemory.v1.MemoryService.Touch:output_type -> sessionmemory.v1.TouchResponse
+	18, // 51: sessionmemory.v1.MemoryService.List:output_type -> sessionmemory.v1.ListResponse
+	20, // 52: sessionmemory.v1.MemoryService.Clear:output_type -> sessionmemory.v1.ClearResponse
+	22, // 53: sessionmemory.v1.MemoryService.GetLimits:output_type -> sessionmemory.v1.GetLimitsResponse
+	25, // 54: sessionmemory.v1.MemoryService.SetFile:output_type -> sessionmemory.v1.SetFileResponse
+	27, // 55: sessionmemory.v1.MemoryService.GetFile:output_type -> sessionmemory.v1.GetFileResponse
+	29, // 56: sessionmemory.v1.MemoryService.ReadFile:output_type -> sessionmemory.v1.ReadFileResponse
+	31, // 57: sessionmemory.v1.MemoryService.GetDocument:output_type -> sessionmemory.v1.GetDocumentResponse
+	33, // 58: sessionmemory.v1.MemoryService.PatchDocument:output_type -> sessionmemory.v1.PatchDocumentResponse
+	36, // 59: sessionmemory.v1.MemoryService.PutSchema:output_type -> sessionmemory.v1.PutSchemaResponse
+	38, // 60: sessionmemory.v1.MemoryService.GetSchema:output_type -> sessionmemory.v1.GetSchemaResponse
+	40, // 61: sessionmemory.v1.MemoryService.ListSchemas:output_type -> sessionmemory.v1.ListSchemasResponse
+	42, // 62: sessionmemory.v1.MemoryService.DeleteSchema:output_type -> sessionmemory.v1.DeleteSchemaResponse
+	44, // 63: sessionmemory.v1.MemoryService.BindSchema:output_type -> sessionmemory.v1.BindSchemaResponse
+	46, // 64: sessionmemory.v1.MemoryService.Watch:output_type -> sessionmemory.v1.WatchResponse
+	43, // [43:65] is the sub-list for method output_type
+	21, // [21:43] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_sessionmemory_v1_memory_service_proto_init() }
@@ -2224,13 +3356,15 @@ func file_sessionmemory_v1_memory_service_proto_init() {
 		(*ReadFileResponse_File)(nil),
 		(*ReadFileResponse_Chunk)(nil),
 	}
+	file_sessionmemory_v1_memory_service_proto_msgTypes[32].OneofWrappers = []any{}
+	file_sessionmemory_v1_memory_service_proto_msgTypes[45].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sessionmemory_v1_memory_service_proto_rawDesc), len(file_sessionmemory_v1_memory_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,20 +19,28 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MemoryService_Get_FullMethodName       = "/sessionmemory.v1.MemoryService/Get"
-	MemoryService_GetMany_FullMethodName   = "/sessionmemory.v1.MemoryService/GetMany"
-	MemoryService_Set_FullMethodName       = "/sessionmemory.v1.MemoryService/Set"
-	MemoryService_SetJson_FullMethodName   = "/sessionmemory.v1.MemoryService/SetJson"
-	MemoryService_SetMany_FullMethodName   = "/sessionmemory.v1.MemoryService/SetMany"
-	MemoryService_Delete_FullMethodName    = "/sessionmemory.v1.MemoryService/Delete"
-	MemoryService_Increment_FullMethodName = "/sessionmemory.v1.MemoryService/Increment"
-	MemoryService_Touch_FullMethodName     = "/sessionmemory.v1.MemoryService/Touch"
-	MemoryService_List_FullMethodName      = "/sessionmemory.v1.MemoryService/List"
-	MemoryService_Clear_FullMethodName     = "/sessionmemory.v1.MemoryService/Clear"
-	MemoryService_GetLimits_FullMethodName = "/sessionmemory.v1.MemoryService/GetLimits"
-	MemoryService_SetFile_FullMethodName   = "/sessionmemory.v1.MemoryService/SetFile"
-	MemoryService_GetFile_FullMethodName   = "/sessionmemory.v1.MemoryService/GetFile"
-	MemoryService_ReadFile_FullMethodName  = "/sessionmemory.v1.MemoryService/ReadFile"
+	MemoryService_Get_FullMethodName           = "/sessionmemory.v1.MemoryService/Get"
+	MemoryService_GetMany_FullMethodName       = "/sessionmemory.v1.MemoryService/GetMany"
+	MemoryService_Set_FullMethodName           = "/sessionmemory.v1.MemoryService/Set"
+	MemoryService_SetJson_FullMethodName       = "/sessionmemory.v1.MemoryService/SetJson"
+	MemoryService_SetMany_FullMethodName       = "/sessionmemory.v1.MemoryService/SetMany"
+	MemoryService_Delete_FullMethodName        = "/sessionmemory.v1.MemoryService/Delete"
+	MemoryService_Increment_FullMethodName     = "/sessionmemory.v1.MemoryService/Increment"
+	MemoryService_Touch_FullMethodName         = "/sessionmemory.v1.MemoryService/Touch"
+	MemoryService_List_FullMethodName          = "/sessionmemory.v1.MemoryService/List"
+	MemoryService_Clear_FullMethodName         = "/sessionmemory.v1.MemoryService/Clear"
+	MemoryService_GetLimits_FullMethodName     = "/sessionmemory.v1.MemoryService/GetLimits"
+	MemoryService_SetFile_FullMethodName       = "/sessionmemory.v1.MemoryService/SetFile"
+	MemoryService_GetFile_FullMethodName       = "/sessionmemory.v1.MemoryService/GetFile"
+	MemoryService_ReadFile_FullMethodName      = "/sessionmemory.v1.MemoryService/ReadFile"
+	MemoryService_GetDocument_FullMethodName   = "/sessionmemory.v1.MemoryService/GetDocument"
+	MemoryService_PatchDocument_FullMethodName = "/sessionmemory.v1.MemoryService/PatchDocument"
+	MemoryService_PutSchema_FullMethodName     = "/sessionmemory.v1.MemoryService/PutSchema"
+	MemoryService_GetSchema_FullMethodName     = "/sessionmemory.v1.MemoryService/GetSchema"
+	MemoryService_ListSchemas_FullMethodName   = "/sessionmemory.v1.MemoryService/ListSchemas"
+	MemoryService_DeleteSchema_FullMethodName  = "/sessionmemory.v1.MemoryService/DeleteSchema"
+	MemoryService_BindSchema_FullMethodName    = "/sessionmemory.v1.MemoryService/BindSchema"
+	MemoryService_Watch_FullMethodName         = "/sessionmemory.v1.MemoryService/Watch"
 )
 
 // MemoryServiceClient is the client API for MemoryService service.
@@ -62,10 +70,11 @@ const (
 // from `ErrorReason` and domain "sessionmemory"; a rejected call changes
 // nothing.
 type MemoryServiceClient interface {
-	// Get reads one value. A missing or expired key is a normal miss
-	// (`found = false`), not an error.
+	// Get reads one value, or the value at a path inside it
+	// (`lastOrder.status`). A missing or expired key, or a missing path, is a
+	// normal miss (`found = false`), not an error.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
-	// GetMany reads up to 100 values in one round trip.
+	// GetMany reads up to 100 values (or paths) in one round trip.
 	GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (*GetManyResponse, error)
 	// Set writes a string, number or boolean, with its TTL, atomically.
 	Set(ctx context.Context, in *SetRequest, opts ...grpc.CallOption) (*SetResponse, error)
@@ -102,6 +111,47 @@ type MemoryServiceClient interface {
 	GetFile(ctx context.Context, in *GetFileRequest, opts ...grpc.CallOption) (*GetFileResponse, error)
 	// ReadFile streams a file: its FileInfo first, then its bytes in chunks.
 	ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFileResponse], error)
+	// GetDocument reads the whole live session as one JSON object: each key is
+	// a top-level field (files appear as their FileInfo, never their bytes),
+	// together with the session's revision. When the session is bound to a
+	// schema, the schema's defaults fill absent fields (listed in
+	// `defaulted_paths`) unless `omit_defaults` is set.
+	GetDocument(ctx context.Context, in *GetDocumentRequest, opts ...grpc.CallOption) (*GetDocumentResponse, error)
+	// PatchDocument applies an RFC 7396 JSON Merge Patch to the session's
+	// document atomically: `null` deletes a field, objects merge recursively,
+	// anything else replaces. Every top-level key the patch touches is written
+	// with `ttl_seconds`; untouched keys keep their values and TTLs. The result
+	// must satisfy every per-kind limit and, when the session is bound to a
+	// schema, validate against it (SCHEMA_VIOLATION otherwise); a rejected patch
+	// changes nothing. Concurrent patches never lose an update: the server
+	// re-reads and re-applies a patch that raced another write (a bounded
+	// number of times, then ABORTED WRITE_CONFLICT).
+	PatchDocument(ctx context.Context, in *PatchDocumentRequest, opts ...grpc.CallOption) (*PatchDocumentResponse, error)
+	// PutSchema registers or replaces a named JSON Schema (draft 2020-12) of
+	// the tenant. Replacing one gives it a new version; later writes to the
+	// sessions bound to it are validated against the new version.
+	PutSchema(ctx context.Context, in *PutSchemaRequest, opts ...grpc.CallOption) (*PutSchemaResponse, error)
+	// GetSchema reads a registered schema. An unknown name is NOT_FOUND
+	// (SCHEMA_NOT_FOUND).
+	GetSchema(ctx context.Context, in *GetSchemaRequest, opts ...grpc.CallOption) (*GetSchemaResponse, error)
+	// ListSchemas describes every schema of the tenant, sorted by name.
+	ListSchemas(ctx context.Context, in *ListSchemasRequest, opts ...grpc.CallOption) (*ListSchemasResponse, error)
+	// DeleteSchema removes a schema. Sessions bound to it are no longer
+	// validated (their binding is dropped at their next write).
+	DeleteSchema(ctx context.Context, in *DeleteSchemaRequest, opts ...grpc.CallOption) (*DeleteSchemaResponse, error)
+	// BindSchema binds a session to a schema (the current document must
+	// validate against it), or unbinds it when `schema` is empty. From then on
+	// every write to the session (Set, SetJson, SetMany, Increment, Delete,
+	// SetFile, PatchDocument) is validated against the schema.
+	BindSchema(ctx context.Context, in *BindSchemaRequest, opts ...grpc.CallOption) (*BindSchemaResponse, error)
+	// Watch streams the changes of a session as they happen (within 100 ms of
+	// the write), in revision order. The first message carries the revision the
+	// stream starts from. With `after_revision`, the stream first replays the
+	// changes after it that are still in the session's change log (the last
+	// 128 changes); when older changes are gone, a message with `compacted`
+	// says so and the caller re-reads the document. Costs no Redis connection
+	// per watcher.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
 type memoryServiceClient struct {
@@ -264,6 +314,95 @@ func (c *memoryServiceClient) ReadFile(ctx context.Context, in *ReadFileRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MemoryService_ReadFileClient = grpc.ServerStreamingClient[ReadFileResponse]
 
+func (c *memoryServiceClient) GetDocument(ctx context.Context, in *GetDocumentRequest, opts ...grpc.CallOption) (*GetDocumentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDocumentResponse)
+	err := c.cc.Invoke(ctx, MemoryService_GetDocument_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) PatchDocument(ctx context.Context, in *PatchDocumentRequest, opts ...grpc.CallOption) (*PatchDocumentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PatchDocumentResponse)
+	err := c.cc.Invoke(ctx, MemoryService_PatchDocument_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) PutSchema(ctx context.Context, in *PutSchemaRequest, opts ...grpc.CallOption) (*PutSchemaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutSchemaResponse)
+	err := c.cc.Invoke(ctx, MemoryService_PutSchema_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) GetSchema(ctx context.Context, in *GetSchemaRequest, opts ...grpc.CallOption) (*GetSchemaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSchemaResponse)
+	err := c.cc.Invoke(ctx, MemoryService_GetSchema_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) ListSchemas(ctx context.Context, in *ListSchemasRequest, opts ...grpc.CallOption) (*ListSchemasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSchemasResponse)
+	err := c.cc.Invoke(ctx, MemoryService_ListSchemas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) DeleteSchema(ctx context.Context, in *DeleteSchemaRequest, opts ...grpc.CallOption) (*DeleteSchemaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSchemaResponse)
+	err := c.cc.Invoke(ctx, MemoryService_DeleteSchema_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) BindSchema(ctx context.Context, in *BindSchemaRequest, opts ...grpc.CallOption) (*BindSchemaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BindSchemaResponse)
+	err := c.cc.Invoke(ctx, MemoryService_BindSchema_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MemoryService_ServiceDesc.Streams[2], MemoryService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MemoryService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
 // MemoryServiceServer is the server API for MemoryService service.
 // All implementations must embed UnimplementedMemoryServiceServer
 // for forward compatibility.
@@ -291,10 +430,11 @@ type MemoryService_ReadFileClient = grpc.ServerStreamingClient[ReadFileResponse]
 // from `ErrorReason` and domain "sessionmemory"; a rejected call changes
 // nothing.
 type MemoryServiceServer interface {
-	// Get reads one value. A missing or expired key is a normal miss
-	// (`found = false`), not an error.
+	// Get reads one value, or the value at a path inside it
+	// (`lastOrder.status`). A missing or expired key, or a missing path, is a
+	// normal miss (`found = false`), not an error.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
-	// GetMany reads up to 100 values in one round trip.
+	// GetMany reads up to 100 values (or paths) in one round trip.
 	GetMany(context.Context, *GetManyRequest) (*GetManyResponse, error)
 	// Set writes a string, number or boolean, with its TTL, atomically.
 	Set(context.Context, *SetRequest) (*SetResponse, error)
@@ -331,6 +471,47 @@ type MemoryServiceServer interface {
 	GetFile(context.Context, *GetFileRequest) (*GetFileResponse, error)
 	// ReadFile streams a file: its FileInfo first, then its bytes in chunks.
 	ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error
+	// GetDocument reads the whole live session as one JSON object: each key is
+	// a top-level field (files appear as their FileInfo, never their bytes),
+	// together with the session's revision. When the session is bound to a
+	// schema, the schema's defaults fill absent fields (listed in
+	// `defaulted_paths`) unless `omit_defaults` is set.
+	GetDocument(context.Context, *GetDocumentRequest) (*GetDocumentResponse, error)
+	// PatchDocument applies an RFC 7396 JSON Merge Patch to the session's
+	// document atomically: `null` deletes a field, objects merge recursively,
+	// anything else replaces. Every top-level key the patch touches is written
+	// with `ttl_seconds`; untouched keys keep their values and TTLs. The result
+	// must satisfy every per-kind limit and, when the session is bound to a
+	// schema, validate against it (SCHEMA_VIOLATION otherwise); a rejected patch
+	// changes nothing. Concurrent patches never lose an update: the server
+	// re-reads and re-applies a patch that raced another write (a bounded
+	// number of times, then ABORTED WRITE_CONFLICT).
+	PatchDocument(context.Context, *PatchDocumentRequest) (*PatchDocumentResponse, error)
+	// PutSchema registers or replaces a named JSON Schema (draft 2020-12) of
+	// the tenant. Replacing one gives it a new version; later writes to the
+	// sessions bound to it are validated against the new version.
+	PutSchema(context.Context, *PutSchemaRequest) (*PutSchemaResponse, error)
+	// GetSchema reads a registered schema. An unknown name is NOT_FOUND
+	// (SCHEMA_NOT_FOUND).
+	GetSchema(context.Context, *GetSchemaRequest) (*GetSchemaResponse, error)
+	// ListSchemas describes every schema of the tenant, sorted by name.
+	ListSchemas(context.Context, *ListSchemasRequest) (*ListSchemasResponse, error)
+	// DeleteSchema removes a schema. Sessions bound to it are no longer
+	// validated (their binding is dropped at their next write).
+	DeleteSchema(context.Context, *DeleteSchemaRequest) (*DeleteSchemaResponse, error)
+	// BindSchema binds a session to a schema (the current document must
+	// validate against it), or unbinds it when `schema` is empty. From then on
+	// every write to the session (Set, SetJson, SetMany, Increment, Delete,
+	// SetFile, PatchDocument) is validated against the schema.
+	BindSchema(context.Context, *BindSchemaRequest) (*BindSchemaResponse, error)
+	// Watch streams the changes of a session as they happen (within 100 ms of
+	// the write), in revision order. The first message carries the revision the
+	// stream starts from. With `after_revision`, the stream first replays the
+	// changes after it that are still in the session's change log (the last
+	// 128 changes); when older changes are gone, a message with `compacted`
+	// says so and the caller re-reads the document. Costs no Redis connection
+	// per watcher.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedMemoryServiceServer()
 }
 
@@ -382,6 +563,30 @@ func (UnimplementedMemoryServiceServer) GetFile(context.Context, *GetFileRequest
 }
 func (UnimplementedMemoryServiceServer) ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadFile not implemented")
+}
+func (UnimplementedMemoryServiceServer) GetDocument(context.Context, *GetDocumentRequest) (*GetDocumentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDocument not implemented")
+}
+func (UnimplementedMemoryServiceServer) PatchDocument(context.Context, *PatchDocumentRequest) (*PatchDocumentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PatchDocument not implemented")
+}
+func (UnimplementedMemoryServiceServer) PutSchema(context.Context, *PutSchemaRequest) (*PutSchemaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutSchema not implemented")
+}
+func (UnimplementedMemoryServiceServer) GetSchema(context.Context, *GetSchemaRequest) (*GetSchemaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSchema not implemented")
+}
+func (UnimplementedMemoryServiceServer) ListSchemas(context.Context, *ListSchemasRequest) (*ListSchemasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSchemas not implemented")
+}
+func (UnimplementedMemoryServiceServer) DeleteSchema(context.Context, *DeleteSchemaRequest) (*DeleteSchemaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSchema not implemented")
+}
+func (UnimplementedMemoryServiceServer) BindSchema(context.Context, *BindSchemaRequest) (*BindSchemaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BindSchema not implemented")
+}
+func (UnimplementedMemoryServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedMemoryServiceServer) mustEmbedUnimplementedMemoryServiceServer() {}
 func (UnimplementedMemoryServiceServer) testEmbeddedByValue()                       {}
@@ -638,6 +843,143 @@ func _MemoryService_ReadFile_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MemoryService_ReadFileServer = grpc.ServerStreamingServer[ReadFileResponse]
 
+func _MemoryService_GetDocument_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDocumentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).GetDocument(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_GetDocument_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).GetDocument(ctx, req.(*GetDocumentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_PatchDocument_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PatchDocumentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).PatchDocument(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_PatchDocument_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).PatchDocument(ctx, req.(*PatchDocumentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_PutSchema_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutSchemaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).PutSchema(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_PutSchema_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).PutSchema(ctx, req.(*PutSchemaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_GetSchema_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSchemaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).GetSchema(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_GetSchema_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).GetSchema(ctx, req.(*GetSchemaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_ListSchemas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSchemasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).ListSchemas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_ListSchemas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).ListSchemas(ctx, req.(*ListSchemasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_DeleteSchema_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSchemaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).DeleteSchema(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_DeleteSchema_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).DeleteSchema(ctx, req.(*DeleteSchemaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_BindSchema_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BindSchemaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).BindSchema(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_BindSchema_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).BindSchema(ctx, req.(*BindSchemaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MemoryServiceServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MemoryService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
 // MemoryService_ServiceDesc is the grpc.ServiceDesc for MemoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -693,6 +1035,34 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetFile",
 			Handler:    _MemoryService_GetFile_Handler,
 		},
+		{
+			MethodName: "GetDocument",
+			Handler:    _MemoryService_GetDocument_Handler,
+		},
+		{
+			MethodName: "PatchDocument",
+			Handler:    _MemoryService_PatchDocument_Handler,
+		},
+		{
+			MethodName: "PutSchema",
+			Handler:    _MemoryService_PutSchema_Handler,
+		},
+		{
+			MethodName: "GetSchema",
+			Handler:    _MemoryService_GetSchema_Handler,
+		},
+		{
+			MethodName: "ListSchemas",
+			Handler:    _MemoryService_ListSchemas_Handler,
+		},
+		{
+			MethodName: "DeleteSchema",
+			Handler:    _MemoryService_DeleteSchema_Handler,
+		},
+		{
+			MethodName: "BindSchema",
+			Handler:    _MemoryService_BindSchema_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -703,6 +1073,11 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ReadFile",
 			Handler:       _MemoryService_ReadFile_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Watch",
+			Handler:       _MemoryService_Watch_Handler,
 			ServerStreams: true,
 		},
 	},

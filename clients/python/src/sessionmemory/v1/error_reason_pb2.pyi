@@ -194,6 +194,69 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     descriptors, memory) while serving the call. Nothing was changed; retry
     after the attached RetryInfo, ideally on another server.
     """
+    SCHEMA_VIOLATION: _ErrorReason.ValueType  # 41
+    """INVALID_ARGUMENT. The write would make the session's document invalid
+    against its bound schema; nothing was changed. Metadata: pointer (JSON
+    pointer of the failing value, e.g. `/order/status`), keyword (the schema
+    keyword that failed, e.g. `enum`), schema (its name). A BadRequest names
+    the pointer as the field.
+    """
+    SCHEMA_NOT_FOUND: _ErrorReason.ValueType  # 42
+    """NOT_FOUND. No schema of this name is registered by the tenant.
+    Metadata: schema.
+    """
+    SCHEMA_INVALID: _ErrorReason.ValueType  # 43
+    """INVALID_ARGUMENT. PutSchema's schema is not a valid draft 2020-12 JSON
+    Schema, is too large, has a `$ref` that is not local, or a pattern RE2
+    cannot run. Metadata: field, pointer (where in the schema), limit/actual
+    for size.
+    """
+    TOO_MANY_SCHEMAS: _ErrorReason.ValueType  # 44
+    """RESOURCE_EXHAUSTED. The tenant already has the maximum number of
+    schemas; delete one first. Metadata: limit.
+    """
+    SCHEMA_MISMATCH: _ErrorReason.ValueType  # 45
+    """FAILED_PRECONDITION. PatchDocument named a schema, but the session is
+    bound to another one; switch with BindSchema. Metadata: schema (bound),
+    requested.
+    """
+    REVISION_MISMATCH: _ErrorReason.ValueType  # 46
+    """ABORTED. PatchDocument's `if_revision` does not match the session's
+    revision; nothing was changed. Re-read the document and retry.
+    Metadata: revision (current), expected.
+    """
+    WRITE_CONFLICT: _ErrorReason.ValueType  # 47
+    """ABORTED. The write raced other writes to the same session more times than
+    the server retries; nothing was changed. Retry after the attached
+    RetryInfo.
+    """
+    SESSION_NOT_FOUND: _ErrorReason.ValueType  # 48
+    """NOT_FOUND. PatchDocument with `must_exist` on a session without a live
+    key; nothing was changed.
+    """
+    INVALID_PATH: _ErrorReason.ValueType  # 49
+    """INVALID_ARGUMENT. A path is malformed: empty segments, too long, too
+    many segments. Metadata: field, path.
+    """
+    INVALID_PATCH: _ErrorReason.ValueType  # 50
+    """INVALID_ARGUMENT. The merge patch is not a JSON object, is too large,
+    touches too many keys, or tries to patch a file (files are written with
+    SetFile; `null` deletes them). Metadata: field, pointer where known.
+    """
+    DOCUMENT_TOO_LARGE: _ErrorReason.ValueType  # 51
+    """FAILED_PRECONDITION. The document is larger than GetDocument returns in
+    one response; read parts of it with `paths`. Metadata: limit, actual.
+    """
+    TOO_MANY_WATCHERS: _ErrorReason.ValueType  # 52
+    """RESOURCE_EXHAUSTED. Too many Watch streams are open: on this server
+    process, or for this tenant on it. Retry after the attached RetryInfo.
+    Metadata: scope ("process" or "tenant"), limit.
+    """
+    SCHEMA_UNUSABLE: _ErrorReason.ValueType  # 53
+    """FAILED_PRECONDITION. The schema the session is bound to cannot be
+    evaluated (it recurses without end); fix it with PutSchema or unbind the
+    session. Metadata: schema.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the vocabulary of `google.rpc.ErrorInfo.reason` values the
@@ -379,5 +442,68 @@ SERVER_BUSY: ErrorReason.ValueType  # 40
 """RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
 descriptors, memory) while serving the call. Nothing was changed; retry
 after the attached RetryInfo, ideally on another server.
+"""
+SCHEMA_VIOLATION: ErrorReason.ValueType  # 41
+"""INVALID_ARGUMENT. The write would make the session's document invalid
+against its bound schema; nothing was changed. Metadata: pointer (JSON
+pointer of the failing value, e.g. `/order/status`), keyword (the schema
+keyword that failed, e.g. `enum`), schema (its name). A BadRequest names
+the pointer as the field.
+"""
+SCHEMA_NOT_FOUND: ErrorReason.ValueType  # 42
+"""NOT_FOUND. No schema of this name is registered by the tenant.
+Metadata: schema.
+"""
+SCHEMA_INVALID: ErrorReason.ValueType  # 43
+"""INVALID_ARGUMENT. PutSchema's schema is not a valid draft 2020-12 JSON
+Schema, is too large, has a `$ref` that is not local, or a pattern RE2
+cannot run. Metadata: field, pointer (where in the schema), limit/actual
+for size.
+"""
+TOO_MANY_SCHEMAS: ErrorReason.ValueType  # 44
+"""RESOURCE_EXHAUSTED. The tenant already has the maximum number of
+schemas; delete one first. Metadata: limit.
+"""
+SCHEMA_MISMATCH: ErrorReason.ValueType  # 45
+"""FAILED_PRECONDITION. PatchDocument named a schema, but the session is
+bound to another one; switch with BindSchema. Metadata: schema (bound),
+requested.
+"""
+REVISION_MISMATCH: ErrorReason.ValueType  # 46
+"""ABORTED. PatchDocument's `if_revision` does not match the session's
+revision; nothing was changed. Re-read the document and retry.
+Metadata: revision (current), expected.
+"""
+WRITE_CONFLICT: ErrorReason.ValueType  # 47
+"""ABORTED. The write raced other writes to the same session more times than
+the server retries; nothing was changed. Retry after the attached
+RetryInfo.
+"""
+SESSION_NOT_FOUND: ErrorReason.ValueType  # 48
+"""NOT_FOUND. PatchDocument with `must_exist` on a session without a live
+key; nothing was changed.
+"""
+INVALID_PATH: ErrorReason.ValueType  # 49
+"""INVALID_ARGUMENT. A path is malformed: empty segments, too long, too
+many segments. Metadata: field, path.
+"""
+INVALID_PATCH: ErrorReason.ValueType  # 50
+"""INVALID_ARGUMENT. The merge patch is not a JSON object, is too large,
+touches too many keys, or tries to patch a file (files are written with
+SetFile; `null` deletes them). Metadata: field, pointer where known.
+"""
+DOCUMENT_TOO_LARGE: ErrorReason.ValueType  # 51
+"""FAILED_PRECONDITION. The document is larger than GetDocument returns in
+one response; read parts of it with `paths`. Metadata: limit, actual.
+"""
+TOO_MANY_WATCHERS: ErrorReason.ValueType  # 52
+"""RESOURCE_EXHAUSTED. Too many Watch streams are open: on this server
+process, or for this tenant on it. Retry after the attached RetryInfo.
+Metadata: scope ("process" or "tenant"), limit.
+"""
+SCHEMA_UNUSABLE: ErrorReason.ValueType  # 53
+"""FAILED_PRECONDITION. The schema the session is bound to cannot be
+evaluated (it recurses without end); fix it with PutSchema or unbind the
+session. Metadata: schema.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -64,6 +64,42 @@ FileInfo.
 """
 Global___ValueKind: _TypeAlias = ValueKind  # noqa: Y015
 
+class _ChangeOperation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeOperationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeOperation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_OPERATION_UNSPECIFIED: _ChangeOperation.ValueType  # 0
+    """Never sent. Present because proto3 enums must start at zero."""
+    CHANGE_OPERATION_SET: _ChangeOperation.ValueType  # 1
+    """The key was written (Set, SetJson, SetMany, Increment, SetFile,
+    PatchDocument).
+    """
+    CHANGE_OPERATION_DELETE: _ChangeOperation.ValueType  # 2
+    """The key was deleted (Delete, Clear, PatchDocument's null)."""
+    CHANGE_OPERATION_EXPIRE: _ChangeOperation.ValueType  # 3
+    """The key expired. Reported live only, where Redis reports expiries (its
+    `notify-keyspace-events` includes `Ex`); never replayed on resume.
+    """
+
+class ChangeOperation(_ChangeOperation, metaclass=_ChangeOperationEnumTypeWrapper):
+    """ChangeOperation says what happened to a key (see Watch)."""
+
+CHANGE_OPERATION_UNSPECIFIED: ChangeOperation.ValueType  # 0
+"""Never sent. Present because proto3 enums must start at zero."""
+CHANGE_OPERATION_SET: ChangeOperation.ValueType  # 1
+"""The key was written (Set, SetJson, SetMany, Increment, SetFile,
+PatchDocument).
+"""
+CHANGE_OPERATION_DELETE: ChangeOperation.ValueType  # 2
+"""The key was deleted (Delete, Clear, PatchDocument's null)."""
+CHANGE_OPERATION_EXPIRE: ChangeOperation.ValueType  # 3
+"""The key expired. Reported live only, where Redis reports expiries (its
+`notify-keyspace-events` includes `Ex`); never replayed on resume.
+"""
+Global___ChangeOperation: _TypeAlias = ChangeOperation  # noqa: Y015
+
 @_typing.final
 class Value(_message.Message):
     """Value is one typed value. Exactly one member of `kind` is set."""
@@ -307,6 +343,14 @@ class Limits(_message.Message):
     MAX_BATCH_KEYS_FIELD_NUMBER: _builtins.int
     MAX_KEYS_PER_SESSION_FIELD_NUMBER: _builtins.int
     MAX_REQUEST_ID_LENGTH_FIELD_NUMBER: _builtins.int
+    MAX_SCHEMA_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_SCHEMAS_PER_TENANT_FIELD_NUMBER: _builtins.int
+    MAX_PATH_LENGTH_FIELD_NUMBER: _builtins.int
+    MAX_PATH_SEGMENTS_FIELD_NUMBER: _builtins.int
+    MAX_PATCH_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_DOCUMENT_BYTES_FIELD_NUMBER: _builtins.int
+    WATCH_LOG_CHANGES_FIELD_NUMBER: _builtins.int
+    MAX_WATCHERS_FIELD_NUMBER: _builtins.int
     max_string_length: _builtins.int
     """Maximum length of a string value, in Unicode code points (255)."""
     number_abs_bound: _builtins.float
@@ -343,6 +387,28 @@ class Limits(_message.Message):
     """Maximum number of live keys in one session (1,000)."""
     max_request_id_length: _builtins.int
     """Maximum length of an Increment request id, in characters (128)."""
+    max_schema_bytes: _builtins.int
+    """Maximum size of a registered JSON Schema as compact JSON, in bytes
+    (65,536).
+    """
+    max_schemas_per_tenant: _builtins.int
+    """Maximum number of schemas one tenant may register (100)."""
+    max_path_length: _builtins.int
+    """Maximum length of a path (`key.field.0`), in characters (1,024)."""
+    max_path_segments: _builtins.int
+    """Maximum number of segments in a path, the key included (33)."""
+    max_patch_bytes: _builtins.int
+    """Maximum size of a merge patch's text, in bytes (524,288)."""
+    max_document_bytes: _builtins.int
+    """Maximum size of a GetDocument result as compact JSON, in bytes
+    (1,048,576); project with `paths` to read parts of a larger session.
+    """
+    watch_log_changes: _builtins.int
+    """How many of a session's latest changes Watch can replay (128)."""
+    max_watchers: _builtins.int
+    """Maximum number of Watch streams one server process serves at once; a
+    tenant may hold a quarter of them.
+    """
     @_builtins.property
     def allowed_mime_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """MIME types accepted for files."""
@@ -367,11 +433,69 @@ class Limits(_message.Message):
         max_batch_keys: _builtins.int = ...,
         max_keys_per_session: _builtins.int = ...,
         max_request_id_length: _builtins.int = ...,
+        max_schema_bytes: _builtins.int = ...,
+        max_schemas_per_tenant: _builtins.int = ...,
+        max_path_length: _builtins.int = ...,
+        max_path_segments: _builtins.int = ...,
+        max_patch_bytes: _builtins.int = ...,
+        max_document_bytes: _builtins.int = ...,
+        watch_log_changes: _builtins.int = ...,
+        max_watchers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_mime_types", b"allowed_mime_types", "default_ttl_seconds", b"default_ttl_seconds", "key_pattern", b"key_pattern", "max_batch_keys", b"max_batch_keys", "max_file_bytes", b"max_file_bytes", "max_file_ttl_seconds", b"max_file_ttl_seconds", "max_json_bytes", b"max_json_bytes", "max_json_depth", b"max_json_depth", "max_json_ttl_seconds", b"max_json_ttl_seconds", "max_key_length", b"max_key_length", "max_keys_per_session", b"max_keys_per_session", "max_number_digits", b"max_number_digits", "max_primitive_ttl_seconds", b"max_primitive_ttl_seconds", "max_request_id_length", b"max_request_id_length", "max_session_id_length", b"max_session_id_length", "max_string_length", b"max_string_length", "number_abs_bound", b"number_abs_bound"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_mime_types", b"allowed_mime_types", "default_ttl_seconds", b"default_ttl_seconds", "key_pattern", b"key_pattern", "max_batch_keys", b"max_batch_keys", "max_document_bytes", b"max_document_bytes", "max_file_bytes", b"max_file_bytes", "max_file_ttl_seconds", b"max_file_ttl_seconds", "max_json_bytes", b"max_json_bytes", "max_json_depth", b"max_json_depth", "max_json_ttl_seconds", b"max_json_ttl_seconds", "max_key_length", b"max_key_length", "max_keys_per_session", b"max_keys_per_session", "max_number_digits", b"max_number_digits", "max_patch_bytes", b"max_patch_bytes", "max_path_length", b"max_path_length", "max_path_segments", b"max_path_segments", "max_primitive_ttl_seconds", b"max_primitive_ttl_seconds", "max_request_id_length", b"max_request_id_length", "max_schema_bytes", b"max_schema_bytes", "max_schemas_per_tenant", b"max_schemas_per_tenant", "max_session_id_length", b"max_session_id_length", "max_string_length", b"max_string_length", "max_watchers", b"max_watchers", "number_abs_bound", b"number_abs_bound", "watch_log_changes", b"watch_log_changes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Limits: _TypeAlias = Limits  # noqa: Y015
+
+@_typing.final
+class Change(_message.Message):
+    """Change is one change of a session's key (see Watch)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key that changed."""
+    operation: Global___ChangeOperation.ValueType
+    """What happened."""
+    kind: Global___ValueKind.ValueType
+    """The kind of the value written; VALUE_KIND_UNSPECIFIED for deletes and
+    expiries.
+    """
+    version: _builtins.int
+    """The key's new version (writes), or the version it had (deletes, when
+    known; 0 otherwise).
+    """
+    revision: _builtins.int
+    """The session revision of this change. Expiries have none of their own and
+    carry the revision the stream had reached.
+    """
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the written value expires; unset for deletes and expiries."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        operation: Global___ChangeOperation.ValueType = ...,
+        kind: Global___ValueKind.ValueType = ...,
+        version: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "key", b"key", "kind", b"kind", "operation", b"operation", "revision", b"revision", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Change: _TypeAlias = Change  # noqa: Y015

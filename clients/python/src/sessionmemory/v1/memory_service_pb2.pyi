@@ -31,7 +31,13 @@ class GetRequest(_message.Message):
     session_id: _builtins.str
     """Required. The conversation, 1 to 256 printable characters."""
     key: _builtins.str
-    """Required. The key to read."""
+    """Required. The key to read, or a path into its value: the key, then
+    `.`-separated segments naming object members or array indexes (decimal,
+    from 0), e.g. `cart.items.0.name`. A path reads JSON values and files (as
+    their FileInfo fields: `receipt.size_bytes`); the result has its own kind
+    (a string inside JSON comes back as a string). At most 1,024 characters
+    and 33 segments.
+    """
     def __init__(
         self,
         *,
@@ -55,10 +61,14 @@ class GetResponse(_message.Message):
     FOUND_FIELD_NUMBER: _builtins.int
     ENTRY_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
-    """True when the key exists and has not expired."""
+    """True when the key exists and has not expired (and the path, if any,
+    names a value in it).
+    """
     @_builtins.property
     def entry(self) -> _memory_pb2.Entry:
-        """The entry; unset when `found` is false."""
+        """The entry; unset when `found` is false. For a path, `key` is the path,
+        and `version` and `expires_at` are the key's.
+        """
 
     def __init__(
         self,
@@ -86,7 +96,9 @@ class GetManyRequest(_message.Message):
     """Required. The conversation, 1 to 256 printable characters."""
     @_builtins.property
     def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Required. 1 to 100 keys; duplicates are read once."""
+        """Required. 1 to 100 keys or paths (see GetRequest.key); duplicates are
+        read once.
+        """
 
     def __init__(
         self,
@@ -111,8 +123,8 @@ class GetManyResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.Entry]:
-        """The entries of the keys that exist, in request order; missing and
-        expired keys are left out.
+        """The entries of the keys (or paths) that exist, in request order;
+        missing and expired ones are left out.
         """
 
     def __init__(
@@ -981,3 +993,526 @@ class ReadFileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___ReadFileResponse: _TypeAlias = ReadFileResponse  # noqa: Y015
+
+@_typing.final
+class GetDocumentRequest(_message.Message):
+    """GetDocumentRequest names a session to read as one document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    PATHS_FIELD_NUMBER: _builtins.int
+    OMIT_DEFAULTS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Required. The conversation, 1 to 256 printable characters."""
+    omit_defaults: _builtins.bool
+    """Optional. Do not fill the bound schema's defaults into absent fields."""
+    @_builtins.property
+    def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Up to 100 paths (`key` or `key.field.0.name`) to project the
+        document on: only these parts are returned, nested as in the document.
+        Empty means the whole document.
+        """
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        paths: _abc.Iterable[_builtins.str] | None = ...,
+        omit_defaults: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["omit_defaults", b"omit_defaults", "paths", b"paths", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDocumentRequest: _TypeAlias = GetDocumentRequest  # noqa: Y015
+
+@_typing.final
+class GetDocumentResponse(_message.Message):
+    """GetDocumentResponse is the result of GetDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JSON_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    DEFAULTS_APPLIED_FIELD_NUMBER: _builtins.int
+    DEFAULTED_PATHS_FIELD_NUMBER: _builtins.int
+    json: _builtins.str
+    """The document as a compact JSON object (`{}` for an empty session)."""
+    revision: _builtins.int
+    """The session's revision: it grows with every write to the session (Set,
+    SetJson, SetMany, Increment, Delete, Clear, SetFile, PatchDocument) and
+    never repeats, also across the session's expiry. Expiry does not change
+    it. 0 when the session has never been written (or fully expired and its
+    counter with it).
+    """
+    schema: _builtins.str
+    """The schema the session is bound to; empty when none."""
+    defaults_applied: _builtins.bool
+    """True when at least one field of `json` comes from the schema's defaults
+    rather than from stored values.
+    """
+    @_builtins.property
+    def defaulted_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The paths (`key` or `key.field`) filled from the schema's defaults."""
+
+    def __init__(
+        self,
+        *,
+        json: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        schema: _builtins.str = ...,
+        defaults_applied: _builtins.bool = ...,
+        defaulted_paths: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaulted_paths", b"defaulted_paths", "defaults_applied", b"defaults_applied", "json", b"json", "revision", b"revision", "schema", b"schema"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDocumentResponse: _TypeAlias = GetDocumentResponse  # noqa: Y015
+
+@_typing.final
+class PatchDocumentRequest(_message.Message):
+    """PatchDocumentRequest merges a patch into a session's document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MERGE_PATCH_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    IF_REVISION_FIELD_NUMBER: _builtins.int
+    MUST_EXIST_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Required. The conversation, 1 to 256 printable characters."""
+    merge_patch: _builtins.str
+    """Required. An RFC 7396 JSON Merge Patch: a JSON object whose members are
+    top-level keys of the document (at most 100, each a valid key). At most
+    512 KiB of text.
+    """
+    ttl_seconds: _builtins.int
+    """Required. Seconds until every key the patch writes expires, 1 to 86,400."""
+    schema: _builtins.str
+    """Optional. The schema to validate against. On a session not bound to a
+    schema, this binds it (the result must validate); on a session bound to
+    another schema it fails with SCHEMA_MISMATCH (switch with BindSchema).
+    """
+    if_revision: _builtins.int
+    """Optional. Apply only if the session's revision equals this; otherwise
+    ABORTED (REVISION_MISMATCH) and nothing changes.
+    """
+    must_exist: _builtins.bool
+    """Optional. Fail with NOT_FOUND (SESSION_NOT_FOUND) when the session has
+    no live key, so an update from outside the agent cannot revive an ended
+    conversation.
+    """
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        merge_patch: _builtins.str = ...,
+        ttl_seconds: _builtins.int | None = ...,
+        schema: _builtins.str = ...,
+        if_revision: _builtins.int | None = ...,
+        must_exist: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_if_revision", b"_if_revision", "_ttl_seconds", b"_ttl_seconds", "if_revision", b"if_revision", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_if_revision", b"_if_revision", "_ttl_seconds", b"_ttl_seconds", "if_revision", b"if_revision", "merge_patch", b"merge_patch", "must_exist", b"must_exist", "schema", b"schema", "session_id", b"session_id", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__if_revision: _TypeAlias = _typing.Literal["if_revision"]  # noqa: Y015
+    _WhichOneofArgType__if_revision: _TypeAlias = _typing.Literal["_if_revision", b"_if_revision"]  # noqa: Y015
+    _WhichOneofReturnType__ttl_seconds: _TypeAlias = _typing.Literal["ttl_seconds"]  # noqa: Y015
+    _WhichOneofArgType__ttl_seconds: _TypeAlias = _typing.Literal["_ttl_seconds", b"_ttl_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__if_revision) -> _WhichOneofReturnType__if_revision | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl_seconds) -> _WhichOneofReturnType__ttl_seconds | None: ...
+
+Global___PatchDocumentRequest: _TypeAlias = PatchDocumentRequest  # noqa: Y015
+
+@_typing.final
+class PatchDocumentResponse(_message.Message):
+    """PatchDocumentResponse is the result of PatchDocument."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    WRITTEN_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The session's revision after the patch."""
+    schema: _builtins.str
+    """The schema the session is bound to; empty when none."""
+    @_builtins.property
+    def written(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.WriteResult]:
+        """The top-level keys the patch wrote, in patch order."""
+
+    @_builtins.property
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The top-level keys the patch deleted (that existed), in patch order."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        written: _abc.Iterable[_memory_pb2.WriteResult] | None = ...,
+        deleted: _abc.Iterable[_builtins.str] | None = ...,
+        schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "revision", b"revision", "schema", b"schema", "written", b"written"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchDocumentResponse: _TypeAlias = PatchDocumentResponse  # noqa: Y015
+
+@_typing.final
+class SchemaInfo(_message.Message):
+    """SchemaInfo describes a registered schema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The schema's name, matching the key pattern."""
+    version: _builtins.int
+    """Grows on every PutSchema of this name."""
+    size_bytes: _builtins.int
+    """Size of the schema as compact JSON, in bytes."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When this version was registered."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "size_bytes", b"size_bytes", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchemaInfo: _TypeAlias = SchemaInfo  # noqa: Y015
+
+@_typing.final
+class PutSchemaRequest(_message.Message):
+    """PutSchemaRequest registers or replaces a schema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. The name, matching the key pattern."""
+    json_schema: _builtins.str
+    """Required. A JSON Schema (draft 2020-12; `$schema`, if present, must name
+    it) as JSON text, at most 64 KiB compact. `$ref`s must be local (start
+    with `#`): the server never fetches anything. `pattern` and
+    `patternProperties` use RE2 syntax (no backreferences or lookaround), so
+    matching takes linear time.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        json_schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutSchemaRequest: _TypeAlias = PutSchemaRequest  # noqa: Y015
+
+@_typing.final
+class PutSchemaResponse(_message.Message):
+    """PutSchemaResponse is the result of PutSchema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schema(self) -> Global___SchemaInfo:
+        """The stored schema."""
+
+    def __init__(
+        self,
+        *,
+        schema: Global___SchemaInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutSchemaResponse: _TypeAlias = PutSchemaResponse  # noqa: Y015
+
+@_typing.final
+class GetSchemaRequest(_message.Message):
+    """GetSchemaRequest names a schema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. The schema's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSchemaRequest: _TypeAlias = GetSchemaRequest  # noqa: Y015
+
+@_typing.final
+class GetSchemaResponse(_message.Message):
+    """GetSchemaResponse is the result of GetSchema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    json_schema: _builtins.str
+    """The schema as compact JSON text."""
+    @_builtins.property
+    def schema(self) -> Global___SchemaInfo:
+        """The schema's description."""
+
+    def __init__(
+        self,
+        *,
+        schema: Global___SchemaInfo | None = ...,
+        json_schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema", "schema", b"schema"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSchemaResponse: _TypeAlias = GetSchemaResponse  # noqa: Y015
+
+@_typing.final
+class ListSchemasRequest(_message.Message):
+    """ListSchemasRequest asks for the tenant's schemas. It has no fields."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchemasRequest: _TypeAlias = ListSchemasRequest  # noqa: Y015
+
+@_typing.final
+class ListSchemasResponse(_message.Message):
+    """ListSchemasResponse is the result of ListSchemas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEMAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schemas(self) -> _containers.RepeatedCompositeFieldContainer[Global___SchemaInfo]:
+        """Every schema of the tenant, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        schemas: _abc.Iterable[Global___SchemaInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schemas", b"schemas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchemasResponse: _TypeAlias = ListSchemasResponse  # noqa: Y015
+
+@_typing.final
+class DeleteSchemaRequest(_message.Message):
+    """DeleteSchemaRequest names a schema to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. The schema's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSchemaRequest: _TypeAlias = DeleteSchemaRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSchemaResponse(_message.Message):
+    """DeleteSchemaResponse is the result of DeleteSchema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """True when the schema existed."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSchemaResponse: _TypeAlias = DeleteSchemaResponse  # noqa: Y015
+
+@_typing.final
+class BindSchemaRequest(_message.Message):
+    """BindSchemaRequest binds a session to a schema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Required. The conversation, 1 to 256 printable characters."""
+    schema: _builtins.str
+    """The schema's name; empty unbinds the session."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BindSchemaRequest: _TypeAlias = BindSchemaRequest  # noqa: Y015
+
+@_typing.final
+class BindSchemaResponse(_message.Message):
+    """BindSchemaResponse is the result of BindSchema."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The session's revision when it was bound."""
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BindSchemaResponse: _TypeAlias = BindSchemaResponse  # noqa: Y015
+
+@_typing.final
+class WatchRequest(_message.Message):
+    """WatchRequest names a session to watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    AFTER_REVISION_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Required. The conversation, 1 to 256 printable characters."""
+    after_revision: _builtins.int
+    """Optional. Replay the changes after this revision first (to resume a
+    stream). Absent means: from now.
+    """
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        after_revision: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_revision", b"_after_revision", "after_revision", b"after_revision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_revision", b"_after_revision", "after_revision", b"after_revision", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after_revision: _TypeAlias = _typing.Literal["after_revision"]  # noqa: Y015
+    _WhichOneofArgType__after_revision: _TypeAlias = _typing.Literal["_after_revision", b"_after_revision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_revision) -> _WhichOneofReturnType__after_revision | None: ...
+
+Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class WatchResponse(_message.Message):
+    """WatchResponse is one message of a Watch stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    COMPACTED_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The revision the stream has reached: the last change's, or the session's
+    current revision on the first message and on a `compacted` one.
+    """
+    compacted: _builtins.bool
+    """True when changes after the requested revision are no longer in the
+    change log (or were dropped because this watcher fell behind): re-read the
+    document; the stream goes on from `revision`.
+    """
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.Change]:
+        """The changes, in revision order (empty on the first message and on a
+        `compacted` one).
+        """
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[_memory_pb2.Change] | None = ...,
+        revision: _builtins.int = ...,
+        compacted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "compacted", b"compacted", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchResponse: _TypeAlias = WatchResponse  # noqa: Y015

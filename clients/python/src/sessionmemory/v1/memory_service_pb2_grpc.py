@@ -126,6 +126,46 @@ class MemoryServiceStub:
                 request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileRequest.SerializeToString,
                 response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileResponse.FromString,
                 _registered_method=True)
+        self.GetDocument = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/GetDocument',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetDocumentRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetDocumentResponse.FromString,
+                _registered_method=True)
+        self.PatchDocument = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/PatchDocument',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.PatchDocumentRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.PatchDocumentResponse.FromString,
+                _registered_method=True)
+        self.PutSchema = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/PutSchema',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.PutSchemaRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.PutSchemaResponse.FromString,
+                _registered_method=True)
+        self.GetSchema = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/GetSchema',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetSchemaRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetSchemaResponse.FromString,
+                _registered_method=True)
+        self.ListSchemas = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/ListSchemas',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.ListSchemasRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.ListSchemasResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchema = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/DeleteSchema',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.DeleteSchemaRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.DeleteSchemaResponse.FromString,
+                _registered_method=True)
+        self.BindSchema = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/BindSchema',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.BindSchemaRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.BindSchemaResponse.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/sessionmemory.v1.MemoryService/Watch',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.WatchRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -154,15 +194,16 @@ class MemoryServiceServicer:
     """
 
     def Get(self, request, context):
-        """Get reads one value. A missing or expired key is a normal miss
-        (`found = false`), not an error.
+        """Get reads one value, or the value at a path inside it
+        (`lastOrder.status`). A missing or expired key, or a missing path, is a
+        normal miss (`found = false`), not an error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMany(self, request, context):
-        """GetMany reads up to 100 values in one round trip.
+        """GetMany reads up to 100 values (or paths) in one round trip.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -263,6 +304,87 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDocument(self, request, context):
+        """GetDocument reads the whole live session as one JSON object: each key is
+        a top-level field (files appear as their FileInfo, never their bytes),
+        together with the session's revision. When the session is bound to a
+        schema, the schema's defaults fill absent fields (listed in
+        `defaulted_paths`) unless `omit_defaults` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PatchDocument(self, request, context):
+        """PatchDocument applies an RFC 7396 JSON Merge Patch to the session's
+        document atomically: `null` deletes a field, objects merge recursively,
+        anything else replaces. Every top-level key the patch touches is written
+        with `ttl_seconds`; untouched keys keep their values and TTLs. The result
+        must satisfy every per-kind limit and, when the session is bound to a
+        schema, validate against it (SCHEMA_VIOLATION otherwise); a rejected patch
+        changes nothing. Concurrent patches never lose an update: the server
+        re-reads and re-applies a patch that raced another write (a bounded
+        number of times, then ABORTED WRITE_CONFLICT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutSchema(self, request, context):
+        """PutSchema registers or replaces a named JSON Schema (draft 2020-12) of
+        the tenant. Replacing one gives it a new version; later writes to the
+        sessions bound to it are validated against the new version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchema(self, request, context):
+        """GetSchema reads a registered schema. An unknown name is NOT_FOUND
+        (SCHEMA_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchemas(self, request, context):
+        """ListSchemas describes every schema of the tenant, sorted by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchema(self, request, context):
+        """DeleteSchema removes a schema. Sessions bound to it are no longer
+        validated (their binding is dropped at their next write).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BindSchema(self, request, context):
+        """BindSchema binds a session to a schema (the current document must
+        validate against it), or unbinds it when `schema` is empty. From then on
+        every write to the session (Set, SetJson, SetMany, Increment, Delete,
+        SetFile, PatchDocument) is validated against the schema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Watch streams the changes of a session as they happen (within 100 ms of
+        the write), in revision order. The first message carries the revision the
+        stream starts from. With `after_revision`, the stream first replays the
+        changes after it that are still in the session's change log (the last
+        128 changes); when older changes are gone, a message with `compacted`
+        says so and the caller re-reads the document. Costs no Redis connection
+        per watcher.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -335,6 +457,46 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.ReadFile,
                     request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileRequest.FromString,
                     response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileResponse.SerializeToString,
+            ),
+            'GetDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocument,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetDocumentRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetDocumentResponse.SerializeToString,
+            ),
+            'PatchDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.PatchDocument,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.PatchDocumentRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.PatchDocumentResponse.SerializeToString,
+            ),
+            'PutSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSchema,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.PutSchemaRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.PutSchemaResponse.SerializeToString,
+            ),
+            'GetSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchema,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetSchemaRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.GetSchemaResponse.SerializeToString,
+            ),
+            'ListSchemas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchemas,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.ListSchemasRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.ListSchemasResponse.SerializeToString,
+            ),
+            'DeleteSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchema,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.DeleteSchemaRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.DeleteSchemaResponse.SerializeToString,
+            ),
+            'BindSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.BindSchema,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.BindSchemaRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.BindSchemaResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.WatchRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -737,6 +899,222 @@ class MemoryService:
             '/sessionmemory.v1.MemoryService/ReadFile',
             sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileRequest.SerializeToString,
             sessionmemory_dot_v1_dot_memory__service__pb2.ReadFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/GetDocument',
+            sessionmemory_dot_v1_dot_memory__service__pb2.GetDocumentRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.GetDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PatchDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/PatchDocument',
+            sessionmemory_dot_v1_dot_memory__service__pb2.PatchDocumentRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.PatchDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/PutSchema',
+            sessionmemory_dot_v1_dot_memory__service__pb2.PutSchemaRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.PutSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/GetSchema',
+            sessionmemory_dot_v1_dot_memory__service__pb2.GetSchemaRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.GetSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchemas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/ListSchemas',
+            sessionmemory_dot_v1_dot_memory__service__pb2.ListSchemasRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.ListSchemasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/DeleteSchema',
+            sessionmemory_dot_v1_dot_memory__service__pb2.DeleteSchemaRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.DeleteSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BindSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/BindSchema',
+            sessionmemory_dot_v1_dot_memory__service__pb2.BindSchemaRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.BindSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/Watch',
+            sessionmemory_dot_v1_dot_memory__service__pb2.WatchRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,11 +56,12 @@ class MemoryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MemoryServiceAsyncStub: ...
     Get: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetRequest, _memory_service_pb2.GetResponse]
-    """Get reads one value. A missing or expired key is a normal miss
-    (`found = false`), not an error.
+    """Get reads one value, or the value at a path inside it
+    (`lastOrder.status`). A missing or expired key, or a missing path, is a
+    normal miss (`found = false`), not an error.
     """
     GetMany: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetManyRequest, _memory_service_pb2.GetManyResponse]
-    """GetMany reads up to 100 values in one round trip."""
+    """GetMany reads up to 100 values (or paths) in one round trip."""
     Set: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.SetRequest, _memory_service_pb2.SetResponse]
     """Set writes a string, number or boolean, with its TTL, atomically."""
     SetJson: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.SetJsonRequest, _memory_service_pb2.SetJsonResponse]
@@ -100,6 +101,54 @@ class MemoryServiceStub:
     """
     ReadFile: _grpc.UnaryStreamMultiCallable[_memory_service_pb2.ReadFileRequest, _memory_service_pb2.ReadFileResponse]
     """ReadFile streams a file: its FileInfo first, then its bytes in chunks."""
+    GetDocument: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetDocumentRequest, _memory_service_pb2.GetDocumentResponse]
+    """GetDocument reads the whole live session as one JSON object: each key is
+    a top-level field (files appear as their FileInfo, never their bytes),
+    together with the session's revision. When the session is bound to a
+    schema, the schema's defaults fill absent fields (listed in
+    `defaulted_paths`) unless `omit_defaults` is set.
+    """
+    PatchDocument: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.PatchDocumentRequest, _memory_service_pb2.PatchDocumentResponse]
+    """PatchDocument applies an RFC 7396 JSON Merge Patch to the session's
+    document atomically: `null` deletes a field, objects merge recursively,
+    anything else replaces. Every top-level key the patch touches is written
+    with `ttl_seconds`; untouched keys keep their values and TTLs. The result
+    must satisfy every per-kind limit and, when the session is bound to a
+    schema, validate against it (SCHEMA_VIOLATION otherwise); a rejected patch
+    changes nothing. Concurrent patches never lose an update: the server
+    re-reads and re-applies a patch that raced another write (a bounded
+    number of times, then ABORTED WRITE_CONFLICT).
+    """
+    PutSchema: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.PutSchemaRequest, _memory_service_pb2.PutSchemaResponse]
+    """PutSchema registers or replaces a named JSON Schema (draft 2020-12) of
+    the tenant. Replacing one gives it a new version; later writes to the
+    sessions bound to it are validated against the new version.
+    """
+    GetSchema: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetSchemaRequest, _memory_service_pb2.GetSchemaResponse]
+    """GetSchema reads a registered schema. An unknown name is NOT_FOUND
+    (SCHEMA_NOT_FOUND).
+    """
+    ListSchemas: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.ListSchemasRequest, _memory_service_pb2.ListSchemasResponse]
+    """ListSchemas describes every schema of the tenant, sorted by name."""
+    DeleteSchema: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteSchemaRequest, _memory_service_pb2.DeleteSchemaResponse]
+    """DeleteSchema removes a schema. Sessions bound to it are no longer
+    validated (their binding is dropped at their next write).
+    """
+    BindSchema: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.BindSchemaRequest, _memory_service_pb2.BindSchemaResponse]
+    """BindSchema binds a session to a schema (the current document must
+    validate against it), or unbinds it when `schema` is empty. From then on
+    every write to the session (Set, SetJson, SetMany, Increment, Delete,
+    SetFile, PatchDocument) is validated against the schema.
+    """
+    Watch: _grpc.UnaryStreamMultiCallable[_memory_service_pb2.WatchRequest, _memory_service_pb2.WatchResponse]
+    """Watch streams the changes of a session as they happen (within 100 ms of
+    the write), in revision order. The first message carries the revision the
+    stream starts from. With `after_revision`, the stream first replays the
+    changes after it that are still in the session's change log (the last
+    128 changes); when older changes are gone, a message with `compacted`
+    says so and the caller re-reads the document. Costs no Redis connection
+    per watcher.
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -129,11 +178,12 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Get: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetRequest, _memory_service_pb2.GetResponse]  # type: ignore[assignment]
-    """Get reads one value. A missing or expired key is a normal miss
-    (`found = false`), not an error.
+    """Get reads one value, or the value at a path inside it
+    (`lastOrder.status`). A missing or expired key, or a missing path, is a
+    normal miss (`found = false`), not an error.
     """
     GetMany: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetManyRequest, _memory_service_pb2.GetManyResponse]  # type: ignore[assignment]
-    """GetMany reads up to 100 values in one round trip."""
+    """GetMany reads up to 100 values (or paths) in one round trip."""
     Set: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.SetRequest, _memory_service_pb2.SetResponse]  # type: ignore[assignment]
     """Set writes a string, number or boolean, with its TTL, atomically."""
     SetJson: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.SetJsonRequest, _memory_service_pb2.SetJsonResponse]  # type: ignore[assignment]
@@ -173,6 +223,54 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """
     ReadFile: _aio.UnaryStreamMultiCallable[_memory_service_pb2.ReadFileRequest, _memory_service_pb2.ReadFileResponse]  # type: ignore[assignment]
     """ReadFile streams a file: its FileInfo first, then its bytes in chunks."""
+    GetDocument: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetDocumentRequest, _memory_service_pb2.GetDocumentResponse]  # type: ignore[assignment]
+    """GetDocument reads the whole live session as one JSON object: each key is
+    a top-level field (files appear as their FileInfo, never their bytes),
+    together with the session's revision. When the session is bound to a
+    schema, the schema's defaults fill absent fields (listed in
+    `defaulted_paths`) unless `omit_defaults` is set.
+    """
+    PatchDocument: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.PatchDocumentRequest, _memory_service_pb2.PatchDocumentResponse]  # type: ignore[assignment]
+    """PatchDocument applies an RFC 7396 JSON Merge Patch to the session's
+    document atomically: `null` deletes a field, objects merge recursively,
+    anything else replaces. Every top-level key the patch touches is written
+    with `ttl_seconds`; untouched keys keep their values and TTLs. The result
+    must satisfy every per-kind limit and, when the session is bound to a
+    schema, validate against it (SCHEMA_VIOLATION otherwise); a rejected patch
+    changes nothing. Concurrent patches never lose an update: the server
+    re-reads and re-applies a patch that raced another write (a bounded
+    number of times, then ABORTED WRITE_CONFLICT).
+    """
+    PutSchema: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.PutSchemaRequest, _memory_service_pb2.PutSchemaResponse]  # type: ignore[assignment]
+    """PutSchema registers or replaces a named JSON Schema (draft 2020-12) of
+    the tenant. Replacing one gives it a new version; later writes to the
+    sessions bound to it are validated against the new version.
+    """
+    GetSchema: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetSchemaRequest, _memory_service_pb2.GetSchemaResponse]  # type: ignore[assignment]
+    """GetSchema reads a registered schema. An unknown name is NOT_FOUND
+    (SCHEMA_NOT_FOUND).
+    """
+    ListSchemas: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.ListSchemasRequest, _memory_service_pb2.ListSchemasResponse]  # type: ignore[assignment]
+    """ListSchemas describes every schema of the tenant, sorted by name."""
+    DeleteSchema: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteSchemaRequest, _memory_service_pb2.DeleteSchemaResponse]  # type: ignore[assignment]
+    """DeleteSchema removes a schema. Sessions bound to it are no longer
+    validated (their binding is dropped at their next write).
+    """
+    BindSchema: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.BindSchemaRequest, _memory_service_pb2.BindSchemaResponse]  # type: ignore[assignment]
+    """BindSchema binds a session to a schema (the current document must
+    validate against it), or unbinds it when `schema` is empty. From then on
+    every write to the session (Set, SetJson, SetMany, Increment, Delete,
+    SetFile, PatchDocument) is validated against the schema.
+    """
+    Watch: _aio.UnaryStreamMultiCallable[_memory_service_pb2.WatchRequest, _memory_service_pb2.WatchResponse]  # type: ignore[assignment]
+    """Watch streams the changes of a session as they happen (within 100 ms of
+    the write), in revision order. The first message carries the revision the
+    stream starts from. With `after_revision`, the stream first replays the
+    changes after it that are still in the session's change log (the last
+    128 changes); when older changes are gone, a message with `compacted`
+    says so and the caller re-reads the document. Costs no Redis connection
+    per watcher.
+    """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """MemoryService is a per-conversation working memory for bot and agent
@@ -205,8 +303,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_service_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.GetResponse, _abc.Awaitable[_memory_service_pb2.GetResponse]]:
-        """Get reads one value. A missing or expired key is a normal miss
-        (`found = false`), not an error.
+        """Get reads one value, or the value at a path inside it
+        (`lastOrder.status`). A missing or expired key, or a missing path, is a
+        normal miss (`found = false`), not an error.
         """
 
     @_abc_1.abstractmethod
@@ -215,7 +314,7 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_service_pb2.GetManyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.GetManyResponse, _abc.Awaitable[_memory_service_pb2.GetManyResponse]]:
-        """GetMany reads up to 100 values in one round trip."""
+        """GetMany reads up to 100 values (or paths) in one round trip."""
 
     @_abc_1.abstractmethod
     def Set(
@@ -327,5 +426,101 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_memory_service_pb2.ReadFileResponse], _abc.AsyncIterator[_memory_service_pb2.ReadFileResponse]]:
         """ReadFile streams a file: its FileInfo first, then its bytes in chunks."""
+
+    @_abc_1.abstractmethod
+    def GetDocument(
+        self,
+        request: _memory_service_pb2.GetDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.GetDocumentResponse, _abc.Awaitable[_memory_service_pb2.GetDocumentResponse]]:
+        """GetDocument reads the whole live session as one JSON object: each key is
+        a top-level field (files appear as their FileInfo, never their bytes),
+        together with the session's revision. When the session is bound to a
+        schema, the schema's defaults fill absent fields (listed in
+        `defaulted_paths`) unless `omit_defaults` is set.
+        """
+
+    @_abc_1.abstractmethod
+    def PatchDocument(
+        self,
+        request: _memory_service_pb2.PatchDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.PatchDocumentResponse, _abc.Awaitable[_memory_service_pb2.PatchDocumentResponse]]:
+        """PatchDocument applies an RFC 7396 JSON Merge Patch to the session's
+        document atomically: `null` deletes a field, objects merge recursively,
+        anything else replaces. Every top-level key the patch touches is written
+        with `ttl_seconds`; untouched keys keep their values and TTLs. The result
+        must satisfy every per-kind limit and, when the session is bound to a
+        schema, validate against it (SCHEMA_VIOLATION otherwise); a rejected patch
+        changes nothing. Concurrent patches never lose an update: the server
+        re-reads and re-applies a patch that raced another write (a bounded
+        number of times, then ABORTED WRITE_CONFLICT).
+        """
+
+    @_abc_1.abstractmethod
+    def PutSchema(
+        self,
+        request: _memory_service_pb2.PutSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.PutSchemaResponse, _abc.Awaitable[_memory_service_pb2.PutSchemaResponse]]:
+        """PutSchema registers or replaces a named JSON Schema (draft 2020-12) of
+        the tenant. Replacing one gives it a new version; later writes to the
+        sessions bound to it are validated against the new version.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchema(
+        self,
+        request: _memory_service_pb2.GetSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.GetSchemaResponse, _abc.Awaitable[_memory_service_pb2.GetSchemaResponse]]:
+        """GetSchema reads a registered schema. An unknown name is NOT_FOUND
+        (SCHEMA_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSchemas(
+        self,
+        request: _memory_service_pb2.ListSchemasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.ListSchemasResponse, _abc.Awaitable[_memory_service_pb2.ListSchemasResponse]]:
+        """ListSchemas describes every schema of the tenant, sorted by name."""
+
+    @_abc_1.abstractmethod
+    def DeleteSchema(
+        self,
+        request: _memory_service_pb2.DeleteSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.DeleteSchemaResponse, _abc.Awaitable[_memory_service_pb2.DeleteSchemaResponse]]:
+        """DeleteSchema removes a schema. Sessions bound to it are no longer
+        validated (their binding is dropped at their next write).
+        """
+
+    @_abc_1.abstractmethod
+    def BindSchema(
+        self,
+        request: _memory_service_pb2.BindSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.BindSchemaResponse, _abc.Awaitable[_memory_service_pb2.BindSchemaResponse]]:
+        """BindSchema binds a session to a schema (the current document must
+        validate against it), or unbinds it when `schema` is empty. From then on
+        every write to the session (Set, SetJson, SetMany, Increment, Delete,
+        SetFile, PatchDocument) is validated against the schema.
+        """
+
+    @_abc_1.abstractmethod
+    def Watch(
+        self,
+        request: _memory_service_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_memory_service_pb2.WatchResponse], _abc.AsyncIterator[_memory_service_pb2.WatchResponse]]:
+        """Watch streams the changes of a session as they happen (within 100 ms of
+        the write), in revision order. The first message carries the revision the
+        stream starts from. With `after_revision`, the stream first replays the
+        changes after it that are still in the session's change log (the last
+        128 changes); when older changes are gone, a message with `compacted`
+        says so and the caller re-reads the document. Costs no Redis connection
+        per watcher.
+        """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

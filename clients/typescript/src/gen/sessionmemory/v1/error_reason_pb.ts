@@ -9,7 +9,7 @@ import { enumDesc, fileDesc } from "@bufbuild/protobuf/codegenv2";
  * Describes the file sessionmemory/v1/error_reason.proto.
  */
 export const file_sessionmemory_v1_error_reason: GenFile = /*@__PURE__*/
-  fileDesc("CiNzZXNzaW9ubWVtb3J5L3YxL2Vycm9yX3JlYXNvbi5wcm90bxIQc2Vzc2lvbm1lbW9yeS52MSreBgoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASEwoPQVBJX0tFWV9NSVNTSU5HEAESEwoPQVBJX0tFWV9JTlZBTElEEAISFgoSSU5WQUxJRF9TRVNTSU9OX0lEEAMSDwoLSU5WQUxJRF9LRVkQBBISCg5WQUxVRV9SRVFVSVJFRBAFEhIKDlZBTFVFX1RPT19MT05HEAYSFQoRTlVNQkVSX05PVF9GSU5JVEUQBxIXChNOVU1CRVJfT1VUX09GX1JBTkdFEAgSFgoSTlVNQkVSX1RPT19QUkVDSVNFEAkSEAoMSU5WQUxJRF9KU09OEAoSEgoOSlNPTl9UT09fTEFSR0UQCxIRCg1KU09OX1RPT19ERUVQEAwSEAoMVFRMX1JFUVVJUkVEEA0SFAoQVFRMX09VVF9PRl9SQU5HRRAOEhEKDVRPT19NQU5ZX0tFWVMQDxIRCg1EVVBMSUNBVEVfS0VZEBASFgoSSU5WQUxJRF9SRVFVRVNUX0lEEBESGAoUSU5WQUxJRF9QUkVDT05ESVRJT04QEhIOCgpLRVlfRVhJU1RTEBMSFAoQVkVSU0lPTl9NSVNNQVRDSBAUEhAKDE5PVF9BX05VTUJFUhAVEhAKDFNFU1NJT05fRlVMTBAWEhcKE0JBQ0tFTkRfVU5BVkFJTEFCTEUQFxISCg5JTlRFUk5BTF9FUlJPUhAYEhQKEE1JTUVfTk9UX0FMTE9XRUQQGRISCg5GSUxFX1RPT19MQVJHRRAaEhUKEUNIRUNLU1VNX01JU01BVENIEBsSFAoQQ09OVEVOVF9NSVNNQVRDSBAcEhIKDklOVkFMSURfVVBMT0FEEB0SEgoOVVBMT0FEX1RJTUVPVVQQHhIOCgpOT1RfQV9GSUxFEB8SEgoORklMRV9OT1RfRk9VTkQQIBIRCg1JTlZBTElEX1JBTkdFECESDgoKU1RPUkVfRlVMTBAiEhUKEVJFUVVFU1RfSURfUkVVU0VEECMSFQoRTUFMRk9STUVEX1JFUVVFU1QQJBIUChBUT09fTUFOWV9VUExPQURTECUSDgoKU1BPT0xfRlVMTBAmEhMKD1VQTE9BRF9UT09fU0xPVxAnEg8KC1NFUlZFUl9CVVNZEChC4wEKFGNvbS5zZXNzaW9ubWVtb3J5LnYxQhBFcnJvclJlYXNvblByb3RvUAFaWGdpdGh1Yi5jb20vc2Vzc2lvbi1tZW1vcnkvc2Vzc2lvbi1tZW1vcnkvY2xpZW50cy9nby9nZW4vc2Vzc2lvbm1lbW9yeS92MTtzZXNzaW9ubWVtb3J5djGiAgNTWFiqAhBTZXNzaW9ubWVtb3J5LlYxygIQU2Vzc2lvbm1lbW9yeVxWMeICHFNlc3Npb25tZW1vcnlcVjFcR1BCTWV0YWRhdGHqAhFTZXNzaW9ubWVtb3J5OjpWMWIGcHJvdG8z");
+  fileDesc("CiNzZXNzaW9ubWVtb3J5L3YxL2Vycm9yX3JlYXNvbi5wcm90bxIQc2Vzc2lvbm1lbW9yeS52MSr0CAoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASEwoPQVBJX0tFWV9NSVNTSU5HEAESEwoPQVBJX0tFWV9JTlZBTElEEAISFgoSSU5WQUxJRF9TRVNTSU9OX0lEEAMSDwoLSU5WQUxJRF9LRVkQBBISCg5WQUxVRV9SRVFVSVJFRBAFEhIKDlZBTFVFX1RPT19MT05HEAYSFQoRTlVNQkVSX05PVF9GSU5JVEUQBxIXChNOVU1CRVJfT1VUX09GX1JBTkdFEAgSFgoSTlVNQkVSX1RPT19QUkVDSVNFEAkSEAoMSU5WQUxJRF9KU09OEAoSEgoOSlNPTl9UT09fTEFSR0UQCxIRCg1KU09OX1RPT19ERUVQEAwSEAoMVFRMX1JFUVVJUkVEEA0SFAoQVFRMX09VVF9PRl9SQU5HRRAOEhEKDVRPT19NQU5ZX0tFWVMQDxIRCg1EVVBMSUNBVEVfS0VZEBASFgoSSU5WQUxJRF9SRVFVRVNUX0lEEBESGAoUSU5WQUxJRF9QUkVDT05ESVRJT04QEhIOCgpLRVlfRVhJU1RTEBMSFAoQVkVSU0lPTl9NSVNNQVRDSBAUEhAKDE5PVF9BX05VTUJFUhAVEhAKDFNFU1NJT05fRlVMTBAWEhcKE0JBQ0tFTkRfVU5BVkFJTEFCTEUQFxISCg5JTlRFUk5BTF9FUlJPUhAYEhQKEE1JTUVfTk9UX0FMTE9XRUQQGRISCg5GSUxFX1RPT19MQVJHRRAaEhUKEUNIRUNLU1VNX01JU01BVENIEBsSFAoQQ09OVEVOVF9NSVNNQVRDSBAcEhIKDklOVkFMSURfVVBMT0FEEB0SEgoOVVBMT0FEX1RJTUVPVVQQHhIOCgpOT1RfQV9GSUxFEB8SEgoORklMRV9OT1RfRk9VTkQQIBIRCg1JTlZBTElEX1JBTkdFECESDgoKU1RPUkVfRlVMTBAiEhUKEVJFUVVFU1RfSURfUkVVU0VEECMSFQoRTUFMRk9STUVEX1JFUVVFU1QQJBIUChBUT09fTUFOWV9VUExPQURTECUSDgoKU1BPT0xfRlVMTBAmEhMKD1VQTE9BRF9UT09fU0xPVxAnEg8KC1NFUlZFUl9CVVNZECgSFAoQU0NIRU1BX1ZJT0xBVElPThApEhQKEFNDSEVNQV9OT1RfRk9VTkQQKhISCg5TQ0hFTUFfSU5WQUxJRBArEhQKEFRPT19NQU5ZX1NDSEVNQVMQLBITCg9TQ0hFTUFfTUlTTUFUQ0gQLRIVChFSRVZJU0lPTl9NSVNNQVRDSBAuEhIKDldSSVRFX0NPTkZMSUNUEC8SFQoRU0VTU0lPTl9OT1RfRk9VTkQQMBIQCgxJTlZBTElEX1BBVEgQMRIRCg1JTlZBTElEX1BBVENIEDISFgoSRE9DVU1FTlRfVE9PX0xBUkdFEDMSFQoRVE9PX01BTllfV0FUQ0hFUlMQNBITCg9TQ0hFTUFfVU5VU0FCTEUQNULjAQoUY29tLnNlc3Npb25tZW1vcnkudjFCEEVycm9yUmVhc29uUHJvdG9QAVpYZ2l0aHViLmNvbS9zZXNzaW9uLW1lbW9yeS9zZXNzaW9uLW1lbW9yeS9jbGllbnRzL2dvL2dlbi9zZXNzaW9ubWVtb3J5L3YxO3Nlc3Npb25tZW1vcnl2MaICA1NYWKoCEFNlc3Npb25tZW1vcnkuVjHKAhBTZXNzaW9ubWVtb3J5XFYx4gIcU2Vzc2lvbm1lbW9yeVxWMVxHUEJNZXRhZGF0YeoCEVNlc3Npb25tZW1vcnk6OlYxYgZwcm90bzM");
 
 /**
  * ErrorReason is the vocabulary of `google.rpc.ErrorInfo.reason` values the
@@ -366,6 +366,121 @@ export enum ErrorReason {
    * @generated from enum value: SERVER_BUSY = 40;
    */
   SERVER_BUSY = 40,
+
+  /**
+   * INVALID_ARGUMENT. The write would make the session's document invalid
+   * against its bound schema; nothing was changed. Metadata: pointer (JSON
+   * pointer of the failing value, e.g. `/order/status`), keyword (the schema
+   * keyword that failed, e.g. `enum`), schema (its name). A BadRequest names
+   * the pointer as the field.
+   *
+   * @generated from enum value: SCHEMA_VIOLATION = 41;
+   */
+  SCHEMA_VIOLATION = 41,
+
+  /**
+   * NOT_FOUND. No schema of this name is registered by the tenant.
+   * Metadata: schema.
+   *
+   * @generated from enum value: SCHEMA_NOT_FOUND = 42;
+   */
+  SCHEMA_NOT_FOUND = 42,
+
+  /**
+   * INVALID_ARGUMENT. PutSchema's schema is not a valid draft 2020-12 JSON
+   * Schema, is too large, has a `$ref` that is not local, or a pattern RE2
+   * cannot run. Metadata: field, pointer (where in the schema), limit/actual
+   * for size.
+   *
+   * @generated from enum value: SCHEMA_INVALID = 43;
+   */
+  SCHEMA_INVALID = 43,
+
+  /**
+   * RESOURCE_EXHAUSTED. The tenant already has the maximum number of
+   * schemas; delete one first. Metadata: limit.
+   *
+   * @generated from enum value: TOO_MANY_SCHEMAS = 44;
+   */
+  TOO_MANY_SCHEMAS = 44,
+
+  /**
+   * FAILED_PRECONDITION. PatchDocument named a schema, but the session is
+   * bound to another one; switch with BindSchema. Metadata: schema (bound),
+   * requested.
+   *
+   * @generated from enum value: SCHEMA_MISMATCH = 45;
+   */
+  SCHEMA_MISMATCH = 45,
+
+  /**
+   * ABORTED. PatchDocument's `if_revision` does not match the session's
+   * revision; nothing was changed. Re-read the document and retry.
+   * Metadata: revision (current), expected.
+   *
+   * @generated from enum value: REVISION_MISMATCH = 46;
+   */
+  REVISION_MISMATCH = 46,
+
+  /**
+   * ABORTED. The write raced other writes to the same session more times than
+   * the server retries; nothing was changed. Retry after the attached
+   * RetryInfo.
+   *
+   * @generated from enum value: WRITE_CONFLICT = 47;
+   */
+  WRITE_CONFLICT = 47,
+
+  /**
+   * NOT_FOUND. PatchDocument with `must_exist` on a session without a live
+   * key; nothing was changed.
+   *
+   * @generated from enum value: SESSION_NOT_FOUND = 48;
+   */
+  SESSION_NOT_FOUND = 48,
+
+  /**
+   * INVALID_ARGUMENT. A path is malformed: empty segments, too long, too
+   * many segments. Metadata: field, path.
+   *
+   * @generated from enum value: INVALID_PATH = 49;
+   */
+  INVALID_PATH = 49,
+
+  /**
+   * INVALID_ARGUMENT. The merge patch is not a JSON object, is too large,
+   * touches too many keys, or tries to patch a file (files are written with
+   * SetFile; `null` deletes them). Metadata: field, pointer where known.
+   *
+   * @generated from enum value: INVALID_PATCH = 50;
+   */
+  INVALID_PATCH = 50,
+
+  /**
+   * FAILED_PRECONDITION. The document is larger than GetDocument returns in
+   * one response; read parts of it with `paths`. Metadata: limit, actual.
+   *
+   * @generated from enum value: DOCUMENT_TOO_LARGE = 51;
+   */
+  DOCUMENT_TOO_LARGE = 51,
+
+  /**
+   * RESOURCE_EXHAUSTED. Too many Watch streams are open: on this server
+   * process, or for this tenant on it. Retry after the attached RetryInfo.
+   * Metadata: scope ("process" or "tenant"), limit.
+   *
+   * @generated from enum value: TOO_MANY_WATCHERS = 52;
+   */
+  TOO_MANY_WATCHERS = 52,
+
+  /**
+   * FAILED_PRECONDITION. The schema the session is bound to cannot be
+   * evaluated (it recurses without end); fix it with PutSchema or unbind the
+   * session. Metadata: schema.
+   *
+   * @generated from enum value: SCHEMA_UNUSABLE = 53;
+   */
+  SCHEMA_UNUSABLE = 53,
 }
 
 /**

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sessionmemory/v1/memory.proto.
  */
 export const file_sessionmemory_v1_memory: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zZXNzaW9ubWVtb3J5L3YxL21lbW9yeS5wcm90bxIQc2Vzc2lvbm1lbW9yeS52MSKdAQoFVmFsdWUSFgoMc3RyaW5nX3ZhbHVlGAEgASgJSAASFgoMbnVtYmVyX3ZhbHVlGAIgASgBSAASFAoKYm9vbF92YWx1ZRgDIAEoCEgAEhQKCmpzb25fdmFsdWUYBCABKAlIABIwCgpmaWxlX3ZhbHVlGAUgASgLMhouc2Vzc2lvbm1lbW9yeS52MS5GaWxlSW5mb0gAQgYKBGtpbmQivwEKCEZpbGVJbmZvEgsKA2tleRgBIAEoCRIRCgltaW1lX3R5cGUYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAxIOCgZzaGEyNTYYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHdmVyc2lvbhgHIAEoAyJ9CgVFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5zZXNzaW9ubWVtb3J5LnYxLlZhbHVlEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YBCABKAMimAEKCUVudHJ5SW5mbxILCgNrZXkYASABKAkSKQoEa2luZBgCIAEoDjIbLnNlc3Npb25tZW1vcnkudjEuVmFsdWVLaW5kEhIKCnNpemVfYnl0ZXMYAyABKAMSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHdmVyc2lvbhgFIAEoAyJbCgtXcml0ZVJlc3VsdBILCgNrZXkYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLZAwoGTGltaXRzEhkKEW1heF9zdHJpbmdfbGVuZ3RoGAEgASgFEhgKEG51bWJlcl9hYnNfYm91bmQYAiABKAESGQoRbWF4X251bWJlcl9kaWdpdHMYAyABKAUSFgoObWF4X2pzb25fYnl0ZXMYBCABKAUSFgoObWF4X2pzb25fZGVwdGgYBSABKAUSGwoTZGVmYXVsdF90dGxfc2Vjb25kcxgGIAEoAxIhChltYXhfcHJpbWl0aXZlX3R0bF9zZWNvbmRzGAcgASgDEhwKFG1heF9qc29uX3R0bF9zZWNvbmRzGAggASgDEhwKFG1heF9maWxlX3R0bF9zZWNvbmRzGAkgASgDEhYKDm1heF9maWxlX2J5dGVzGAogASgDEhoKEmFsbG93ZWRfbWltZV90eXBlcxgLIAMoCRIdChVtYXhfc2Vzc2lvbl9pZF9sZW5ndGgYDCABKAUSFgoObWF4X2tleV9sZW5ndGgYDSABKAUSEwoLa2V5X3BhdHRlcm4YDiABKAkSFgoObWF4X2JhdGNoX2tleXMYDyABKAUSHAoUbWF4X2tleXNfcGVyX3Nlc3Npb24YECABKAUSHQoVbWF4X3JlcXVlc3RfaWRfbGVuZ3RoGBEgASgFKpcBCglWYWx1ZUtpbmQSGgoWVkFMVUVfS0lORF9VTlNQRUNJRklFRBAAEhUKEVZBTFVFX0tJTkRfU1RSSU5HEAESFQoRVkFMVUVfS0lORF9OVU1CRVIQAhIWChJWQUxVRV9LSU5EX0JPT0xFQU4QAxITCg9WQUxVRV9LSU5EX0pTT04QBBITCg9WQUxVRV9LSU5EX0ZJTEUQBULeAQoUY29tLnNlc3Npb25tZW1vcnkudjFCC01lbW9yeVByb3RvUAFaWGdpdGh1Yi5jb20vc2Vzc2lvbi1tZW1vcnkvc2Vzc2lvbi1tZW1vcnkvY2xpZW50cy9nby9nZW4vc2Vzc2lvbm1lbW9yeS92MTtzZXNzaW9ubWVtb3J5djGiAgNTWFiqAhBTZXNzaW9ubWVtb3J5LlYxygIQU2Vzc2lvbm1lbW9yeVxWMeICHFNlc3Npb25tZW1vcnlcVjFcR1BCTWV0YWRhdGHqAhFTZXNzaW9ubWVtb3J5OjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1zZXNzaW9ubWVtb3J5L3YxL21lbW9yeS5wcm90bxIQc2Vzc2lvbm1lbW9yeS52MSKdAQoFVmFsdWUSFgoMc3RyaW5nX3ZhbHVlGAEgASgJSAASFgoMbnVtYmVyX3ZhbHVlGAIgASgBSAASFAoKYm9vbF92YWx1ZRgDIAEoCEgAEhQKCmpzb25fdmFsdWUYBCABKAlIABIwCgpmaWxlX3ZhbHVlGAUgASgLMhouc2Vzc2lvbm1lbW9yeS52MS5GaWxlSW5mb0gAQgYKBGtpbmQivwEKCEZpbGVJbmZvEgsKA2tleRgBIAEoCRIRCgltaW1lX3R5cGUYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAxIOCgZzaGEyNTYYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHdmVyc2lvbhgHIAEoAyJ9CgVFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5zZXNzaW9ubWVtb3J5LnYxLlZhbHVlEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YBCABKAMimAEKCUVudHJ5SW5mbxILCgNrZXkYASABKAkSKQoEa2luZBgCIAEoDjIbLnNlc3Npb25tZW1vcnkudjEuVmFsdWVLaW5kEhIKCnNpemVfYnl0ZXMYAyABKAMSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHdmVyc2lvbhgFIAEoAyJbCgtXcml0ZVJlc3VsdBILCgNrZXkYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKtBQoGTGltaXRzEhkKEW1heF9zdHJpbmdfbGVuZ3RoGAEgASgFEhgKEG51bWJlcl9hYnNfYm91bmQYAiABKAESGQoRbWF4X251bWJlcl9kaWdpdHMYAyABKAUSFgoObWF4X2pzb25fYnl0ZXMYBCABKAUSFgoObWF4X2pzb25fZGVwdGgYBSABKAUSGwoTZGVmYXVsdF90dGxfc2Vjb25kcxgGIAEoAxIhChltYXhfcHJpbWl0aXZlX3R0bF9zZWNvbmRzGAcgASgDEhwKFG1heF9qc29uX3R0bF9zZWNvbmRzGAggASgDEhwKFG1heF9maWxlX3R0bF9zZWNvbmRzGAkgASgDEhYKDm1heF9maWxlX2J5dGVzGAogASgDEhoKEmFsbG93ZWRfbWltZV90eXBlcxgLIAMoCRIdChVtYXhfc2Vzc2lvbl9pZF9sZW5ndGgYDCABKAUSFgoObWF4X2tleV9sZW5ndGgYDSABKAUSEwoLa2V5X3BhdHRlcm4YDiABKAkSFgoObWF4X2JhdGNoX2tleXMYDyABKAUSHAoUbWF4X2tleXNfcGVyX3Nlc3Npb24YECABKAUSHQoVbWF4X3JlcXVlc3RfaWRfbGVuZ3RoGBEgASgFEhgKEG1heF9zY2hlbWFfYnl0ZXMYEiABKAUSHgoWbWF4X3NjaGVtYXNfcGVyX3RlbmFudBgTIAEoBRIXCg9tYXhfcGF0aF9sZW5ndGgYFCABKAUSGQoRbWF4X3BhdGhfc2VnbWVudHMYFSABKAUSFwoPbWF4X3BhdGNoX2J5dGVzGBYgASgFEhoKEm1heF9kb2N1bWVudF9ieXRlcxgXIAEoBRIZChF3YXRjaF9sb2dfY2hhbmdlcxgYIAEoBRIUCgxtYXhfd2F0Y2hlcnMYGSABKAUiyQEKBkNoYW5nZRILCgNrZXkYASABKAkSNAoJb3BlcmF0aW9uGAIgASgOMiEuc2Vzc2lvbm1lbW9yeS52MS5DaGFuZ2VPcGVyYXRpb24SKQoEa2luZBgDIAEoDjIbLnNlc3Npb25tZW1vcnkudjEuVmFsdWVLaW5kEg8KB3ZlcnNpb24YBCABKAMSEAoIcmV2aXNpb24YBSABKAMSLgoKZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqlwEKCVZhbHVlS2luZBIaChZWQUxVRV9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRVkFMVUVfS0lORF9TVFJJTkcQARIVChFWQUxVRV9LSU5EX05VTUJFUhACEhYKElZBTFVFX0tJTkRfQk9PTEVBThADEhMKD1ZBTFVFX0tJTkRfSlNPThAEEhMKD1ZBTFVFX0tJTkRfRklMRRAFKocBCg9DaGFuZ2VPcGVyYXRpb24SIAocQ0hBTkdFX09QRVJBVElPTl9VTlNQRUNJRklFRBAAEhgKFENIQU5HRV9PUEVSQVRJT05fU0VUEAESGwoXQ0hBTkdFX09QRVJBVElPTl9ERUxFVEUQAhIbChdDSEFOR0VfT1BFUkFUSU9OX0VYUElSRRADQt4BChRjb20uc2Vzc2lvbm1lbW9yeS52MUILTWVtb3J5UHJvdG9QAVpYZ2l0aHViLmNvbS9zZXNzaW9uLW1lbW9yeS9zZXNzaW9uLW1lbW9yeS9jbGllbnRzL2dvL2dlbi9zZXNzaW9ubWVtb3J5L3YxO3Nlc3Npb25tZW1vcnl2MaICA1NYWKoCEFNlc3Npb25tZW1vcnkuVjHKAhBTZXNzaW9ubWVtb3J5XFYx4gIcU2Vzc2lvbm1lbW9yeVxWMVxHUEJNZXRhZGF0YeoCEVNlc3Npb25tZW1vcnk6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * Value is one typed value. Exactly one member of `kind` is set.
@@ -401,6 +401,65 @@ export type Limits = Message<"sessionmemory.v1.Limits"> & {
    * @generated from field: int32 max_request_id_length = 17;
    */
   maxRequestIdLength: number;
+
+  /**
+   * Maximum size of a registered JSON Schema as compact JSON, in bytes
+   * (65,536).
+   *
+   * @generated from field: int32 max_schema_bytes = 18;
+   */
+  maxSchemaBytes: number;
+
+  /**
+   * Maximum number of schemas one tenant may register (100).
+   *
+   * @generated from field: int32 max_schemas_per_tenant = 19;
+   */
+  maxSchemasPerTenant: number;
+
+  /**
+   * Maximum length of a path (`key.field.0`), in characters (1,024).
+   *
+   * @generated from field: int32 max_path_length = 20;
+   */
+  maxPathLength: number;
+
+  /**
+   * Maximum number of segments in a path, the key included (33).
+   *
+   * @generated from field: int32 max_path_segments = 21;
+   */
+  maxPathSegments: number;
+
+  /**
+   * Maximum size of a merge patch's text, in bytes (524,288).
+   *
+   * @generated from field: int32 max_patch_bytes = 22;
+   */
+  maxPatchBytes: number;
+
+  /**
+   * Maximum size of a GetDocument result as compact JSON, in bytes
+   * (1,048,576); project with `paths` to read parts of a larger session.
+   *
+   * @generated from field: int32 max_document_bytes = 23;
+   */
+  maxDocumentBytes: number;
+
+  /**
+   * How many of a session's latest changes Watch can replay (128).
+   *
+   * @generated from field: int32 watch_log_changes = 24;
+   */
+  watchLogChanges: number;
+
+  /**
+   * Maximum number of Watch streams one server process serves at once; a
+   * tenant may hold a quarter of them.
+   *
+   * @generated from field: int32 max_watchers = 25;
+   */
+  maxWatchers: number;
 };
 
 /**
@@ -409,6 +468,65 @@ export type Limits = Message<"sessionmemory.v1.Limits"> & {
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
   messageDesc(file_sessionmemory_v1_memory, 5);
+
+/**
+ * Change is one change of a session's key (see Watch).
+ *
+ * @generated from message sessionmemory.v1.Change
+ */
+export type Change = Message<"sessionmemory.v1.Change"> & {
+  /**
+   * The key that changed.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * What happened.
+   *
+   * @generated from field: sessionmemory.v1.ChangeOperation operation = 2;
+   */
+  operation: ChangeOperation;
+
+  /**
+   * The kind of the value written; VALUE_KIND_UNSPECIFIED for deletes and
+   * expiries.
+   *
+   * @generated from field: sessionmemory.v1.ValueKind kind = 3;
+   */
+  kind: ValueKind;
+
+  /**
+   * The key's new version (writes), or the version it had (deletes, when
+   * known; 0 otherwise).
+   *
+   * @generated from field: int64 version = 4;
+   */
+  version: bigint;
+
+  /**
+   * The session revision of this change. Expiries have none of their own and
+   * carry the revision the stream had reached.
+   *
+   * @generated from field: int64 revision = 5;
+   */
+  revision: bigint;
+
+  /**
+   * When the written value expires; unset for deletes and expiries.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 6;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message sessionmemory.v1.Change.
+ * Use `create(ChangeSchema)` to create a new message.
+ */
+export const ChangeSchema: GenMessage<Change> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory, 6);
 
 /**
  * ValueKind names the type of a stored value.
@@ -466,4 +584,47 @@ export enum ValueKind {
  */
 export const ValueKindSchema: GenEnum<ValueKind> = /*@__PURE__*/
   enumDesc(file_sessionmemory_v1_memory, 0);
+
+/**
+ * ChangeOperation says what happened to a key (see Watch).
+ *
+ * @generated from enum sessionmemory.v1.ChangeOperation
+ */
+export enum ChangeOperation {
+  /**
+   * Never sent. Present because proto3 enums must start at zero.
+   *
+   * @generated from enum value: CHANGE_OPERATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The key was written (Set, SetJson, SetMany, Increment, SetFile,
+   * PatchDocument).
+   *
+   * @generated from enum value: CHANGE_OPERATION_SET = 1;
+   */
+  SET = 1,
+
+  /**
+   * The key was deleted (Delete, Clear, PatchDocument's null).
+   *
+   * @generated from enum value: CHANGE_OPERATION_DELETE = 2;
+   */
+  DELETE = 2,
+
+  /**
+   * The key expired. Reported live only, where Redis reports expiries (its
+   * `notify-keyspace-events` includes `Ex`); never replayed on resume.
+   *
+   * @generated from enum value: CHANGE_OPERATION_EXPIRE = 3;
+   */
+  EXPIRE = 3,
+}
+
+/**
+ * Describes the enum sessionmemory.v1.ChangeOperation.
+ */
+export const ChangeOperationSchema: GenEnum<ChangeOperation> = /*@__PURE__*/
+  enumDesc(file_sessionmemory_v1_memory, 1);
 

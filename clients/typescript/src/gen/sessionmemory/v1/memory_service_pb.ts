@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Entry, EntryInfo, FileInfo, Limits, Value, WriteResult } from "./memory_pb.js";
+import type { Change, Entry, EntryInfo, FileInfo, Limits, Value, WriteResult } from "./memory_pb.js";
 import { file_sessionmemory_v1_memory } from "./memory_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sessionmemory/v1/memory_service.proto.
  */
 export const file_sessionmemory_v1_memory_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVzZXNzaW9ubWVtb3J5L3YxL21lbW9yeV9zZXJ2aWNlLnByb3RvEhBzZXNzaW9ubWVtb3J5LnYxIi0KCkdldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkiRAoLR2V0UmVzcG9uc2USDQoFZm91bmQYASABKAgSJgoFZW50cnkYAiABKAsyFy5zZXNzaW9ubWVtb3J5LnYxLkVudHJ5IjIKDkdldE1hbnlSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEa2V5cxgCIAMoCSI7Cg9HZXRNYW55UmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLnNlc3Npb25tZW1vcnkudjEuRW50cnkizgEKClNldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSFgoMc3RyaW5nX3ZhbHVlGAMgASgJSAASFgoMbnVtYmVyX3ZhbHVlGAQgASgBSAASFAoKYm9vbF92YWx1ZRgFIAEoCEgAEhgKC3R0bF9zZWNvbmRzGAYgASgDSAGIAQESFwoKaWZfdmVyc2lvbhgHIAEoA0gCiAEBQgcKBXZhbHVlQg4KDF90dGxfc2Vjb25kc0INCgtfaWZfdmVyc2lvbiI8CgtTZXRSZXNwb25zZRItCgZyZXN1bHQYASABKAsyHS5zZXNzaW9ubWVtb3J5LnYxLldyaXRlUmVzdWx0IpEBCg5TZXRKc29uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgsKA2tleRgCIAEoCRIMCgRqc29uGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESFwoKaWZfdmVyc2lvbhgFIAEoA0gBiAEBQg4KDF90dGxfc2Vjb25kc0INCgtfaWZfdmVyc2lvbiJACg9TZXRKc29uUmVzcG9uc2USLQoGcmVzdWx0GAEgASgLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdCKVAQoMU2V0TWFueUVudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnNlc3Npb25tZW1vcnkudjEuVmFsdWUSGAoLdHRsX3NlY29uZHMYAyABKANIAIgBARIXCgppZl92ZXJzaW9uGAQgASgDSAGIAQFCDgoMX3R0bF9zZWNvbmRzQg0KC19pZl92ZXJzaW9uIlUKDlNldE1hbnlSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSLwoHZW50cmllcxgCIAMoCzIeLnNlc3Npb25tZW1vcnkudjEuU2V0TWFueUVudHJ5IkEKD1NldE1hbnlSZXNwb25zZRIuCgdyZXN1bHRzGAEgAygLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdCIxCg1EZWxldGVSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEa2V5cxgCIAMoCSInCg5EZWxldGVSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgDIoABChBJbmNyZW1lbnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSCwoDa2V5GAIgASgJEg0KBWRlbHRhGAMgASgBEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESEgoKcmVxdWVzdF9pZBgFIAEoCUIOCgxfdHRsX3NlY29uZHMiYwoRSW5jcmVtZW50UmVzcG9uc2USDQoFdmFsdWUYASABKAESDwoHdmVyc2lvbhgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaCgxUb3VjaFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRrZXlzGAIgAygJEhgKC3R0bF9zZWNvbmRzGAMgASgDSACIAQFCDgoMX3R0bF9zZWNvbmRzIiYKDVRvdWNoUmVzcG9uc2USFQoNdG91Y2hlZF9jb3VudBgBIAEoAyIhCgtMaXN0UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIjwKDExpc3RSZXNwb25zZRIsCgdlbnRyaWVzGAEgAygLMhsuc2Vzc2lvbm1lbW9yeS52MS5FbnRyeUluZm8iIgoMQ2xlYXJSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiJgoNQ2xlYXJSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgDIhIKEEdldExpbWl0c1JlcXVlc3QiPQoRR2V0TGltaXRzUmVzcG9uc2USKAoGbGltaXRzGAEgASgLMhguc2Vzc2lvbm1lbW9yeS52MS5MaW1pdHMi3QEKCkZpbGVIZWFkZXISEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSEQoJbWltZV90eXBlGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESFwoKc2l6ZV9ieXRlcxgFIAEoA0gBiAEBEg4KBnNoYTI1NhgGIAEoCRIRCgl1cGxvYWRfaWQYByABKAkSFwoKaWZfdmVyc2lvbhgIIAEoA0gCiAEBQg4KDF90dGxfc2Vjb25kc0INCgtfc2l6ZV9ieXRlc0INCgtfaWZfdmVyc2lvbiJvCg5TZXRGaWxlUmVxdWVzdBIuCgZoZWFkZXIYASABKAsyHC5zZXNzaW9ubWVtb3J5LnYxLkZpbGVIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAEhQKDGZpbmlzaF93cml0ZRgDIAEoCEIGCgRwYXJ0IjsKD1NldEZpbGVSZXNwb25zZRIoCgRmaWxlGAEgASgLMhouc2Vzc2lvbm1lbW9yeS52MS5GaWxlSW5mbyJjCg5HZXRGaWxlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgsKA2tleRgCIAEoCRIcCg91cmxfdHRsX3NlY29uZHMYAyABKANIAIgBAUISChBfdXJsX3R0bF9zZWNvbmRzIosBCg9HZXRGaWxlUmVzcG9uc2USDQoFZm91bmQYASABKAgSKAoEZmlsZRgCIAEoCzIaLnNlc3Npb25tZW1vcnkudjEuRmlsZUluZm8SCwoDdXJsGAMgASgJEjIKDnVybF9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgCg9SZWFkRmlsZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSDgoGb2Zmc2V0GAMgASgDEhIKBWxpbWl0GAQgASgDSACIAQFCCAoGX2xpbWl0IlcKEFJlYWRGaWxlUmVzcG9uc2USKgoEZmlsZRgBIAEoCzIaLnNlc3Npb25tZW1vcnkudjEuRmlsZUluZm9IABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQy0ggKDU1lbW9yeVNlcnZpY2USQgoDR2V0Ehwuc2Vzc2lvbm1lbW9yeS52MS5HZXRSZXF1ZXN0Gh0uc2Vzc2lvbm1lbW9yeS52MS5HZXRSZXNwb25zZRJOCgdHZXRNYW55EiAuc2Vzc2lvbm1lbW9yeS52MS5HZXRNYW55UmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuR2V0TWFueVJlc3BvbnNlEkIKA1NldBIcLnNlc3Npb25tZW1vcnkudjEuU2V0UmVxdWVzdBodLnNlc3Npb25tZW1vcnkudjEuU2V0UmVzcG9uc2USTgoHU2V0SnNvbhIgLnNlc3Npb25tZW1vcnkudjEuU2V0SnNvblJlcXVlc3QaIS5zZXNzaW9ubWVtb3J5LnYxLlNldEpzb25SZXNwb25zZRJOCgdTZXRNYW55EiAuc2Vzc2lvbm1lbW9yeS52MS5TZXRNYW55UmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuU2V0TWFueVJlc3BvbnNlEksKBkRlbGV0ZRIfLnNlc3Npb25tZW1vcnkudjEuRGVsZXRlUmVxdWVzdBogLnNlc3Npb25tZW1vcnkudjEuRGVsZXRlUmVzcG9uc2USVAoJSW5jcmVtZW50EiIuc2Vzc2lvbm1lbW9yeS52MS5JbmNyZW1lbnRSZXF1ZXN0GiMuc2Vzc2lvbm1lbW9yeS52MS5JbmNyZW1lbnRSZXNwb25zZRJICgVUb3VjaBIeLnNlc3Npb25tZW1vcnkudjEuVG91Y2hSZXF1ZXN0Gh8uc2Vzc2lvbm1lbW9yeS52MS5Ub3VjaFJlc3BvbnNlEkUKBExpc3QSHS5zZXNzaW9ubWVtb3J5LnYxLkxpc3RSZXF1ZXN0Gh4uc2Vzc2lvbm1lbW9yeS52MS5MaXN0UmVzcG9uc2USSAoFQ2xlYXISHi5zZXNzaW9ubWVtb3J5LnYxLkNsZWFyUmVxdWVzdBofLnNlc3Npb25tZW1vcnkudjEuQ2xlYXJSZXNwb25zZRJUCglHZXRMaW1pdHMSIi5zZXNzaW9ubWVtb3J5LnYxLkdldExpbWl0c1JlcXVlc3QaIy5zZXNzaW9ubWVtb3J5LnYxLkdldExpbWl0c1Jlc3BvbnNlElAKB1NldEZpbGUSIC5zZXNzaW9ubWVtb3J5LnYxLlNldEZpbGVSZXF1ZXN0GiEuc2Vzc2lvbm1lbW9yeS52MS5TZXRGaWxlUmVzcG9uc2UoARJOCgdHZXRGaWxlEiAuc2Vzc2lvbm1lbW9yeS52MS5HZXRGaWxlUmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuR2V0RmlsZVJlc3BvbnNlElMKCFJlYWRGaWxlEiEuc2Vzc2lvbm1lbW9yeS52MS5SZWFkRmlsZVJlcXVlc3QaIi5zZXNzaW9ubWVtb3J5LnYxLlJlYWRGaWxlUmVzcG9uc2UwAULlAQoUY29tLnNlc3Npb25tZW1vcnkudjFCEk1lbW9yeVNlcnZpY2VQcm90b1ABWlhnaXRodWIuY29tL3Nlc3Npb24tbWVtb3J5L3Nlc3Npb24tbWVtb3J5L2NsaWVudHMvZ28vZ2VuL3Nlc3Npb25tZW1vcnkvdjE7c2Vzc2lvbm1lbW9yeXYxogIDU1hYqgIQU2Vzc2lvbm1lbW9yeS5WMcoCEFNlc3Npb25tZW1vcnlcVjHiAhxTZXNzaW9ubWVtb3J5XFYxXEdQQk1ldGFkYXRh6gIRU2Vzc2lvbm1lbW9yeTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_sessionmemory_v1_memory]);
+  fileDesc("CiVzZXNzaW9ubWVtb3J5L3YxL21lbW9yeV9zZXJ2aWNlLnByb3RvEhBzZXNzaW9ubWVtb3J5LnYxIi0KCkdldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkiRAoLR2V0UmVzcG9uc2USDQoFZm91bmQYASABKAgSJgoFZW50cnkYAiABKAsyFy5zZXNzaW9ubWVtb3J5LnYxLkVudHJ5IjIKDkdldE1hbnlSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEa2V5cxgCIAMoCSI7Cg9HZXRNYW55UmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLnNlc3Npb25tZW1vcnkudjEuRW50cnkizgEKClNldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSFgoMc3RyaW5nX3ZhbHVlGAMgASgJSAASFgoMbnVtYmVyX3ZhbHVlGAQgASgBSAASFAoKYm9vbF92YWx1ZRgFIAEoCEgAEhgKC3R0bF9zZWNvbmRzGAYgASgDSAGIAQESFwoKaWZfdmVyc2lvbhgHIAEoA0gCiAEBQgcKBXZhbHVlQg4KDF90dGxfc2Vjb25kc0INCgtfaWZfdmVyc2lvbiI8CgtTZXRSZXNwb25zZRItCgZyZXN1bHQYASABKAsyHS5zZXNzaW9ubWVtb3J5LnYxLldyaXRlUmVzdWx0IpEBCg5TZXRKc29uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgsKA2tleRgCIAEoCRIMCgRqc29uGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESFwoKaWZfdmVyc2lvbhgFIAEoA0gBiAEBQg4KDF90dGxfc2Vjb25kc0INCgtfaWZfdmVyc2lvbiJACg9TZXRKc29uUmVzcG9uc2USLQoGcmVzdWx0GAEgASgLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdCKVAQoMU2V0TWFueUVudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnNlc3Npb25tZW1vcnkudjEuVmFsdWUSGAoLdHRsX3NlY29uZHMYAyABKANIAIgBARIXCgppZl92ZXJzaW9uGAQgASgDSAGIAQFCDgoMX3R0bF9zZWNvbmRzQg0KC19pZl92ZXJzaW9uIlUKDlNldE1hbnlSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSLwoHZW50cmllcxgCIAMoCzIeLnNlc3Npb25tZW1vcnkudjEuU2V0TWFueUVudHJ5IkEKD1NldE1hbnlSZXNwb25zZRIuCgdyZXN1bHRzGAEgAygLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdCIxCg1EZWxldGVSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEa2V5cxgCIAMoCSInCg5EZWxldGVSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgDIoABChBJbmNyZW1lbnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSCwoDa2V5GAIgASgJEg0KBWRlbHRhGAMgASgBEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESEgoKcmVxdWVzdF9pZBgFIAEoCUIOCgxfdHRsX3NlY29uZHMiYwoRSW5jcmVtZW50UmVzcG9uc2USDQoFdmFsdWUYASABKAESDwoHdmVyc2lvbhgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaCgxUb3VjaFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRrZXlzGAIgAygJEhgKC3R0bF9zZWNvbmRzGAMgASgDSACIAQFCDgoMX3R0bF9zZWNvbmRzIiYKDVRvdWNoUmVzcG9uc2USFQoNdG91Y2hlZF9jb3VudBgBIAEoAyIhCgtMaXN0UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIjwKDExpc3RSZXNwb25zZRIsCgdlbnRyaWVzGAEgAygLMhsuc2Vzc2lvbm1lbW9yeS52MS5FbnRyeUluZm8iIgoMQ2xlYXJSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiJgoNQ2xlYXJSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgDIhIKEEdldExpbWl0c1JlcXVlc3QiPQoRR2V0TGltaXRzUmVzcG9uc2USKAoGbGltaXRzGAEgASgLMhguc2Vzc2lvbm1lbW9yeS52MS5MaW1pdHMi3QEKCkZpbGVIZWFkZXISEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSEQoJbWltZV90eXBlGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESFwoKc2l6ZV9ieXRlcxgFIAEoA0gBiAEBEg4KBnNoYTI1NhgGIAEoCRIRCgl1cGxvYWRfaWQYByABKAkSFwoKaWZfdmVyc2lvbhgIIAEoA0gCiAEBQg4KDF90dGxfc2Vjb25kc0INCgtfc2l6ZV9ieXRlc0INCgtfaWZfdmVyc2lvbiJvCg5TZXRGaWxlUmVxdWVzdBIuCgZoZWFkZXIYASABKAsyHC5zZXNzaW9ubWVtb3J5LnYxLkZpbGVIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAEhQKDGZpbmlzaF93cml0ZRgDIAEoCEIGCgRwYXJ0IjsKD1NldEZpbGVSZXNwb25zZRIoCgRmaWxlGAEgASgLMhouc2Vzc2lvbm1lbW9yeS52MS5GaWxlSW5mbyJjCg5HZXRGaWxlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgsKA2tleRgCIAEoCRIcCg91cmxfdHRsX3NlY29uZHMYAyABKANIAIgBAUISChBfdXJsX3R0bF9zZWNvbmRzIosBCg9HZXRGaWxlUmVzcG9uc2USDQoFZm91bmQYASABKAgSKAoEZmlsZRgCIAEoCzIaLnNlc3Npb25tZW1vcnkudjEuRmlsZUluZm8SCwoDdXJsGAMgASgJEjIKDnVybF9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgCg9SZWFkRmlsZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSDgoGb2Zmc2V0GAMgASgDEhIKBWxpbWl0GAQgASgDSACIAQFCCAoGX2xpbWl0IlcKEFJlYWRGaWxlUmVzcG9uc2USKgoEZmlsZRgBIAEoCzIaLnNlc3Npb25tZW1vcnkudjEuRmlsZUluZm9IABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQiTgoSR2V0RG9jdW1lbnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDQoFcGF0aHMYAiADKAkSFQoNb21pdF9kZWZhdWx0cxgDIAEoCCJ4ChNHZXREb2N1bWVudFJlc3BvbnNlEgwKBGpzb24YASABKAkSEAoIcmV2aXNpb24YAiABKAMSDgoGc2NoZW1hGAMgASgJEhgKEGRlZmF1bHRzX2FwcGxpZWQYBCABKAgSFwoPZGVmYXVsdGVkX3BhdGhzGAUgAygJIrcBChRQYXRjaERvY3VtZW50UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhMKC21lcmdlX3BhdGNoGAIgASgJEhgKC3R0bF9zZWNvbmRzGAMgASgDSACIAQESDgoGc2NoZW1hGAQgASgJEhgKC2lmX3JldmlzaW9uGAUgASgDSAGIAQESEgoKbXVzdF9leGlzdBgGIAEoCEIOCgxfdHRsX3NlY29uZHNCDgoMX2lmX3JldmlzaW9uInoKFVBhdGNoRG9jdW1lbnRSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAxIuCgd3cml0dGVuGAIgAygLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdBIPCgdkZWxldGVkGAMgAygJEg4KBnNjaGVtYRgEIAEoCSJvCgpTY2hlbWFJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoAxISCgpzaXplX2J5dGVzGAMgASgDEi4KCnVwZGF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjUKEFB1dFNjaGVtYVJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtqc29uX3NjaGVtYRgCIAEoCSJBChFQdXRTY2hlbWFSZXNwb25zZRIsCgZzY2hlbWEYASABKAsyHC5zZXNzaW9ubWVtb3J5LnYxLlNjaGVtYUluZm8iIAoQR2V0U2NoZW1hUmVxdWVzdBIMCgRuYW1lGAEgASgJIlYKEUdldFNjaGVtYVJlc3BvbnNlEiwKBnNjaGVtYRgBIAEoCzIcLnNlc3Npb25tZW1vcnkudjEuU2NoZW1hSW5mbxITCgtqc29uX3NjaGVtYRgCIAEoCSIUChJMaXN0U2NoZW1hc1JlcXVlc3QiRAoTTGlzdFNjaGVtYXNSZXNwb25zZRItCgdzY2hlbWFzGAEgAygLMhwuc2Vzc2lvbm1lbW9yeS52MS5TY2hlbWFJbmZvIiMKE0RlbGV0ZVNjaGVtYVJlcXVlc3QSDAoEbmFtZRgBIAEoCSInChREZWxldGVTY2hlbWFSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIIjcKEUJpbmRTY2hlbWFSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGc2NoZW1hGAIgASgJIiYKEkJpbmRTY2hlbWFSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAyJSCgxXYXRjaFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIbCg5hZnRlcl9yZXZpc2lvbhgCIAEoA0gAiAEBQhEKD19hZnRlcl9yZXZpc2lvbiJfCg1XYXRjaFJlc3BvbnNlEikKB2NoYW5nZXMYASADKAsyGC5zZXNzaW9ubWVtb3J5LnYxLkNoYW5nZRIQCghyZXZpc2lvbhgCIAEoAxIRCgljb21wYWN0ZWQYAyABKAgynA4KDU1lbW9yeVNlcnZpY2USQgoDR2V0Ehwuc2Vzc2lvbm1lbW9yeS52MS5HZXRSZXF1ZXN0Gh0uc2Vzc2lvbm1lbW9yeS52MS5HZXRSZXNwb25zZRJOCgdHZXRNYW55EiAuc2Vzc2lvbm1lbW9yeS52MS5HZXRNYW55UmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuR2V0TWFueVJlc3BvbnNlEkIKA1NldBIcLnNlc3Npb25tZW1vcnkudjEuU2V0UmVxdWVzdBodLnNlc3Npb25tZW1vcnkudjEuU2V0UmVzcG9uc2USTgoHU2V0SnNvbhIgLnNlc3Npb25tZW1vcnkudjEuU2V0SnNvblJlcXVlc3QaIS5zZXNzaW9ubWVtb3J5LnYxLlNldEpzb25SZXNwb25zZRJOCgdTZXRNYW55EiAuc2Vzc2lvbm1lbW9yeS52MS5TZXRNYW55UmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuU2V0TWFueVJlc3BvbnNlEksKBkRlbGV0ZRIfLnNlc3Npb25tZW1vcnkudjEuRGVsZXRlUmVxdWVzdBogLnNlc3Npb25tZW1vcnkudjEuRGVsZXRlUmVzcG9uc2USVAoJSW5jcmVtZW50EiIuc2Vzc2lvbm1lbW9yeS52MS5JbmNyZW1lbnRSZXF1ZXN0GiMuc2Vzc2lvbm1lbW9yeS52MS5JbmNyZW1lbnRSZXNwb25zZRJICgVUb3VjaBIeLnNlc3Npb25tZW1vcnkudjEuVG91Y2hSZXF1ZXN0Gh8uc2Vzc2lvbm1lbW9yeS52MS5Ub3VjaFJlc3BvbnNlEkUKBExpc3QSHS5zZXNzaW9ubWVtb3J5LnYxLkxpc3RSZXF1ZXN0Gh4uc2Vzc2lvbm1lbW9yeS52MS5MaXN0UmVzcG9uc2USSAoFQ2xlYXISHi5zZXNzaW9ubWVtb3J5LnYxLkNsZWFyUmVxdWVzdBofLnNlc3Npb25tZW1vcnkudjEuQ2xlYXJSZXNwb25zZRJUCglHZXRMaW1pdHMSIi5zZXNzaW9ubWVtb3J5LnYxLkdldExpbWl0c1JlcXVlc3QaIy5zZXNzaW9ubWVtb3J5LnYxLkdldExpbWl0c1Jlc3BvbnNlElAKB1NldEZpbGUSIC5zZXNzaW9ubWVtb3J5LnYxLlNldEZpbGVSZXF1ZXN0GiEuc2Vzc2lvbm1lbW9yeS52MS5TZXRGaWxlUmVzcG9uc2UoARJOCgdHZXRGaWxlEiAuc2Vzc2lvbm1lbW9yeS52MS5HZXRGaWxlUmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuR2V0RmlsZVJlc3BvbnNlElMKCFJlYWRGaWxlEiEuc2Vzc2lvbm1lbW9yeS52MS5SZWFkRmlsZVJlcXVlc3QaIi5zZXNzaW9ubWVtb3J5LnYxLlJlYWRGaWxlUmVzcG9uc2UwARJaCgtHZXREb2N1bWVudBIkLnNlc3Npb25tZW1vcnkudjEuR2V0RG9jdW1lbnRSZXF1ZXN0GiUuc2Vzc2lvbm1lbW9yeS52MS5HZXREb2N1bWVudFJlc3BvbnNlEmAKDVBhdGNoRG9jdW1lbnQSJi5zZXNzaW9ubWVtb3J5LnYxLlBhdGNoRG9jdW1lbnRSZXF1ZXN0Gicuc2Vzc2lvbm1lbW9yeS52MS5QYXRjaERvY3VtZW50UmVzcG9uc2USVAoJUHV0U2NoZW1hEiIuc2Vzc2lvbm1lbW9yeS52MS5QdXRTY2hlbWFSZXF1ZXN0GiMuc2Vzc2lvbm1lbW9yeS52MS5QdXRTY2hlbWFSZXNwb25zZRJUCglHZXRTY2hlbWESIi5zZXNzaW9ubWVtb3J5LnYxLkdldFNjaGVtYVJlcXVlc3QaIy5zZXNzaW9ubWVtb3J5LnYxLkdldFNjaGVtYVJlc3BvbnNlEloKC0xpc3RTY2hlbWFzEiQuc2Vzc2lvbm1lbW9yeS52MS5MaXN0U2NoZW1hc1JlcXVlc3QaJS5zZXNzaW9ubWVtb3J5LnYxLkxpc3RTY2hlbWFzUmVzcG9uc2USXQoMRGVsZXRlU2NoZW1hEiUuc2Vzc2lvbm1lbW9yeS52MS5EZWxldGVTY2hlbWFSZXF1ZXN0GiYuc2Vzc2lvbm1lbW9yeS52MS5EZWxldGVTY2hlbWFSZXNwb25zZRJXCgpCaW5kU2NoZW1hEiMuc2Vzc2lvbm1lbW9yeS52MS5CaW5kU2NoZW1hUmVxdWVzdBokLnNlc3Npb25tZW1vcnkudjEuQmluZFNjaGVtYVJlc3BvbnNlEkoKBVdhdGNoEh4uc2Vzc2lvbm1lbW9yeS52MS5XYXRjaFJlcXVlc3QaHy5zZXNzaW9ubWVtb3J5LnYxLldhdGNoUmVzcG9uc2UwAULlAQoUY29tLnNlc3Npb25tZW1vcnkudjFCEk1lbW9yeVNlcnZpY2VQcm90b1ABWlhnaXRodWIuY29tL3Nlc3Npb24tbWVtb3J5L3Nlc3Npb24tbWVtb3J5L2NsaWVudHMvZ28vZ2VuL3Nlc3Npb25tZW1vcnkvdjE7c2Vzc2lvbm1lbW9yeXYxogIDU1hYqgIQU2Vzc2lvbm1lbW9yeS5WMcoCEFNlc3Npb25tZW1vcnlcVjHiAhxTZXNzaW9ubWVtb3J5XFYxXEdQQk1ldGFkYXRh6gIRU2Vzc2lvbm1lbW9yeTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_sessionmemory_v1_memory]);
 
 /**
  * GetRequest names one value to read.
@@ -30,7 +30,12 @@ export type GetRequest = Message<"sessionmemory.v1.GetRequest"> & {
   sessionId: string;
 
   /**
-   * Required. The key to read.
+   * Required. The key to read, or a path into its value: the key, then
+   * `.`-separated segments naming object members or array indexes (decimal,
+   * from 0), e.g. `cart.items.0.name`. A path reads JSON values and files (as
+   * their FileInfo fields: `receipt.size_bytes`); the result has its own kind
+   * (a string inside JSON comes back as a string). At most 1,024 characters
+   * and 33 segments.
    *
    * @generated from field: string key = 2;
    */
@@ -51,14 +56,16 @@ export const GetRequestSchema: GenMessage<GetRequest> = /*@__PURE__*/
  */
 export type GetResponse = Message<"sessionmemory.v1.GetResponse"> & {
   /**
-   * True when the key exists and has not expired.
+   * True when the key exists and has not expired (and the path, if any,
+   * names a value in it).
    *
    * @generated from field: bool found = 1;
    */
   found: boolean;
 
   /**
-   * The entry; unset when `found` is false.
+   * The entry; unset when `found` is false. For a path, `key` is the path,
+   * and `version` and `expires_at` are the key's.
    *
    * @generated from field: sessionmemory.v1.Entry entry = 2;
    */
@@ -86,7 +93,8 @@ export type GetManyRequest = Message<"sessionmemory.v1.GetManyRequest"> & {
   sessionId: string;
 
   /**
-   * Required. 1 to 100 keys; duplicates are read once.
+   * Required. 1 to 100 keys or paths (see GetRequest.key); duplicates are
+   * read once.
    *
    * @generated from field: repeated string keys = 2;
    */
@@ -107,8 +115,8 @@ export const GetManyRequestSchema: GenMessage<GetManyRequest> = /*@__PURE__*/
  */
 export type GetManyResponse = Message<"sessionmemory.v1.GetManyResponse"> & {
   /**
-   * The entries of the keys that exist, in request order; missing and
-   * expired keys are left out.
+   * The entries of the keys (or paths) that exist, in request order;
+   * missing and expired ones are left out.
    *
    * @generated from field: repeated sessionmemory.v1.Entry entries = 1;
    */
@@ -1008,6 +1016,541 @@ export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*
   messageDesc(file_sessionmemory_v1_memory_service, 29);
 
 /**
+ * GetDocumentRequest names a session to read as one document.
+ *
+ * @generated from message sessionmemory.v1.GetDocumentRequest
+ */
+export type GetDocumentRequest = Message<"sessionmemory.v1.GetDocumentRequest"> & {
+  /**
+   * Required. The conversation, 1 to 256 printable characters.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Optional. Up to 100 paths (`key` or `key.field.0.name`) to project the
+   * document on: only these parts are returned, nested as in the document.
+   * Empty means the whole document.
+   *
+   * @generated from field: repeated string paths = 2;
+   */
+  paths: string[];
+
+  /**
+   * Optional. Do not fill the bound schema's defaults into absent fields.
+   *
+   * @generated from field: bool omit_defaults = 3;
+   */
+  omitDefaults: boolean;
+};
+
+/**
+ * Describes the message sessionmemory.v1.GetDocumentRequest.
+ * Use `create(GetDocumentRequestSchema)` to create a new message.
+ */
+export const GetDocumentRequestSchema: GenMessage<GetDocumentRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 30);
+
+/**
+ * GetDocumentResponse is the result of GetDocument.
+ *
+ * @generated from message sessionmemory.v1.GetDocumentResponse
+ */
+export type GetDocumentResponse = Message<"sessionmemory.v1.GetDocumentResponse"> & {
+  /**
+   * The document as a compact JSON object (`{}` for an empty session).
+   *
+   * @generated from field: string json = 1;
+   */
+  json: string;
+
+  /**
+   * The session's revision: it grows with every write to the session (Set,
+   * SetJson, SetMany, Increment, Delete, Clear, SetFile, PatchDocument) and
+   * never repeats, also across the session's expiry. Expiry does not change
+   * it. 0 when the session has never been written (or fully expired and its
+   * counter with it).
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * The schema the session is bound to; empty when none.
+   *
+   * @generated from field: string schema = 3;
+   */
+  schema: string;
+
+  /**
+   * True when at least one field of `json` comes from the schema's defaults
+   * rather than from stored values.
+   *
+   * @generated from field: bool defaults_applied = 4;
+   */
+  defaultsApplied: boolean;
+
+  /**
+   * The paths (`key` or `key.field`) filled from the schema's defaults.
+   *
+   * @generated from field: repeated string defaulted_paths = 5;
+   */
+  defaultedPaths: string[];
+};
+
+/**
+ * Describes the message sessionmemory.v1.GetDocumentResponse.
+ * Use `create(GetDocumentResponseSchema)` to create a new message.
+ */
+export const GetDocumentResponseSchema: GenMessage<GetDocumentResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 31);
+
+/**
+ * PatchDocumentRequest merges a patch into a session's document.
+ *
+ * @generated from message sessionmemory.v1.PatchDocumentRequest
+ */
+export type PatchDocumentRequest = Message<"sessionmemory.v1.PatchDocumentRequest"> & {
+  /**
+   * Required. The conversation, 1 to 256 printable characters.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Required. An RFC 7396 JSON Merge Patch: a JSON object whose members are
+   * top-level keys of the document (at most 100, each a valid key). At most
+   * 512 KiB of text.
+   *
+   * @generated from field: string merge_patch = 2;
+   */
+  mergePatch: string;
+
+  /**
+   * Required. Seconds until every key the patch writes expires, 1 to 86,400.
+   *
+   * @generated from field: optional int64 ttl_seconds = 3;
+   */
+  ttlSeconds?: bigint | undefined;
+
+  /**
+   * Optional. The schema to validate against. On a session not bound to a
+   * schema, this binds it (the result must validate); on a session bound to
+   * another schema it fails with SCHEMA_MISMATCH (switch with BindSchema).
+   *
+   * @generated from field: string schema = 4;
+   */
+  schema: string;
+
+  /**
+   * Optional. Apply only if the session's revision equals this; otherwise
+   * ABORTED (REVISION_MISMATCH) and nothing changes.
+   *
+   * @generated from field: optional int64 if_revision = 5;
+   */
+  ifRevision?: bigint | undefined;
+
+  /**
+   * Optional. Fail with NOT_FOUND (SESSION_NOT_FOUND) when the session has
+   * no live key, so an update from outside the agent cannot revive an ended
+   * conversation.
+   *
+   * @generated from field: bool must_exist = 6;
+   */
+  mustExist: boolean;
+};
+
+/**
+ * Describes the message sessionmemory.v1.PatchDocumentRequest.
+ * Use `create(PatchDocumentRequestSchema)` to create a new message.
+ */
+export const PatchDocumentRequestSchema: GenMessage<PatchDocumentRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 32);
+
+/**
+ * PatchDocumentResponse is the result of PatchDocument.
+ *
+ * @generated from message sessionmemory.v1.PatchDocumentResponse
+ */
+export type PatchDocumentResponse = Message<"sessionmemory.v1.PatchDocumentResponse"> & {
+  /**
+   * The session's revision after the patch.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * The top-level keys the patch wrote, in patch order.
+   *
+   * @generated from field: repeated sessionmemory.v1.WriteResult written = 2;
+   */
+  written: WriteResult[];
+
+  /**
+   * The top-level keys the patch deleted (that existed), in patch order.
+   *
+   * @generated from field: repeated string deleted = 3;
+   */
+  deleted: string[];
+
+  /**
+   * The schema the session is bound to; empty when none.
+   *
+   * @generated from field: string schema = 4;
+   */
+  schema: string;
+};
+
+/**
+ * Describes the message sessionmemory.v1.PatchDocumentResponse.
+ * Use `create(PatchDocumentResponseSchema)` to create a new message.
+ */
+export const PatchDocumentResponseSchema: GenMessage<PatchDocumentResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 33);
+
+/**
+ * SchemaInfo describes a registered schema.
+ *
+ * @generated from message sessionmemory.v1.SchemaInfo
+ */
+export type SchemaInfo = Message<"sessionmemory.v1.SchemaInfo"> & {
+  /**
+   * The schema's name, matching the key pattern.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Grows on every PutSchema of this name.
+   *
+   * @generated from field: int64 version = 2;
+   */
+  version: bigint;
+
+  /**
+   * Size of the schema as compact JSON, in bytes.
+   *
+   * @generated from field: int64 size_bytes = 3;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * When this version was registered.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 4;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message sessionmemory.v1.SchemaInfo.
+ * Use `create(SchemaInfoSchema)` to create a new message.
+ */
+export const SchemaInfoSchema: GenMessage<SchemaInfo> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 34);
+
+/**
+ * PutSchemaRequest registers or replaces a schema.
+ *
+ * @generated from message sessionmemory.v1.PutSchemaRequest
+ */
+export type PutSchemaRequest = Message<"sessionmemory.v1.PutSchemaRequest"> & {
+  /**
+   * Required. The name, matching the key pattern.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Required. A JSON Schema (draft 2020-12; `$schema`, if present, must name
+   * it) as JSON text, at most 64 KiB compact. `$ref`s must be local (start
+   * with `#`): the server never fetches anything. `pattern` and
+   * `patternProperties` use RE2 syntax (no backreferences or lookaround), so
+   * matching takes linear time.
+   *
+   * @generated from field: string json_schema = 2;
+   */
+  jsonSchema: string;
+};
+
+/**
+ * Describes the message sessionmemory.v1.PutSchemaRequest.
+ * Use `create(PutSchemaRequestSchema)` to create a new message.
+ */
+export const PutSchemaRequestSchema: GenMessage<PutSchemaRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 35);
+
+/**
+ * PutSchemaResponse is the result of PutSchema.
+ *
+ * @generated from message sessionmemory.v1.PutSchemaResponse
+ */
+export type PutSchemaResponse = Message<"sessionmemory.v1.PutSchemaResponse"> & {
+  /**
+   * The stored schema.
+   *
+   * @generated from field: sessionmemory.v1.SchemaInfo schema = 1;
+   */
+  schema?: SchemaInfo | undefined;
+};
+
+/**
+ * Describes the message sessionmemory.v1.PutSchemaResponse.
+ * Use `create(PutSchemaResponseSchema)` to create a new message.
+ */
+export const PutSchemaResponseSchema: GenMessage<PutSchemaResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 36);
+
+/**
+ * GetSchemaRequest names a schema.
+ *
+ * @generated from message sessionmemory.v1.GetSchemaRequest
+ */
+export type GetSchemaRequest = Message<"sessionmemory.v1.GetSchemaRequest"> & {
+  /**
+   * Required. The schema's name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message sessionmemory.v1.GetSchemaRequest.
+ * Use `create(GetSchemaRequestSchema)` to create a new message.
+ */
+export const GetSchemaRequestSchema: GenMessage<GetSchemaRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 37);
+
+/**
+ * GetSchemaResponse is the result of GetSchema.
+ *
+ * @generated from message sessionmemory.v1.GetSchemaResponse
+ */
+export type GetSchemaResponse = Message<"sessionmemory.v1.GetSchemaResponse"> & {
+  /**
+   * The schema's description.
+   *
+   * @generated from field: sessionmemory.v1.SchemaInfo schema = 1;
+   */
+  schema?: SchemaInfo | undefined;
+
+  /**
+   * The schema as compact JSON text.
+   *
+   * @generated from field: string json_schema = 2;
+   */
+  jsonSchema: string;
+};
+
+/**
+ * Describes the message sessionmemory.v1.GetSchemaResponse.
+ * Use `create(GetSchemaResponseSchema)` to create a new message.
+ */
+export const GetSchemaResponseSchema: GenMessage<GetSchemaResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 38);
+
+/**
+ * ListSchemasRequest asks for the tenant's schemas. It has no fields.
+ *
+ * @generated from message sessionmemory.v1.ListSchemasRequest
+ */
+export type ListSchemasRequest = Message<"sessionmemory.v1.ListSchemasRequest"> & {
+};
+
+/**
+ * Describes the message sessionmemory.v1.ListSchemasRequest.
+ * Use `create(ListSchemasRequestSchema)` to create a new message.
+ */
+export const ListSchemasRequestSchema: GenMessage<ListSchemasRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 39);
+
+/**
+ * ListSchemasResponse is the result of ListSchemas.
+ *
+ * @generated from message sessionmemory.v1.ListSchemasResponse
+ */
+export type ListSchemasResponse = Message<"sessionmemory.v1.ListSchemasResponse"> & {
+  /**
+   * Every schema of the tenant, sorted by name.
+   *
+   * @generated from field: repeated sessionmemory.v1.SchemaInfo schemas = 1;
+   */
+  schemas: SchemaInfo[];
+};
+
+/**
+ * Describes the message sessionmemory.v1.ListSchemasResponse.
+ * Use `create(ListSchemasResponseSchema)` to create a new message.
+ */
+export const ListSchemasResponseSchema: GenMessage<ListSchemasResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 40);
+
+/**
+ * DeleteSchemaRequest names a schema to remove.
+ *
+ * @generated from message sessionmemory.v1.DeleteSchemaRequest
+ */
+export type DeleteSchemaRequest = Message<"sessionmemory.v1.DeleteSchemaRequest"> & {
+  /**
+   * Required. The schema's name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message sessionmemory.v1.DeleteSchemaRequest.
+ * Use `create(DeleteSchemaRequestSchema)` to create a new message.
+ */
+export const DeleteSchemaRequestSchema: GenMessage<DeleteSchemaRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 41);
+
+/**
+ * DeleteSchemaResponse is the result of DeleteSchema.
+ *
+ * @generated from message sessionmemory.v1.DeleteSchemaResponse
+ */
+export type DeleteSchemaResponse = Message<"sessionmemory.v1.DeleteSchemaResponse"> & {
+  /**
+   * True when the schema existed.
+   *
+   * @generated from field: bool deleted = 1;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message sessionmemory.v1.DeleteSchemaResponse.
+ * Use `create(DeleteSchemaResponseSchema)` to create a new message.
+ */
+export const DeleteSchemaResponseSchema: GenMessage<DeleteSchemaResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 42);
+
+/**
+ * BindSchemaRequest binds a session to a schema.
+ *
+ * @generated from message sessionmemory.v1.BindSchemaRequest
+ */
+export type BindSchemaRequest = Message<"sessionmemory.v1.BindSchemaRequest"> & {
+  /**
+   * Required. The conversation, 1 to 256 printable characters.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The schema's name; empty unbinds the session.
+   *
+   * @generated from field: string schema = 2;
+   */
+  schema: string;
+};
+
+/**
+ * Describes the message sessionmemory.v1.BindSchemaRequest.
+ * Use `create(BindSchemaRequestSchema)` to create a new message.
+ */
+export const BindSchemaRequestSchema: GenMessage<BindSchemaRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 43);
+
+/**
+ * BindSchemaResponse is the result of BindSchema.
+ *
+ * @generated from message sessionmemory.v1.BindSchemaResponse
+ */
+export type BindSchemaResponse = Message<"sessionmemory.v1.BindSchemaResponse"> & {
+  /**
+   * The session's revision when it was bound.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message sessionmemory.v1.BindSchemaResponse.
+ * Use `create(BindSchemaResponseSchema)` to create a new message.
+ */
+export const BindSchemaResponseSchema: GenMessage<BindSchemaResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 44);
+
+/**
+ * WatchRequest names a session to watch.
+ *
+ * @generated from message sessionmemory.v1.WatchRequest
+ */
+export type WatchRequest = Message<"sessionmemory.v1.WatchRequest"> & {
+  /**
+   * Required. The conversation, 1 to 256 printable characters.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Optional. Replay the changes after this revision first (to resume a
+   * stream). Absent means: from now.
+   *
+   * @generated from field: optional int64 after_revision = 2;
+   */
+  afterRevision?: bigint | undefined;
+};
+
+/**
+ * Describes the message sessionmemory.v1.WatchRequest.
+ * Use `create(WatchRequestSchema)` to create a new message.
+ */
+export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 45);
+
+/**
+ * WatchResponse is one message of a Watch stream.
+ *
+ * @generated from message sessionmemory.v1.WatchResponse
+ */
+export type WatchResponse = Message<"sessionmemory.v1.WatchResponse"> & {
+  /**
+   * The changes, in revision order (empty on the first message and on a
+   * `compacted` one).
+   *
+   * @generated from field: repeated sessionmemory.v1.Change changes = 1;
+   */
+  changes: Change[];
+
+  /**
+   * The revision the stream has reached: the last change's, or the session's
+   * current revision on the first message and on a `compacted` one.
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * True when changes after the requested revision are no longer in the
+   * change log (or were dropped because this watcher fell behind): re-read the
+   * document; the stream goes on from `revision`.
+   *
+   * @generated from field: bool compacted = 3;
+   */
+  compacted: boolean;
+};
+
+/**
+ * Describes the message sessionmemory.v1.WatchResponse.
+ * Use `create(WatchResponseSchema)` to create a new message.
+ */
+export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 46);
+
+/**
  * MemoryService is a per-conversation working memory for bot and agent
  * functions: typed, expiring values scoped to a tenant and a session.
  *
@@ -1035,8 +1578,9 @@ export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*
  */
 export const MemoryService: GenService<{
   /**
-   * Get reads one value. A missing or expired key is a normal miss
-   * (`found = false`), not an error.
+   * Get reads one value, or the value at a path inside it
+   * (`lastOrder.status`). A missing or expired key, or a missing path, is a
+   * normal miss (`found = false`), not an error.
    *
    * @generated from rpc sessionmemory.v1.MemoryService.Get
    */
@@ -1046,7 +1590,7 @@ export const MemoryService: GenService<{
     output: typeof GetResponseSchema;
   },
   /**
-   * GetMany reads up to 100 values in one round trip.
+   * GetMany reads up to 100 values (or paths) in one round trip.
    *
    * @generated from rpc sessionmemory.v1.MemoryService.GetMany
    */
@@ -1185,6 +1729,111 @@ export const MemoryService: GenService<{
     methodKind: "server_streaming";
     input: typeof ReadFileRequestSchema;
     output: typeof ReadFileResponseSchema;
+  },
+  /**
+   * GetDocument reads the whole live session as one JSON object: each key is
+   * a top-level field (files appear as their FileInfo, never their bytes),
+   * together with the session's revision. When the session is bound to a
+   * schema, the schema's defaults fill absent fields (listed in
+   * `defaulted_paths`) unless `omit_defaults` is set.
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.GetDocument
+   */
+  getDocument: {
+    methodKind: "unary";
+    input: typeof GetDocumentRequestSchema;
+    output: typeof GetDocumentResponseSchema;
+  },
+  /**
+   * PatchDocument applies an RFC 7396 JSON Merge Patch to the session's
+   * document atomically: `null` deletes a field, objects merge recursively,
+   * anything else replaces. Every top-level key the patch touches is written
+   * with `ttl_seconds`; untouched keys keep their values and TTLs. The result
+   * must satisfy every per-kind limit and, when the session is bound to a
+   * schema, validate against it (SCHEMA_VIOLATION otherwise); a rejected patch
+   * changes nothing. Concurrent patches never lose an update: the server
+   * re-reads and re-applies a patch that raced another write (a bounded
+   * number of times, then ABORTED WRITE_CONFLICT).
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.PatchDocument
+   */
+  patchDocument: {
+    methodKind: "unary";
+    input: typeof PatchDocumentRequestSchema;
+    output: typeof PatchDocumentResponseSchema;
+  },
+  /**
+   * PutSchema registers or replaces a named JSON Schema (draft 2020-12) of
+   * the tenant. Replacing one gives it a new version; later writes to the
+   * sessions bound to it are validated against the new version.
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.PutSchema
+   */
+  putSchema: {
+    methodKind: "unary";
+    input: typeof PutSchemaRequestSchema;
+    output: typeof PutSchemaResponseSchema;
+  },
+  /**
+   * GetSchema reads a registered schema. An unknown name is NOT_FOUND
+   * (SCHEMA_NOT_FOUND).
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.GetSchema
+   */
+  getSchema: {
+    methodKind: "unary";
+    input: typeof GetSchemaRequestSchema;
+    output: typeof GetSchemaResponseSchema;
+  },
+  /**
+   * ListSchemas describes every schema of the tenant, sorted by name.
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.ListSchemas
+   */
+  listSchemas: {
+    methodKind: "unary";
+    input: typeof ListSchemasRequestSchema;
+    output: typeof ListSchemasResponseSchema;
+  },
+  /**
+   * DeleteSchema removes a schema. Sessions bound to it are no longer
+   * validated (their binding is dropped at their next write).
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.DeleteSchema
+   */
+  deleteSchema: {
+    methodKind: "unary";
+    input: typeof DeleteSchemaRequestSchema;
+    output: typeof DeleteSchemaResponseSchema;
+  },
+  /**
+   * BindSchema binds a session to a schema (the current document must
+   * validate against it), or unbinds it when `schema` is empty. From then on
+   * every write to the session (Set, SetJson, SetMany, Increment, Delete,
+   * SetFile, PatchDocument) is validated against the schema.
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.BindSchema
+   */
+  bindSchema: {
+    methodKind: "unary";
+    input: typeof BindSchemaRequestSchema;
+    output: typeof BindSchemaResponseSchema;
+  },
+  /**
+   * Watch streams the changes of a session as they happen (within 100 ms of
+   * the write), in revision order. The first message carries the revision the
+   * stream starts from. With `after_revision`, the stream first replays the
+   * changes after it that are still in the session's change log (the last
+   * 128 changes); when older changes are gone, a message with `compacted`
+   * says so and the caller re-reads the document. Costs no Redis connection
+   * per watcher.
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.Watch
+   */
+  watch: {
+    methodKind: "server_streaming";
+    input: typeof WatchRequestSchema;
+    output: typeof WatchResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_sessionmemory_v1_memory_service, 0);

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import redis
 
@@ -18,7 +19,7 @@ from sessionmemory import AsyncMemoryClient
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
 
 from ..conftest import ServerThread, start_server
-from . import test_flows, test_memory
+from . import test_document, test_flows, test_memory
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +69,22 @@ async def cluster_memory(cluster_server: ServerThread) -> AsyncIterator[Any]:
 )
 async def test_flows_on_a_cluster(cluster_memory: Any, flow: Any) -> None:
     await flow(cluster_memory)
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        test_document.test_agent_flow_schema_merge_from_inside_and_outside,
+        test_document.test_every_write_of_a_bound_session_is_validated,
+        test_document.test_revision_preconditions_and_must_exist,
+        test_document.test_paths,
+        test_document.test_concurrent_patches_of_one_field_merge_and_never_tear,
+        test_document.test_watch_sees_every_change_in_order_and_resumes,
+    ],
+)
+async def test_documents_schemas_and_watch_on_a_cluster(
+    cluster_server: ServerThread, flow: Any
+) -> None:
+    key = cluster_server.create_key("acme")
+    async with grpc.aio.insecure_channel(cluster_server.address) as channel:
+        await flow(test_document.Api(channel, key), f"cluster-{time.monotonic_ns()}")

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -24,6 +24,9 @@ from grpc_status import rpc_status
 from sessionmemory.v1 import memory_pb2 as pb
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, redis_server_binaries
+
+from ..conftest import ServerThread, start_server
 
 SUPPORT = {
     "type": "object",
@@ -427,3 +430,47 @@ async def test_schemas_are_per_tenant(api: Api, server: Any) -> None:
     assert again.schema.version > got.schema.version
     gone = await api.stub.DeleteSchema(svc.DeleteSchemaRequest(name=schema), metadata=api.md)
     assert gone.deleted
+
+
+@pytest.fixture(scope="module", params=sorted(redis_server_binaries()))
+def versioned_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, s3_server: EmbeddedS3
+) -> Iterator[ServerThread]:
+    """The server on each Redis we support (6.2, 7, Valkey 9)."""
+    data = tmp_path_factory.mktemp(request.param)
+    with EmbeddedRedis(data, binary=redis_server_binaries()[request.param]) as redis_server:
+        server = start_server(redis_server.url, s3_server)
+        yield server
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        test_agent_flow_schema_merge_from_inside_and_outside,
+        test_every_write_of_a_bound_session_is_validated,
+        test_concurrent_patches_of_one_field_merge_and_never_tear,
+        test_watch_sees_every_change_in_order_and_resumes,
+        test_watch_says_when_the_log_no_longer_reaches_back,
+    ],
+)
+async def test_on_every_redis_version(versioned_server: ServerThread, flow: Any) -> None:
+    key = versioned_server.create_key("acme")
+    async with grpc.aio.insecure_channel(versioned_server.address) as channel:
+        await flow(Api(channel, key), f"v-{uuid.uuid4().hex}")
+
+
+async def test_watch_reports_expiries_live(api: Api, sid: str) -> None:
+    start = (await api.patch(sid, {"keep": 1})).revision
+    await api.stub.Set(
+        svc.SetRequest(session_id=sid, key="brief", string_value="x", ttl_seconds=1),
+        metadata=api.md,
+    )
+    call = api.stub.Watch(svc.WatchRequest(session_id=sid), metadata=api.md, timeout=20)
+    first = await call.read()
+    assert first.revision == start + 1
+    reply = await asyncio.wait_for(call.read(), 10)  # Redis expires it within ~1-2 s
+    [change] = reply.changes
+    assert (change.key, change.operation) == ("brief", pb.CHANGE_OPERATION_EXPIRE)
+    assert change.revision == start + 1 and change.version == 0
+    call.cancel()

@@ -59,6 +59,7 @@ def test_writes_stop_at_maxmemory_and_resume_after_deletes(
     plain, server, key = small_redis
     maxmemory = int(plain.config_get("maxmemory")["maxmemory"])
     with MemoryClient(server.address, api_key=key, timeout=5, max_attempts=1) as client:
+        client.put_schema("full", {"type": "object"})
         # Fill: 5 KiB JSON values in sessions of 500 keys, until the first refusal.
         written = 0
         deadline = time.monotonic() + 60
@@ -91,6 +92,10 @@ def test_writes_stop_at_maxmemory_and_resume_after_deletes(
         _store_full(lambda: probe.increment("n", 1))
         _store_full(lambda: probe.increment("n", 1, request_id="turn-1"))
         _store_full(lambda: probe.set_file("f", SAMPLES["text/plain"], ttl=60, mime="text/plain"))
+        _store_full(lambda: probe.update({"a": {"b": 1}}, ttl=60))
+        _store_full(lambda: memory.update({"k0": {"a": 1}}, ttl=60))
+        _store_full(lambda: client.put_schema("another", {"type": "object"}))
+        _store_full(lambda: probe.bind_schema("full"))
         assert memory.get_entry("k0") == before
         assert probe.list() == []
         assert plain.keys("sm:{acme|probe}:*") == []
@@ -99,6 +104,9 @@ def test_writes_stop_at_maxmemory_and_resume_after_deletes(
         assert memory.get_json("k0") == [BLOB]
         assert len(memory.list()) == 500
         assert memory.touch(["k0", "k1"], ttl=600) == 2
+        # A patch that only deletes frees space, so it goes through.
+        assert memory.update({"k4": None}, ttl=60) > 0
+        assert memory.get("k4") is None
 
         # Delete and Clear work, and free space: writes succeed again.
         assert memory.delete(["k2", "k3"]) == 2

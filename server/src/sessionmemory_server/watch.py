@@ -249,6 +249,8 @@ class ChangeHub:
                 raise
             except (redis.exceptions.RedisError, OSError) as exc:
                 _down.count(type(exc).__name__)
+            except Exception:  # a bug must not end the feed of every watcher for good
+                log.exception("change feed failed; reconnecting")
             self._pubsub = None
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

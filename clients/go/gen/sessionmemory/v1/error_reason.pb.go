@@ -167,7 +167,8 @@ const (
 	// Metadata: limit (bytes), window_seconds.
 	ErrorReason_UPLOAD_TOO_SLOW ErrorReason = 39
 	// RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
-	// descriptors, memory) while serving the call. Nothing was changed; retry
+	// descriptors, memory) while serving the call, or already serves its
+	// maximum of calls in flight (metadata: limit). Nothing was changed; retry
 	// after the attached RetryInfo, ideally on another server.
 	ErrorReason_SERVER_BUSY ErrorReason = 40
 	// INVALID_ARGUMENT. The write would make the session's document invalid

@@ -191,7 +191,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     SERVER_BUSY: _ErrorReason.ValueType  # 40
     """RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
-    descriptors, memory) while serving the call. Nothing was changed; retry
+    descriptors, memory) while serving the call, or already serves its
+    maximum of calls in flight (metadata: limit). Nothing was changed; retry
     after the attached RetryInfo, ideally on another server.
     """
     SCHEMA_VIOLATION: _ErrorReason.ValueType  # 41
@@ -440,7 +441,8 @@ Metadata: limit (bytes), window_seconds.
 """
 SERVER_BUSY: ErrorReason.ValueType  # 40
 """RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
-descriptors, memory) while serving the call. Nothing was changed; retry
+descriptors, memory) while serving the call, or already serves its
+maximum of calls in flight (metadata: limit). Nothing was changed; retry
 after the attached RetryInfo, ideally on another server.
 """
 SCHEMA_VIOLATION: ErrorReason.ValueType  # 41

@@ -360,7 +360,8 @@ export enum ErrorReason {
 
   /**
    * RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
-   * descriptors, memory) while serving the call. Nothing was changed; retry
+   * descriptors, memory) while serving the call, or already serves its
+   * maximum of calls in flight (metadata: limit). Nothing was changed; retry
    * after the attached RetryInfo, ideally on another server.
    *
    * @generated from enum value: SERVER_BUSY = 40;

@@ -474,3 +474,121 @@ async def test_watch_reports_expiries_live(api: Api, sid: str) -> None:
     assert (change.key, change.operation) == ("brief", pb.CHANGE_OPERATION_EXPIRE)
     assert change.revision == start + 1 and change.version == 0
     call.cancel()
+
+
+async def test_watch_resume_values_never_fail(api: Api, sid: str) -> None:
+    current = (await api.patch(sid, {"a": 1})).revision
+    for after in (current + 5, 2**62, 2**63 - 1):
+        call = api.stub.Watch(
+            svc.WatchRequest(session_id=sid, after_revision=after), metadata=api.md, timeout=10
+        )
+        assert (await call.read()).revision == after
+        reply = await call.read()  # a revision the session never had: re-read
+        assert reply.compacted and reply.revision == current
+        call.cancel()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.stub.Watch(
+            svc.WatchRequest(session_id=sid, after_revision=-1), metadata=api.md, timeout=10
+        ).read()
+    assert reason(err.value)[:2] == ("INVALID_ARGUMENT", "INVALID_PRECONDITION")
+
+
+async def test_watch_resume_across_a_restarted_session_says_compacted(api: Api, sid: str) -> None:
+    watcher = api.stub.Watch(svc.WatchRequest(session_id=sid), metadata=api.md, timeout=10)
+    await watcher.read()  # marks the session watched: its log outlives its values
+    old = (
+        await api.stub.Set(
+            svc.SetRequest(session_id=sid, key="old", string_value="x", ttl_seconds=1),
+            metadata=api.md,
+        )
+    ).result.version
+    watcher.cancel()
+    await asyncio.sleep(1.3)  # the whole session expires (values, index, counter)
+    _, reply = await api.doc(sid)
+    assert reply.revision == 0
+    await api.set(sid, "new", "y")
+    call = api.stub.Watch(
+        svc.WatchRequest(session_id=sid, after_revision=old), metadata=api.md, timeout=10
+    )
+    await call.read()
+    reply = await call.read()
+    assert reply.compacted and not reply.changes  # "old" expired unreported: re-read
+    call.cancel()
+
+
+async def test_watch_from_revision_0_of_a_new_session_replays_it(api: Api, sid: str) -> None:
+    _, reply = await api.doc(sid)
+    assert reply.revision == 0
+    await api.set(sid, "a", "1")
+    await api.patch(sid, {"b": {"c": 2}})
+    call = api.stub.Watch(
+        svc.WatchRequest(session_id=sid, after_revision=0), metadata=api.md, timeout=10
+    )
+    assert (await call.read()).revision == 0
+    replay = await call.read()
+    assert [c.key for c in replay.changes] == ["a", "b"] and not replay.compacted
+    call.cancel()
+
+
+async def test_a_deleting_patch_needs_no_ttl_and_files_take_no_paths(api: Api, sid: str) -> None:
+    await api.set(sid, "a", "1")
+    reply = await api.stub.PatchDocument(
+        svc.PatchDocumentRequest(session_id=sid, merge_patch='{"a": null, "b": null}'),
+        metadata=api.md,
+    )
+    assert list(reply.deleted) == ["a"] and not reply.written
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.stub.PatchDocument(
+            svc.PatchDocumentRequest(session_id=sid, merge_patch='{"a": 1}'), metadata=api.md
+        )
+    assert reason(err.value)[1] == "TTL_REQUIRED"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.stub.GetFile(svc.GetFileRequest(session_id=sid, key="f.size"), metadata=api.md)
+    assert reason(err.value)[1] == "INVALID_KEY"
+
+
+async def test_a_huge_document_is_refused_before_it_leaves_redis(api: Api, sid: str) -> None:
+    blob = "x" * 5000
+    for start in range(0, 400, 100):
+        await api.stub.SetMany(
+            svc.SetManyRequest(
+                session_id=sid,
+                entries=[
+                    svc.SetManyEntry(
+                        key=f"k{i}", value=pb.Value(json_value=json.dumps([blob])), ttl_seconds=60
+                    )
+                    for i in range(start, start + 100)
+                ],
+            ),
+            metadata=api.md,
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.doc(sid)
+    code, why, meta = reason(err.value)
+    assert (code, why) == ("FAILED_PRECONDITION", "DOCUMENT_TOO_LARGE")
+    assert int(meta["actual"]) > 2_000_000
+    doc, _ = await api.doc(sid, paths=["k1", "k2"])
+    assert doc == {"k1": [blob], "k2": [blob]}
+
+
+async def test_a_watch_ends_when_its_key_is_revoked(
+    redis_server: EmbeddedRedis, s3_server: EmbeddedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionmemory_server import watch
+    from sessionmemory_server.auth import ApiKeys
+
+    monkeypatch.setattr(watch, "RECHECK_SECONDS", 0.2)
+    server = start_server(redis_server.url, s3_server, auth_cache_seconds=0.1)
+    try:
+        key = server.create_key("revoked")
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            api = Api(channel, key)
+            call = api.stub.Watch(svc.WatchRequest(session_id="s"), metadata=api.md, timeout=10)
+            await call.read()
+            key_id = key.split("_")[1]
+            assert server.run(ApiKeys(server.built.redis).revoke([key_id])) == 1
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await asyncio.wait_for(call.read(), 5)
+            assert reason(err.value)[:2] == ("UNAUTHENTICATED", "API_KEY_INVALID")
+    finally:
+        server.stop()

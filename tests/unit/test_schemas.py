@@ -5,16 +5,23 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
 
+from sessionmemory_server import schemas
 from sessionmemory_server.core import LIMITS
 from sessionmemory_server.errors import DomainError
 from sessionmemory_server.schemas import (
     DIALECT,
+    MAX_DEFAULT_NODES,
+    VALIDATION_STEPS,
     CompiledSchema,
     ValidatorCache,
     Violation,
@@ -58,15 +65,60 @@ AGENT: dict[str, Any] = {
 }
 
 
+def ref_chain(n: int) -> dict[str, Any]:
+    """A $ref chain n long, ending in an object schema with a default."""
+    defs: dict[str, Any] = {f"a{i}": {"$ref": f"#/$defs/a{i + 1}"} for i in range(n)}
+    defs[f"a{n}"] = {"type": "object", "properties": {"x": {"default": 1}}}
+    return {"$defs": defs, "$ref": "#/$defs/a0"}
+
+
+def doubling_chain(n: int) -> dict[str, Any]:
+    """Each level refers to the next twice: 2**n evaluations of the last one."""
+    defs: dict[str, Any] = {
+        f"a{i}": {"allOf": [{"$ref": f"#/$defs/a{i + 1}"}, {"$ref": f"#/$defs/a{i + 1}"}]}
+        for i in range(n)
+    }
+    defs[f"a{n}"] = {"type": "object"}
+    return {"$defs": defs, "$ref": "#/$defs/a0"}
+
+
+# Every level has two members whose default ({}) is another such level.
+DEFAULTS_BOMB: dict[str, Any] = {
+    "$defs": {
+        "n": {
+            "type": "object",
+            "properties": {
+                "a": {"$ref": "#/$defs/n", "default": {}},
+                "b": {"$ref": "#/$defs/n", "default": {}},
+            },
+        }
+    },
+    "$ref": "#/$defs/n",
+}
+
+
+def unusable(call: Callable[[], object], within: float = 2.0) -> DomainError:
+    """The SCHEMA_UNUSABLE error ``call`` raises, quickly."""
+    start = time.perf_counter()
+    with pytest.raises(DomainError) as info:
+        call()
+    assert time.perf_counter() - start < within
+    err = info.value
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "SCHEMA_UNUSABLE")
+    return err
+
+
 def compiled(schema: dict[str, Any], name: str = "support-agent") -> CompiledSchema:
     parsed, _ = check_schema(json.dumps(schema))
     return CompiledSchema(parsed, name)
 
 
-def rejected(schema: Any) -> DomainError:
+def rejected(schema: Any, within: float = 2.0) -> DomainError:
     text = schema if isinstance(schema, str) else json.dumps(schema)
+    start = time.perf_counter()
     with pytest.raises(DomainError) as info:
         check_schema(text)
+    assert time.perf_counter() - start < within
     err = info.value
     assert (err.code, err.reason, err.field) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -184,6 +236,168 @@ def test_too_deep_schemas_are_rejected() -> None:
     assert "nests" in rejected("[" * 100 + "]" * 100).message
 
 
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [
+        ({"$ref": "#"}, "/$ref"),
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "/$defs/a/$ref"),
+        ({"allOf": [{"$ref": "#"}]}, "/allOf/0/$ref"),
+        ({"type": "object", "anyOf": [{"type": "null"}, {"$ref": "#"}]}, "/anyOf/1/$ref"),
+        ({"oneOf": [{"not": {"$ref": "#"}}]}, "/oneOf/0/not/$ref"),
+        ({"if": {"$ref": "#/$defs/b"}, "$defs": {"b": {"then": {"$ref": "#"}}}},
+         "/$defs/b/then/$ref"),
+        ({"else": {"$ref": "#"}}, "/else/$ref"),
+        ({"dependentSchemas": {"a": {"$ref": "#"}}}, "/dependentSchemas/a/$ref"),
+        (
+            {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}},
+             "properties": {"x": {"$ref": "#/$defs/a"}}},
+            "/$defs/b/allOf/0/$ref",
+        ),
+        ({"$dynamicAnchor": "n", "allOf": [{"$dynamicRef": "#n"}]}, "/allOf/0/$dynamicRef"),
+    ],
+)  # fmt: skip
+def test_in_place_reference_cycles_are_refused(schema: dict[str, Any], where: str) -> None:
+    err = rejected(schema)
+    assert err.metadata["pointer"] == where
+    assert "refers to itself without end" in err.message
+    assert "properties, items" in err.message
+
+
+class TreeNode(BaseModel):
+    name: str
+    children: list[TreeNode] = []
+    parent: TreeNode | None = None
+
+
+# What Zod 4.6's z.toJSONSchema writes for a user / conversation / order memory
+# with a recursive category (z.lazy through a getter), nullable, optional and union
+# members, and for a recursive schema at the root.
+ZOD_MEMORY = json.loads(
+    r"""{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object",
+"properties":{"user":{"type":"object","properties":{"name":{"type":"string"},"tier":{"default":
+"free","type":"string","enum":["free","pro"]},"email":{"anyOf":[{"type":"string","format":
+"email","pattern":"^(?:[A-Za-z0-9_'+\\-]+\\.)*[A-Za-z0-9_'+\\-]*[A-Za-z0-9_+-]@(?:[A-Za-z0-9][A-Za-z0-9\\-]*\\.)+[A-Za-z]{2,}$"},
+{"type":"null"}]}},"required":["name","tier"],"additionalProperties":false},"conversation":{
+"default":{"turns":0},"type":"object","properties":{"turns":{"default":0,"type":"integer",
+"minimum":0,"maximum":9007199254740991},"tags":{"maxItems":20,"type":"array","items":{"type":
+"string"}}},"required":["turns"],"additionalProperties":false},"order":{"type":"object",
+"properties":{"id":{"type":"string","pattern":"^ORD-[0-9]+$"},"status":{"default":"placed",
+"type":"string","enum":["placed","shipped","delivered"]},"trackingNumber":{"type":"string"}},
+"required":["id","status"],"additionalProperties":false},"lastOrder":{"anyOf":[{"type":"object",
+"properties":{"id":{"type":"string","pattern":"^ORD-[0-9]+$"},"status":{"default":"placed",
+"type":"string","enum":["placed","shipped","delivered"]},"trackingNumber":{"type":"string"}},
+"required":["id","status"],"additionalProperties":false},{"type":"null"}]},"category":{"$ref":
+"#/$defs/__schema0"},"kind":{"anyOf":[{"type":"string","const":"a"},{"type":"string","const":"b"},
+{"type":"number"}]},"shape":{"oneOf":[{"type":"object","properties":{"type":{"type":"string",
+"const":"circle"},"r":{"type":"number"}},"required":["type","r"],"additionalProperties":false},
+{"type":"object","properties":{"type":{"type":"string","const":"square"},"side":{"type":
+"number"}},"required":["type","side"],"additionalProperties":false}]},"meta":{"type":"object",
+"propertyNames":{"type":"string"},"additionalProperties":{}}},"required":["user","conversation"],
+"additionalProperties":false,"$defs":{"__schema0":{"type":"object","properties":{"name":{"type":
+"string"},"subcategories":{"type":"array","items":{"$ref":"#/$defs/__schema0"}}},"required":
+["name","subcategories"],"additionalProperties":false}}}"""
+)
+ZOD_CATEGORY = {
+    "$schema": DIALECT,
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "subcategories": {"type": "array", "items": {"$ref": "#"}},
+    },
+    "required": ["name", "subcategories"],
+    "additionalProperties": False,
+}
+
+
+def test_generated_and_recursive_schemas_are_accepted() -> None:
+    # Recursion that descends into the value (properties, items) is fine.
+    tree = {
+        "$defs": {
+            "n": {
+                "type": "object",
+                "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/n"}}},
+            }
+        },
+        "$ref": "#/$defs/n",
+    }
+    assert compiled(tree).validate({"kids": [{"kids": []}, {"kids": [{}]}]}) is None
+    v = compiled(tree).validate({"kids": [{"kids": [1]}]})
+    assert v is not None
+    assert (v.pointer, v.keyword) == ("/kids/0/kids/0", "type")
+    # pydantic: nested models, Optional (anyOf with null), recursive models.
+    assert compiled(Memory.model_json_schema()).validate({"order": None}) is None
+    nodes = compiled(TreeNode.model_json_schema())
+    assert nodes.validate({"name": "a", "children": [{"name": "b", "parent": None}]}) is None
+    v = nodes.validate({"name": "a", "children": [{"name": 1}]})
+    assert v is not None
+    assert (v.pointer, v.keyword) == ("/children/0/name", "type")
+    # Zod.
+    zod = compiled(ZOD_MEMORY)
+    doc = {
+        "user": {"name": "Ada", "tier": "pro", "email": None},
+        "conversation": {"turns": 1},
+        "category": {"name": "a", "subcategories": [{"name": "b", "subcategories": []}]},
+        "kind": 3,
+        "shape": {"type": "circle", "r": 1},
+    }
+    assert zod.validate(doc) is None
+    assert zod.with_defaults({"user": {"name": "Ada"}})[1] == ["user.tier", "conversation"]
+    category = compiled(ZOD_CATEGORY)
+    assert category.validate({"name": "a", "subcategories": [{"name": "b"}]}) is not None
+    assert category.validate({"name": "a", "subcategories": []}) is None
+
+
+def test_long_in_place_chains_are_refused() -> None:
+    # 64 in-place steps are fine (the root's $ref, then the chain) ...
+    assert compiled(ref_chain(63)).with_defaults({}) == ({"x": 1}, ["x"])
+    # ... more only make the evaluation recurse.
+    err = rejected(ref_chain(64))
+    assert err.metadata["limit"] == "64"
+    assert err.metadata["pointer"] == ""
+    assert err.message.startswith("json_schema chains more than 64 $ref / allOf / anyOf")
+    assert rejected(ref_chain(1200)).metadata["limit"] == "64"
+
+
+def test_multiplying_in_place_schemas_are_refused() -> None:
+    err = rejected(doubling_chain(40))
+    assert "applies more than 4096 subschemas to one value" in err.message
+    assert err.metadata["limit"] == "4096"
+    assert err.metadata["pointer"].startswith("/$defs/a")
+    # Wherever the chain is used, not only at the root.
+    hidden = doubling_chain(20)
+    hidden["properties"] = {"x": {"$ref": hidden.pop("$ref")}}
+    assert rejected(hidden).metadata["limit"] == "4096"
+    assert compiled(doubling_chain(8)).validate({}) is None
+
+
+def test_too_many_patterns_are_refused() -> None:
+    fits: dict[str, Any] = {"properties": {f"p{i}": {"pattern": f"^{i}$"} for i in range(255)}}
+    fits["patternProperties"] = {"^x-": {}}
+    assert check_schema(json.dumps(fits))
+    too_many = copy.deepcopy(fits)
+    too_many["propertyNames"] = {"pattern": "^[a-z]"}
+    err = rejected(too_many)
+    assert err.metadata["limit"] == "256"
+    assert "more than 256 regular expressions" in err.message
+
+
+def test_schemas_too_costly_for_an_empty_document_are_refused() -> None:
+    # Static checks pass (nothing multiplies past 4,096, no cycle), but validating
+    # {} fails 40 x 2,000 `required` members.
+    names = [f"r{i}" for i in range(2000)]
+    costly = {"$defs": {"r": {"required": names}}, "anyOf": [{"$ref": "#/$defs/r"}] * 40}
+    err = rejected(costly)
+    assert err.message == (
+        "json_schema is too costly to evaluate against an empty document (more than"
+        f" {VALIDATION_STEPS:,} steps): simplify it"
+    )
+    assert (err.metadata["pointer"], err.metadata["limit"]) == ("", str(VALIDATION_STEPS))
+    # Defaults that double at every level.
+    err = rejected(DEFAULTS_BOMB)
+    assert "defaults too large or too deep" in err.message
+    assert err.metadata["pointer"] == ""
+
+
 # --- validating ------------------------------------------------------------
 
 VALID = {
@@ -299,15 +513,251 @@ def test_regular_expressions_run_in_linear_time() -> None:
 
 
 def test_endless_recursion_is_schema_unusable() -> None:
-    c = compiled({"$ref": "#"}, "loop")
-    with pytest.raises(DomainError) as info:
-        c.validate({"a": 1})
-    err = info.value
-    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "SCHEMA_UNUSABLE")
-    assert err.metadata["schema"] == "loop"
+    # check_schema refuses this schema; one stored before it did must still fail cleanly.
+    c = CompiledSchema({"$ref": "#"}, "loop")
+    err = unusable(lambda: c.validate({"a": 1}))
+    assert err.metadata == {"schema": "loop"}
+    assert "nest too deeply" in err.message
     # A recursive schema that ends with the document is fine.
     tree = {"properties": {"child": {"$ref": "#"}, "n": {"type": "integer"}}}
     assert compiled(tree).validate({"child": {"child": {"n": 1}}}) is None
+
+
+def test_a_long_finite_chain_is_too_deep_not_endless() -> None:
+    c = CompiledSchema(ref_chain(1200), "longchain")
+    err = unusable(lambda: c.validate({"a": 1}))
+    assert err.message == (
+        "schema 'longchain' cannot be evaluated against this document: its $ref chains or"
+        " recursion nest too deeply; simplify it with PutSchema or unbind the session"
+    )
+    assert "without end" not in err.message
+
+
+def test_costly_evaluations_stop_at_the_step_budget() -> None:
+    # Each case would hold the event loop for seconds to hours without the budget;
+    # none of them passes check_schema, but a schema stored before it did must
+    # still stop quickly.
+    big = {f"k{i}": list(range(1000)) for i in range(200)}  # about 1 MiB
+    cases: list[tuple[dict[str, Any], Any]] = [
+        (doubling_chain(40), {"x": 1}),
+        ({**doubling_chain(40), "unevaluatedProperties": False}, {"x": 1}),
+        ({"additionalProperties": {"items": {"required": [f"r{i}" for i in range(8000)]}}},
+         {"k": [{}] * 1700}),
+        ({"additionalProperties": {"items": {f"x{i}": 0 for i in range(8000)}}},
+         {"k": [0] * 2500}),
+        ({"additionalProperties": {"anyOf": [False] * 3000}}, big),
+        ({"allOf": [{"not": {"type": "object"}}] * 2000}, big),
+        ({"allOf": [{"not": True}] * 3000}, big),
+        ({"additionalProperties": {"pattern": "(\\w+\\s*){1,500}"}}, {"k": "ab " * 1600}),
+    ]  # fmt: skip
+    for schema, doc in cases:
+        c = CompiledSchema(schema, "x")
+        err = unusable(lambda c=c, doc=doc: c.validate(doc))  # type: ignore[misc]
+        assert err.message == (
+            f"schema 'x' is too costly to evaluate against this document (more than"
+            f" {VALIDATION_STEPS:,} steps); simplify it with PutSchema or unbind the session"
+        )
+        assert err.metadata == {"schema": "x", "limit": str(VALIDATION_STEPS)}
+
+
+def test_a_valid_agent_document_takes_a_small_part_of_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schema = copy.deepcopy(AGENT)
+    schema["properties"].update(
+        {f"s{i}": {"type": "string", "maxLength": 255} for i in range(10)}
+        | {f"n{i}": {"type": "number", "minimum": 0} for i in range(5)}
+        | {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}}
+        | {"locale": {"type": "string", "pattern": "^[a-z]{2}(-[A-Z]{2})?$"}}
+    )
+    doc = {
+        **VALID,
+        **{f"s{i}": "hello" for i in range(10)},
+        **{f"n{i}": i for i in range(5)},
+        "tags": ["a", "b"],
+        "locale": "en-GB",
+    }
+    assert len(doc) == 20
+    c = compiled(schema)
+    monkeypatch.setattr(schemas, "VALIDATION_STEPS", VALIDATION_STEPS // 200)
+    assert c.validate(doc) is None  # within half a percent of the budget
+    pydantic = compiled(Memory.model_json_schema())
+    assert pydantic.validate({"order": {"id": "ORD-1"}, "conversation": {"turns": 1}}) is None
+
+
+def test_large_enums_are_set_lookups() -> None:
+    schema = {"additionalProperties": {"type": "array", "items": {"enum": list(range(9000))}}}
+    c = compiled(schema, "enum")
+    start = time.perf_counter()
+    assert c.validate({"k0": [8999] * 2500}) is None
+    v = c.validate({"k0": [1, 2, 9000]})
+    assert v is not None
+    assert (v.pointer, v.keyword) == ("/k0/2", "enum")
+    assert v.message.startswith("/k0/2 must be one of [0,1,2,3,")
+    assert time.perf_counter() - start < 2
+    # Twenty such arrays in one document are more than the budget allows.
+    err = unusable(lambda: c.validate({f"k{i}": [1] * 2500 for i in range(20)}))
+    assert err.metadata["limit"] == str(VALIDATION_STEPS)
+
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.sampled_from([0.0, 1.0, -1.5])
+    | st.text("ab", max_size=2)
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text("ab", max_size=2), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(JSON_VALUES, max_size=5), JSON_VALUES)
+def test_enum_const_and_unique_items_agree_with_jsonschema(
+    values: list[Any], instance: Any
+) -> None:
+    # 1 == 1.0, true != 1, members unordered: what jsonschema's own `equal` says.
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({"enum": values or [None]}, instance),
+        ({"const": values}, instance),
+        ({"uniqueItems": True}, values),
+    ]
+    for schema, doc in cases:
+        stock = Draft202012Validator(schema).is_valid(doc)
+        ours = CompiledSchema(schema).validate(doc) is None
+        assert ours == stock, (schema, doc)
+
+
+def test_unique_items() -> None:
+    c = compiled({"properties": {"a": {"uniqueItems": True}}})
+    start = time.perf_counter()
+    assert c.validate({"a": [{"a": i, "b": [i]} for i in range(700)]}) is None
+    assert time.perf_counter() - start < 2
+    v = c.validate({"a": [{"x": 1, "y": 2}, 1, True, {"y": 2, "x": 1.0}]})
+    assert v == Violation("/a", "uniqueItems", "/a has duplicate items")
+    assert c.validate({"a": [1, True, 0, False, [1], [True]]}) is None
+
+
+def test_subschemas_cannot_leave_re2() -> None:
+    # A subschema naming the dialect would make stock jsonschema switch to its own
+    # validator class, with Python's `re`; this one stays on RE2.
+    c = compiled({"properties": {"a": {"$schema": DIALECT, "pattern": "^(a+)+$"}}})
+    start = time.perf_counter()
+    v = c.validate({"a": "a" * 40 + "b"})
+    assert time.perf_counter() - start < 1
+    assert v is not None
+    assert (v.pointer, v.keyword) == ("/a", "pattern")
+    # The same through a $ref to a root that names the dialect (as Zod writes it).
+    tree = compiled(
+        {"$schema": DIALECT, "properties": {"a": {"pattern": "^(a+)+$"}, "c": {"$ref": "#"}}}
+    )
+    start = time.perf_counter()
+    v = tree.validate({"c": {"c": {"a": "a" * 40 + "b"}}})
+    assert time.perf_counter() - start < 1
+    assert v is not None
+    assert (v.pointer, v.keyword) == ("/c/c/a", "pattern")
+
+
+def test_compiling_evicted_patterns_is_metered() -> None:
+    # The RE2 cache is shared by every tenant: a validation that has to compile
+    # its patterns again pays for it (about a step per instruction), so 250 large
+    # programs cannot hold the event loop for half a second at once. Each attempt
+    # keeps what it compiled, so the schema works again after a few.
+    schema = {"properties": {f"p{i}": {"pattern": f"^(a|b|c){{1,900}}x{i}$"} for i in range(250)}}
+    c = compiled(schema, "heavy")
+    doc = {f"p{i}": "ab" for i in range(250)}
+    schemas._regex.cache_clear()
+    outcomes = []
+    for _ in range(20):
+        start = time.perf_counter()
+        try:
+            outcomes.append(c.validate(doc) is not None)
+        except DomainError as err:
+            assert err.reason == "SCHEMA_UNUSABLE"
+            outcomes.append(False)
+        assert time.perf_counter() - start < 1
+        if outcomes[-1]:
+            break
+    assert outcomes[0] is False
+    assert outcomes[-1] is True  # every value fails its pattern: a violation, found
+
+
+# --- never make it worse ---------------------------------------------------
+
+REQUIRED = {
+    "type": "object",
+    "required": ["user"],
+    "properties": {"user": {"type": "string"}, "n": {"type": "integer"}, "email": {}},
+    "additionalProperties": False,
+}
+
+
+class Untouchable(dict[str, Any]):
+    """A document that fails the test when anything looks at it."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the document before the write was evaluated")
+
+    def __contains__(self, key: object) -> bool:
+        raise AssertionError("the document before the write was evaluated")
+
+    def items(self) -> Any:
+        raise AssertionError("the document before the write was evaluated")
+
+
+def test_a_write_may_keep_but_never_add_a_violation() -> None:
+    c = compiled(REQUIRED, "req")
+    expired = {"n": 1}  # `user` expired: the document is already invalid
+    for changed in ({"n"}, None):
+        assert c.introduced(expired, {"n": 2}, changed) is None
+        assert c.introduced(expired, {"n": 2, "email": "x"}, changed) is None
+        v = c.introduced(expired, {"n": "two"}, changed)
+        assert v == Violation("/n", "type", "/n must be an integer; got a string")
+        v = c.introduced(expired, {"n": 2, "extra": 1}, changed)
+        assert v is not None
+        assert (v.pointer, v.keyword) == ("/extra", "additionalProperties")
+    # Deleting a required member adds a violation.
+    v = c.introduced({"user": "bob", "n": 1}, {"n": 1}, {"user"})
+    assert v == Violation("/user", "required", "/user is required")
+    # A second missing member, or a second extra one, is a new violation.
+    both = compiled({**REQUIRED, "required": ["user", "email"]}, "both")
+    v = both.introduced({"email": "x"}, {}, {"email"})
+    assert v == Violation("/email", "required", "/email is required")
+    v = c.introduced({"user": "a", "x": 1}, {"user": "a", "x": 1, "y": 2}, {"y"})
+    assert v is not None
+    assert (v.pointer, v.keyword) == ("/y", "additionalProperties")
+    # A root that relates members is evaluated whole, both times.
+    whole = compiled({**REQUIRED, "allOf": [{"type": "object"}]})
+    assert whole.introduced({"n": 1}, {"n": 2}, {"n"}) is None
+    v = whole.introduced({"n": 1}, {"n": 2.5}, {"n"})
+    assert v is not None
+    assert (v.pointer, v.keyword) == ("/n", "type")
+
+
+def test_a_valid_write_evaluates_only_the_new_document() -> None:
+    c = compiled(REQUIRED)
+    assert c.introduced(Untouchable(user="a"), {"user": "b"}) is None
+    assert c.introduced(Untouchable(user="a"), {"user": "b"}, {"user"}) is None
+    with pytest.raises(AssertionError, match="before the write"):
+        c.introduced(Untouchable(user="a"), {"user": 1})
+
+
+def test_introduced_is_bounded() -> None:
+    schema = {"additionalProperties": {"type": "array", "items": {"enum": list(range(9000))}}}
+    c = compiled(schema, "enum")
+    start = time.perf_counter()
+    v = c.introduced({"k0": [1]}, {"k0": [-1] * 2500}, {"k0"})
+    assert v is not None
+    assert (v.pointer[:4], v.keyword) == ("/k0/", "enum")
+    assert c.introduced({"k0": [-1] * 2500}, {"k0": [-1] * 2500}) is None
+    assert time.perf_counter() - start < 2
+    costly = CompiledSchema(doubling_chain(40), "chain")
+    unusable(lambda: costly.introduced({}, {"x": 1}))
 
 
 def test_validation_never_fetches() -> None:
@@ -413,6 +863,29 @@ def test_recursive_defaults_end() -> None:
         filled = filled["child"]
         depth += 1
     assert depth <= LIMITS.max_json_depth + 2
+
+
+def test_defaults_are_bounded() -> None:
+    # Stored before check_schema refused them: reading must stop, quickly.
+    bomb = CompiledSchema(DEFAULTS_BOMB, "bomb")
+    err = unusable(lambda: bomb.with_defaults({}))
+    assert err.message == (
+        f"schema 'bomb' has defaults too large or too deep to fill into this document (more"
+        f" than {MAX_DEFAULT_NODES:,} values, {LIMITS.max_document_bytes:,} bytes or"
+        f" {VALIDATION_STEPS:,} steps); read the document with omit_defaults, or simplify the"
+        " schema's defaults with PutSchema"
+    )
+    assert err.metadata == {"schema": "bomb", "limit": str(MAX_DEFAULT_NODES)}
+    # More than a document's worth of bytes, from 200 members sharing one default.
+    big = {
+        "$defs": {"big": {"default": ["x" * 500] * 20}},
+        "properties": {f"p{i}": {"$ref": "#/$defs/big"} for i in range(200)},
+    }
+    unusable(lambda: CompiledSchema(big, "big").with_defaults({}))
+    assert len(CompiledSchema(big).with_defaults({f"p{i}": 0 for i in range(100)})[1]) == 100
+    # A $ref chain longer than the stack: followed without recursion.
+    long = CompiledSchema(ref_chain(1200), "long")
+    assert long.with_defaults({"a": 1}) == ({"a": 1, "x": 1}, ["x"])
 
 
 # --- cache -----------------------------------------------------------------

@@ -182,7 +182,7 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         pubsub_client(settings),
         store,
         max_watchers=LIMITS.max_watchers,
-        max_tenant_watchers=LIMITS.max_watchers // 4,
+        max_tenant_watchers=LIMITS.max_tenant_watchers,
     )
     blobs = blob_store(settings)
     collector = Collector(

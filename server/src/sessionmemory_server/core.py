@@ -66,6 +66,8 @@ class Limits:
     max_document_bytes: int = 1024 * 1024
     watch_log_changes: int = 128
     max_watchers: int = 2048
+    # Not client-facing (GetLimits' max_watchers says "a quarter per tenant").
+    max_tenant_watchers: int = 512
     # Not a client-facing limit: how long an Increment request id is remembered.
     request_id_window_seconds: int = 600
 

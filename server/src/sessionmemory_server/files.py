@@ -380,7 +380,7 @@ class Files:
         )
 
     async def _file(self, tenant: str, session: str, key: str) -> FileMeta | None:
-        record = await self._memory.get(tenant, session, key)
+        record = await self._memory.get(tenant, session, core.key(key))  # a key, never a path
         if record is None:
             return None
         if record.kind is not Kind.FILE:

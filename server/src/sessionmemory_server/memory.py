@@ -32,6 +32,7 @@ from .stores.redis_store import (
     SessionFull,
     SessionNotFound,
     StoreFull,
+    TooLarge,
     TtlNotAllowed,
 )
 from .values import (
@@ -206,9 +207,10 @@ class Memory:
 
                 async def act(snap: Snapshot, bound: Bound) -> Committed:
                     if bound.schema is not None:
-                        doc = _document(snap)
-                        doc.update((w.key, _document_value(w, snap.revision)) for w in writes)
-                        bound.validate(doc)
+                        before = _document(snap)
+                        after = dict(before)
+                        after.update((w.key, _document_value(w, snap.revision)) for w in writes)
+                        bound.check(before, after, {w.key for w in writes})
                     return await self._store.write(
                         tenant, session, writes, request, bound.guard(snap)
                     )
@@ -311,10 +313,10 @@ class Memory:
                     if bound.schema is not None and (
                         current is None or current.kind is Kind.NUMBER
                     ):
-                        doc = _document(snap)
+                        before = _document(snap)
                         start = float(current.payload) if current is not None else 0.0
-                        doc[key] = _number(start + float(delta_text))
-                        bound.validate(doc)
+                        after = {**before, key: _number(start + float(delta_text))}
+                        bound.check(before, after, {key})
                     return await self._store.increment(
                         tenant, session, key, delta_text, ttl, request, bound.guard(snap)
                     )
@@ -387,10 +389,11 @@ class Memory:
 
             async def act(snap: Snapshot, bound: Bound) -> Committed:
                 if bound.schema is not None:
-                    doc = _document(snap)
+                    before = _document(snap)
+                    after = dict(before)
                     for e in erases:
-                        doc.pop(e.key, None)
-                    bound.validate(doc)
+                        after.pop(e.key, None)
+                    bound.check(before, after, {e.key for e in erases})
                 return await self._store.write(tenant, session, erases, guard=bound.guard(snap))
 
             done = await self._bound(tenant, session, act)
@@ -420,7 +423,13 @@ class Memory:
             core.batch(len(paths), "paths")
         parsed = [document.parse_path(p, f"paths[{i}]") for i, p in enumerate(paths)]
         names = list(dict.fromkeys(name for name, _ in parsed))
-        snap = await self._store.read(tenant, session, names)
+        limit = core.LIMITS.max_document_bytes
+        try:
+            # Stored records are a little larger than their JSON; twice the limit
+            # is refused before it leaves Redis, the rest is measured exactly below.
+            snap = await self._store.read(tenant, session, names, most_bytes=2 * limit)
+        except TooLarge as exc:
+            raise _document_too_large(limit, exc.size) from None
         doc = _document(snap)
         defaulted: list[str] = []
         if snap.binding and not omit_defaults:
@@ -432,15 +441,8 @@ class Memory:
             defaulted = [d for d in defaulted if _under_any(d, paths)]
         text = document.dumps(doc)
         size = len(text.encode("utf-8", "surrogatepass"))
-        limit = core.LIMITS.max_document_bytes
         if size > limit:
-            raise DomainError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "DOCUMENT_TOO_LARGE",
-                f"the document is {size} bytes as compact JSON; GetDocument returns at most"
-                f" {limit}: read parts of it with paths",
-                metadata={"limit": limit, "actual": size},
-            )
+            raise _document_too_large(limit, size)
         return DocumentView(text, snap.revision, snap.binding, defaulted)
 
     async def patch(
@@ -456,7 +458,9 @@ class Memory:
         """Apply an RFC 7396 merge patch to the session's document, atomically."""
         session = core.session_id(session)
         patch = document.parse_patch(patch_text, "merge_patch")
-        ttl = core.ttl(Kind.JSON, ttl_seconds)
+        # A patch that only deletes writes nothing that could expire.
+        deletes_only = all(value is None for value in patch.values())
+        ttl = 0 if deletes_only and ttl_seconds is None else core.ttl(Kind.JSON, ttl_seconds)
         if schema:
             schema_name(schema, "schema")
         if if_revision is not None and if_revision < 0:
@@ -537,13 +541,17 @@ class Memory:
                 raise _session_not_found()
             entries = _patch_entries(snap, patch, ttl, versioned=False)
             if bound.schema is not None:
-                doc = _document(snap)
+                before = _document(snap)
+                after = dict(before)
                 for key, value in patch.items():
                     if value is None:
-                        doc.pop(key, None)
+                        after.pop(key, None)
                     else:
-                        doc[key] = document.merge_patch(doc.get(key), value)
-                bound.validate(doc)
+                        after[key] = document.merge_patch(after.get(key), value)
+                if bound.bind:  # binding now: the whole document must validate
+                    bound.validate(after)
+                else:
+                    bound.check(before, after, set(patch))
             guard = bound.guard(snap, must_exist=must_exist)
             done = await self._store.write(tenant, session, entries, guard=guard)
             return await self._patched(entries, done, bound.name)
@@ -650,6 +658,18 @@ class Bound:
             if violation is not None:
                 raise violation_error(violation, self.name)
 
+    def check(self, before: dict[str, Any], after: dict[str, Any], changed: set[str]) -> None:
+        """Refuse a write that adds a violation (SCHEMA_VIOLATION).
+
+        A write may not make the document invalid; one that leaves an existing
+        violation as it was (a required field that expired) is let through, so
+        an expiry never locks a session's unrelated writes.
+        """
+        if self.schema is not None:
+            violation = self.schema.introduced(before, after, changed)
+            if violation is not None:
+                raise violation_error(violation, self.name)
+
 
 class KeyedLocks:
     """One asyncio lock per key, alive only while someone holds or waits for it."""
@@ -687,6 +707,16 @@ def _write_conflict() -> DomainError:
         f"the write raced other writes to the session {CONFLICT_ATTEMPTS} times; nothing"
         " was changed: retry",
         retry_after=0.1,
+    )
+
+
+def _document_too_large(limit: int, size: int) -> DomainError:
+    return DomainError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "DOCUMENT_TOO_LARGE",
+        f"the document is about {size} bytes; GetDocument returns at most {limit}:"
+        " read parts of it with paths",
+        metadata={"limit": limit, "actual": size},
     )
 
 

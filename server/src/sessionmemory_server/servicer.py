@@ -455,7 +455,12 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 f"after_revision must be a revision (0 or more); got {after}",
                 "after_revision",
             )
-        async for batch in self._hub.stream(tenant, session, after):
+
+        async def still_allowed() -> None:
+            if await self._tenant(context) != tenant:
+                raise unauthenticated("API_KEY_INVALID", "the API key is no longer valid")
+
+        async for batch in self._hub.stream(tenant, session, after, still_allowed):
             yield svc.WatchResponse(
                 changes=[_change(c) for c in batch.changes],
                 revision=batch.revision,

@@ -18,7 +18,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,9 +35,11 @@ from .values import Change
 log = logging.getLogger("sessionmemory.watch")
 
 _EXPIRED: Final = "__keyevent@*__:expired"
-# Batches a stream may have waiting before it is marked behind (and catches up
-# from the log instead).
-WATCHER_BUFFER: Final = 256
+# Changes a stream may have waiting before it is marked behind (and catches up
+# from the log instead): what a stalled reader can make the server hold.
+WATCHER_BUFFER: Final = 1024
+# How often an idle stream checks that its API key is still valid.
+RECHECK_SECONDS: Final = 10.0
 _SUBSCRIBE_TIMEOUT_SECONDS: Final = 5.0
 _RECONNECT_SECONDS: Final = 0.5
 _down = EventCounter(log, "change feed disconnected", interval_seconds=10.0)
@@ -57,6 +59,7 @@ class Watcher:
 
     def __init__(self, limit: int = WATCHER_BUFFER) -> None:
         self._items: collections.deque[list[Change]] = collections.deque()
+        self._held = 0
         self._limit = limit
         self._ready = asyncio.Event()
         self._behind = False
@@ -65,16 +68,17 @@ class Watcher:
         """Add a batch; a full buffer is dropped and the watcher marked behind."""
         if self._behind:
             return
-        if len(self._items) >= self._limit:
-            self._items.clear()
-            self._behind = True
-        else:
-            self._items.append(changes)
+        if self._held + len(changes) > self._limit:
+            self.lag()
+            return
+        self._items.append(changes)
+        self._held += len(changes)
         self._ready.set()
 
     def lag(self) -> None:
         """Mark the watcher behind: what it missed must be read from the log."""
         self._items.clear()
+        self._held = 0
         self._behind = True
         self._ready.set()
 
@@ -86,7 +90,9 @@ class Watcher:
         if self._behind:
             self._behind = False
             return None
-        return self._items.popleft()
+        changes = self._items.popleft()
+        self._held -= len(changes)
+        return changes
 
 
 class ChangeHub:
@@ -131,8 +137,18 @@ class ChangeHub:
                 await self._task
         await self._redis.aclose()
 
-    async def stream(self, tenant: str, session: str, after: int | None) -> AsyncIterator[Batch]:
-        """The Watch stream of a session: the start, the backlog, then live changes."""
+    async def stream(
+        self,
+        tenant: str,
+        session: str,
+        after: int | None,
+        still_allowed: Callable[[], Awaitable[None]],
+    ) -> AsyncIterator[Batch]:
+        """The Watch stream of a session: the start, the backlog, then live changes.
+
+        ``still_allowed`` is awaited every `RECHECK_SECONDS` while the stream is
+        idle and raises to end it (an API key revoked while watching).
+        """
         async with self._watch(tenant, session) as watcher:
             if after is None:
                 revision, _ = await self._store.changes(tenant, session, 2**62)
@@ -144,7 +160,11 @@ class ChangeHub:
                     revision = batch.revision
                     yield batch
             while True:
-                changes = await watcher.next()
+                try:
+                    changes = await asyncio.wait_for(watcher.next(), RECHECK_SECONDS)
+                except TimeoutError:
+                    await still_allowed()
+                    continue
                 if changes is None:
                     async for batch in self._catch_up(tenant, session, revision):
                         revision = batch.revision
@@ -161,12 +181,16 @@ class ChangeHub:
                     yield Batch(fresh, revision)
 
     async def _catch_up(self, tenant: str, session: str, after: int) -> AsyncIterator[Batch]:
+        """What came after revision ``after``: the logged changes, or `compacted`."""
         current, logged = await self._store.changes(tenant, session, after)
         if current == after:
             return
-        if logged and logged[0].operation == "begin":
-            # The counter began after ``after``: nothing came before the log's start.
-            complete, logged = True, logged[1:]
+        begun = bool(logged) and logged[0].operation == "begin"
+        if begun:
+            # The session's counter began after ``after``: from revision 0 nothing
+            # came before; from an older incarnation of the session, what it held
+            # expired unreported, so the watcher must re-read.
+            complete, logged = after == 0, logged[1:]
         else:
             complete = bool(logged) and logged[0].revision == after + 1
         if complete and current > after and all(c.operation != "begin" for c in logged):

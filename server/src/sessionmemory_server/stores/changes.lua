@@ -1,10 +1,13 @@
--- A Watch's backlog. KEYS[1] version counter, KEYS[2] change log; ARGV[1] the
--- revision the watcher has seen. Reads only.
+-- A Watch's start or catch-up. KEYS[1] version counter, KEYS[2] change log;
+-- ARGV[1] the first revision wanted (the one after what the watcher has seen),
+-- The session is marked watched for LOG_KEEP_WATCHED_MS (its log then lives
+-- that long after a change).
 -- Returns {revision, line, ...}: the session's revision and the logged changes
--- after ARGV[1], oldest first (see log_change).
+-- from ARGV[1] on, oldest first (see log_change). Marking is best effort (over
+-- maxmemory it is skipped).
+redis.pcall('SET', KEYS[2] .. 'm', '1', 'PX', LOG_KEEP_WATCHED_MS)
 local out = {revision(KEYS[1])}
-local from = string.format('%d', tonumber(ARGV[1]) + 1) .. '-0'
-for _, entry in ipairs(redis.call('XRANGE', KEYS[2], from, '+')) do
+for _, entry in ipairs(redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+')) do
   out[#out + 1] = entry[2][2]
 end
 return out

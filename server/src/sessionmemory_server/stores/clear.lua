@@ -24,7 +24,7 @@ if #deleted > 0 then
     lines[#lines + 1] = change_line(rev, 'd', '-', ver, 0, d[1])
     log_change(log, tonumber(ARGV[2]), rev, lines[#lines])
   end
-  bound({seq, log}, now + tonumber(ARGV[3]))
+  bound({seq}, now + tonumber(ARGV[3]))
   publish_changes(log, lines)
 end
 return {#deleted, released}

@@ -51,7 +51,7 @@ redis.call('SET', KEYS[3], record('n', ver, exp, text), 'PXAT', exp)
 redis.call('ZADD', idx, exp, ARGV[2])
 local line = change_line(ver, 's', 'n', ver, exp, ARGV[2])
 log_change(log, tonumber(ARGV[9]), ver, line)
-extend({idx, seq, log, KEYS[5]}, now, exp)
+extend({idx, seq, KEYS[5]}, now, exp)
 if fp ~= '' then
   remember_request(rid, fp,
     string.format('%d', ver) .. ':' .. string.format('%d', exp) .. ':' .. text, ARGV[5])

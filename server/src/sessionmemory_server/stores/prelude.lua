@@ -1,5 +1,6 @@
--- Shared by every script (prepended by redis_store.py, after one line that
--- defines the status codes of redis_store.Status as locals: OK, SESSION_FULL, ...).
+-- Shared by every script (prepended by redis_store.py, after lines that define
+-- the status codes of redis_store.Status as locals: OK, SESSION_FULL, ..., and
+-- LOG_KEEP_WATCHED_MS / LOG_KEEP_MS).
 -- A record is one Redis string: <kind letter><version>:<expires ms>:<payload>,
 -- written with PXAT <expires ms> in the same SET, so a value and its TTL are
 -- always one atomic write and a plain GET returns everything a read needs.
@@ -41,8 +42,20 @@ end
 
 -- The change log: a stream of the session's last changes, entry id '<revision>-0',
 -- field e = '<revision> <op> <kind> <version> <expires ms> <key>' (op s = set,
--- d = delete). The same lines, joined by newlines, are published on a channel
--- named like the log, so Watch streams learn of them without polling.
+-- d = delete, b = the version counter began here). It is kept for
+-- LOG_KEEP_WATCHED_MS after the last change while the session is watched (a
+-- Watch in that time set the marker '<log>m'), else for LOG_KEEP_MS: enough to
+-- read a document and then start watching after its revision. The same lines,
+-- joined by newlines, are published on a channel named like the log, so Watch
+-- streams learn of them without polling.
+local watched_cache = {}
+local function watched(log)
+  if watched_cache[log] == nil then
+    watched_cache[log] = redis.call('EXISTS', log .. 'm') == 1
+  end
+  return watched_cache[log]
+end
+
 local function log_change(log, maxlen, rev, line)
   local id = string.format('%d', rev) .. '-0'
   local r = redis.pcall('XADD', log, 'MAXLEN', maxlen, id, 'e', line)
@@ -52,6 +65,7 @@ local function log_change(log, maxlen, rev, line)
     redis.call('DEL', log)
     redis.call('XADD', log, 'MAXLEN', maxlen, id, 'e', line)
   end
+  redis.call('PEXPIRE', log, watched(log) and LOG_KEEP_WATCHED_MS or LOG_KEEP_MS)
 end
 
 local function publish_changes(log, lines)

@@ -8,8 +8,10 @@ Layout, for tenant T and session S (S escaped so '}' cannot end the hash tag):
     sm:{T|S}:r:<id>     request-id record of an Increment or an upload: the call's
                         fingerprint and first result (see prelude.lua)
     sm:{T|S}:s          the schema the session is bound to (its name)
-    sm:{T|S}:w          change log (a stream: the last changes, id = revision) and
-                        the Pub/Sub channel its new entries are published on
+    sm:{T|S}:w          change log (a stream: the last changes, id = revision), kept
+                        a minute after the last change, a day while the session is
+                        watched; also the Pub/Sub channel changes are published on
+    sm:{T|S}:wm         "watched": set by every Watch start, for a day
     sm:{T}:x:<name>     a tenant's schema: hash v (version), t (updated ms), j (JSON)
     sm:{T}:xi           the tenant's schema names (sorted set)
     sm:{T}:xn           the tenant's schema version counter
@@ -76,8 +78,13 @@ class Status(enum.IntEnum):
     TOO_MANY_SCHEMAS = 13
 
 
+# How long a session's change log is kept after its last change: while it is
+# watched (a Watch started within this time), and otherwise.
+LOG_KEEP_WATCHED_MS: Final = 86_400_000
+LOG_KEEP_MS: Final = 60_000
 _STATUS_LUA: Final = (
     f"local {', '.join(s.name for s in Status)} = {', '.join(str(s.value) for s in Status)}\n"
+    f"local LOG_KEEP_WATCHED_MS, LOG_KEEP_MS = {LOG_KEEP_WATCHED_MS}, {LOG_KEEP_MS}\n"
 )
 
 
@@ -150,6 +157,14 @@ class RevisionMismatch(Exception):
     def __init__(self, revision: int) -> None:
         super().__init__(revision)
         self.revision = revision
+
+
+class TooLarge(Exception):
+    """A read would return more than the bytes allowed (``size`` is what it would be)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 class SessionNotFound(Exception):
@@ -350,12 +365,21 @@ class RedisStore:
             deleted=int(out[3]),
         )
 
-    async def read(self, tenant: str, session: str, names: Sequence[str] = ()) -> Snapshot:
-        """Read the session's revision, binding and records (all live ones, or ``names``)."""
+    async def read(
+        self, tenant: str, session: str, names: Sequence[str] = (), *, most_bytes: int = 0
+    ) -> Snapshot:
+        """Read the session's revision, binding and records (all live ones, or ``names``).
+
+        Raises:
+            TooLarge: the records are more than ``most_bytes`` (when not 0); they
+                were not sent.
+        """
         p = self.prefix(tenant, session)
         keys = [p + "i", p + "n", p + "s"]
-        args = [p + "v:", *names]
+        args: list[str | int] = [p + "v:", most_bytes, *names]
         out = await retry_stale(self._redis, lambda: self._doc(keys=keys, args=args))
+        if len(out) == 4:  # {revision, binding, live, -bytes}: records come in pairs
+            raise TooLarge(-int(out[3]))
         records = {}
         for i in range(3, len(out), 2):
             name = out[i].decode()
@@ -363,10 +387,14 @@ class RedisStore:
         return Snapshot(int(out[0]), out[1].decode(), int(out[2]), records)
 
     async def changes(self, tenant: str, session: str, after: int) -> tuple[int, list[Change]]:
-        """The session's revision and the logged changes after revision ``after``."""
+        """The session's revision and the logged changes after revision ``after``.
+
+        Marks the session watched (its change log is kept longer, see prelude.lua).
+        """
         p = self.prefix(tenant, session)
         keys = [p + "n", p + "w"]
-        out = await retry_stale(self._redis, lambda: self._changes(keys=keys, args=[after]))
+        args = [str(after + 1)]
+        out = await retry_stale(self._redis, lambda: self._changes(keys=keys, args=args))
         return int(out[0]), [decode_change(line.decode()) for line in out[1:]]
 
     @classmethod
@@ -459,8 +487,8 @@ class RedisStore:
             TtlNotAllowed: a key's kind does not allow the TTL; nothing changed.
         """
         p = self.prefix(tenant, session)
-        redis_keys = [p + "i", p + "n", p + "w", p + "s", *(p + "v:" + k for k in keys)]
-        args: list[str | int] = [ttl_seconds * 1000, allowed, "", "", *keys]
+        redis_keys = [p + "i", p + "n", p + "s", *(p + "v:" + k for k in keys)]
+        args: list[str | int] = [ttl_seconds * 1000, allowed, "", *keys]
         out = await retry_stale(self._redis, lambda: self._touch(keys=redis_keys, args=args))
         if out[0] == Status.TTL_NOT_ALLOWED:
             raise TtlNotAllowed(int(out[1]) - 1, KIND_BY_TAG[out[2].decode()])

@@ -1,8 +1,8 @@
 -- Touch: a new expiry for existing keys, values and versions unchanged.
--- KEYS[1] index, KEYS[2] version counter, KEYS[3] change log, KEYS[4] schema
--- binding, KEYS[5..] value keys.
+-- KEYS[1] index, KEYS[2] version counter, KEYS[3] schema binding, KEYS[4..]
+-- value keys.
 -- ARGV[1] ttl ms, ARGV[2] kind letters whose cap allows this ttl,
--- ARGV[5..] names (ARGV[i] is the name of KEYS[i]; ARGV[3], ARGV[4] unused).
+-- ARGV[4..] names (ARGV[i] is the name of KEYS[i]; ARGV[3] unused).
 -- Returns {OK, touched, files, expires} where files lists '<object>\t<value key>' of the
 -- files touched (their collection entries follow the new expiry)
 -- | {TTL_NOT_ALLOWED, i, kind} (key i's kind does not allow the ttl).
@@ -12,18 +12,18 @@
 local idx, seq = KEYS[1], KEYS[2]
 local now = now_ms()
 local found = {}
-for i = 5, #KEYS do
+for i = 4, #KEYS do
   local cur = redis.call('GET', KEYS[i])
   if cur then
     local kind = string.sub(cur, 1, 1)
-    if not string.find(ARGV[2], kind, 1, true) then return {TTL_NOT_ALLOWED, i - 4, kind} end
+    if not string.find(ARGV[2], kind, 1, true) then return {TTL_NOT_ALLOWED, i - 3, kind} end
     found[i] = cur
   end
 end
 local exp = now + tonumber(ARGV[1])
 local touched = 0
 local files = {}
-for i = 5, #KEYS do
+for i = 4, #KEYS do
   if found[i] then
     local kind, ver, _, payload = parse(found[i])
     redis.call('PEXPIREAT', KEYS[i], exp)
@@ -33,5 +33,5 @@ for i = 5, #KEYS do
     touched = touched + 1
   end
 end
-if touched > 0 then extend({idx, seq, KEYS[3], KEYS[4]}, now, exp) end
+if touched > 0 then extend({idx, seq, KEYS[3]}, now, exp) end
 return {OK, touched, files, exp}

@@ -127,8 +127,8 @@ elseif ARGV[7] ~= '' then
   if left > 0 and now + left > at then at = now + left end
   redis.call('PEXPIREAT', bind, at)
 end
-if longest > 0 then extend({idx, seq, log, bind}, now, longest) end
-bound({seq, log}, now + tonumber(ARGV[9]))
+if longest > 0 then extend({idx, seq, bind}, now, longest) end
+bound({seq}, now + tonumber(ARGV[9]))
 if redis.call('ZCARD', idx) == 0 then redis.call('DEL', idx) end
 publish_changes(log, lines)
 out[3] = revision(seq)

@@ -218,8 +218,10 @@ const (
 	// Metadata: scope ("process" or "tenant"), limit.
 	ErrorReason_TOO_MANY_WATCHERS ErrorReason = 52
 	// FAILED_PRECONDITION. The schema the session is bound to cannot be
-	// evaluated (it recurses without end); fix it with PutSchema or unbind the
-	// session. Metadata: schema.
+	// evaluated against this document within the server's budget (its
+	// references nest too deeply, it is too costly, or its defaults are too
+	// large to fill); nothing was changed. Simplify it with PutSchema, unbind the
+	// session, or read with `omit_defaults`. Metadata: schema, limit where known.
 	ErrorReason_SCHEMA_UNUSABLE ErrorReason = 53
 )
 

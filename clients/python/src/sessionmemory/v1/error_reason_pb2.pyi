@@ -255,8 +255,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     SCHEMA_UNUSABLE: _ErrorReason.ValueType  # 53
     """FAILED_PRECONDITION. The schema the session is bound to cannot be
-    evaluated (it recurses without end); fix it with PutSchema or unbind the
-    session. Metadata: schema.
+    evaluated against this document within the server's budget (its
+    references nest too deeply, it is too costly, or its defaults are too
+    large to fill); nothing was changed. Simplify it with PutSchema, unbind the
+    session, or read with `omit_defaults`. Metadata: schema, limit where known.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -505,7 +507,9 @@ Metadata: scope ("process" or "tenant"), limit.
 """
 SCHEMA_UNUSABLE: ErrorReason.ValueType  # 53
 """FAILED_PRECONDITION. The schema the session is bound to cannot be
-evaluated (it recurses without end); fix it with PutSchema or unbind the
-session. Metadata: schema.
+evaluated against this document within the server's budget (its
+references nest too deeply, it is too costly, or its defaults are too
+large to fill); nothing was changed. Simplify it with PutSchema, unbind the
+session, or read with `omit_defaults`. Metadata: schema, limit where known.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -73,11 +73,14 @@ test: install lint check-gen ## Install everything, lint, check generated code, 
 	cd $(TS) && npm test --silent
 	cd $(GO) && go test -count=1 ./...
 
-bench: $(BIN)/.installed ## Benchmark Get against a bare grpc.aio floor (needs h2load from nghttp2-client)
+bench: $(BIN)/.installed ## Benchmark calls against a bare grpc.aio floor (needs h2load); BENCH_ARGS="--ops get,set,increment --document"
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
 	$(BIN)/session-memory bench $(BENCH_ARGS)
 
 bench-files: $(BIN)/.installed ## Server peak RSS under 20 concurrent 10 MiB uploads
 	$(BIN)/session-memory bench-files
 
-.PHONY: help install dev gen check-gen lint test bench bench-files
+bench-watch: $(BIN)/.installed ## Watch: 1,000 idle watchers' RSS/CPU, delivery p50/p99 under 200 writes/s
+	$(BIN)/session-memory bench-watch
+
+.PHONY: help install dev gen check-gen lint test bench bench-files bench-watch

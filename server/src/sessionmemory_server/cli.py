@@ -90,10 +90,34 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_ids", nargs="+")
     _add_redis_flags(revoke)
 
-    bench = sub.add_parser("bench", help="benchmark Get against a bare grpc.aio + Redis floor")
+    bench = sub.add_parser(
+        "bench", help="benchmark calls against a bare grpc.aio + Redis floor, and the document"
+    )
     bench.add_argument("--duration", type=float, default=5.0, help="seconds per load level")
     bench.add_argument("--inflight", default="1,16,64", help="calls in flight, comma-separated")
     bench.add_argument("--workers", type=int, default=1, help="server processes for ours")
+    bench.add_argument(
+        "--ops",
+        help="calls to measure against the floor, comma-separated from get,set,increment"
+        " (default: get, or none with --document)",
+    )
+    bench.add_argument(
+        "--server-src",
+        metavar="DIR[:DIR...]",
+        help="run our server with these source dirs first on PYTHONPATH (an older checkout's"
+        " server/src:clients/python/src)",
+    )
+    bench.add_argument(
+        "--document",
+        action="store_true",
+        help="PatchDocument vs SetJson and GetDocument vs GetMany on a 20-key session",
+    )
+    watch = sub.add_parser(
+        "bench-watch", help="Watch: idle watchers' cost and delivery latency under writes"
+    )
+    from .bench_watch import add_arguments as add_watch_arguments  # noqa: PLC0415
+
+    add_watch_arguments(watch)
     put = sub.add_parser("put-file", help="upload a file into a session (with a progress bar)")
     get = sub.add_parser("get-file", help="download a file of a session, or print its URL")
     for p in (put, get):
@@ -275,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench_files import main as bench_files_main  # noqa: PLC0415
 
         return bench_files_main(args)
+    if args.command == "bench-watch":
+        from .bench_watch import main as bench_watch_main  # noqa: PLC0415
+
+        return bench_watch_main(args)
     from .bench import main as bench_main  # noqa: PLC0415
 
     return bench_main(args)

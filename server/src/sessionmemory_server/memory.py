@@ -501,20 +501,23 @@ class Memory:
         version is still the one read, so patches of different fields never
         conflict and a patch that raced another on its field is re-applied.
         """
-        for attempt in range(CONFLICT_ATTEMPTS):
-            snap = await self._store.read(tenant, session, list(patch))
-            if snap.binding:
-                return None
-            entries = _patch_entries(snap, patch, ttl, versioned=True)
-            try:
-                done = await self._store.write(tenant, session, entries, guard=guard)
-            except PreconditionFailed:
-                await _pause(attempt)
-                continue
-            except SchemaBound:
-                return None
-            return await self._patched(entries, done, "")
-        raise _write_conflict()
+        # Patches of the same keys queue in this process instead of racing (and
+        # pausing) on their versions; other processes' still retry.
+        async with self._locks.hold((tenant, session + "\x00" + "\x00".join(sorted(patch)))):
+            for attempt in range(CONFLICT_ATTEMPTS):
+                snap = await self._store.read(tenant, session, list(patch))
+                if snap.binding:
+                    return None
+                entries = _patch_entries(snap, patch, ttl, versioned=True)
+                try:
+                    done = await self._store.write(tenant, session, entries, guard=guard)
+                except PreconditionFailed:
+                    await _pause(attempt)
+                    continue
+                except SchemaBound:
+                    return None
+                return await self._patched(entries, done, "")
+            raise _write_conflict()
 
     async def _patch_bound(
         self,

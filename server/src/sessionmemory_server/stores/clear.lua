@@ -1,6 +1,5 @@
 -- Clear. KEYS[1] index, KEYS[2] version counter, KEYS[3] schema binding,
--- KEYS[4] change log; ARGV[1] value-key prefix (same hash tag, same slot),
--- ARGV[2] change log length, ARGV[3] expiry (ms from now) of a log that has none.
+-- KEYS[4] change log; ARGV[1] value-key prefix (same hash tag, same slot).
 -- Returns {deleted, released '<object>\t<value key>' of deleted files}. Every
 -- deleted key is a change (a new revision); the schema binding goes too.
 local idx, seq, log = KEYS[1], KEYS[2], KEYS[4]
@@ -16,15 +15,15 @@ end
 redis.call('DEL', idx, KEYS[3])
 if #deleted > 0 then
   local now = now_ms()
-  local rev = next_versions(seq, now, #deleted, log, tonumber(ARGV[2]))
+  local rev = next_versions(seq, now, #deleted, log, LOG_LENGTH)
   local lines = {}
   for _, d in ipairs(deleted) do
     rev = rev + 1
     local _, ver = parse(d[2])
     lines[#lines + 1] = change_line(rev, 'd', '-', ver, 0, d[1])
-    log_change(log, tonumber(ARGV[2]), rev, lines[#lines])
+    log_change(log, LOG_LENGTH, rev, lines[#lines])
   end
-  bound({seq}, now + tonumber(ARGV[3]))
+  bound({seq}, now + LONE_KEY_MS)
   publish_changes(log, lines)
 end
 return {#deleted, released}

@@ -1,17 +1,21 @@
 -- Increment.
--- KEYS[1] index, KEYS[2] version counter, KEYS[3] value key, KEYS[4] request-id
--- record (used when ARGV[6] is not ''), KEYS[5] schema binding, KEYS[6] change log.
--- ARGV[1] max keys per session, ARGV[2] name, ARGV[3] delta, ARGV[4] ttl ms,
--- ARGV[5] request-id window ms, ARGV[6] request fingerprint ('' = none),
--- ARGV[7] the binding the caller validated against ('' = none), ARGV[8]
--- if_revision ('' = none), ARGV[9] change log length, ARGV[10] the number
--- bound (10^15), ARGV[11] the format of a number's canonical text ('%.15g').
+-- KEYS[1] index, KEYS[2] version counter, KEYS[3] value key, KEYS[4] (with a
+-- request id) request-id record; the schema binding and the change log are the
+-- session's '<prefix>s' and '<prefix>w' (same hash tag, same slot).
+-- ARGV[1] name, ARGV[2] delta, ARGV[3] ttl ms, ARGV[4] request-id window ms,
+-- ARGV[5] request fingerprint ('' = none), ARGV[6] the guard: '' (the session
+-- must be unbound) or '<binding>\n<if_revision>' (the binding the caller
+-- validated against, the revision required).
 -- Returns {OK, text, version, expires} (also when replayed) | {NOT_A_NUMBER, kind}
 -- | {OUT_OF_RANGE, text} | {TOO_PRECISE, text} | {SESSION_FULL, live}
 -- | {STORE_FULL} | {REQUEST_ID_REUSED} | {SCHEMA_BOUND, binding}
 -- | {REVISION_MISMATCH, revision}.
-local idx, seq, rid, log = KEYS[1], KEYS[2], KEYS[4], KEYS[6]
-local fp = ARGV[6]
+local idx, seq, rid = KEYS[1], KEYS[2], KEYS[4]
+local prefix = string.sub(idx, 1, -2)
+local bind, log = prefix .. 's', prefix .. 'w'
+local g_binding, g_revision = '', ''
+if ARGV[6] ~= '' then g_binding, g_revision = string.match(ARGV[6], '^(.-)\n(.*)$') end
+local fp = ARGV[5]
 if fp ~= '' then
   local status, first = seen_request(rid, fp)
   if status == REPLAYED then
@@ -21,11 +25,11 @@ if fp ~= '' then
   if status then return {status} end
 end
 if over_maxmemory(seq) then return {STORE_FULL} end
-local bound_to = redis.call('GET', KEYS[5]) or ''
-if bound_to ~= ARGV[7] then return {SCHEMA_BOUND, bound_to} end
-if ARGV[8] ~= '' then
+local bound_to = redis.call('GET', bind) or ''
+if bound_to ~= g_binding then return {SCHEMA_BOUND, bound_to} end
+if g_revision ~= '' then
   local rev = revision(seq)
-  if rev ~= tonumber(ARGV[8]) then return {REVISION_MISMATCH, rev} end
+  if rev ~= tonumber(g_revision) then return {REVISION_MISMATCH, rev} end
 end
 local now = now_ms()
 prune(idx, now)
@@ -37,24 +41,23 @@ if cur then
   x = tonumber(payload)
 else
   local live = redis.call('ZCARD', idx)
-  if live + 1 > tonumber(ARGV[1]) then return {SESSION_FULL, live} end
+  if live + 1 > MAX_KEYS then return {SESSION_FULL, live} end
 end
-local r = x + tonumber(ARGV[3])
+local r = x + tonumber(ARGV[2])
 if r == 0 then r = 0 end -- -0 is stored as 0
-local fmt = ARGV[11]
-if math.abs(r) >= tonumber(ARGV[10]) then return {OUT_OF_RANGE, string.format('%.17g', r)} end
-local text = string.format(fmt, r)
+if math.abs(r) >= NUMBER_BOUND then return {OUT_OF_RANGE, string.format('%.17g', r)} end
+local text = string.format(NUMBER_FORMAT, r)
 if tonumber(text) ~= r then return {TOO_PRECISE, string.format('%.17g', r)} end
-local ver = next_versions(seq, now, 1, log, tonumber(ARGV[9])) + 1
-local exp = now + tonumber(ARGV[4])
+local ver = next_versions(seq, now, 1, log, LOG_LENGTH) + 1
+local exp = now + tonumber(ARGV[3])
 redis.call('SET', KEYS[3], record('n', ver, exp, text), 'PXAT', exp)
-redis.call('ZADD', idx, exp, ARGV[2])
-local line = change_line(ver, 's', 'n', ver, exp, ARGV[2])
-log_change(log, tonumber(ARGV[9]), ver, line)
-extend({idx, seq, KEYS[5]}, now, exp)
+redis.call('ZADD', idx, exp, ARGV[1])
+local line = change_line(ver, 's', 'n', ver, exp, ARGV[1])
+log_change(log, LOG_LENGTH, ver, line)
+extend({idx, seq, bind}, now, exp)
 if fp ~= '' then
   remember_request(rid, fp,
-    string.format('%d', ver) .. ':' .. string.format('%d', exp) .. ':' .. text, ARGV[5])
+    string.format('%d', ver) .. ':' .. string.format('%d', exp) .. ':' .. text, ARGV[4])
 end
 publish_changes(log, {line})
 return {OK, text, ver, exp}

@@ -82,16 +82,26 @@ class Status(enum.IntEnum):
 # watched (a Watch started within this time), and otherwise.
 LOG_KEEP_WATCHED_MS: Final = 86_400_000
 LOG_KEEP_MS: Final = 60_000
-_STATUS_LUA: Final = (
+# How long a schema binding or a version counter without a value to follow lives.
+_LONE_KEY_MS: Final = LIMITS.max_json_ttl_seconds * 1000
+# Every script starts with these named constants (one home: here and core.LIMITS).
+_CONSTANTS_LUA: Final = (
     f"local {', '.join(s.name for s in Status)} = {', '.join(str(s.value) for s in Status)}\n"
     f"local LOG_KEEP_WATCHED_MS, LOG_KEEP_MS = {LOG_KEEP_WATCHED_MS}, {LOG_KEEP_MS}\n"
+    f"local MAX_KEYS, LOG_LENGTH, LONE_KEY_MS = {LIMITS.max_keys_per_session},"
+    f" {LIMITS.watch_log_changes}, {_LONE_KEY_MS}\n"
+    f"local NUMBER_BOUND, NUMBER_FORMAT = {LIMITS.number_abs_bound!r},"
+    f" '%.{LIMITS.max_number_digits}g'\n"
 )
 
 
 def _script(name: str) -> str:
     pkg = resources.files(__package__)
     return (
-        _STATUS_LUA + (pkg / "prelude.lua").read_text() + "\n" + (pkg / f"{name}.lua").read_text()
+        _CONSTANTS_LUA
+        + (pkg / "prelude.lua").read_text()
+        + "\n"
+        + (pkg / f"{name}.lua").read_text()
     )
 
 
@@ -238,6 +248,20 @@ def _decode(key: str, raw: bytes) -> Record:
 
 
 NO_GUARD: Final = Guard()
+
+
+def _revision(guard: Guard) -> str:
+    return "" if guard.if_revision is None else str(guard.if_revision)
+
+
+def _guard(guard: Guard) -> str:
+    """A write's guard as write.lua reads it ("" = the session must be unbound)."""
+    if guard == NO_GUARD:
+        return ""
+    must = "1" if guard.must_exist else ""
+    return f"{guard.binding}\n{_revision(guard)}\n{must}\n{guard.bind}"
+
+
 _OPERATIONS: Final = {"s": "set", "d": "delete", "b": "begin"}
 
 
@@ -255,11 +279,6 @@ def decode_change(line: str) -> Change:
         revision=int(rev),
         expires_ms=int(exp),
     )
-
-
-# How long a schema binding or a change log without a value to follow lives.
-_LONE_KEY_MS: Final = LIMITS.max_json_ttl_seconds * 1000
-_NUMBER_FORMAT: Final = f"%.{LIMITS.max_number_digits}g"
 
 
 class RedisStore:
@@ -331,17 +350,11 @@ class RedisStore:
             SessionNotFound: ``guard.must_exist`` and the session has no live key.
         """
         p = self.prefix(tenant, session)
-        keys = [p + "i", p + "n", p + "r:" + (request.value if request else ""), p + "s", p + "w"]
+        keys = [p + "i", p + "n", p + "r:" + (request.value if request else "")]
         args: list[str | int] = [
-            LIMITS.max_keys_per_session,
             request.fingerprint if request else "",
             request.keep_ms if request else 0,
-            guard.binding,
-            "" if guard.if_revision is None else guard.if_revision,
-            "1" if guard.must_exist else "",
-            guard.bind,
-            LIMITS.watch_log_changes,
-            _LONE_KEY_MS,
+            _guard(guard),
         ]
         for e in entries:
             keys.append(p + "v:" + e.key)
@@ -441,27 +454,17 @@ class RedisStore:
             RevisionMismatch: the revision is not ``guard.if_revision``.
         """
         p = self.prefix(tenant, session)
-        keys = [
-            p + "i",
-            p + "n",
-            p + "v:" + key,
-            p + "r:" + (request.value if request else ""),
-            p + "s",
-            p + "w",
-        ]
-        args: list[str | int | float] = [
-            LIMITS.max_keys_per_session,
+        keys = [p + "i", p + "n", p + "v:" + key]
+        args: list[str | int] = [
             key,
             delta,
             ttl_seconds * 1000,
             request.keep_ms if request else 0,
             request.fingerprint if request else "",
-            guard.binding,
-            "" if guard.if_revision is None else guard.if_revision,
-            LIMITS.watch_log_changes,
-            repr(LIMITS.number_abs_bound),
-            _NUMBER_FORMAT,
+            "" if guard is NO_GUARD else f"{guard.binding}\n{_revision(guard)}",
         ]
+        if request is not None:
+            keys.append(p + "r:" + request.value)
         if request is not None:
             out = await retry_stale(self._redis, lambda: self._incr(keys=keys, args=args))
         else:
@@ -517,7 +520,7 @@ class RedisStore:
         p = self.prefix(tenant, session)
         out = await self._clear(
             keys=[p + "i", p + "n", p + "s", p + "w"],
-            args=[p + "v:", LIMITS.watch_log_changes, _LONE_KEY_MS],
+            args=[p + "v:"],
         )
         return int(out[0]), [member.decode() for member in out[1]]
 

@@ -1,17 +1,17 @@
 -- Set / SetJson / SetMany / Delete / PatchDocument / BindSchema / a file's
 -- commit: all entries or none.
 -- KEYS[1] index, KEYS[2] version counter, KEYS[3] request-id record (read and
--- written only when ARGV[2] is not ''), KEYS[4] schema binding, KEYS[5] change
--- log (and change channel), KEYS[5+i] value key of entry i.
--- ARGV[1] max keys per session, ARGV[2] request fingerprint ('' = none),
--- ARGV[3] how long the request-id record is kept (ms), ARGV[4] the binding the
--- caller validated against ('' = none: a bound session answers SCHEMA_BOUND),
--- ARGV[5] if_revision ('' = none), ARGV[6] '1' = the session must have a live
--- key, ARGV[7] binding change ('' keep, '-' unbind, else the schema to bind),
--- ARGV[8] change log length, ARGV[9] expiry (ms from now) of a binding or log
--- that has none; entry i: ARGV[a]=name, ARGV[a+1]=kind ('x' deletes),
--- ARGV[a+2]=payload, ARGV[a+3]=ttl ms, ARGV[a+4]=if_version ('' = none),
--- with a = 10 + (i-1)*5.
+-- written only when ARGV[1] is not ''), KEYS[3+i] value key of entry i; the
+-- schema binding and the change log are the session's '<prefix>s' and
+-- '<prefix>w' (same hash tag, same slot).
+-- ARGV[1] request fingerprint ('' = none), ARGV[2] how long the request-id
+-- record is kept (ms), ARGV[3] the guard: '' (the session must be unbound) or
+-- '<binding>\n<if_revision>\n<must_exist>\n<bind>': the binding the caller
+-- validated against ('' = none), the revision required ('' = any), '1' = the
+-- session must have a live key, the binding change ('' keep, '-' unbind, else
+-- the schema to bind); entry i: ARGV[a]=name, ARGV[a+1]=kind ('x' deletes),
+-- ARGV[a+2]=payload, ARGV[a+3]=ttl ms, ARGV[a+4]=if_version ('' = none), with
+-- a = 4 + (i-1)*5.
 -- Returns {OK, released, revision, deleted, version_1, expires_1, ...} where
 -- released lists '<object>\t<value key>' of the files this call replaced or
 -- deleted, deleted counts the deleted keys that existed, and a deleted entry's
@@ -19,39 +19,45 @@
 -- | {PRECONDITION_FAILED, i, current_version} | {SESSION_FULL, live_keys}
 -- | {STORE_FULL} | {REQUEST_ID_REUSED} | {REPLAYED, record of entry 1 as first written}
 -- | {SCHEMA_BOUND, binding} | {REVISION_MISMATCH, revision} | {SESSION_NOT_FOUND}.
-local idx, seq, rid, bind, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local fp = ARGV[2]
-local n = #KEYS - 5
+local idx, seq, rid = KEYS[1], KEYS[2], KEYS[3]
+local prefix = string.sub(idx, 1, -2)
+local bind, log = prefix .. 's', prefix .. 'w'
+local fp = ARGV[1]
+local g_binding, g_revision, g_must, g_bind = '', '', '', ''
+if ARGV[3] ~= '' then
+  g_binding, g_revision, g_must, g_bind = string.match(ARGV[3], '^(.-)\n(.-)\n(.-)\n(.*)$')
+end
+local n = #KEYS - 3
 if fp ~= '' then
   local status, first = seen_request(rid, fp)
   if status then return {status, first} end
 end
-local adds = ARGV[7] ~= '' and ARGV[7] ~= '-'
+local adds = g_bind ~= '' and g_bind ~= '-'
 for i = 1, n do
-  if ARGV[10 + (i - 1) * 5 + 1] ~= 'x' then adds = true end
+  if ARGV[4 + (i - 1) * 5 + 1] ~= 'x' then adds = true end
 end
 -- Deletes only free space: they run over maxmemory (GETDEL is their first write).
 if adds and over_maxmemory(seq) then return {STORE_FULL} end
 local bound_to = redis.call('GET', bind) or ''
-if bound_to ~= ARGV[4] then return {SCHEMA_BOUND, bound_to} end
+if bound_to ~= g_binding then return {SCHEMA_BOUND, bound_to} end
 local now = now_ms()
 prune(idx, now)
-if ARGV[6] == '1' and redis.call('ZCOUNT', idx, now, '+inf') == 0 then
+if g_must == '1' and redis.call('ZCOUNT', idx, now, '+inf') == 0 then
   return {SESSION_NOT_FOUND}
 end
-if ARGV[5] ~= '' then
+if g_revision ~= '' then
   local rev = revision(seq)
-  if rev ~= tonumber(ARGV[5]) then return {REVISION_MISMATCH, rev} end
+  if rev ~= tonumber(g_revision) then return {REVISION_MISMATCH, rev} end
 end
 local current = {}
 local events = 0
 local delta = 0
 for i = 1, n do
-  local a = 10 + (i - 1) * 5
+  local a = 4 + (i - 1) * 5
   local cond = ARGV[a + 4]
   local cur = nil
   if cond ~= '' or ARGV[a + 1] == 'x' then
-    cur = redis.call('GET', KEYS[5 + i])
+    cur = redis.call('GET', KEYS[3 + i])
     current[i] = cur
   end
   if cond ~= '' then
@@ -70,10 +76,10 @@ for i = 1, n do
 end
 if delta > 0 then
   local live = redis.call('ZCARD', idx)
-  if live + delta > tonumber(ARGV[1]) then return {SESSION_FULL, live} end
+  if live + delta > MAX_KEYS then return {SESSION_FULL, live} end
 end
 local rev = 0
-local maxlen = tonumber(ARGV[8])
+local maxlen = LOG_LENGTH
 if events > 0 then rev = next_versions(seq, now, events, log, maxlen) end
 local released = {}
 local out = {OK, released, 0, 0}
@@ -81,8 +87,8 @@ local lines = {}
 local longest = 0
 local deleted = 0
 for i = 1, n do
-  local a = 10 + (i - 1) * 5
-  local vkey = KEYS[5 + i]
+  local a = 4 + (i - 1) * 5
+  local vkey = KEYS[3 + i]
   if ARGV[a + 1] == 'x' then
     local old = current[i] and redis.call('GETDEL', vkey)
     redis.call('ZREM', idx, ARGV[a])
@@ -109,7 +115,7 @@ for i = 1, n do
     -- that one is referenced again, never released.
     if old and old ~= blob_of(rec) then released[#released + 1] = old .. '\t' .. vkey end
     redis.call('ZADD', idx, exp, ARGV[a])
-    if i == 1 and fp ~= '' then remember_request(rid, fp, rec, ARGV[3]) end
+    if i == 1 and fp ~= '' then remember_request(rid, fp, rec, ARGV[2]) end
     if exp > longest then longest = exp end
     local line = change_line(rev, 's', ARGV[a + 1], rev, exp, ARGV[a])
     log_change(log, maxlen, rev, line)
@@ -118,17 +124,17 @@ for i = 1, n do
     out[#out + 1] = exp
   end
 end
-if ARGV[7] == '-' then
+if g_bind == '-' then
   redis.call('DEL', bind)
-elseif ARGV[7] ~= '' then
-  redis.call('SET', bind, ARGV[7])
+elseif g_bind ~= '' then
+  redis.call('SET', bind, g_bind)
   local left = redis.call('PTTL', idx)
-  local at = now + tonumber(ARGV[9])
+  local at = now + LONE_KEY_MS
   if left > 0 and now + left > at then at = now + left end
   redis.call('PEXPIREAT', bind, at)
 end
 if longest > 0 then extend({idx, seq, bind}, now, longest) end
-bound({seq}, now + tonumber(ARGV[9]))
+bound({seq}, now + LONE_KEY_MS)
 if redis.call('ZCARD', idx) == 0 then redis.call('DEL', idx) end
 publish_changes(log, lines)
 out[3] = revision(seq)

@@ -290,12 +290,11 @@ class ChangeHub:
                 for watcher in watchers:
                     watcher.push(changes)
         elif kind == "pmessage":
-            name = _text(message["data"])
-            at = name.rfind(":v:")
-            if at > 0:
-                watchers = self._channels.get(name[: at + 1] + "w")
+            expired = RedisStore.channel_and_key(_text(message["data"]))
+            if expired is not None:
+                watchers = self._channels.get(expired[0])
                 if watchers:
-                    change = Change(name[at + 3 :], "expire", None, 0, 0, 0)
+                    change = Change(expired[1], "expire", None, 0, 0, 0)
                     for watcher in watchers:
                         watcher.push([change])
         elif kind == "subscribe":

@@ -415,6 +415,18 @@ class RedisStore:
         """The Pub/Sub channel a session's changes are published on."""
         return cls.prefix(tenant, session) + "w"
 
+    @staticmethod
+    def channel_and_key(name: str) -> tuple[str, str] | None:
+        """The session channel and key of a full value key name; None for other names.
+
+        Keys hold no ':', so the last ':v:' starts the key even when the session
+        id holds one.
+        """
+        at = name.rfind(":v:")
+        if at <= 0 or not name.startswith("sm:{"):
+            return None
+        return name[: at + 1] + "w", name[at + 3 :]
+
     async def request_result(
         self, tenant: str, session: str, key: str, request: RequestId
     ) -> Record | None:

@@ -22,24 +22,28 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
-from redis.retry import Retry
 
 from sessionmemory.v1 import memory_service_pb2
 
 from . import logs
-from .auth import ApiKeys
+from .auth import ApiKeys, Authenticator
 from .collector import Collector
 from .config import Settings
 from .core import LIMITS
 from .files import Files
 from .interceptors import CallCap, add_service
+from .limits import LimitBook, TenantLimits
 from .memory import Memory
+from .quotas import Quotas
+from .ratelimit import RateLimiter
 from .schema_registry import SchemaRegistry
 from .servicer import MemoryServicer
 from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore
+from .tokens import SessionTokens
 from .uploads import UploadCaps
 from .watch import ChangeHub
 
@@ -177,6 +181,11 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         maximum_concurrent_rpcs=settings.max_calls_in_flight + LIMITS.max_watchers,
     )
     store = RedisStore(client, bucket=settings.s3_bucket)
+    limit_book = LimitBook(TenantLimits.from_settings(settings))
+    limiter = RateLimiter(limit_book)
+    quotas = Quotas(limit_book)
+    tokens = SessionTokens()
+    authenticator = Authenticator(api_keys)
     schemas = SchemaRegistry(store)
     hub = ChangeHub(
         pubsub_client(settings),
@@ -215,9 +224,13 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
     servicer = MemoryServicer(
         memory,
         files,
-        api_keys,
         schemas,
         hub,
+        auth=authenticator,
+        tokens=tokens,
+        limiter=limiter,
+        limit_book=limit_book,
+        quotas=quotas,
         upload_idle_seconds=settings.upload_idle_seconds,
     )
     add_service(

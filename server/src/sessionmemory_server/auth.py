@@ -21,6 +21,7 @@ from typing import Final, cast
 
 from redis.asyncio import Redis, RedisCluster
 
+from .access import Principal
 from .errors import DomainError, invalid, unauthenticated
 from .stores.redis_store import retry_stale
 
@@ -132,3 +133,27 @@ class ApiKeys:
             self._cache.clear()
         self._cache[key_id] = entry
         return entry
+
+
+class Authenticator:
+    """Turns a call's ``authorization`` metadata into a Principal (skeleton: API keys only)."""
+
+    def __init__(self, api_keys: ApiKeys) -> None:
+        self._keys = api_keys
+
+    async def authenticate(self, authorization: str | None, peer: str) -> Principal:
+        """The caller, or UNAUTHENTICATED."""
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                tenant = await self._keys.tenant_of(token.strip())
+                return Principal(tenant=tenant, key_id=token.strip().split("_")[1])
+        raise unauthenticated(
+            "API_KEY_MISSING", "missing API key: send the metadata 'authorization: Bearer <key>'"
+        )
+
+    def start(self) -> None:
+        """Start background refreshes."""
+
+    async def close(self) -> None:
+        """Stop background refreshes."""

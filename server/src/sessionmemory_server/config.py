@@ -47,7 +47,41 @@ class Settings(BaseSettings):
         32, ge=1, description="SetFile uploads in progress per process (then TOO_MANY_UPLOADS)"
     )
     max_tenant_uploads: int = Field(
-        8, ge=1, description="uploads in progress per tenant per process (then TOO_MANY_UPLOADS)"
+        8,
+        ge=0,
+        description="default quota: uploads in progress per tenant over all processes (then"
+        " QUOTA_EXCEEDED; 0 = unlimited)",
+    )
+    tenant_reads_per_second: float = Field(
+        1000.0, ge=0, description="default rate limit: read calls per second per tenant (0 = off)"
+    )
+    tenant_read_burst: int = Field(
+        2000, ge=1, description="default: read calls a tenant may make at once above its rate"
+    )
+    tenant_writes_per_second: float = Field(
+        500.0, ge=0, description="default rate limit: write calls per second per tenant (0 = off)"
+    )
+    tenant_write_burst: int = Field(
+        1000, ge=1, description="default: write calls a tenant may make at once above its rate"
+    )
+    tenant_file_bytes_per_second: float = Field(
+        20 * 1024 * 1024,
+        ge=0,
+        description="default rate limit: file bytes per second per tenant through SetFile and"
+        " ReadFile (0 = off)",
+    )
+    tenant_file_bytes_burst: int = Field(
+        32 * 1024 * 1024,
+        ge=1,
+        description="default: file bytes a tenant may move at once above its rate",
+    )
+    tenant_max_sessions: int = Field(
+        100_000, ge=0, description="default quota: live sessions per tenant (0 = unlimited)"
+    )
+    tenant_max_stored_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="default quota: bytes of values and files stored per tenant (0 = unlimited)",
     )
     max_spool_bytes: int = Field(
         256 * 1024 * 1024, ge=1, description="bytes spooled per process (then SPOOL_FULL)"

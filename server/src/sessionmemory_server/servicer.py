@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -14,12 +15,17 @@ from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
 
 from . import core
-from .auth import ApiKeys
+from .access import METHODS, Permission, Principal
+from .auth import Authenticator
 from .core import Kind
 from .errors import DomainError, invalid, unauthenticated
 from .files import FileHeaderSpec, Files
+from .limits import LimitBook
 from .memory import Memory, WriteSpec
+from .quotas import Quotas
+from .ratelimit import RateLimiter
 from .schema_registry import SchemaRegistry
+from .tokens import SessionTokens
 from .values import Change, FileMeta, Record, SchemaRecord, Written, file_meta
 from .watch import ChangeHub
 
@@ -124,34 +130,51 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self,
         memory: Memory,
         files: Files,
-        api_keys: ApiKeys,
         schemas: SchemaRegistry,
         hub: ChangeHub,
         *,
+        auth: Authenticator,
+        tokens: SessionTokens,
+        limiter: RateLimiter,
+        limit_book: LimitBook,
+        quotas: Quotas,
         upload_idle_seconds: float,
     ) -> None:
+        self._auth = auth
+        self._tokens = tokens
+        self._limiter = limiter
+        self._limit_book = limit_book
+        self._quotas = quotas
         self._memory = memory
         self._schemas = schemas
         self._hub = hub
         self._files = files
-        self._keys = api_keys
         self._idle = upload_idle_seconds
-        self._limits = svc.GetLimitsResponse(limits=_limits())
+        self._limits = _limits()
 
-    async def _tenant(self, context: Context) -> str:
+    async def _principal(self, context: Context) -> Principal:
+        authorization = None
         for name, value in context.invocation_metadata() or ():
             if name == "authorization":
-                scheme, _, token = str(value).partition(" ")
-                if scheme.lower() == "bearer" and token.strip():
-                    return await self._keys.tenant_of(token.strip())
+                authorization = str(value)
                 break
-        raise unauthenticated(
-            "API_KEY_MISSING", "missing API key: send the metadata 'authorization: Bearer <key>'"
-        )
+        return await self._auth.authenticate(authorization, context.peer())
+
+    async def _admit(self, context: Context, method: str, session_id: str | None) -> str:
+        """Authenticate the call, check a token's grant, count it against its rate limit.
+
+        Returns the tenant. Raises UNAUTHENTICATED, PERMISSION_DENIED or
+        RATE_LIMITED (nothing is read or written then).
+        """
+        principal = await self._principal(context)
+        access = METHODS[method]
+        principal.check(method, access, session_id)
+        await self._limiter.acquire(principal.tenant, access.bucket)
+        return principal.tenant
 
     async def Get(self, request: svc.GetRequest, context: Context) -> svc.GetResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "Get", request.session_id)
         record = await self._memory.get(tenant, request.session_id, request.key)
         if record is None:
             return svc.GetResponse(found=False)
@@ -159,13 +182,13 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def GetMany(self, request: svc.GetManyRequest, context: Context) -> svc.GetManyResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "GetMany", request.session_id)
         records = await self._memory.get_many(tenant, request.session_id, request.keys)
         return svc.GetManyResponse(entries=[_entry(r) for r in records])
 
     async def Set(self, request: svc.SetRequest, context: Context) -> svc.SetResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "Set", request.session_id)
         which = request.WhichOneof("value")
         spec = WriteSpec(
             key=request.key,
@@ -180,7 +203,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def SetJson(self, request: svc.SetJsonRequest, context: Context) -> svc.SetJsonResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "SetJson", request.session_id)
         spec = WriteSpec(
             key=request.key,
             kind=Kind.JSON,
@@ -194,7 +217,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def SetMany(self, request: svc.SetManyRequest, context: Context) -> svc.SetManyResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "SetMany", request.session_id)
         specs = []
         for entry in request.entries:
             which = entry.value.WhichOneof("kind")
@@ -214,7 +237,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def Delete(self, request: svc.DeleteRequest, context: Context) -> svc.DeleteResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "Delete", request.session_id)
         count = await self._memory.delete(tenant, request.session_id, request.keys)
         return svc.DeleteResponse(deleted_count=count)
 
@@ -222,7 +245,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.IncrementRequest, context: Context
     ) -> svc.IncrementResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "Increment", request.session_id)
         result = await self._memory.increment(
             tenant,
             request.session_id,
@@ -237,7 +260,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def Touch(self, request: svc.TouchRequest, context: Context) -> svc.TouchResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "Touch", request.session_id)
         count = await self._memory.touch(
             tenant,
             request.session_id,
@@ -248,7 +271,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def List(self, request: svc.ListRequest, context: Context) -> svc.ListResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "List", request.session_id)
         infos = await self._memory.list(tenant, request.session_id)
         return svc.ListResponse(
             entries=[
@@ -265,15 +288,23 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def Clear(self, request: svc.ClearRequest, context: Context) -> svc.ClearResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "Clear", request.session_id)
         return svc.ClearResponse(deleted_count=await self._memory.clear(tenant, request.session_id))
 
     async def GetLimits(
         self, request: svc.GetLimitsRequest, context: Context
     ) -> svc.GetLimitsResponse:
         """See the proto."""
-        await self._tenant(context)
-        return self._limits
+        tenant = await self._admit(context, "GetLimits", None)
+        limits = await self._limit_book.get(tenant)
+        usage = await self._quotas.usage(tenant)
+        return svc.GetLimitsResponse(
+            limits=self._limits,
+            tenant_limits=svc.TenantLimits(**dataclasses.asdict(limits)),
+            tenant_usage=svc.TenantUsage(
+                sessions=usage.sessions, stored_bytes=usage.stored_bytes, uploads=usage.uploads
+            ),
+        )
 
     async def _next(self, stream: AsyncIterator[svc.SetFileRequest]) -> svc.SetFileRequest | None:
         try:
@@ -314,7 +345,11 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request_iterator: AsyncIterator[svc.SetFileRequest], context: Context
     ) -> svc.SetFileResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        principal = await self._principal(context)
+        access = METHODS["SetFile"]
+        principal.check("SetFile", access, None)
+        tenant = principal.tenant
+        await self._limiter.acquire(tenant, access.bucket)
         stream = aiter(request_iterator)
         first = await self._next(stream)
         if first is None or first.WhichOneof("part") != "header":
@@ -325,6 +360,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 "header",
             )
         h = first.header
+        principal.check("SetFile", access, h.session_id)
         header = FileHeaderSpec(
             session_id=h.session_id,
             key=h.key,
@@ -340,7 +376,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def GetFile(self, request: svc.GetFileRequest, context: Context) -> svc.GetFileResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "GetFile", request.session_id)
         url_ttl = request.url_ttl_seconds if request.HasField("url_ttl_seconds") else None
         found = await self._files.get_file(tenant, request.session_id, request.key, url_ttl)
         if found is None:
@@ -354,7 +390,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.ReadFileRequest, context: Context
     ) -> AsyncIterator[svc.ReadFileResponse]:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "ReadFile", request.session_id)
         meta, chunks = await self._files.read(
             tenant,
             request.session_id,
@@ -370,7 +406,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.GetDocumentRequest, context: Context
     ) -> svc.GetDocumentResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "GetDocument", request.session_id)
         view = await self._memory.document(
             tenant, request.session_id, request.paths, request.omit_defaults
         )
@@ -386,7 +422,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.PatchDocumentRequest, context: Context
     ) -> svc.PatchDocumentResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "PatchDocument", request.session_id)
         done = await self._memory.patch(
             tenant,
             request.session_id,
@@ -407,7 +443,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.PutSchemaRequest, context: Context
     ) -> svc.PutSchemaResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "PutSchema", None)
         record = await self._schemas.put(tenant, request.name, request.json_schema)
         return svc.PutSchemaResponse(schema=_schema_info(record))
 
@@ -415,7 +451,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.GetSchemaRequest, context: Context
     ) -> svc.GetSchemaResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "GetSchema", None)
         record = await self._schemas.get(tenant, request.name)
         return svc.GetSchemaResponse(schema=_schema_info(record), json_schema=record.text)
 
@@ -423,7 +459,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.ListSchemasRequest, context: Context
     ) -> svc.ListSchemasResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "ListSchemas", None)
         records = await self._schemas.list(tenant)
         return svc.ListSchemasResponse(schemas=[_schema_info(r) for r in records])
 
@@ -431,14 +467,14 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.DeleteSchemaRequest, context: Context
     ) -> svc.DeleteSchemaResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "DeleteSchema", None)
         return svc.DeleteSchemaResponse(deleted=await self._schemas.delete(tenant, request.name))
 
     async def BindSchema(
         self, request: svc.BindSchemaRequest, context: Context
     ) -> svc.BindSchemaResponse:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "BindSchema", request.session_id)
         revision = await self._memory.bind(tenant, request.session_id, request.schema)
         return svc.BindSchemaResponse(revision=revision)
 
@@ -446,7 +482,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         self, request: svc.WatchRequest, context: Context
     ) -> AsyncIterator[svc.WatchResponse]:
         """See the proto."""
-        tenant = await self._tenant(context)
+        tenant = await self._admit(context, "Watch", request.session_id)
         session = core.session_id(request.session_id)
         after = request.after_revision if request.HasField("after_revision") else None
         if after is not None and after < 0:
@@ -457,8 +493,11 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             )
 
         async def still_allowed() -> None:
-            if await self._tenant(context) != tenant:
+            # Raises once the key or token stopped working (revoked, expired).
+            principal = await self._principal(context)
+            if principal.tenant != tenant:
                 raise unauthenticated("API_KEY_INVALID", "the API key is no longer valid")
+            principal.check("Watch", METHODS["Watch"], request.session_id)
 
         async for batch in self._hub.stream(tenant, session, after, still_allowed):
             yield svc.WatchResponse(
@@ -466,3 +505,47 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 revision=batch.revision,
                 compacted=batch.compacted,
             )
+
+    async def CreateSessionToken(
+        self, request: svc.CreateSessionTokenRequest, context: Context
+    ) -> svc.CreateSessionTokenResponse:
+        """See the proto."""
+        tenant = await self._admit(context, "CreateSessionToken", None)
+        issued = await self._tokens.create(
+            tenant,
+            request.session_id,
+            [_permission(p) for p in request.permissions],
+            request.ttl_seconds if request.HasField("ttl_seconds") else None,
+        )
+        return svc.CreateSessionTokenResponse(
+            token=issued.token, token_id=issued.token_id, expires_at=_ts(issued.expires_ms)
+        )
+
+    async def RevokeSessionToken(
+        self, request: svc.RevokeSessionTokenRequest, context: Context
+    ) -> svc.RevokeSessionTokenResponse:
+        """See the proto."""
+        tenant = await self._admit(context, "RevokeSessionToken", None)
+        which = request.WhichOneof("target")
+        if which == "token_id":
+            await self._tokens.revoke_token(tenant, request.token_id)
+        elif which == "session_id":
+            await self._tokens.revoke_session(tenant, request.session_id)
+        else:
+            raise invalid(
+                "INVALID_TOKEN_REQUEST",
+                "RevokeSessionToken needs a token_id or a session_id",
+                "target",
+            )
+        return svc.RevokeSessionTokenResponse()
+
+
+def _permission(value: int) -> Permission:
+    try:
+        return Permission(value)
+    except ValueError:
+        raise invalid(
+            "INVALID_TOKEN_REQUEST",
+            f"permission {value} is not one of READ (1), WRITE (2), FILES (3)",
+            "permissions",
+        ) from None

@@ -269,7 +269,7 @@ class ChangeHub:
             except asyncio.CancelledError:
                 self._pubsub = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
                 raise
             except (redis.exceptions.RedisError, OSError) as exc:
                 _down.count(type(exc).__name__)
@@ -277,7 +277,7 @@ class ChangeHub:
                 log.exception("change feed failed; reconnecting")
             self._pubsub = None
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(_RECONNECT_SECONDS)
 
     def _dispatch(self, message: dict[str, Any]) -> None:

@@ -223,6 +223,38 @@ const (
 	// large to fill); nothing was changed. Simplify it with PutSchema, unbind the
 	// session, or read with `omit_defaults`. Metadata: schema, limit where known.
 	ErrorReason_SCHEMA_UNUSABLE ErrorReason = 53
+	// RESOURCE_EXHAUSTED. The tenant (or, for UNAUTHENTICATED floods, the
+	// caller's address or key id) is over a rate limit; nothing was changed.
+	// Always carries a `google.rpc.RetryInfo` with the time until a call would
+	// pass. Metadata: limit (which one: "reads", "writes", "file_bytes",
+	// "auth_failures"), rate (per second), burst, window_seconds.
+	ErrorReason_RATE_LIMITED ErrorReason = 54
+	// RESOURCE_EXHAUSTED. The call would take the tenant over a quota (live
+	// sessions, stored bytes, concurrent uploads); nothing was changed. Waiting
+	// does not help unless data expires or is deleted, so there is no RetryInfo.
+	// Metadata: quota ("sessions", "stored_bytes", "uploads"), limit, actual.
+	ErrorReason_QUOTA_EXCEEDED ErrorReason = 55
+	// UNAUTHENTICATED. The API key has passed its expiry (a rotated key after
+	// its grace period, or a key created with an expiry).
+	ErrorReason_API_KEY_EXPIRED ErrorReason = 56
+	// UNAUTHENTICATED. The session token is malformed, its signature does not
+	// verify, or it was signed with a key the server no longer has.
+	ErrorReason_TOKEN_INVALID ErrorReason = 57
+	// UNAUTHENTICATED. The session token has expired; ask the backend that
+	// issued it for a new one.
+	ErrorReason_TOKEN_EXPIRED ErrorReason = 58
+	// UNAUTHENTICATED. The session token was revoked with RevokeSessionToken.
+	ErrorReason_TOKEN_REVOKED ErrorReason = 59
+	// PERMISSION_DENIED. A session token was used outside its grant: another
+	// session, a permission it does not carry, or a call that needs the
+	// tenant's API key (schemas, tokens). Metadata: permission (the one needed)
+	// or session.
+	ErrorReason_PERMISSION_DENIED ErrorReason = 60
+	// INVALID_ARGUMENT. A session-token request is incomplete or wrong: no
+	// permission, an unknown or repeated one, neither a token id nor a session
+	// to revoke, or a token id that is not one CreateSessionToken returns.
+	// Metadata: field.
+	ErrorReason_INVALID_TOKEN_REQUEST ErrorReason = 61
 )
 
 // Enum value maps for ErrorReason.
@@ -282,6 +314,14 @@ var (
 		51: "DOCUMENT_TOO_LARGE",
 		52: "TOO_MANY_WATCHERS",
 		53: "SCHEMA_UNUSABLE",
+		54: "RATE_LIMITED",
+		55: "QUOTA_EXCEEDED",
+		56: "API_KEY_EXPIRED",
+		57: "TOKEN_INVALID",
+		58: "TOKEN_EXPIRED",
+		59: "TOKEN_REVOKED",
+		60: "PERMISSION_DENIED",
+		61: "INVALID_TOKEN_REQUEST",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -338,6 +378,14 @@ var (
 		"DOCUMENT_TOO_LARGE":       51,
 		"TOO_MANY_WATCHERS":        52,
 		"SCHEMA_UNUSABLE":          53,
+		"RATE_LIMITED":             54,
+		"QUOTA_EXCEEDED":           55,
+		"API_KEY_EXPIRED":          56,
+		"TOKEN_INVALID":            57,
+		"TOKEN_EXPIRED":            58,
+		"TOKEN_REVOKED":            59,
+		"PERMISSION_DENIED":        60,
+		"INVALID_TOKEN_REQUEST":    61,
 	}
 )
 
@@ -372,7 +420,8 @@ var File_sessionmemory_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_sessionmemory_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#sessionmemory/v1/error_reason.proto\x12\x10sessionmemory.v1*\xf4\b\n" +
+	"#sessionmemory/v1/error_reason.proto\x12\x10sessionmemory.v1*\x9a\n" +
+	"\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fAPI_KEY_MISSING\x10\x01\x12\x13\n" +
@@ -432,7 +481,15 @@ const file_sessionmemory_v1_error_reason_proto_rawDesc = "" +
 	"\rINVALID_PATCH\x102\x12\x16\n" +
 	"\x12DOCUMENT_TOO_LARGE\x103\x12\x15\n" +
 	"\x11TOO_MANY_WATCHERS\x104\x12\x13\n" +
-	"\x0fSCHEMA_UNUSABLE\x105B\xe3\x01\n" +
+	"\x0fSCHEMA_UNUSABLE\x105\x12\x10\n" +
+	"\fRATE_LIMITED\x106\x12\x12\n" +
+	"\x0eQUOTA_EXCEEDED\x107\x12\x13\n" +
+	"\x0fAPI_KEY_EXPIRED\x108\x12\x11\n" +
+	"\rTOKEN_INVALID\x109\x12\x11\n" +
+	"\rTOKEN_EXPIRED\x10:\x12\x11\n" +
+	"\rTOKEN_REVOKED\x10;\x12\x15\n" +
+	"\x11PERMISSION_DENIED\x10<\x12\x19\n" +
+	"\x15INVALID_TOKEN_REQUEST\x10=B\xe3\x01\n" +
 	"\x14com.sessionmemory.v1B\x10ErrorReasonProtoP\x01ZXgithub.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1;sessionmemoryv1\xa2\x02\x03SXX\xaa\x02\x10Sessionmemory.V1\xca\x02\x10Sessionmemory\\V1\xe2\x02\x1cSessionmemory\\V1\\GPBMetadata\xea\x02\x11Sessionmemory::V1b\x06proto3"
 
 var (

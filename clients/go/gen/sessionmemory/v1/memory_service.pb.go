@@ -22,6 +22,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// A permission a session token grants.
+type TokenPermission int32
+
+const (
+	// Never valid. Present because proto3 enums must start at zero.
+	TokenPermission_TOKEN_PERMISSION_UNSPECIFIED TokenPermission = 0
+	// Read the session: Get, GetMany, List, GetDocument, GetLimits, Watch.
+	TokenPermission_TOKEN_PERMISSION_READ TokenPermission = 1
+	// Write the session: Set, SetJson, SetMany, Increment, Delete, Touch,
+	// Clear, PatchDocument.
+	TokenPermission_TOKEN_PERMISSION_WRITE TokenPermission = 2
+	// The session's files: SetFile, GetFile, ReadFile.
+	TokenPermission_TOKEN_PERMISSION_FILES TokenPermission = 3
+)
+
+// Enum value maps for TokenPermission.
+var (
+	TokenPermission_name = map[int32]string{
+		0: "TOKEN_PERMISSION_UNSPECIFIED",
+		1: "TOKEN_PERMISSION_READ",
+		2: "TOKEN_PERMISSION_WRITE",
+		3: "TOKEN_PERMISSION_FILES",
+	}
+	TokenPermission_value = map[string]int32{
+		"TOKEN_PERMISSION_UNSPECIFIED": 0,
+		"TOKEN_PERMISSION_READ":        1,
+		"TOKEN_PERMISSION_WRITE":       2,
+		"TOKEN_PERMISSION_FILES":       3,
+	}
+)
+
+func (x TokenPermission) Enum() *TokenPermission {
+	p := new(TokenPermission)
+	*p = x
+	return p
+}
+
+func (x TokenPermission) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TokenPermission) Descriptor() protoreflect.EnumDescriptor {
+	return file_sessionmemory_v1_memory_service_proto_enumTypes[0].Descriptor()
+}
+
+func (TokenPermission) Type() protoreflect.EnumType {
+	return &file_sessionmemory_v1_memory_service_proto_enumTypes[0]
+}
+
+func (x TokenPermission) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TokenPermission.Descriptor instead.
+func (TokenPermission) EnumDescriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{0}
+}
+
 // GetRequest names one value to read.
 type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1329,7 +1387,11 @@ func (*GetLimitsRequest) Descriptor() ([]byte, []int) {
 type GetLimitsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The limits the server enforces.
-	Limits        *Limits `protobuf:"bytes,1,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *Limits `protobuf:"bytes,1,opt,name=limits,proto3" json:"limits,omitempty"`
+	// The calling tenant's rate limits and quotas.
+	TenantLimits *TenantLimits `protobuf:"bytes,2,opt,name=tenant_limits,json=tenantLimits,proto3" json:"tenant_limits,omitempty"`
+	// The calling tenant's use of its quotas, as the server last counted it.
+	TenantUsage   *TenantUsage `protobuf:"bytes,3,opt,name=tenant_usage,json=tenantUsage,proto3" json:"tenant_usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1371,6 +1433,206 @@ func (x *GetLimitsResponse) GetLimits() *Limits {
 	return nil
 }
 
+func (x *GetLimitsResponse) GetTenantLimits() *TenantLimits {
+	if x != nil {
+		return x.TenantLimits
+	}
+	return nil
+}
+
+func (x *GetLimitsResponse) GetTenantUsage() *TenantUsage {
+	if x != nil {
+		return x.TenantUsage
+	}
+	return nil
+}
+
+// TenantLimits are the rate limits and quotas of one tenant: the server's
+// defaults, or the operator's overrides (`session-memory tenants
+// set-limits`). A rate of 0 means unlimited; a quota of 0 means unlimited.
+type TenantLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Read calls (Get, GetMany, List, GetDocument, GetFile, GetLimits, Watch,
+	// GetSchema, ListSchemas) per second, over all server processes.
+	ReadsPerSecond float64 `protobuf:"fixed64,1,opt,name=reads_per_second,json=readsPerSecond,proto3" json:"reads_per_second,omitempty"`
+	// Read calls that may come at once above the rate (the bucket's size).
+	ReadBurst int64 `protobuf:"varint,2,opt,name=read_burst,json=readBurst,proto3" json:"read_burst,omitempty"`
+	// Write calls (everything else) per second, over all server processes.
+	WritesPerSecond float64 `protobuf:"fixed64,3,opt,name=writes_per_second,json=writesPerSecond,proto3" json:"writes_per_second,omitempty"`
+	// Write calls that may come at once above the rate.
+	WriteBurst int64 `protobuf:"varint,4,opt,name=write_burst,json=writeBurst,proto3" json:"write_burst,omitempty"`
+	// File bytes through the server per second (SetFile and ReadFile).
+	FileBytesPerSecond float64 `protobuf:"fixed64,5,opt,name=file_bytes_per_second,json=fileBytesPerSecond,proto3" json:"file_bytes_per_second,omitempty"`
+	// File bytes that may come at once above the rate.
+	FileBytesBurst int64 `protobuf:"varint,6,opt,name=file_bytes_burst,json=fileBytesBurst,proto3" json:"file_bytes_burst,omitempty"`
+	// Sessions with at least one live value.
+	MaxSessions int64 `protobuf:"varint,7,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
+	// Bytes stored: values' payloads plus files' sizes, each counted until it
+	// expires, is overwritten or deleted.
+	MaxStoredBytes int64 `protobuf:"varint,8,opt,name=max_stored_bytes,json=maxStoredBytes,proto3" json:"max_stored_bytes,omitempty"`
+	// SetFile uploads in progress at once.
+	MaxUploads    int64 `protobuf:"varint,9,opt,name=max_uploads,json=maxUploads,proto3" json:"max_uploads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantLimits) Reset() {
+	*x = TenantLimits{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantLimits) ProtoMessage() {}
+
+func (x *TenantLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
+func (*TenantLimits) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TenantLimits) GetReadsPerSecond() float64 {
+	if x != nil {
+		return x.ReadsPerSecond
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetReadBurst() int64 {
+	if x != nil {
+		return x.ReadBurst
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetWritesPerSecond() float64 {
+	if x != nil {
+		return x.WritesPerSecond
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetWriteBurst() int64 {
+	if x != nil {
+		return x.WriteBurst
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetFileBytesPerSecond() float64 {
+	if x != nil {
+		return x.FileBytesPerSecond
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetFileBytesBurst() int64 {
+	if x != nil {
+		return x.FileBytesBurst
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetMaxSessions() int64 {
+	if x != nil {
+		return x.MaxSessions
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetMaxStoredBytes() int64 {
+	if x != nil {
+		return x.MaxStoredBytes
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetMaxUploads() int64 {
+	if x != nil {
+		return x.MaxUploads
+	}
+	return 0
+}
+
+// TenantUsage is how much of its quotas a tenant uses.
+type TenantUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Live sessions.
+	Sessions int64 `protobuf:"varint,1,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	// Bytes stored.
+	StoredBytes int64 `protobuf:"varint,2,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	// Uploads in progress.
+	Uploads       int64 `protobuf:"varint,3,opt,name=uploads,proto3" json:"uploads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantUsage) Reset() {
+	*x = TenantUsage{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantUsage) ProtoMessage() {}
+
+func (x *TenantUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
+func (*TenantUsage) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TenantUsage) GetSessions() int64 {
+	if x != nil {
+		return x.Sessions
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetStoredBytes() int64 {
+	if x != nil {
+		return x.StoredBytes
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetUploads() int64 {
+	if x != nil {
+		return x.Uploads
+	}
+	return 0
+}
+
 // FileHeader is the first message of a SetFile stream.
 type FileHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1404,7 +1666,7 @@ type FileHeader struct {
 
 func (x *FileHeader) Reset() {
 	*x = FileHeader{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[23]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1678,7 @@ func (x *FileHeader) String() string {
 func (*FileHeader) ProtoMessage() {}
 
 func (x *FileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[23]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1691,7 @@ func (x *FileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHeader.ProtoReflect.Descriptor instead.
 func (*FileHeader) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{23}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FileHeader) GetSessionId() string {
@@ -1509,7 +1771,7 @@ type SetFileRequest struct {
 
 func (x *SetFileRequest) Reset() {
 	*x = SetFileRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[24]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1783,7 @@ func (x *SetFileRequest) String() string {
 func (*SetFileRequest) ProtoMessage() {}
 
 func (x *SetFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[24]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1796,7 @@ func (x *SetFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFileRequest.ProtoReflect.Descriptor instead.
 func (*SetFileRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{24}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetFileRequest) GetPart() isSetFileRequest_Part {
@@ -1598,7 +1860,7 @@ type SetFileResponse struct {
 
 func (x *SetFileResponse) Reset() {
 	*x = SetFileResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[25]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1872,7 @@ func (x *SetFileResponse) String() string {
 func (*SetFileResponse) ProtoMessage() {}
 
 func (x *SetFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[25]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1885,7 @@ func (x *SetFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFileResponse.ProtoReflect.Descriptor instead.
 func (*SetFileResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{25}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetFileResponse) GetFile() *FileInfo {
@@ -1650,7 +1912,7 @@ type GetFileRequest struct {
 
 func (x *GetFileRequest) Reset() {
 	*x = GetFileRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[26]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1924,7 @@ func (x *GetFileRequest) String() string {
 func (*GetFileRequest) ProtoMessage() {}
 
 func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[26]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1937,7 @@ func (x *GetFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFileRequest.ProtoReflect.Descriptor instead.
 func (*GetFileRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{26}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetFileRequest) GetSessionId() string {
@@ -1716,7 +1978,7 @@ type GetFileResponse struct {
 
 func (x *GetFileResponse) Reset() {
 	*x = GetFileResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[27]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1990,7 @@ func (x *GetFileResponse) String() string {
 func (*GetFileResponse) ProtoMessage() {}
 
 func (x *GetFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[27]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +2003,7 @@ func (x *GetFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFileResponse.ProtoReflect.Descriptor instead.
 func (*GetFileResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{27}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetFileResponse) GetFound() bool {
@@ -1789,7 +2051,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[28]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +2063,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[28]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +2076,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{28}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadFileRequest) GetSessionId() string {
@@ -1861,7 +2123,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[29]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2135,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[29]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2148,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{29}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadFileResponse) GetPart() isReadFileResponse_Part {
@@ -1949,7 +2211,7 @@ type GetDocumentRequest struct {
 
 func (x *GetDocumentRequest) Reset() {
 	*x = GetDocumentRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[30]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2223,7 @@ func (x *GetDocumentRequest) String() string {
 func (*GetDocumentRequest) ProtoMessage() {}
 
 func (x *GetDocumentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[30]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2236,7 @@ func (x *GetDocumentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDocumentRequest.ProtoReflect.Descriptor instead.
 func (*GetDocumentRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{30}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetDocumentRequest) GetSessionId() string {
@@ -2022,7 +2284,7 @@ type GetDocumentResponse struct {
 
 func (x *GetDocumentResponse) Reset() {
 	*x = GetDocumentResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[31]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2296,7 @@ func (x *GetDocumentResponse) String() string {
 func (*GetDocumentResponse) ProtoMessage() {}
 
 func (x *GetDocumentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[31]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2309,7 @@ func (x *GetDocumentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDocumentResponse.ProtoReflect.Descriptor instead.
 func (*GetDocumentResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{31}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetDocumentResponse) GetJson() string {
@@ -2113,7 +2375,7 @@ type PatchDocumentRequest struct {
 
 func (x *PatchDocumentRequest) Reset() {
 	*x = PatchDocumentRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[32]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2387,7 @@ func (x *PatchDocumentRequest) String() string {
 func (*PatchDocumentRequest) ProtoMessage() {}
 
 func (x *PatchDocumentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[32]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2400,7 @@ func (x *PatchDocumentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatchDocumentRequest.ProtoReflect.Descriptor instead.
 func (*PatchDocumentRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{32}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PatchDocumentRequest) GetSessionId() string {
@@ -2200,7 +2462,7 @@ type PatchDocumentResponse struct {
 
 func (x *PatchDocumentResponse) Reset() {
 	*x = PatchDocumentResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[33]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2474,7 @@ func (x *PatchDocumentResponse) String() string {
 func (*PatchDocumentResponse) ProtoMessage() {}
 
 func (x *PatchDocumentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[33]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2487,7 @@ func (x *PatchDocumentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatchDocumentResponse.ProtoReflect.Descriptor instead.
 func (*PatchDocumentResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{33}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PatchDocumentResponse) GetRevision() int64 {
@@ -2273,7 +2535,7 @@ type SchemaInfo struct {
 
 func (x *SchemaInfo) Reset() {
 	*x = SchemaInfo{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[34]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2547,7 @@ func (x *SchemaInfo) String() string {
 func (*SchemaInfo) ProtoMessage() {}
 
 func (x *SchemaInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[34]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2560,7 @@ func (x *SchemaInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaInfo.ProtoReflect.Descriptor instead.
 func (*SchemaInfo) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{34}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SchemaInfo) GetName() string {
@@ -2346,7 +2608,7 @@ type PutSchemaRequest struct {
 
 func (x *PutSchemaRequest) Reset() {
 	*x = PutSchemaRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[35]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2620,7 @@ func (x *PutSchemaRequest) String() string {
 func (*PutSchemaRequest) ProtoMessage() {}
 
 func (x *PutSchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[35]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2633,7 @@ func (x *PutSchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutSchemaRequest.ProtoReflect.Descriptor instead.
 func (*PutSchemaRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{35}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PutSchemaRequest) GetName() string {
@@ -2399,7 +2661,7 @@ type PutSchemaResponse struct {
 
 func (x *PutSchemaResponse) Reset() {
 	*x = PutSchemaResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[36]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2411,7 +2673,7 @@ func (x *PutSchemaResponse) String() string {
 func (*PutSchemaResponse) ProtoMessage() {}
 
 func (x *PutSchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[36]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2424,7 +2686,7 @@ func (x *PutSchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutSchemaResponse.ProtoReflect.Descriptor instead.
 func (*PutSchemaResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{36}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PutSchemaResponse) GetSchema() *SchemaInfo {
@@ -2445,7 +2707,7 @@ type GetSchemaRequest struct {
 
 func (x *GetSchemaRequest) Reset() {
 	*x = GetSchemaRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[37]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2719,7 @@ func (x *GetSchemaRequest) String() string {
 func (*GetSchemaRequest) ProtoMessage() {}
 
 func (x *GetSchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[37]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2732,7 @@ func (x *GetSchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSchemaRequest.ProtoReflect.Descriptor instead.
 func (*GetSchemaRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{37}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetSchemaRequest) GetName() string {
@@ -2493,7 +2755,7 @@ type GetSchemaResponse struct {
 
 func (x *GetSchemaResponse) Reset() {
 	*x = GetSchemaResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[38]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2767,7 @@ func (x *GetSchemaResponse) String() string {
 func (*GetSchemaResponse) ProtoMessage() {}
 
 func (x *GetSchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[38]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2780,7 @@ func (x *GetSchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSchemaResponse.ProtoReflect.Descriptor instead.
 func (*GetSchemaResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{38}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetSchemaResponse) GetSchema() *SchemaInfo {
@@ -2544,7 +2806,7 @@ type ListSchemasRequest struct {
 
 func (x *ListSchemasRequest) Reset() {
 	*x = ListSchemasRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[39]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2818,7 @@ func (x *ListSchemasRequest) String() string {
 func (*ListSchemasRequest) ProtoMessage() {}
 
 func (x *ListSchemasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[39]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2831,7 @@ func (x *ListSchemasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchemasRequest.ProtoReflect.Descriptor instead.
 func (*ListSchemasRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{39}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{41}
 }
 
 // ListSchemasResponse is the result of ListSchemas.
@@ -2583,7 +2845,7 @@ type ListSchemasResponse struct {
 
 func (x *ListSchemasResponse) Reset() {
 	*x = ListSchemasResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[40]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2857,7 @@ func (x *ListSchemasResponse) String() string {
 func (*ListSchemasResponse) ProtoMessage() {}
 
 func (x *ListSchemasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[40]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2870,7 @@ func (x *ListSchemasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchemasResponse.ProtoReflect.Descriptor instead.
 func (*ListSchemasResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{40}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListSchemasResponse) GetSchemas() []*SchemaInfo {
@@ -2629,7 +2891,7 @@ type DeleteSchemaRequest struct {
 
 func (x *DeleteSchemaRequest) Reset() {
 	*x = DeleteSchemaRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[41]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2641,7 +2903,7 @@ func (x *DeleteSchemaRequest) String() string {
 func (*DeleteSchemaRequest) ProtoMessage() {}
 
 func (x *DeleteSchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[41]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2654,7 +2916,7 @@ func (x *DeleteSchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSchemaRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSchemaRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{41}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteSchemaRequest) GetName() string {
@@ -2675,7 +2937,7 @@ type DeleteSchemaResponse struct {
 
 func (x *DeleteSchemaResponse) Reset() {
 	*x = DeleteSchemaResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[42]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2949,7 @@ func (x *DeleteSchemaResponse) String() string {
 func (*DeleteSchemaResponse) ProtoMessage() {}
 
 func (x *DeleteSchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[42]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2962,7 @@ func (x *DeleteSchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSchemaResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSchemaResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{42}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeleteSchemaResponse) GetDeleted() bool {
@@ -2723,7 +2985,7 @@ type BindSchemaRequest struct {
 
 func (x *BindSchemaRequest) Reset() {
 	*x = BindSchemaRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[43]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +2997,7 @@ func (x *BindSchemaRequest) String() string {
 func (*BindSchemaRequest) ProtoMessage() {}
 
 func (x *BindSchemaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[43]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +3010,7 @@ func (x *BindSchemaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindSchemaRequest.ProtoReflect.Descriptor instead.
 func (*BindSchemaRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{43}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BindSchemaRequest) GetSessionId() string {
@@ -2776,7 +3038,7 @@ type BindSchemaResponse struct {
 
 func (x *BindSchemaResponse) Reset() {
 	*x = BindSchemaResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[44]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +3050,7 @@ func (x *BindSchemaResponse) String() string {
 func (*BindSchemaResponse) ProtoMessage() {}
 
 func (x *BindSchemaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[44]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +3063,7 @@ func (x *BindSchemaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindSchemaResponse.ProtoReflect.Descriptor instead.
 func (*BindSchemaResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{44}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *BindSchemaResponse) GetRevision() int64 {
@@ -2825,7 +3087,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[45]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2837,7 +3099,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[45]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2850,7 +3112,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{45}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WatchRequest) GetSessionId() string {
@@ -2886,7 +3148,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[46]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +3160,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[46]
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3173,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{46}
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WatchResponse) GetChanges() []*Change {
@@ -2933,6 +3195,261 @@ func (x *WatchResponse) GetCompacted() bool {
 		return x.Compacted
 	}
 	return false
+}
+
+// CreateSessionTokenRequest asks for a token scoped to one session.
+type CreateSessionTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The conversation the token may touch, 1 to 256 printable
+	// characters.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Required. What the token may do; at least one, no duplicates.
+	Permissions []TokenPermission `protobuf:"varint,2,rep,packed,name=permissions,proto3,enum=sessionmemory.v1.TokenPermission" json:"permissions,omitempty"`
+	// Optional. Lifetime in seconds, 1 to 3,600; absent means 900.
+	TtlSeconds    *int64 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3,oneof" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSessionTokenRequest) Reset() {
+	*x = CreateSessionTokenRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSessionTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSessionTokenRequest) ProtoMessage() {}
+
+func (x *CreateSessionTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSessionTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateSessionTokenRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CreateSessionTokenRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CreateSessionTokenRequest) GetPermissions() []TokenPermission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *CreateSessionTokenRequest) GetTtlSeconds() int64 {
+	if x != nil && x.TtlSeconds != nil {
+		return *x.TtlSeconds
+	}
+	return 0
+}
+
+// CreateSessionTokenResponse is the result of CreateSessionToken.
+type CreateSessionTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token: send it as `authorization: Bearer <token>` (every client takes
+	// it in place of an API key). It starts with `smt_`.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The token's id, for RevokeSessionToken.
+	TokenId string `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// When the token stops working.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSessionTokenResponse) Reset() {
+	*x = CreateSessionTokenResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSessionTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSessionTokenResponse) ProtoMessage() {}
+
+func (x *CreateSessionTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSessionTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateSessionTokenResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *CreateSessionTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateSessionTokenResponse) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *CreateSessionTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// RevokeSessionTokenRequest names the tokens of the calling tenant to revoke:
+// one token, or every token issued so far for one session.
+type RevokeSessionTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to revoke; one is required.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*RevokeSessionTokenRequest_TokenId
+	//	*RevokeSessionTokenRequest_SessionId
+	Target        isRevokeSessionTokenRequest_Target `protobuf_oneof:"target"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSessionTokenRequest) Reset() {
+	*x = RevokeSessionTokenRequest{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSessionTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSessionTokenRequest) ProtoMessage() {}
+
+func (x *RevokeSessionTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSessionTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeSessionTokenRequest) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *RevokeSessionTokenRequest) GetTarget() isRevokeSessionTokenRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *RevokeSessionTokenRequest) GetTokenId() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeSessionTokenRequest_TokenId); ok {
+			return x.TokenId
+		}
+	}
+	return ""
+}
+
+func (x *RevokeSessionTokenRequest) GetSessionId() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeSessionTokenRequest_SessionId); ok {
+			return x.SessionId
+		}
+	}
+	return ""
+}
+
+type isRevokeSessionTokenRequest_Target interface {
+	isRevokeSessionTokenRequest_Target()
+}
+
+type RevokeSessionTokenRequest_TokenId struct {
+	// The id CreateSessionToken returned.
+	TokenId string `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3,oneof"`
+}
+
+type RevokeSessionTokenRequest_SessionId struct {
+	// Every token issued until now for this session.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3,oneof"`
+}
+
+func (*RevokeSessionTokenRequest_TokenId) isRevokeSessionTokenRequest_Target() {}
+
+func (*RevokeSessionTokenRequest_SessionId) isRevokeSessionTokenRequest_Target() {}
+
+// RevokeSessionTokenResponse is the result of RevokeSessionToken.
+type RevokeSessionTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSessionTokenResponse) Reset() {
+	*x = RevokeSessionTokenResponse{}
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSessionTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSessionTokenResponse) ProtoMessage() {}
+
+func (x *RevokeSessionTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionmemory_v1_memory_service_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSessionTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeSessionTokenResponse) Descriptor() ([]byte, []int) {
+	return file_sessionmemory_v1_memory_service_proto_rawDescGZIP(), []int{52}
 }
 
 var File_sessionmemory_v1_memory_service_proto protoreflect.FileDescriptor
@@ -3040,9 +3557,28 @@ const file_sessionmemory_v1_memory_service_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"4\n" +
 	"\rClearResponse\x12#\n" +
 	"\rdeleted_count\x18\x01 \x01(\x03R\fdeletedCount\"\x12\n" +
-	"\x10GetLimitsRequest\"E\n" +
+	"\x10GetLimitsRequest\"\xcc\x01\n" +
 	"\x11GetLimitsResponse\x120\n" +
-	"\x06limits\x18\x01 \x01(\v2\x18.sessionmemory.v1.LimitsR\x06limits\"\xab\x02\n" +
+	"\x06limits\x18\x01 \x01(\v2\x18.sessionmemory.v1.LimitsR\x06limits\x12C\n" +
+	"\rtenant_limits\x18\x02 \x01(\v2\x1e.sessionmemory.v1.TenantLimitsR\ftenantLimits\x12@\n" +
+	"\ftenant_usage\x18\x03 \x01(\v2\x1d.sessionmemory.v1.TenantUsageR\vtenantUsage\"\xef\x02\n" +
+	"\fTenantLimits\x12(\n" +
+	"\x10reads_per_second\x18\x01 \x01(\x01R\x0ereadsPerSecond\x12\x1d\n" +
+	"\n" +
+	"read_burst\x18\x02 \x01(\x03R\treadBurst\x12*\n" +
+	"\x11writes_per_second\x18\x03 \x01(\x01R\x0fwritesPerSecond\x12\x1f\n" +
+	"\vwrite_burst\x18\x04 \x01(\x03R\n" +
+	"writeBurst\x121\n" +
+	"\x15file_bytes_per_second\x18\x05 \x01(\x01R\x12fileBytesPerSecond\x12(\n" +
+	"\x10file_bytes_burst\x18\x06 \x01(\x03R\x0efileBytesBurst\x12!\n" +
+	"\fmax_sessions\x18\a \x01(\x03R\vmaxSessions\x12(\n" +
+	"\x10max_stored_bytes\x18\b \x01(\x03R\x0emaxStoredBytes\x12\x1f\n" +
+	"\vmax_uploads\x18\t \x01(\x03R\n" +
+	"maxUploads\"f\n" +
+	"\vTenantUsage\x12\x1a\n" +
+	"\bsessions\x18\x01 \x01(\x03R\bsessions\x12!\n" +
+	"\fstored_bytes\x18\x02 \x01(\x03R\vstoredBytes\x12\x18\n" +
+	"\auploads\x18\x03 \x01(\x03R\auploads\"\xab\x02\n" +
 	"\n" +
 	"FileHeader\x12\x1d\n" +
 	"\n" +
@@ -3160,7 +3696,30 @@ const file_sessionmemory_v1_memory_service_proto_rawDesc = "" +
 	"\rWatchResponse\x122\n" +
 	"\achanges\x18\x01 \x03(\v2\x18.sessionmemory.v1.ChangeR\achanges\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1c\n" +
-	"\tcompacted\x18\x03 \x01(\bR\tcompacted2\x9c\x0e\n" +
+	"\tcompacted\x18\x03 \x01(\bR\tcompacted\"\xb5\x01\n" +
+	"\x19CreateSessionTokenRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12C\n" +
+	"\vpermissions\x18\x02 \x03(\x0e2!.sessionmemory.v1.TokenPermissionR\vpermissions\x12$\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03H\x00R\n" +
+	"ttlSeconds\x88\x01\x01B\x0e\n" +
+	"\f_ttl_seconds\"\x88\x01\n" +
+	"\x1aCreateSessionTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x19\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"c\n" +
+	"\x19RevokeSessionTokenRequest\x12\x1b\n" +
+	"\btoken_id\x18\x01 \x01(\tH\x00R\atokenId\x12\x1f\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tH\x00R\tsessionIdB\b\n" +
+	"\x06target\"\x1c\n" +
+	"\x1aRevokeSessionTokenResponse*\x86\x01\n" +
+	"\x0fTokenPermission\x12 \n" +
+	"\x1cTOKEN_PERMISSION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15TOKEN_PERMISSION_READ\x10\x01\x12\x1a\n" +
+	"\x16TOKEN_PERMISSION_WRITE\x10\x02\x12\x1a\n" +
+	"\x16TOKEN_PERMISSION_FILES\x10\x032\xfe\x0f\n" +
 	"\rMemoryService\x12B\n" +
 	"\x03Get\x12\x1c.sessionmemory.v1.GetRequest\x1a\x1d.sessionmemory.v1.GetResponse\x12N\n" +
 	"\aGetMany\x12 .sessionmemory.v1.GetManyRequest\x1a!.sessionmemory.v1.GetManyResponse\x12B\n" +
@@ -3184,7 +3743,9 @@ const file_sessionmemory_v1_memory_service_proto_rawDesc = "" +
 	"\fDeleteSchema\x12%.sessionmemory.v1.DeleteSchemaRequest\x1a&.sessionmemory.v1.DeleteSchemaResponse\x12W\n" +
 	"\n" +
 	"BindSchema\x12#.sessionmemory.v1.BindSchemaRequest\x1a$.sessionmemory.v1.BindSchemaResponse\x12J\n" +
-	"\x05Watch\x12\x1e.sessionmemory.v1.WatchRequest\x1a\x1f.sessionmemory.v1.WatchResponse0\x01B\xe5\x01\n" +
+	"\x05Watch\x12\x1e.sessionmemory.v1.WatchRequest\x1a\x1f.sessionmemory.v1.WatchResponse0\x01\x12o\n" +
+	"\x12CreateSessionToken\x12+.sessionmemory.v1.CreateSessionTokenRequest\x1a,.sessionmemory.v1.CreateSessionTokenResponse\x12o\n" +
+	"\x12RevokeSessionToken\x12+.sessionmemory.v1.RevokeSessionTokenRequest\x1a,.sessionmemory.v1.RevokeSessionTokenResponseB\xe5\x01\n" +
 	"\x14com.sessionmemory.v1B\x12MemoryServiceProtoP\x01ZXgithub.com/session-memory/session-memory/clients/go/gen/sessionmemory/v1;sessionmemoryv1\xa2\x02\x03SXX\xaa\x02\x10Sessionmemory.V1\xca\x02\x10Sessionmemory\\V1\xe2\x02\x1cSessionmemory\\V1\\GPBMetadata\xea\x02\x11Sessionmemory::V1b\x06proto3"
 
 var (
@@ -3199,135 +3760,151 @@ func file_sessionmemory_v1_memory_service_proto_rawDescGZIP() []byte {
 	return file_sessionmemory_v1_memory_service_proto_rawDescData
 }
 
-var file_sessionmemory_v1_memory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_sessionmemory_v1_memory_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sessionmemory_v1_memory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_sessionmemory_v1_memory_service_proto_goTypes = []any{
-	(*GetRequest)(nil),            // 0: sessionmemory.v1.GetRequest
-	(*GetResponse)(nil),           // 1: sessionmemory.v1.GetResponse
-	(*GetManyRequest)(nil),        // 2: sessionmemory.v1.GetManyRequest
-	(*GetManyResponse)(nil),       // 3: sessionmemory.v1.GetManyResponse
-	(*SetRequest)(nil),            // 4: sessionmemory.v1.SetRequest
-	(*SetResponse)(nil),           // 5: sessionmemory.v1.SetResponse
-	(*SetJsonRequest)(nil),        // 6: sessionmemory.v1.SetJsonRequest
-	(*SetJsonResponse)(nil),       // 7: sessionmemory.v1.SetJsonResponse
-	(*SetManyEntry)(nil),          // 8: sessionmemory.v1.SetManyEntry
-	(*SetManyRequest)(nil),        // 9: sessionmemory.v1.SetManyRequest
-	(*SetManyResponse)(nil),       // 10: sessionmemory.v1.SetManyResponse
-	(*DeleteRequest)(nil),         // 11: sessionmemory.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 12: sessionmemory.v1.DeleteResponse
-	(*IncrementRequest)(nil),      // 13: sessionmemory.v1.IncrementRequest
-	(*IncrementResponse)(nil),     // 14: sessionmemory.v1.IncrementResponse
-	(*TouchRequest)(nil),          // 15: sessionmemory.v1.TouchRequest
-	(*TouchResponse)(nil),         // 16: sessionmemory.v1.TouchResponse
-	(*ListRequest)(nil),           // 17: sessionmemory.v1.ListRequest
-	(*ListResponse)(nil),          // 18: sessionmemory.v1.ListResponse
-	(*ClearRequest)(nil),          // 19: sessionmemory.v1.ClearRequest
-	(*ClearResponse)(nil),         // 20: sessionmemory.v1.ClearResponse
-	(*GetLimitsRequest)(nil),      // 21: sessionmemory.v1.GetLimitsRequest
-	(*GetLimitsResponse)(nil),     // 22: sessionmemory.v1.GetLimitsResponse
-	(*FileHeader)(nil),            // 23: sessionmemory.v1.FileHeader
-	(*SetFileRequest)(nil),        // 24: sessionmemory.v1.SetFileRequest
-	(*SetFileResponse)(nil),       // 25: sessionmemory.v1.SetFileResponse
-	(*GetFileRequest)(nil),        // 26: sessionmemory.v1.GetFileRequest
-	(*GetFileResponse)(nil),       // 27: sessionmemory.v1.GetFileResponse
-	(*ReadFileRequest)(nil),       // 28: sessionmemory.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),      // 29: sessionmemory.v1.ReadFileResponse
-	(*GetDocumentRequest)(nil),    // 30: sessionmemory.v1.GetDocumentRequest
-	(*GetDocumentResponse)(nil),   // 31: sessionmemory.v1.GetDocumentResponse
-	(*PatchDocumentRequest)(nil),  // 32: sessionmemory.v1.PatchDocumentRequest
-	(*PatchDocumentResponse)(nil), // 33: sessionmemory.v1.PatchDocumentResponse
-	(*SchemaInfo)(nil),            // 34: sessionmemory.v1.SchemaInfo
-	(*PutSchemaRequest)(nil),      // 35: sessionmemory.v1.PutSchemaRequest
-	(*PutSchemaResponse)(nil),     // 36: sessionmemory.v1.PutSchemaResponse
-	(*GetSchemaRequest)(nil),      // 37: sessionmemory.v1.GetSchemaRequest
-	(*GetSchemaResponse)(nil),     // 38: sessionmemory.v1.GetSchemaResponse
-	(*ListSchemasRequest)(nil),    // 39: sessionmemory.v1.ListSchemasRequest
-	(*ListSchemasResponse)(nil),   // 40: sessionmemory.v1.ListSchemasResponse
-	(*DeleteSchemaRequest)(nil),   // 41: sessionmemory.v1.DeleteSchemaRequest
-	(*DeleteSchemaResponse)(nil),  // 42: sessionmemory.v1.DeleteSchemaResponse
-	(*BindSchemaRequest)(nil),     // 43: sessionmemory.v1.BindSchemaRequest
-	(*BindSchemaResponse)(nil),    // 44: sessionmemory.v1.BindSchemaResponse
-	(*WatchRequest)(nil),          // 45: sessionmemory.v1.WatchRequest
-	(*WatchResponse)(nil),         // 46: sessionmemory.v1.WatchResponse
-	(*Entry)(nil),                 // 47: sessionmemory.v1.Entry
-	(*WriteResult)(nil),           // 48: sessionmemory.v1.WriteResult
-	(*Value)(nil),                 // 49: sessionmemory.v1.Value
-	(*timestamppb.Timestamp)(nil), // 50: google.protobuf.Timestamp
-	(*EntryInfo)(nil),             // 51: sessionmemory.v1.EntryInfo
-	(*Limits)(nil),                // 52: sessionmemory.v1.Limits
-	(*FileInfo)(nil),              // 53: sessionmemory.v1.FileInfo
-	(*Change)(nil),                // 54: sessionmemory.v1.Change
+	(TokenPermission)(0),               // 0: sessionmemory.v1.TokenPermission
+	(*GetRequest)(nil),                 // 1: sessionmemory.v1.GetRequest
+	(*GetResponse)(nil),                // 2: sessionmemory.v1.GetResponse
+	(*GetManyRequest)(nil),             // 3: sessionmemory.v1.GetManyRequest
+	(*GetManyResponse)(nil),            // 4: sessionmemory.v1.GetManyResponse
+	(*SetRequest)(nil),                 // 5: sessionmemory.v1.SetRequest
+	(*SetResponse)(nil),                // 6: sessionmemory.v1.SetResponse
+	(*SetJsonRequest)(nil),             // 7: sessionmemory.v1.SetJsonRequest
+	(*SetJsonResponse)(nil),            // 8: sessionmemory.v1.SetJsonResponse
+	(*SetManyEntry)(nil),               // 9: sessionmemory.v1.SetManyEntry
+	(*SetManyRequest)(nil),             // 10: sessionmemory.v1.SetManyRequest
+	(*SetManyResponse)(nil),            // 11: sessionmemory.v1.SetManyResponse
+	(*DeleteRequest)(nil),              // 12: sessionmemory.v1.DeleteRequest
+	(*DeleteResponse)(nil),             // 13: sessionmemory.v1.DeleteResponse
+	(*IncrementRequest)(nil),           // 14: sessionmemory.v1.IncrementRequest
+	(*IncrementResponse)(nil),          // 15: sessionmemory.v1.IncrementResponse
+	(*TouchRequest)(nil),               // 16: sessionmemory.v1.TouchRequest
+	(*TouchResponse)(nil),              // 17: sessionmemory.v1.TouchResponse
+	(*ListRequest)(nil),                // 18: sessionmemory.v1.ListRequest
+	(*ListResponse)(nil),               // 19: sessionmemory.v1.ListResponse
+	(*ClearRequest)(nil),               // 20: sessionmemory.v1.ClearRequest
+	(*ClearResponse)(nil),              // 21: sessionmemory.v1.ClearResponse
+	(*GetLimitsRequest)(nil),           // 22: sessionmemory.v1.GetLimitsRequest
+	(*GetLimitsResponse)(nil),          // 23: sessionmemory.v1.GetLimitsResponse
+	(*TenantLimits)(nil),               // 24: sessionmemory.v1.TenantLimits
+	(*TenantUsage)(nil),                // 25: sessionmemory.v1.TenantUsage
+	(*FileHeader)(nil),                 // 26: sessionmemory.v1.FileHeader
+	(*SetFileRequest)(nil),             // 27: sessionmemory.v1.SetFileRequest
+	(*SetFileResponse)(nil),            // 28: sessionmemory.v1.SetFileResponse
+	(*GetFileRequest)(nil),             // 29: sessionmemory.v1.GetFileRequest
+	(*GetFileResponse)(nil),            // 30: sessionmemory.v1.GetFileResponse
+	(*ReadFileRequest)(nil),            // 31: sessionmemory.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),           // 32: sessionmemory.v1.ReadFileResponse
+	(*GetDocumentRequest)(nil),         // 33: sessionmemory.v1.GetDocumentRequest
+	(*GetDocumentResponse)(nil),        // 34: sessionmemory.v1.GetDocumentResponse
+	(*PatchDocumentRequest)(nil),       // 35: sessionmemory.v1.PatchDocumentRequest
+	(*PatchDocumentResponse)(nil),      // 36: sessionmemory.v1.PatchDocumentResponse
+	(*SchemaInfo)(nil),                 // 37: sessionmemory.v1.SchemaInfo
+	(*PutSchemaRequest)(nil),           // 38: sessionmemory.v1.PutSchemaRequest
+	(*PutSchemaResponse)(nil),          // 39: sessionmemory.v1.PutSchemaResponse
+	(*GetSchemaRequest)(nil),           // 40: sessionmemory.v1.GetSchemaRequest
+	(*GetSchemaResponse)(nil),          // 41: sessionmemory.v1.GetSchemaResponse
+	(*ListSchemasRequest)(nil),         // 42: sessionmemory.v1.ListSchemasRequest
+	(*ListSchemasResponse)(nil),        // 43: sessionmemory.v1.ListSchemasResponse
+	(*DeleteSchemaRequest)(nil),        // 44: sessionmemory.v1.DeleteSchemaRequest
+	(*DeleteSchemaResponse)(nil),       // 45: sessionmemory.v1.DeleteSchemaResponse
+	(*BindSchemaRequest)(nil),          // 46: sessionmemory.v1.BindSchemaRequest
+	(*BindSchemaResponse)(nil),         // 47: sessionmemory.v1.BindSchemaResponse
+	(*WatchRequest)(nil),               // 48: sessionmemory.v1.WatchRequest
+	(*WatchResponse)(nil),              // 49: sessionmemory.v1.WatchResponse
+	(*CreateSessionTokenRequest)(nil),  // 50: sessionmemory.v1.CreateSessionTokenRequest
+	(*CreateSessionTokenResponse)(nil), // 51: sessionmemory.v1.CreateSessionTokenResponse
+	(*RevokeSessionTokenRequest)(nil),  // 52: sessionmemory.v1.RevokeSessionTokenRequest
+	(*RevokeSessionTokenResponse)(nil), // 53: sessionmemory.v1.RevokeSessionTokenResponse
+	(*Entry)(nil),                      // 54: sessionmemory.v1.Entry
+	(*WriteResult)(nil),                // 55: sessionmemory.v1.WriteResult
+	(*Value)(nil),                      // 56: sessionmemory.v1.Value
+	(*timestamppb.Timestamp)(nil),      // 57: google.protobuf.Timestamp
+	(*EntryInfo)(nil),                  // 58: sessionmemory.v1.EntryInfo
+	(*Limits)(nil),                     // 59: sessionmemory.v1.Limits
+	(*FileInfo)(nil),                   // 60: sessionmemory.v1.FileInfo
+	(*Change)(nil),                     // 61: sessionmemory.v1.Change
 }
 var file_sessionmemory_v1_memory_service_proto_depIdxs = []int32{
-	47, // 0: sessionmemory.v1.GetResponse.entry:type_name -> sessionmemory.v1.Entry
-	47, // 1: sessionmemory.v1.GetManyResponse.entries:type_name -> sessionmemory.v1.Entry
-	48, // 2: sessionmemory.v1.SetResponse.result:type_name -> sessionmemory.v1.WriteResult
-	48, // 3: sessionmemory.v1.SetJsonResponse.result:type_name -> sessionmemory.v1.WriteResult
-	49, // 4: sessionmemory.v1.SetManyEntry.value:type_name -> sessionmemory.v1.Value
-	8,  // 5: sessionmemory.v1.SetManyRequest.entries:type_name -> sessionmemory.v1.SetManyEntry
-	48, // 6: sessionmemory.v1.SetManyResponse.results:type_name -> sessionmemory.v1.WriteResult
-	50, // 7: sessionmemory.v1.IncrementResponse.expires_at:type_name -> google.protobuf.Timestamp
-	51, // 8: sessionmemory.v1.ListResponse.entries:type_name -> sessionmemory.v1.EntryInfo
-	52, // 9: sessionmemory.v1.GetLimitsResponse.limits:type_name -> sessionmemory.v1.Limits
-	23, // 10: sessionmemory.v1.SetFileRequest.header:type_name -> sessionmemory.v1.FileHeader
-	53, // 11: sessionmemory.v1.SetFileResponse.file:type_name -> sessionmemory.v1.FileInfo
-	53, // 12: sessionmemory.v1.GetFileResponse.file:type_name -> sessionmemory.v1.FileInfo
-	50, // 13: sessionmemory.v1.GetFileResponse.url_expires_at:type_name -> google.protobuf.Timestamp
-	53, // 14: sessionmemory.v1.ReadFileResponse.file:type_name -> sessionmemory.v1.FileInfo
-	48, // 15: sessionmemory.v1.PatchDocumentResponse.written:type_name -> sessionmemory.v1.WriteResult
-	50, // 16: sessionmemory.v1.SchemaInfo.updated_at:type_name -> google.protobuf.Timestamp
-	34, // 17: sessionmemory.v1.PutSchemaResponse.schema:type_name -> sessionmemory.v1.SchemaInfo
-	34, // 18: sessionmemory.v1.GetSchemaResponse.schema:type_name -> sessionmemory.v1.SchemaInfo
-	34, // 19: sessionmemory.v1.ListSchemasResponse.schemas:type_name -> sessionmemory.v1.SchemaInfo
-	54, // 20: sessionmemory.v1.WatchResponse.changes:type_name -> sessionmemory.v1.Change
-	0,  // 21: sessionmemory.v1.MemoryService.Get:input_type -> sessionmemory.v1.GetRequest
-	2,  // 22: sessionmemory.v1.MemoryService.GetMany:input_type -> sessionmemory.v1.GetManyRequest
-	4,  // 23: sessionmemory.v1.MemoryService.Set:input_type -> sessionmemory.v1.SetRequest
-	6,  // 24: sessionmemory.v1.MemoryService.SetJson:input_type -> sessionmemory.v1.SetJsonRequest
-	9,  // 25: sessionmemory.v1.MemoryService.SetMany:input_type -> sessionmemory.v1.SetManyRequest
-	11, // 26: sessionmemory.v1.MemoryService.Delete:input_type -> sessionmemory.v1.DeleteRequest
-	13, // 27: sessionmemory.v1.MemoryService.Increment:input_type -> sessionmemory.v1.IncrementRequest
-	15, // 28: sessionmemory.v1.MemoryService.Touch:input_type -> sessionmemory.v1.TouchRequest
-	17, // 29: sessionmemory.v1.MemoryService.List:input_type -> sessionmemory.v1.ListRequest
-	19, // 30: sessionmemory.v1.MemoryService.Clear:input_type -> sessionmemory.v1.ClearRequest
-	21, // 31: sessionmemory.v1.MemoryService.GetLimits:input_type -> sessionmemory.v1.GetLimitsRequest
-	24, // 32: sessionmemory.v1.MemoryService.SetFile:input_type -> sessionmemory.v1.SetFileRequest
-	26, // 33: sessionmemory.v1.MemoryService.GetFile:input_type -> sessionmemory.v1.GetFileRequest
-	28, // 34: sessionmemory.v1.MemoryService.ReadFile:input_type -> sessionmemory.v1.ReadFileRequest
-	30, // 35: sessionmemory.v1.MemoryService.GetDocument:input_type -> sessionmemory.v1.GetDocumentRequest
-	32, // 36: sessionmemory.v1.MemoryService.PatchDocument:input_type -> sessionmemory.v1.PatchDocumentRequest
-	35, // 37: sessionmemory.v1.MemoryService.PutSchema:input_type -> sessionmemory.v1.PutSchemaRequest
-	37, // 38: sessionmemory.v1.MemoryService.GetSchema:input_type -> sessionmemory.v1.GetSchemaRequest
-	39, // 39: sessionmemory.v1.MemoryService.ListSchemas:input_type -> sessionmemory.v1.ListSchemasRequest
-	41, // 40: sessionmemory.v1.MemoryService.DeleteSchema:input_type -> sessionmemory.v1.DeleteSchemaRequest
-	43, // 41: sessionmemory.v1.MemoryService.BindSchema:input_type -> sessionmemory.v1.BindSchemaRequest
-	45, // 42: sessionmemory.v1.MemoryService.Watch:input_type -> sessionmemory.v1.WatchRequest
-	1,  // 43: sessionmemory.v1.MemoryService.Get:output_type -> sessionmemory.v1.GetResponse
-	3,  // 44: sessionmemory.v1.MemoryService.GetMany:output_type -> sessionmemory.v1.GetManyResponse
-	5,  // 45: sessionmemory.v1.MemoryService.Set:output_type -> sessionmemory.v1.SetResponse
-	7,  // 46: sessionmemory.v1.MemoryService.SetJson:output_type -> sessionmemory.v1.SetJsonResponse
-	10, // 47: sessionmemory.v1.MemoryService.SetMany:output_type -> sessionmemory.v1.SetManyResponse
-	12, // 48: sessionmemory.v1.MemoryService.Delete:output_type -> sessionmemory.v1.DeleteResponse
-	14, // 49: sessionmemory.v1.MemoryService.Increment:output_type -> sessionmemory.v1.IncrementResponse
-	16, // 50: sessionmemory.v1.MemoryService.Touch:output_type -> sessionmemory.v1.TouchResponse
-	18, // 51: sessionmemory.v1.MemoryService.List:output_type -> sessionmemory.v1.ListResponse
-	20, // 52: sessionmemory.v1.MemoryService.Clear:output_type -> sessionmemory.v1.ClearResponse
-	22, // 53: sessionmemory.v1.MemoryService.GetLimits:output_type -> sessionmemory.v1.GetLimitsResponse
-	25, // 54: sessionmemory.v1.MemoryService.SetFile:output_type -> sessionmemory.v1.SetFileResponse
-	27, // 55: sessionmemory.v1.MemoryService.GetFile:output_type -> sessionmemory.v1.GetFileResponse
-	29, // 56: sessionmemory.v1.MemoryService.ReadFile:output_type -> sessionmemory.v1.ReadFileResponse
-	31, // 57: sessionmemory.v1.MemoryService.GetDocument:output_type -> sessionmemory.v1.GetDocumentResponse
-	33, // 58: sessionmemory.v1.MemoryService.PatchDocument:output_type -> sessionmemory.v1.PatchDocumentResponse
-	36, // 59: sessionmemory.v1.MemoryService.PutSchema:output_type -> sessionmemory.v1.PutSchemaResponse
-	38, // 60: sessionmemory.v1.MemoryService.GetSchema:output_type -> sessionmemory.v1.GetSchemaResponse
-	40, // 61: sessionmemory.v1.MemoryService.ListSchemas:output_type -> sessionmemory.v1.ListSchemasResponse
-	42, // 62: sessionmemory.v1.MemoryService.DeleteSchema:output_type -> sessionmemory.v1.DeleteSchemaResponse
-	44, // 63: sessionmemory.v1.MemoryService.BindSchema:output_type -> sessionmemory.v1.BindSchemaResponse
-	46, // 64: sessionmemory.v1.MemoryService.Watch:output_type -> sessionmemory.v1.WatchResponse
-	43, // [43:65] is the sub-list for method output_type
-	21, // [21:43] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	54, // 0: sessionmemory.v1.GetResponse.entry:type_name -> sessionmemory.v1.Entry
+	54, // 1: sessionmemory.v1.GetManyResponse.entries:type_name -> sessionmemory.v1.Entry
+	55, // 2: sessionmemory.v1.SetResponse.result:type_name -> sessionmemory.v1.WriteResult
+	55, // 3: sessionmemory.v1.SetJsonResponse.result:type_name -> sessionmemory.v1.WriteResult
+	56, // 4: sessionmemory.v1.SetManyEntry.value:type_name -> sessionmemory.v1.Value
+	9,  // 5: sessionmemory.v1.SetManyRequest.entries:type_name -> sessionmemory.v1.SetManyEntry
+	55, // 6: sessionmemory.v1.SetManyResponse.results:type_name -> sessionmemory.v1.WriteResult
+	57, // 7: sessionmemory.v1.IncrementResponse.expires_at:type_name -> google.protobuf.Timestamp
+	58, // 8: sessionmemory.v1.ListResponse.entries:type_name -> sessionmemory.v1.EntryInfo
+	59, // 9: sessionmemory.v1.GetLimitsResponse.limits:type_name -> sessionmemory.v1.Limits
+	24, // 10: sessionmemory.v1.GetLimitsResponse.tenant_limits:type_name -> sessionmemory.v1.TenantLimits
+	25, // 11: sessionmemory.v1.GetLimitsResponse.tenant_usage:type_name -> sessionmemory.v1.TenantUsage
+	26, // 12: sessionmemory.v1.SetFileRequest.header:type_name -> sessionmemory.v1.FileHeader
+	60, // 13: sessionmemory.v1.SetFileResponse.file:type_name -> sessionmemory.v1.FileInfo
+	60, // 14: sessionmemory.v1.GetFileResponse.file:type_name -> sessionmemory.v1.FileInfo
+	57, // 15: sessionmemory.v1.GetFileResponse.url_expires_at:type_name -> google.protobuf.Timestamp
+	60, // 16: sessionmemory.v1.ReadFileResponse.file:type_name -> sessionmemory.v1.FileInfo
+	55, // 17: sessionmemory.v1.PatchDocumentResponse.written:type_name -> sessionmemory.v1.WriteResult
+	57, // 18: sessionmemory.v1.SchemaInfo.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 19: sessionmemory.v1.PutSchemaResponse.schema:type_name -> sessionmemory.v1.SchemaInfo
+	37, // 20: sessionmemory.v1.GetSchemaResponse.schema:type_name -> sessionmemory.v1.SchemaInfo
+	37, // 21: sessionmemory.v1.ListSchemasResponse.schemas:type_name -> sessionmemory.v1.SchemaInfo
+	61, // 22: sessionmemory.v1.WatchResponse.changes:type_name -> sessionmemory.v1.Change
+	0,  // 23: sessionmemory.v1.CreateSessionTokenRequest.permissions:type_name -> sessionmemory.v1.TokenPermission
+	57, // 24: sessionmemory.v1.CreateSessionTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 25: sessionmemory.v1.MemoryService.Get:input_type -> sessionmemory.v1.GetRequest
+	3,  // 26: sessionmemory.v1.MemoryService.GetMany:input_type -> sessionmemory.v1.GetManyRequest
+	5,  // 27: sessionmemory.v1.MemoryService.Set:input_type -> sessionmemory.v1.SetRequest
+	7,  // 28: sessionmemory.v1.MemoryService.SetJson:input_type -> sessionmemory.v1.SetJsonRequest
+	10, // 29: sessionmemory.v1.MemoryService.SetMany:input_type -> sessionmemory.v1.SetManyRequest
+	12, // 30: sessionmemory.v1.MemoryService.Delete:input_type -> sessionmemory.v1.DeleteRequest
+	14, // 31: sessionmemory.v1.MemoryService.Increment:input_type -> sessionmemory.v1.IncrementRequest
+	16, // 32: sessionmemory.v1.MemoryService.Touch:input_type -> sessionmemory.v1.TouchRequest
+	18, // 33: sessionmemory.v1.MemoryService.List:input_type -> sessionmemory.v1.ListRequest
+	20, // 34: sessionmemory.v1.MemoryService.Clear:input_type -> sessionmemory.v1.ClearRequest
+	22, // 35: sessionmemory.v1.MemoryService.GetLimits:input_type -> sessionmemory.v1.GetLimitsRequest
+	27, // 36: sessionmemory.v1.MemoryService.SetFile:input_type -> sessionmemory.v1.SetFileRequest
+	29, // 37: sessionmemory.v1.MemoryService.GetFile:input_type -> sessionmemory.v1.GetFileRequest
+	31, // 38: sessionmemory.v1.MemoryService.ReadFile:input_type -> sessionmemory.v1.ReadFileRequest
+	33, // 39: sessionmemory.v1.MemoryService.GetDocument:input_type -> sessionmemory.v1.GetDocumentRequest
+	35, // 40: sessionmemory.v1.MemoryService.PatchDocument:input_type -> sessionmemory.v1.PatchDocumentRequest
+	38, // 41: sessionmemory.v1.MemoryService.PutSchema:input_type -> sessionmemory.v1.PutSchemaRequest
+	40, // 42: sessionmemory.v1.MemoryService.GetSchema:input_type -> sessionmemory.v1.GetSchemaRequest
+	42, // 43: sessionmemory.v1.MemoryService.ListSchemas:input_type -> sessionmemory.v1.ListSchemasRequest
+	44, // 44: sessionmemory.v1.MemoryService.DeleteSchema:input_type -> sessionmemory.v1.DeleteSchemaRequest
+	46, // 45: sessionmemory.v1.MemoryService.BindSchema:input_type -> sessionmemory.v1.BindSchemaRequest
+	48, // 46: sessionmemory.v1.MemoryService.Watch:input_type -> sessionmemory.v1.WatchRequest
+	50, // 47: sessionmemory.v1.MemoryService.CreateSessionToken:input_type -> sessionmemory.v1.CreateSessionTokenRequest
+	52, // 48: sessionmemory.v1.MemoryService.RevokeSessionToken:input_type -> sessionmemory.v1.RevokeSessionTokenRequest
+	2,  // 49: sessionmemory.v1.MemoryService.Get:output_type -> sessionmemory.v1.GetResponse
+	4,  // 50: sessionmemory.v1.MemoryService.GetMany:output_type -> sessionmemory.v1.GetManyResponse
+	6,  // 51: sessionmemory.v1.MemoryService.Set:output_type -> sessionmemory.v1.SetResponse
+	8,  // 52: sessionmemory.v1.MemoryService.SetJson:output_type -> sessionmemory.v1.SetJsonResponse
+	11, // 53: sessionmemory.v1.MemoryService.SetMany:output_type -> sessionmemory.v1.SetManyResponse
+	13, // 54: sessionmemory.v1.MemoryService.Delete:output_type -> sessionmemory.v1.DeleteResponse
+	15, // 55: sessionmemory.v1.MemoryService.Increment:output_type -> sessionmemory.v1.IncrementResponse
+	17, // 56: sessionmemory.v1.MemoryService.Touch:output_type -> sessionmemory.v1.TouchResponse
+	19, // 57: sessionmemory.v1.MemoryService.List:output_type -> sessionmemory.v1.ListResponse
+	21, // 58: sessionmemory.v1.MemoryService.Clear:output_type -> sessionmemory.v1.ClearResponse
+	23, // 59: sessionmemory.v1.MemoryService.GetLimits:output_type -> sessionmemory.v1.GetLimitsResponse
+	28, // 60: sessionmemory.v1.MemoryService.SetFile:output_type -> sessionmemory.v1.SetFileResponse
+	30, // 61: sessionmemory.v1.MemoryService.GetFile:output_type -> sessionmemory.v1.GetFileResponse
+	32, // 62: sessionmemory.v1.MemoryService.ReadFile:output_type -> sessionmemory.v1.ReadFileResponse
+	34, // 63: sessionmemory.v1.MemoryService.GetDocument:output_type -> sessionmemory.v1.GetDocumentResponse
+	36, // 64: sessionmemory.v1.MemoryService.PatchDocument:output_type -> sessionmemory.v1.PatchDocumentResponse
+	39, // 65: sessionmemory.v1.MemoryService.PutSchema:output_type -> sessionmemory.v1.PutSchemaResponse
+	41, // 66: sessionmemory.v1.MemoryService.GetSchema:output_type -> sessionmemory.v1.GetSchemaResponse
+	43, // 67: sessionmemory.v1.MemoryService.ListSchemas:output_type -> sessionmemory.v1.ListSchemasResponse
+	45, // 68: sessionmemory.v1.MemoryService.DeleteSchema:output_type -> sessionmemory.v1.DeleteSchemaResponse
+	47, // 69: sessionmemory.v1.MemoryService.BindSchema:output_type -> sessionmemory.v1.BindSchemaResponse
+	49, // 70: sessionmemory.v1.MemoryService.Watch:output_type -> sessionmemory.v1.WatchResponse
+	51, // 71: sessionmemory.v1.MemoryService.CreateSessionToken:output_type -> sessionmemory.v1.CreateSessionTokenResponse
+	53, // 72: sessionmemory.v1.MemoryService.RevokeSessionToken:output_type -> sessionmemory.v1.RevokeSessionTokenResponse
+	49, // [49:73] is the sub-list for method output_type
+	25, // [25:49] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_sessionmemory_v1_memory_service_proto_init() }
@@ -3345,31 +3922,37 @@ func file_sessionmemory_v1_memory_service_proto_init() {
 	file_sessionmemory_v1_memory_service_proto_msgTypes[8].OneofWrappers = []any{}
 	file_sessionmemory_v1_memory_service_proto_msgTypes[13].OneofWrappers = []any{}
 	file_sessionmemory_v1_memory_service_proto_msgTypes[15].OneofWrappers = []any{}
-	file_sessionmemory_v1_memory_service_proto_msgTypes[23].OneofWrappers = []any{}
-	file_sessionmemory_v1_memory_service_proto_msgTypes[24].OneofWrappers = []any{
+	file_sessionmemory_v1_memory_service_proto_msgTypes[25].OneofWrappers = []any{}
+	file_sessionmemory_v1_memory_service_proto_msgTypes[26].OneofWrappers = []any{
 		(*SetFileRequest_Header)(nil),
 		(*SetFileRequest_Chunk)(nil),
 	}
-	file_sessionmemory_v1_memory_service_proto_msgTypes[26].OneofWrappers = []any{}
 	file_sessionmemory_v1_memory_service_proto_msgTypes[28].OneofWrappers = []any{}
-	file_sessionmemory_v1_memory_service_proto_msgTypes[29].OneofWrappers = []any{
+	file_sessionmemory_v1_memory_service_proto_msgTypes[30].OneofWrappers = []any{}
+	file_sessionmemory_v1_memory_service_proto_msgTypes[31].OneofWrappers = []any{
 		(*ReadFileResponse_File)(nil),
 		(*ReadFileResponse_Chunk)(nil),
 	}
-	file_sessionmemory_v1_memory_service_proto_msgTypes[32].OneofWrappers = []any{}
-	file_sessionmemory_v1_memory_service_proto_msgTypes[45].OneofWrappers = []any{}
+	file_sessionmemory_v1_memory_service_proto_msgTypes[34].OneofWrappers = []any{}
+	file_sessionmemory_v1_memory_service_proto_msgTypes[47].OneofWrappers = []any{}
+	file_sessionmemory_v1_memory_service_proto_msgTypes[49].OneofWrappers = []any{}
+	file_sessionmemory_v1_memory_service_proto_msgTypes[51].OneofWrappers = []any{
+		(*RevokeSessionTokenRequest_TokenId)(nil),
+		(*RevokeSessionTokenRequest_SessionId)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sessionmemory_v1_memory_service_proto_rawDesc), len(file_sessionmemory_v1_memory_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   47,
+			NumEnums:      1,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_sessionmemory_v1_memory_service_proto_goTypes,
 		DependencyIndexes: file_sessionmemory_v1_memory_service_proto_depIdxs,
+		EnumInfos:         file_sessionmemory_v1_memory_service_proto_enumTypes,
 		MessageInfos:      file_sessionmemory_v1_memory_service_proto_msgTypes,
 	}.Build()
 	File_sessionmemory_v1_memory_service_proto = out.File

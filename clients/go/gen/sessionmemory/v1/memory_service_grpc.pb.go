@@ -19,28 +19,30 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MemoryService_Get_FullMethodName           = "/sessionmemory.v1.MemoryService/Get"
-	MemoryService_GetMany_FullMethodName       = "/sessionmemory.v1.MemoryService/GetMany"
-	MemoryService_Set_FullMethodName           = "/sessionmemory.v1.MemoryService/Set"
-	MemoryService_SetJson_FullMethodName       = "/sessionmemory.v1.MemoryService/SetJson"
-	MemoryService_SetMany_FullMethodName       = "/sessionmemory.v1.MemoryService/SetMany"
-	MemoryService_Delete_FullMethodName        = "/sessionmemory.v1.MemoryService/Delete"
-	MemoryService_Increment_FullMethodName     = "/sessionmemory.v1.MemoryService/Increment"
-	MemoryService_Touch_FullMethodName         = "/sessionmemory.v1.MemoryService/Touch"
-	MemoryService_List_FullMethodName          = "/sessionmemory.v1.MemoryService/List"
-	MemoryService_Clear_FullMethodName         = "/sessionmemory.v1.MemoryService/Clear"
-	MemoryService_GetLimits_FullMethodName     = "/sessionmemory.v1.MemoryService/GetLimits"
-	MemoryService_SetFile_FullMethodName       = "/sessionmemory.v1.MemoryService/SetFile"
-	MemoryService_GetFile_FullMethodName       = "/sessionmemory.v1.MemoryService/GetFile"
-	MemoryService_ReadFile_FullMethodName      = "/sessionmemory.v1.MemoryService/ReadFile"
-	MemoryService_GetDocument_FullMethodName   = "/sessionmemory.v1.MemoryService/GetDocument"
-	MemoryService_PatchDocument_FullMethodName = "/sessionmemory.v1.MemoryService/PatchDocument"
-	MemoryService_PutSchema_FullMethodName     = "/sessionmemory.v1.MemoryService/PutSchema"
-	MemoryService_GetSchema_FullMethodName     = "/sessionmemory.v1.MemoryService/GetSchema"
-	MemoryService_ListSchemas_FullMethodName   = "/sessionmemory.v1.MemoryService/ListSchemas"
-	MemoryService_DeleteSchema_FullMethodName  = "/sessionmemory.v1.MemoryService/DeleteSchema"
-	MemoryService_BindSchema_FullMethodName    = "/sessionmemory.v1.MemoryService/BindSchema"
-	MemoryService_Watch_FullMethodName         = "/sessionmemory.v1.MemoryService/Watch"
+	MemoryService_Get_FullMethodName                = "/sessionmemory.v1.MemoryService/Get"
+	MemoryService_GetMany_FullMethodName            = "/sessionmemory.v1.MemoryService/GetMany"
+	MemoryService_Set_FullMethodName                = "/sessionmemory.v1.MemoryService/Set"
+	MemoryService_SetJson_FullMethodName            = "/sessionmemory.v1.MemoryService/SetJson"
+	MemoryService_SetMany_FullMethodName            = "/sessionmemory.v1.MemoryService/SetMany"
+	MemoryService_Delete_FullMethodName             = "/sessionmemory.v1.MemoryService/Delete"
+	MemoryService_Increment_FullMethodName          = "/sessionmemory.v1.MemoryService/Increment"
+	MemoryService_Touch_FullMethodName              = "/sessionmemory.v1.MemoryService/Touch"
+	MemoryService_List_FullMethodName               = "/sessionmemory.v1.MemoryService/List"
+	MemoryService_Clear_FullMethodName              = "/sessionmemory.v1.MemoryService/Clear"
+	MemoryService_GetLimits_FullMethodName          = "/sessionmemory.v1.MemoryService/GetLimits"
+	MemoryService_SetFile_FullMethodName            = "/sessionmemory.v1.MemoryService/SetFile"
+	MemoryService_GetFile_FullMethodName            = "/sessionmemory.v1.MemoryService/GetFile"
+	MemoryService_ReadFile_FullMethodName           = "/sessionmemory.v1.MemoryService/ReadFile"
+	MemoryService_GetDocument_FullMethodName        = "/sessionmemory.v1.MemoryService/GetDocument"
+	MemoryService_PatchDocument_FullMethodName      = "/sessionmemory.v1.MemoryService/PatchDocument"
+	MemoryService_PutSchema_FullMethodName          = "/sessionmemory.v1.MemoryService/PutSchema"
+	MemoryService_GetSchema_FullMethodName          = "/sessionmemory.v1.MemoryService/GetSchema"
+	MemoryService_ListSchemas_FullMethodName        = "/sessionmemory.v1.MemoryService/ListSchemas"
+	MemoryService_DeleteSchema_FullMethodName       = "/sessionmemory.v1.MemoryService/DeleteSchema"
+	MemoryService_BindSchema_FullMethodName         = "/sessionmemory.v1.MemoryService/BindSchema"
+	MemoryService_Watch_FullMethodName              = "/sessionmemory.v1.MemoryService/Watch"
+	MemoryService_CreateSessionToken_FullMethodName = "/sessionmemory.v1.MemoryService/CreateSessionToken"
+	MemoryService_RevokeSessionToken_FullMethodName = "/sessionmemory.v1.MemoryService/RevokeSessionToken"
 )
 
 // MemoryServiceClient is the client API for MemoryService service.
@@ -53,7 +55,15 @@ const (
 // Authentication: every call carries the metadata
 // `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
 // only ever sees its own data, so another tenant's session is simply empty.
-// A missing or unknown key fails with UNAUTHENTICATED.
+// A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+// session token from CreateSessionToken authorizes the calls its permissions
+// name on its one session (PERMISSION_DENIED for anything else).
+//
+// Limits per tenant: calls per second (reads and writes separately, each
+// with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+// with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+// concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+// RetryInfo). GetLimits returns the tenant's values and usage.
 //
 // Sessions: every data call names a `session_id` (a conversation, such as the
 // chat socket id) of 1 to 256 printable characters.
@@ -152,6 +162,15 @@ type MemoryServiceClient interface {
 	// says so and the caller re-reads the document. Costs no Redis connection
 	// per watcher.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// CreateSessionToken issues a signed token that authorizes only the given
+	// session and permissions until it expires (at most one hour), for a
+	// browser widget or another party that must not hold the tenant's API key.
+	// Needs the tenant's API key (a token cannot create tokens).
+	CreateSessionToken(ctx context.Context, in *CreateSessionTokenRequest, opts ...grpc.CallOption) (*CreateSessionTokenResponse, error)
+	// RevokeSessionToken stops a token of the tenant (or every token issued so
+	// far for a session) from working, on every server process within one
+	// second. Needs the API key.
+	RevokeSessionToken(ctx context.Context, in *RevokeSessionTokenRequest, opts ...grpc.CallOption) (*RevokeSessionTokenResponse, error)
 }
 
 type memoryServiceClient struct {
@@ -403,6 +422,26 @@ func (c *memoryServiceClient) Watch(ctx context.Context, in *WatchRequest, opts 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MemoryService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *memoryServiceClient) CreateSessionToken(ctx context.Context, in *CreateSessionTokenRequest, opts ...grpc.CallOption) (*CreateSessionTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateSessionTokenResponse)
+	err := c.cc.Invoke(ctx, MemoryService_CreateSessionToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) RevokeSessionToken(ctx context.Context, in *RevokeSessionTokenRequest, opts ...grpc.CallOption) (*RevokeSessionTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeSessionTokenResponse)
+	err := c.cc.Invoke(ctx, MemoryService_RevokeSessionToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MemoryServiceServer is the server API for MemoryService service.
 // All implementations must embed UnimplementedMemoryServiceServer
 // for forward compatibility.
@@ -413,7 +452,15 @@ type MemoryService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 // Authentication: every call carries the metadata
 // `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
 // only ever sees its own data, so another tenant's session is simply empty.
-// A missing or unknown key fails with UNAUTHENTICATED.
+// A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+// session token from CreateSessionToken authorizes the calls its permissions
+// name on its one session (PERMISSION_DENIED for anything else).
+//
+// Limits per tenant: calls per second (reads and writes separately, each
+// with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+// with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+// concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+// RetryInfo). GetLimits returns the tenant's values and usage.
 //
 // Sessions: every data call names a `session_id` (a conversation, such as the
 // chat socket id) of 1 to 256 printable characters.
@@ -512,6 +559,15 @@ type MemoryServiceServer interface {
 	// says so and the caller re-reads the document. Costs no Redis connection
 	// per watcher.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// CreateSessionToken issues a signed token that authorizes only the given
+	// session and permissions until it expires (at most one hour), for a
+	// browser widget or another party that must not hold the tenant's API key.
+	// Needs the tenant's API key (a token cannot create tokens).
+	CreateSessionToken(context.Context, *CreateSessionTokenRequest) (*CreateSessionTokenResponse, error)
+	// RevokeSessionToken stops a token of the tenant (or every token issued so
+	// far for a session) from working, on every server process within one
+	// second. Needs the API key.
+	RevokeSessionToken(context.Context, *RevokeSessionTokenRequest) (*RevokeSessionTokenResponse, error)
 	mustEmbedUnimplementedMemoryServiceServer()
 }
 
@@ -587,6 +643,12 @@ func (UnimplementedMemoryServiceServer) BindSchema(context.Context, *BindSchemaR
 }
 func (UnimplementedMemoryServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedMemoryServiceServer) CreateSessionToken(context.Context, *CreateSessionTokenRequest) (*CreateSessionTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateSessionToken not implemented")
+}
+func (UnimplementedMemoryServiceServer) RevokeSessionToken(context.Context, *RevokeSessionTokenRequest) (*RevokeSessionTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeSessionToken not implemented")
 }
 func (UnimplementedMemoryServiceServer) mustEmbedUnimplementedMemoryServiceServer() {}
 func (UnimplementedMemoryServiceServer) testEmbeddedByValue()                       {}
@@ -980,6 +1042,42 @@ func _MemoryService_Watch_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MemoryService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _MemoryService_CreateSessionToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateSessionTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).CreateSessionToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_CreateSessionToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).CreateSessionToken(ctx, req.(*CreateSessionTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_RevokeSessionToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeSessionTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).RevokeSessionToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_RevokeSessionToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).RevokeSessionToken(ctx, req.(*RevokeSessionTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MemoryService_ServiceDesc is the grpc.ServiceDesc for MemoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1062,6 +1160,14 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BindSchema",
 			Handler:    _MemoryService_BindSchema_Handler,
+		},
+		{
+			MethodName: "CreateSessionToken",
+			Handler:    _MemoryService_CreateSessionToken_Handler,
+		},
+		{
+			MethodName: "RevokeSessionToken",
+			Handler:    _MemoryService_RevokeSessionToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

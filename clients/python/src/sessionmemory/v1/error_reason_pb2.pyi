@@ -260,6 +260,45 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     large to fill); nothing was changed. Simplify it with PutSchema, unbind the
     session, or read with `omit_defaults`. Metadata: schema, limit where known.
     """
+    RATE_LIMITED: _ErrorReason.ValueType  # 54
+    """RESOURCE_EXHAUSTED. The tenant (or, for UNAUTHENTICATED floods, the
+    caller's address or key id) is over a rate limit; nothing was changed.
+    Always carries a `google.rpc.RetryInfo` with the time until a call would
+    pass. Metadata: limit (which one: "reads", "writes", "file_bytes",
+    "auth_failures"), rate (per second), burst, window_seconds.
+    """
+    QUOTA_EXCEEDED: _ErrorReason.ValueType  # 55
+    """RESOURCE_EXHAUSTED. The call would take the tenant over a quota (live
+    sessions, stored bytes, concurrent uploads); nothing was changed. Waiting
+    does not help unless data expires or is deleted, so there is no RetryInfo.
+    Metadata: quota ("sessions", "stored_bytes", "uploads"), limit, actual.
+    """
+    API_KEY_EXPIRED: _ErrorReason.ValueType  # 56
+    """UNAUTHENTICATED. The API key has passed its expiry (a rotated key after
+    its grace period, or a key created with an expiry).
+    """
+    TOKEN_INVALID: _ErrorReason.ValueType  # 57
+    """UNAUTHENTICATED. The session token is malformed, its signature does not
+    verify, or it was signed with a key the server no longer has.
+    """
+    TOKEN_EXPIRED: _ErrorReason.ValueType  # 58
+    """UNAUTHENTICATED. The session token has expired; ask the backend that
+    issued it for a new one.
+    """
+    TOKEN_REVOKED: _ErrorReason.ValueType  # 59
+    """UNAUTHENTICATED. The session token was revoked with RevokeSessionToken."""
+    PERMISSION_DENIED: _ErrorReason.ValueType  # 60
+    """PERMISSION_DENIED. A session token was used outside its grant: another
+    session, a permission it does not carry, or a call that needs the
+    tenant's API key (schemas, tokens). Metadata: permission (the one needed)
+    or session.
+    """
+    INVALID_TOKEN_REQUEST: _ErrorReason.ValueType  # 61
+    """INVALID_ARGUMENT. A session-token request is incomplete or wrong: no
+    permission, an unknown or repeated one, neither a token id nor a session
+    to revoke, or a token id that is not one CreateSessionToken returns.
+    Metadata: field.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the vocabulary of `google.rpc.ErrorInfo.reason` values the
@@ -511,5 +550,44 @@ evaluated against this document within the server's budget (its
 references nest too deeply, it is too costly, or its defaults are too
 large to fill); nothing was changed. Simplify it with PutSchema, unbind the
 session, or read with `omit_defaults`. Metadata: schema, limit where known.
+"""
+RATE_LIMITED: ErrorReason.ValueType  # 54
+"""RESOURCE_EXHAUSTED. The tenant (or, for UNAUTHENTICATED floods, the
+caller's address or key id) is over a rate limit; nothing was changed.
+Always carries a `google.rpc.RetryInfo` with the time until a call would
+pass. Metadata: limit (which one: "reads", "writes", "file_bytes",
+"auth_failures"), rate (per second), burst, window_seconds.
+"""
+QUOTA_EXCEEDED: ErrorReason.ValueType  # 55
+"""RESOURCE_EXHAUSTED. The call would take the tenant over a quota (live
+sessions, stored bytes, concurrent uploads); nothing was changed. Waiting
+does not help unless data expires or is deleted, so there is no RetryInfo.
+Metadata: quota ("sessions", "stored_bytes", "uploads"), limit, actual.
+"""
+API_KEY_EXPIRED: ErrorReason.ValueType  # 56
+"""UNAUTHENTICATED. The API key has passed its expiry (a rotated key after
+its grace period, or a key created with an expiry).
+"""
+TOKEN_INVALID: ErrorReason.ValueType  # 57
+"""UNAUTHENTICATED. The session token is malformed, its signature does not
+verify, or it was signed with a key the server no longer has.
+"""
+TOKEN_EXPIRED: ErrorReason.ValueType  # 58
+"""UNAUTHENTICATED. The session token has expired; ask the backend that
+issued it for a new one.
+"""
+TOKEN_REVOKED: ErrorReason.ValueType  # 59
+"""UNAUTHENTICATED. The session token was revoked with RevokeSessionToken."""
+PERMISSION_DENIED: ErrorReason.ValueType  # 60
+"""PERMISSION_DENIED. A session token was used outside its grant: another
+session, a permission it does not carry, or a call that needs the
+tenant's API key (schemas, tokens). Metadata: permission (the one needed)
+or session.
+"""
+INVALID_TOKEN_REQUEST: ErrorReason.ValueType  # 61
+"""INVALID_ARGUMENT. A session-token request is incomplete or wrong: no
+permission, an unknown or repeated one, neither a token id nor a session
+to revoke, or a token id that is not one CreateSessionToken returns.
+Metadata: field.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sessionmemory.v1 import memory_pb2 as _memory_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TokenPermission:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TokenPermissionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenPermission.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOKEN_PERMISSION_UNSPECIFIED: _TokenPermission.ValueType  # 0
+    """Never valid. Present because proto3 enums must start at zero."""
+    TOKEN_PERMISSION_READ: _TokenPermission.ValueType  # 1
+    """Read the session: Get, GetMany, List, GetDocument, GetLimits, Watch."""
+    TOKEN_PERMISSION_WRITE: _TokenPermission.ValueType  # 2
+    """Write the session: Set, SetJson, SetMany, Increment, Delete, Touch,
+    Clear, PatchDocument.
+    """
+    TOKEN_PERMISSION_FILES: _TokenPermission.ValueType  # 3
+    """The session's files: SetFile, GetFile, ReadFile."""
+
+class TokenPermission(_TokenPermission, metaclass=_TokenPermissionEnumTypeWrapper):
+    """A permission a session token grants."""
+
+TOKEN_PERMISSION_UNSPECIFIED: TokenPermission.ValueType  # 0
+"""Never valid. Present because proto3 enums must start at zero."""
+TOKEN_PERMISSION_READ: TokenPermission.ValueType  # 1
+"""Read the session: Get, GetMany, List, GetDocument, GetLimits, Watch."""
+TOKEN_PERMISSION_WRITE: TokenPermission.ValueType  # 2
+"""Write the session: Set, SetJson, SetMany, Increment, Delete, Touch,
+Clear, PatchDocument.
+"""
+TOKEN_PERMISSION_FILES: TokenPermission.ValueType  # 3
+"""The session's files: SetFile, GetFile, ReadFile."""
+Global___TokenPermission: _TypeAlias = TokenPermission  # noqa: Y015
 
 @_typing.final
 class GetRequest(_message.Message):
@@ -703,22 +736,125 @@ class GetLimitsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LIMITS_FIELD_NUMBER: _builtins.int
+    TENANT_LIMITS_FIELD_NUMBER: _builtins.int
+    TENANT_USAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def limits(self) -> _memory_pb2.Limits:
         """The limits the server enforces."""
+
+    @_builtins.property
+    def tenant_limits(self) -> Global___TenantLimits:
+        """The calling tenant's rate limits and quotas."""
+
+    @_builtins.property
+    def tenant_usage(self) -> Global___TenantUsage:
+        """The calling tenant's use of its quotas, as the server last counted it."""
 
     def __init__(
         self,
         *,
         limits: _memory_pb2.Limits | None = ...,
+        tenant_limits: Global___TenantLimits | None = ...,
+        tenant_usage: Global___TenantUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "tenant_limits", b"tenant_limits", "tenant_usage", b"tenant_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "tenant_limits", b"tenant_limits", "tenant_usage", b"tenant_usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLimitsResponse: _TypeAlias = GetLimitsResponse  # noqa: Y015
+
+@_typing.final
+class TenantLimits(_message.Message):
+    """TenantLimits are the rate limits and quotas of one tenant: the server's
+    defaults, or the operator's overrides (`session-memory tenants
+    set-limits`). A rate of 0 means unlimited; a quota of 0 means unlimited.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    READ_BURST_FIELD_NUMBER: _builtins.int
+    WRITES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    WRITE_BURST_FIELD_NUMBER: _builtins.int
+    FILE_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    FILE_BYTES_BURST_FIELD_NUMBER: _builtins.int
+    MAX_SESSIONS_FIELD_NUMBER: _builtins.int
+    MAX_STORED_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_UPLOADS_FIELD_NUMBER: _builtins.int
+    reads_per_second: _builtins.float
+    """Read calls (Get, GetMany, List, GetDocument, GetFile, GetLimits, Watch,
+    GetSchema, ListSchemas) per second, over all server processes.
+    """
+    read_burst: _builtins.int
+    """Read calls that may come at once above the rate (the bucket's size)."""
+    writes_per_second: _builtins.float
+    """Write calls (everything else) per second, over all server processes."""
+    write_burst: _builtins.int
+    """Write calls that may come at once above the rate."""
+    file_bytes_per_second: _builtins.float
+    """File bytes through the server per second (SetFile and ReadFile)."""
+    file_bytes_burst: _builtins.int
+    """File bytes that may come at once above the rate."""
+    max_sessions: _builtins.int
+    """Sessions with at least one live value."""
+    max_stored_bytes: _builtins.int
+    """Bytes stored: values' payloads plus files' sizes, each counted until it
+    expires, is overwritten or deleted.
+    """
+    max_uploads: _builtins.int
+    """SetFile uploads in progress at once."""
+    def __init__(
+        self,
+        *,
+        reads_per_second: _builtins.float = ...,
+        read_burst: _builtins.int = ...,
+        writes_per_second: _builtins.float = ...,
+        write_burst: _builtins.int = ...,
+        file_bytes_per_second: _builtins.float = ...,
+        file_bytes_burst: _builtins.int = ...,
+        max_sessions: _builtins.int = ...,
+        max_stored_bytes: _builtins.int = ...,
+        max_uploads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_bytes_burst", b"file_bytes_burst", "file_bytes_per_second", b"file_bytes_per_second", "max_sessions", b"max_sessions", "max_stored_bytes", b"max_stored_bytes", "max_uploads", b"max_uploads", "read_burst", b"read_burst", "reads_per_second", b"reads_per_second", "write_burst", b"write_burst", "writes_per_second", b"writes_per_second"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantLimits: _TypeAlias = TenantLimits  # noqa: Y015
+
+@_typing.final
+class TenantUsage(_message.Message):
+    """TenantUsage is how much of its quotas a tenant uses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    STORED_BYTES_FIELD_NUMBER: _builtins.int
+    UPLOADS_FIELD_NUMBER: _builtins.int
+    sessions: _builtins.int
+    """Live sessions."""
+    stored_bytes: _builtins.int
+    """Bytes stored."""
+    uploads: _builtins.int
+    """Uploads in progress."""
+    def __init__(
+        self,
+        *,
+        sessions: _builtins.int = ...,
+        stored_bytes: _builtins.int = ...,
+        uploads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions", "stored_bytes", b"stored_bytes", "uploads", b"uploads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantUsage: _TypeAlias = TenantUsage  # noqa: Y015
 
 @_typing.final
 class FileHeader(_message.Message):
@@ -1516,3 +1652,120 @@ class WatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchResponse: _TypeAlias = WatchResponse  # noqa: Y015
+
+@_typing.final
+class CreateSessionTokenRequest(_message.Message):
+    """CreateSessionTokenRequest asks for a token scoped to one session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Required. The conversation the token may touch, 1 to 256 printable
+    characters.
+    """
+    ttl_seconds: _builtins.int
+    """Optional. Lifetime in seconds, 1 to 3,600; absent means 900."""
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[Global___TokenPermission.ValueType]:
+        """Required. What the token may do; at least one, no duplicates."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        permissions: _abc.Iterable[Global___TokenPermission.ValueType] | None = ...,
+        ttl_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds", b"_ttl_seconds", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds", b"_ttl_seconds", "permissions", b"permissions", "session_id", b"session_id", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ttl_seconds: _TypeAlias = _typing.Literal["ttl_seconds"]  # noqa: Y015
+    _WhichOneofArgType__ttl_seconds: _TypeAlias = _typing.Literal["_ttl_seconds", b"_ttl_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl_seconds) -> _WhichOneofReturnType__ttl_seconds | None: ...
+
+Global___CreateSessionTokenRequest: _TypeAlias = CreateSessionTokenRequest  # noqa: Y015
+
+@_typing.final
+class CreateSessionTokenResponse(_message.Message):
+    """CreateSessionTokenResponse is the result of CreateSessionToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token: send it as `authorization: Bearer <token>` (every client takes
+    it in place of an API key). It starts with `smt_`.
+    """
+    token_id: _builtins.str
+    """The token's id, for RevokeSessionToken."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the token stops working."""
+
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "token", b"token", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSessionTokenResponse: _TypeAlias = CreateSessionTokenResponse  # noqa: Y015
+
+@_typing.final
+class RevokeSessionTokenRequest(_message.Message):
+    """RevokeSessionTokenRequest names the tokens of the calling tenant to revoke:
+    one token, or every token issued so far for one session.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The id CreateSessionToken returned."""
+    session_id: _builtins.str
+    """Every token issued until now for this session."""
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "target", b"target", "token_id", b"token_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "target", b"target", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["token_id", "session_id"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___RevokeSessionTokenRequest: _TypeAlias = RevokeSessionTokenRequest  # noqa: Y015
+
+@_typing.final
+class RevokeSessionTokenResponse(_message.Message):
+    """RevokeSessionTokenResponse is the result of RevokeSessionToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSessionTokenResponse: _TypeAlias = RevokeSessionTokenResponse  # noqa: Y015

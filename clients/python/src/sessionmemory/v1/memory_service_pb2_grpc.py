@@ -5,7 +5,7 @@ import warnings
 
 from sessionmemory.v1 import memory_service_pb2 as sessionmemory_dot_v1_dot_memory__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -32,7 +32,15 @@ class MemoryServiceStub:
     Authentication: every call carries the metadata
     `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
-    A missing or unknown key fails with UNAUTHENTICATED.
+    A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+    session token from CreateSessionToken authorizes the calls its permissions
+    name on its one session (PERMISSION_DENIED for anything else).
+
+    Limits per tenant: calls per second (reads and writes separately, each
+    with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+    with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+    concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+    RetryInfo). GetLimits returns the tenant's values and usage.
 
     Sessions: every data call names a `session_id` (a conversation, such as the
     chat socket id) of 1 to 256 printable characters.
@@ -166,6 +174,16 @@ class MemoryServiceStub:
                 request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.WatchRequest.SerializeToString,
                 response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.CreateSessionToken = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/CreateSessionToken',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.CreateSessionTokenRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.CreateSessionTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeSessionToken = channel.unary_unary(
+                '/sessionmemory.v1.MemoryService/RevokeSessionToken',
+                request_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.RevokeSessionTokenRequest.SerializeToString,
+                response_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.RevokeSessionTokenResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -175,7 +193,15 @@ class MemoryServiceServicer:
     Authentication: every call carries the metadata
     `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
-    A missing or unknown key fails with UNAUTHENTICATED.
+    A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+    session token from CreateSessionToken authorizes the calls its permissions
+    name on its one session (PERMISSION_DENIED for anything else).
+
+    Limits per tenant: calls per second (reads and writes separately, each
+    with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+    with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+    concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+    RetryInfo). GetLimits returns the tenant's values and usage.
 
     Sessions: every data call names a `session_id` (a conversation, such as the
     chat socket id) of 1 to 256 printable characters.
@@ -385,6 +411,25 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSessionToken(self, request, context):
+        """CreateSessionToken issues a signed token that authorizes only the given
+        session and permissions until it expires (at most one hour), for a
+        browser widget or another party that must not hold the tenant's API key.
+        Needs the tenant's API key (a token cannot create tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSessionToken(self, request, context):
+        """RevokeSessionToken stops a token of the tenant (or every token issued so
+        far for a session) from working, on every server process within one
+        second. Needs the API key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -498,6 +543,16 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.WatchRequest.FromString,
                     response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.WatchResponse.SerializeToString,
             ),
+            'CreateSessionToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSessionToken,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.CreateSessionTokenRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.CreateSessionTokenResponse.SerializeToString,
+            ),
+            'RevokeSessionToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSessionToken,
+                    request_deserializer=sessionmemory_dot_v1_dot_memory__service__pb2.RevokeSessionTokenRequest.FromString,
+                    response_serializer=sessionmemory_dot_v1_dot_memory__service__pb2.RevokeSessionTokenResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'sessionmemory.v1.MemoryService', rpc_method_handlers)
@@ -513,7 +568,15 @@ class MemoryService:
     Authentication: every call carries the metadata
     `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
-    A missing or unknown key fails with UNAUTHENTICATED.
+    A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+    session token from CreateSessionToken authorizes the calls its permissions
+    name on its one session (PERMISSION_DENIED for anything else).
+
+    Limits per tenant: calls per second (reads and writes separately, each
+    with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+    with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+    concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+    RetryInfo). GetLimits returns the tenant's values and usage.
 
     Sessions: every data call names a `session_id` (a conversation, such as the
     chat socket id) of 1 to 256 printable characters.
@@ -1115,6 +1178,60 @@ class MemoryService:
             '/sessionmemory.v1.MemoryService/Watch',
             sessionmemory_dot_v1_dot_memory__service__pb2.WatchRequest.SerializeToString,
             sessionmemory_dot_v1_dot_memory__service__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSessionToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/CreateSessionToken',
+            sessionmemory_dot_v1_dot_memory__service__pb2.CreateSessionTokenRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.CreateSessionTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSessionToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmemory.v1.MemoryService/RevokeSessionToken',
+            sessionmemory_dot_v1_dot_memory__service__pb2.RevokeSessionTokenRequest.SerializeToString,
+            sessionmemory_dot_v1_dot_memory__service__pb2.RevokeSessionTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

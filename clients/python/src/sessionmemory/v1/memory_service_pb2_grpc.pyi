@@ -33,7 +33,15 @@ class MemoryServiceStub:
     Authentication: every call carries the metadata
     `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
-    A missing or unknown key fails with UNAUTHENTICATED.
+    A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+    session token from CreateSessionToken authorizes the calls its permissions
+    name on its one session (PERMISSION_DENIED for anything else).
+
+    Limits per tenant: calls per second (reads and writes separately, each
+    with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+    with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+    concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+    RetryInfo). GetLimits returns the tenant's values and usage.
 
     Sessions: every data call names a `session_id` (a conversation, such as the
     chat socket id) of 1 to 256 printable characters.
@@ -149,6 +157,17 @@ class MemoryServiceStub:
     says so and the caller re-reads the document. Costs no Redis connection
     per watcher.
     """
+    CreateSessionToken: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.CreateSessionTokenRequest, _memory_service_pb2.CreateSessionTokenResponse]
+    """CreateSessionToken issues a signed token that authorizes only the given
+    session and permissions until it expires (at most one hour), for a
+    browser widget or another party that must not hold the tenant's API key.
+    Needs the tenant's API key (a token cannot create tokens).
+    """
+    RevokeSessionToken: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.RevokeSessionTokenRequest, _memory_service_pb2.RevokeSessionTokenResponse]
+    """RevokeSessionToken stops a token of the tenant (or every token issued so
+    far for a session) from working, on every server process within one
+    second. Needs the API key.
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -158,7 +177,15 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     Authentication: every call carries the metadata
     `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
-    A missing or unknown key fails with UNAUTHENTICATED.
+    A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+    session token from CreateSessionToken authorizes the calls its permissions
+    name on its one session (PERMISSION_DENIED for anything else).
+
+    Limits per tenant: calls per second (reads and writes separately, each
+    with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+    with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+    concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+    RetryInfo). GetLimits returns the tenant's values and usage.
 
     Sessions: every data call names a `session_id` (a conversation, such as the
     chat socket id) of 1 to 256 printable characters.
@@ -271,6 +298,17 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     says so and the caller re-reads the document. Costs no Redis connection
     per watcher.
     """
+    CreateSessionToken: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.CreateSessionTokenRequest, _memory_service_pb2.CreateSessionTokenResponse]  # type: ignore[assignment]
+    """CreateSessionToken issues a signed token that authorizes only the given
+    session and permissions until it expires (at most one hour), for a
+    browser widget or another party that must not hold the tenant's API key.
+    Needs the tenant's API key (a token cannot create tokens).
+    """
+    RevokeSessionToken: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.RevokeSessionTokenRequest, _memory_service_pb2.RevokeSessionTokenResponse]  # type: ignore[assignment]
+    """RevokeSessionToken stops a token of the tenant (or every token issued so
+    far for a session) from working, on every server process within one
+    second. Needs the API key.
+    """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """MemoryService is a per-conversation working memory for bot and agent
@@ -279,7 +317,15 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     Authentication: every call carries the metadata
     `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
-    A missing or unknown key fails with UNAUTHENTICATED.
+    A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+    session token from CreateSessionToken authorizes the calls its permissions
+    name on its one session (PERMISSION_DENIED for anything else).
+
+    Limits per tenant: calls per second (reads and writes separately, each
+    with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+    with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+    concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+    RetryInfo). GetLimits returns the tenant's values and usage.
 
     Sessions: every data call names a `session_id` (a conversation, such as the
     chat socket id) of 1 to 256 printable characters.
@@ -521,6 +567,29 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         128 changes); when older changes are gone, a message with `compacted`
         says so and the caller re-reads the document. Costs no Redis connection
         per watcher.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSessionToken(
+        self,
+        request: _memory_service_pb2.CreateSessionTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.CreateSessionTokenResponse, _abc.Awaitable[_memory_service_pb2.CreateSessionTokenResponse]]:
+        """CreateSessionToken issues a signed token that authorizes only the given
+        session and permissions until it expires (at most one hour), for a
+        browser widget or another party that must not hold the tenant's API key.
+        Needs the tenant's API key (a token cannot create tokens).
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeSessionToken(
+        self,
+        request: _memory_service_pb2.RevokeSessionTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.RevokeSessionTokenResponse, _abc.Awaitable[_memory_service_pb2.RevokeSessionTokenResponse]]:
+        """RevokeSessionToken stops a token of the tenant (or every token issued so
+        far for a session) from working, on every server process within one
+        second. Needs the API key.
         """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

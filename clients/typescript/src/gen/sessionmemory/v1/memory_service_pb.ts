@@ -2,8 +2,8 @@
 // @generated from file sessionmemory/v1/memory_service.proto (package sessionmemory.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Change, Entry, EntryInfo, FileInfo, Limits, Value, WriteResult } from "./memory_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sessionmemory/v1/memory_service.proto.
  */
 export const file_sessionmemory_v1_memory_service: GenFile = /*@__PURE__*/
-  fileDesc("CiVzZXNzaW9ubWVtb3J5L3YxL21lbW9yeV9zZXJ2aWNlLnByb3RvEhBzZXNzaW9ubWVtb3J5LnYxIi0KCkdldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkiRAoLR2V0UmVzcG9uc2USDQoFZm91bmQYASABKAgSJgoFZW50cnkYAiABKAsyFy5zZXNzaW9ubWVtb3J5LnYxLkVudHJ5IjIKDkdldE1hbnlSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEa2V5cxgCIAMoCSI7Cg9HZXRNYW55UmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLnNlc3Npb25tZW1vcnkudjEuRW50cnkizgEKClNldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSFgoMc3RyaW5nX3ZhbHVlGAMgASgJSAASFgoMbnVtYmVyX3ZhbHVlGAQgASgBSAASFAoKYm9vbF92YWx1ZRgFIAEoCEgAEhgKC3R0bF9zZWNvbmRzGAYgASgDSAGIAQESFwoKaWZfdmVyc2lvbhgHIAEoA0gCiAEBQgcKBXZhbHVlQg4KDF90dGxfc2Vjb25kc0INCgtfaWZfdmVyc2lvbiI8CgtTZXRSZXNwb25zZRItCgZyZXN1bHQYASABKAsyHS5zZXNzaW9ubWVtb3J5LnYxLldyaXRlUmVzdWx0IpEBCg5TZXRKc29uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgsKA2tleRgCIAEoCRIMCgRqc29uGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESFwoKaWZfdmVyc2lvbhgFIAEoA0gBiAEBQg4KDF90dGxfc2Vjb25kc0INCgtfaWZfdmVyc2lvbiJACg9TZXRKc29uUmVzcG9uc2USLQoGcmVzdWx0GAEgASgLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdCKVAQoMU2V0TWFueUVudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnNlc3Npb25tZW1vcnkudjEuVmFsdWUSGAoLdHRsX3NlY29uZHMYAyABKANIAIgBARIXCgppZl92ZXJzaW9uGAQgASgDSAGIAQFCDgoMX3R0bF9zZWNvbmRzQg0KC19pZl92ZXJzaW9uIlUKDlNldE1hbnlSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSLwoHZW50cmllcxgCIAMoCzIeLnNlc3Npb25tZW1vcnkudjEuU2V0TWFueUVudHJ5IkEKD1NldE1hbnlSZXNwb25zZRIuCgdyZXN1bHRzGAEgAygLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdCIxCg1EZWxldGVSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEa2V5cxgCIAMoCSInCg5EZWxldGVSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgDIoABChBJbmNyZW1lbnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSCwoDa2V5GAIgASgJEg0KBWRlbHRhGAMgASgBEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESEgoKcmVxdWVzdF9pZBgFIAEoCUIOCgxfdHRsX3NlY29uZHMiYwoRSW5jcmVtZW50UmVzcG9uc2USDQoFdmFsdWUYASABKAESDwoHdmVyc2lvbhgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaCgxUb3VjaFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRrZXlzGAIgAygJEhgKC3R0bF9zZWNvbmRzGAMgASgDSACIAQFCDgoMX3R0bF9zZWNvbmRzIiYKDVRvdWNoUmVzcG9uc2USFQoNdG91Y2hlZF9jb3VudBgBIAEoAyIhCgtMaXN0UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIjwKDExpc3RSZXNwb25zZRIsCgdlbnRyaWVzGAEgAygLMhsuc2Vzc2lvbm1lbW9yeS52MS5FbnRyeUluZm8iIgoMQ2xlYXJSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiJgoNQ2xlYXJSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgDIhIKEEdldExpbWl0c1JlcXVlc3QiPQoRR2V0TGltaXRzUmVzcG9uc2USKAoGbGltaXRzGAEgASgLMhguc2Vzc2lvbm1lbW9yeS52MS5MaW1pdHMi3QEKCkZpbGVIZWFkZXISEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSEQoJbWltZV90eXBlGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESFwoKc2l6ZV9ieXRlcxgFIAEoA0gBiAEBEg4KBnNoYTI1NhgGIAEoCRIRCgl1cGxvYWRfaWQYByABKAkSFwoKaWZfdmVyc2lvbhgIIAEoA0gCiAEBQg4KDF90dGxfc2Vjb25kc0INCgtfc2l6ZV9ieXRlc0INCgtfaWZfdmVyc2lvbiJvCg5TZXRGaWxlUmVxdWVzdBIuCgZoZWFkZXIYASABKAsyHC5zZXNzaW9ubWVtb3J5LnYxLkZpbGVIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAEhQKDGZpbmlzaF93cml0ZRgDIAEoCEIGCgRwYXJ0IjsKD1NldEZpbGVSZXNwb25zZRIoCgRmaWxlGAEgASgLMhouc2Vzc2lvbm1lbW9yeS52MS5GaWxlSW5mbyJjCg5HZXRGaWxlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgsKA2tleRgCIAEoCRIcCg91cmxfdHRsX3NlY29uZHMYAyABKANIAIgBAUISChBfdXJsX3R0bF9zZWNvbmRzIosBCg9HZXRGaWxlUmVzcG9uc2USDQoFZm91bmQYASABKAgSKAoEZmlsZRgCIAEoCzIaLnNlc3Npb25tZW1vcnkudjEuRmlsZUluZm8SCwoDdXJsGAMgASgJEjIKDnVybF9leHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgCg9SZWFkRmlsZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSDgoGb2Zmc2V0GAMgASgDEhIKBWxpbWl0GAQgASgDSACIAQFCCAoGX2xpbWl0IlcKEFJlYWRGaWxlUmVzcG9uc2USKgoEZmlsZRgBIAEoCzIaLnNlc3Npb25tZW1vcnkudjEuRmlsZUluZm9IABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQiTgoSR2V0RG9jdW1lbnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDQoFcGF0aHMYAiADKAkSFQoNb21pdF9kZWZhdWx0cxgDIAEoCCJ4ChNHZXREb2N1bWVudFJlc3BvbnNlEgwKBGpzb24YASABKAkSEAoIcmV2aXNpb24YAiABKAMSDgoGc2NoZW1hGAMgASgJEhgKEGRlZmF1bHRzX2FwcGxpZWQYBCABKAgSFwoPZGVmYXVsdGVkX3BhdGhzGAUgAygJIrcBChRQYXRjaERvY3VtZW50UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhMKC21lcmdlX3BhdGNoGAIgASgJEhgKC3R0bF9zZWNvbmRzGAMgASgDSACIAQESDgoGc2NoZW1hGAQgASgJEhgKC2lmX3JldmlzaW9uGAUgASgDSAGIAQESEgoKbXVzdF9leGlzdBgGIAEoCEIOCgxfdHRsX3NlY29uZHNCDgoMX2lmX3JldmlzaW9uInoKFVBhdGNoRG9jdW1lbnRSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAxIuCgd3cml0dGVuGAIgAygLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdBIPCgdkZWxldGVkGAMgAygJEg4KBnNjaGVtYRgEIAEoCSJvCgpTY2hlbWFJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoAxISCgpzaXplX2J5dGVzGAMgASgDEi4KCnVwZGF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjUKEFB1dFNjaGVtYVJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtqc29uX3NjaGVtYRgCIAEoCSJBChFQdXRTY2hlbWFSZXNwb25zZRIsCgZzY2hlbWEYASABKAsyHC5zZXNzaW9ubWVtb3J5LnYxLlNjaGVtYUluZm8iIAoQR2V0U2NoZW1hUmVxdWVzdBIMCgRuYW1lGAEgASgJIlYKEUdldFNjaGVtYVJlc3BvbnNlEiwKBnNjaGVtYRgBIAEoCzIcLnNlc3Npb25tZW1vcnkudjEuU2NoZW1hSW5mbxITCgtqc29uX3NjaGVtYRgCIAEoCSIUChJMaXN0U2NoZW1hc1JlcXVlc3QiRAoTTGlzdFNjaGVtYXNSZXNwb25zZRItCgdzY2hlbWFzGAEgAygLMhwuc2Vzc2lvbm1lbW9yeS52MS5TY2hlbWFJbmZvIiMKE0RlbGV0ZVNjaGVtYVJlcXVlc3QSDAoEbmFtZRgBIAEoCSInChREZWxldGVTY2hlbWFSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIIjcKEUJpbmRTY2hlbWFSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGc2NoZW1hGAIgASgJIiYKEkJpbmRTY2hlbWFSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAyJSCgxXYXRjaFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIbCg5hZnRlcl9yZXZpc2lvbhgCIAEoA0gAiAEBQhEKD19hZnRlcl9yZXZpc2lvbiJfCg1XYXRjaFJlc3BvbnNlEikKB2NoYW5nZXMYASADKAsyGC5zZXNzaW9ubWVtb3J5LnYxLkNoYW5nZRIQCghyZXZpc2lvbhgCIAEoAxIRCgljb21wYWN0ZWQYAyABKAgynA4KDU1lbW9yeVNlcnZpY2USQgoDR2V0Ehwuc2Vzc2lvbm1lbW9yeS52MS5HZXRSZXF1ZXN0Gh0uc2Vzc2lvbm1lbW9yeS52MS5HZXRSZXNwb25zZRJOCgdHZXRNYW55EiAuc2Vzc2lvbm1lbW9yeS52MS5HZXRNYW55UmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuR2V0TWFueVJlc3BvbnNlEkIKA1NldBIcLnNlc3Npb25tZW1vcnkudjEuU2V0UmVxdWVzdBodLnNlc3Npb25tZW1vcnkudjEuU2V0UmVzcG9uc2USTgoHU2V0SnNvbhIgLnNlc3Npb25tZW1vcnkudjEuU2V0SnNvblJlcXVlc3QaIS5zZXNzaW9ubWVtb3J5LnYxLlNldEpzb25SZXNwb25zZRJOCgdTZXRNYW55EiAuc2Vzc2lvbm1lbW9yeS52MS5TZXRNYW55UmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuU2V0TWFueVJlc3BvbnNlEksKBkRlbGV0ZRIfLnNlc3Npb25tZW1vcnkudjEuRGVsZXRlUmVxdWVzdBogLnNlc3Npb25tZW1vcnkudjEuRGVsZXRlUmVzcG9uc2USVAoJSW5jcmVtZW50EiIuc2Vzc2lvbm1lbW9yeS52MS5JbmNyZW1lbnRSZXF1ZXN0GiMuc2Vzc2lvbm1lbW9yeS52MS5JbmNyZW1lbnRSZXNwb25zZRJICgVUb3VjaBIeLnNlc3Npb25tZW1vcnkudjEuVG91Y2hSZXF1ZXN0Gh8uc2Vzc2lvbm1lbW9yeS52MS5Ub3VjaFJlc3BvbnNlEkUKBExpc3QSHS5zZXNzaW9ubWVtb3J5LnYxLkxpc3RSZXF1ZXN0Gh4uc2Vzc2lvbm1lbW9yeS52MS5MaXN0UmVzcG9uc2USSAoFQ2xlYXISHi5zZXNzaW9ubWVtb3J5LnYxLkNsZWFyUmVxdWVzdBofLnNlc3Npb25tZW1vcnkudjEuQ2xlYXJSZXNwb25zZRJUCglHZXRMaW1pdHMSIi5zZXNzaW9ubWVtb3J5LnYxLkdldExpbWl0c1JlcXVlc3QaIy5zZXNzaW9ubWVtb3J5LnYxLkdldExpbWl0c1Jlc3BvbnNlElAKB1NldEZpbGUSIC5zZXNzaW9ubWVtb3J5LnYxLlNldEZpbGVSZXF1ZXN0GiEuc2Vzc2lvbm1lbW9yeS52MS5TZXRGaWxlUmVzcG9uc2UoARJOCgdHZXRGaWxlEiAuc2Vzc2lvbm1lbW9yeS52MS5HZXRGaWxlUmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuR2V0RmlsZVJlc3BvbnNlElMKCFJlYWRGaWxlEiEuc2Vzc2lvbm1lbW9yeS52MS5SZWFkRmlsZVJlcXVlc3QaIi5zZXNzaW9ubWVtb3J5LnYxLlJlYWRGaWxlUmVzcG9uc2UwARJaCgtHZXREb2N1bWVudBIkLnNlc3Npb25tZW1vcnkudjEuR2V0RG9jdW1lbnRSZXF1ZXN0GiUuc2Vzc2lvbm1lbW9yeS52MS5HZXREb2N1bWVudFJlc3BvbnNlEmAKDVBhdGNoRG9jdW1lbnQSJi5zZXNzaW9ubWVtb3J5LnYxLlBhdGNoRG9jdW1lbnRSZXF1ZXN0Gicuc2Vzc2lvbm1lbW9yeS52MS5QYXRjaERvY3VtZW50UmVzcG9uc2USVAoJUHV0U2NoZW1hEiIuc2Vzc2lvbm1lbW9yeS52MS5QdXRTY2hlbWFSZXF1ZXN0GiMuc2Vzc2lvbm1lbW9yeS52MS5QdXRTY2hlbWFSZXNwb25zZRJUCglHZXRTY2hlbWESIi5zZXNzaW9ubWVtb3J5LnYxLkdldFNjaGVtYVJlcXVlc3QaIy5zZXNzaW9ubWVtb3J5LnYxLkdldFNjaGVtYVJlc3BvbnNlEloKC0xpc3RTY2hlbWFzEiQuc2Vzc2lvbm1lbW9yeS52MS5MaXN0U2NoZW1hc1JlcXVlc3QaJS5zZXNzaW9ubWVtb3J5LnYxLkxpc3RTY2hlbWFzUmVzcG9uc2USXQoMRGVsZXRlU2NoZW1hEiUuc2Vzc2lvbm1lbW9yeS52MS5EZWxldGVTY2hlbWFSZXF1ZXN0GiYuc2Vzc2lvbm1lbW9yeS52MS5EZWxldGVTY2hlbWFSZXNwb25zZRJXCgpCaW5kU2NoZW1hEiMuc2Vzc2lvbm1lbW9yeS52MS5CaW5kU2NoZW1hUmVxdWVzdBokLnNlc3Npb25tZW1vcnkudjEuQmluZFNjaGVtYVJlc3BvbnNlEkoKBVdhdGNoEh4uc2Vzc2lvbm1lbW9yeS52MS5XYXRjaFJlcXVlc3QaHy5zZXNzaW9ubWVtb3J5LnYxLldhdGNoUmVzcG9uc2UwAULlAQoUY29tLnNlc3Npb25tZW1vcnkudjFCEk1lbW9yeVNlcnZpY2VQcm90b1ABWlhnaXRodWIuY29tL3Nlc3Npb24tbWVtb3J5L3Nlc3Npb24tbWVtb3J5L2NsaWVudHMvZ28vZ2VuL3Nlc3Npb25tZW1vcnkvdjE7c2Vzc2lvbm1lbW9yeXYxogIDU1hYqgIQU2Vzc2lvbm1lbW9yeS5WMcoCEFNlc3Npb25tZW1vcnlcVjHiAhxTZXNzaW9ubWVtb3J5XFYxXEdQQk1ldGFkYXRh6gIRU2Vzc2lvbm1lbW9yeTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_sessionmemory_v1_memory]);
+  fileDesc("CiVzZXNzaW9ubWVtb3J5L3YxL21lbW9yeV9zZXJ2aWNlLnByb3RvEhBzZXNzaW9ubWVtb3J5LnYxIi0KCkdldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkiRAoLR2V0UmVzcG9uc2USDQoFZm91bmQYASABKAgSJgoFZW50cnkYAiABKAsyFy5zZXNzaW9ubWVtb3J5LnYxLkVudHJ5IjIKDkdldE1hbnlSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEa2V5cxgCIAMoCSI7Cg9HZXRNYW55UmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLnNlc3Npb25tZW1vcnkudjEuRW50cnkizgEKClNldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSFgoMc3RyaW5nX3ZhbHVlGAMgASgJSAASFgoMbnVtYmVyX3ZhbHVlGAQgASgBSAASFAoKYm9vbF92YWx1ZRgFIAEoCEgAEhgKC3R0bF9zZWNvbmRzGAYgASgDSAGIAQESFwoKaWZfdmVyc2lvbhgHIAEoA0gCiAEBQgcKBXZhbHVlQg4KDF90dGxfc2Vjb25kc0INCgtfaWZfdmVyc2lvbiI8CgtTZXRSZXNwb25zZRItCgZyZXN1bHQYASABKAsyHS5zZXNzaW9ubWVtb3J5LnYxLldyaXRlUmVzdWx0IpEBCg5TZXRKc29uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgsKA2tleRgCIAEoCRIMCgRqc29uGAMgASgJEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESFwoKaWZfdmVyc2lvbhgFIAEoA0gBiAEBQg4KDF90dGxfc2Vjb25kc0INCgtfaWZfdmVyc2lvbiJACg9TZXRKc29uUmVzcG9uc2USLQoGcmVzdWx0GAEgASgLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdCKVAQoMU2V0TWFueUVudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnNlc3Npb25tZW1vcnkudjEuVmFsdWUSGAoLdHRsX3NlY29uZHMYAyABKANIAIgBARIXCgppZl92ZXJzaW9uGAQgASgDSAGIAQFCDgoMX3R0bF9zZWNvbmRzQg0KC19pZl92ZXJzaW9uIlUKDlNldE1hbnlSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSLwoHZW50cmllcxgCIAMoCzIeLnNlc3Npb25tZW1vcnkudjEuU2V0TWFueUVudHJ5IkEKD1NldE1hbnlSZXNwb25zZRIuCgdyZXN1bHRzGAEgAygLMh0uc2Vzc2lvbm1lbW9yeS52MS5Xcml0ZVJlc3VsdCIxCg1EZWxldGVSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEa2V5cxgCIAMoCSInCg5EZWxldGVSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgDIoABChBJbmNyZW1lbnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSCwoDa2V5GAIgASgJEg0KBWRlbHRhGAMgASgBEhgKC3R0bF9zZWNvbmRzGAQgASgDSACIAQESEgoKcmVxdWVzdF9pZBgFIAEoCUIOCgxfdHRsX3NlY29uZHMiYwoRSW5jcmVtZW50UmVzcG9uc2USDQoFdmFsdWUYASABKAESDwoHdmVyc2lvbhgCIAEoAxIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaCgxUb3VjaFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRrZXlzGAIgAygJEhgKC3R0bF9zZWNvbmRzGAMgASgDSACIAQFCDgoMX3R0bF9zZWNvbmRzIiYKDVRvdWNoUmVzcG9uc2USFQoNdG91Y2hlZF9jb3VudBgBIAEoAyIhCgtMaXN0UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIjwKDExpc3RSZXNwb25zZRIsCgdlbnRyaWVzGAEgAygLMhsuc2Vzc2lvbm1lbW9yeS52MS5FbnRyeUluZm8iIgoMQ2xlYXJSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiJgoNQ2xlYXJSZXNwb25zZRIVCg1kZWxldGVkX2NvdW50GAEgASgDIhIKEEdldExpbWl0c1JlcXVlc3QiqQEKEUdldExpbWl0c1Jlc3BvbnNlEigKBmxpbWl0cxgBIAEoCzIYLnNlc3Npb25tZW1vcnkudjEuTGltaXRzEjUKDXRlbmFudF9saW1pdHMYAiABKAsyHi5zZXNzaW9ubWVtb3J5LnYxLlRlbmFudExpbWl0cxIzCgx0ZW5hbnRfdXNhZ2UYAyABKAsyHS5zZXNzaW9ubWVtb3J5LnYxLlRlbmFudFVzYWdlIuoBCgxUZW5hbnRMaW1pdHMSGAoQcmVhZHNfcGVyX3NlY29uZBgBIAEoARISCgpyZWFkX2J1cnN0GAIgASgDEhkKEXdyaXRlc19wZXJfc2Vjb25kGAMgASgBEhMKC3dyaXRlX2J1cnN0GAQgASgDEh0KFWZpbGVfYnl0ZXNfcGVyX3NlY29uZBgFIAEoARIYChBmaWxlX2J5dGVzX2J1cnN0GAYgASgDEhQKDG1heF9zZXNzaW9ucxgHIAEoAxIYChBtYXhfc3RvcmVkX2J5dGVzGAggASgDEhMKC21heF91cGxvYWRzGAkgASgDIkYKC1RlbmFudFVzYWdlEhAKCHNlc3Npb25zGAEgASgDEhQKDHN0b3JlZF9ieXRlcxgCIAEoAxIPCgd1cGxvYWRzGAMgASgDIt0BCgpGaWxlSGVhZGVyEhIKCnNlc3Npb25faWQYASABKAkSCwoDa2V5GAIgASgJEhEKCW1pbWVfdHlwZRgDIAEoCRIYCgt0dGxfc2Vjb25kcxgEIAEoA0gAiAEBEhcKCnNpemVfYnl0ZXMYBSABKANIAYgBARIOCgZzaGEyNTYYBiABKAkSEQoJdXBsb2FkX2lkGAcgASgJEhcKCmlmX3ZlcnNpb24YCCABKANIAogBAUIOCgxfdHRsX3NlY29uZHNCDQoLX3NpemVfYnl0ZXNCDQoLX2lmX3ZlcnNpb24ibwoOU2V0RmlsZVJlcXVlc3QSLgoGaGVhZGVyGAEgASgLMhwuc2Vzc2lvbm1lbW9yeS52MS5GaWxlSGVhZGVySAASDwoFY2h1bmsYAiABKAxIABIUCgxmaW5pc2hfd3JpdGUYAyABKAhCBgoEcGFydCI7Cg9TZXRGaWxlUmVzcG9uc2USKAoEZmlsZRgBIAEoCzIaLnNlc3Npb25tZW1vcnkudjEuRmlsZUluZm8iYwoOR2V0RmlsZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgNrZXkYAiABKAkSHAoPdXJsX3R0bF9zZWNvbmRzGAMgASgDSACIAQFCEgoQX3VybF90dGxfc2Vjb25kcyKLAQoPR2V0RmlsZVJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEigKBGZpbGUYAiABKAsyGi5zZXNzaW9ubWVtb3J5LnYxLkZpbGVJbmZvEgsKA3VybBgDIAEoCRIyCg51cmxfZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoPUmVhZEZpbGVSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSCwoDa2V5GAIgASgJEg4KBm9mZnNldBgDIAEoAxISCgVsaW1pdBgEIAEoA0gAiAEBQggKBl9saW1pdCJXChBSZWFkRmlsZVJlc3BvbnNlEioKBGZpbGUYASABKAsyGi5zZXNzaW9ubWVtb3J5LnYxLkZpbGVJbmZvSAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0Ik4KEkdldERvY3VtZW50UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg0KBXBhdGhzGAIgAygJEhUKDW9taXRfZGVmYXVsdHMYAyABKAgieAoTR2V0RG9jdW1lbnRSZXNwb25zZRIMCgRqc29uGAEgASgJEhAKCHJldmlzaW9uGAIgASgDEg4KBnNjaGVtYRgDIAEoCRIYChBkZWZhdWx0c19hcHBsaWVkGAQgASgIEhcKD2RlZmF1bHRlZF9wYXRocxgFIAMoCSK3AQoUUGF0Y2hEb2N1bWVudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgttZXJnZV9wYXRjaBgCIAEoCRIYCgt0dGxfc2Vjb25kcxgDIAEoA0gAiAEBEg4KBnNjaGVtYRgEIAEoCRIYCgtpZl9yZXZpc2lvbhgFIAEoA0gBiAEBEhIKCm11c3RfZXhpc3QYBiABKAhCDgoMX3R0bF9zZWNvbmRzQg4KDF9pZl9yZXZpc2lvbiJ6ChVQYXRjaERvY3VtZW50UmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSLgoHd3JpdHRlbhgCIAMoCzIdLnNlc3Npb25tZW1vcnkudjEuV3JpdGVSZXN1bHQSDwoHZGVsZXRlZBgDIAMoCRIOCgZzY2hlbWEYBCABKAkibwoKU2NoZW1hSW5mbxIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSEgoKc2l6ZV9ieXRlcxgDIAEoAxIuCgp1cGRhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1ChBQdXRTY2hlbWFSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLanNvbl9zY2hlbWEYAiABKAkiQQoRUHV0U2NoZW1hUmVzcG9uc2USLAoGc2NoZW1hGAEgASgLMhwuc2Vzc2lvbm1lbW9yeS52MS5TY2hlbWFJbmZvIiAKEEdldFNjaGVtYVJlcXVlc3QSDAoEbmFtZRgBIAEoCSJWChFHZXRTY2hlbWFSZXNwb25zZRIsCgZzY2hlbWEYASABKAsyHC5zZXNzaW9ubWVtb3J5LnYxLlNjaGVtYUluZm8SEwoLanNvbl9zY2hlbWEYAiABKAkiFAoSTGlzdFNjaGVtYXNSZXF1ZXN0IkQKE0xpc3RTY2hlbWFzUmVzcG9uc2USLQoHc2NoZW1hcxgBIAMoCzIcLnNlc3Npb25tZW1vcnkudjEuU2NoZW1hSW5mbyIjChNEZWxldGVTY2hlbWFSZXF1ZXN0EgwKBG5hbWUYASABKAkiJwoURGVsZXRlU2NoZW1hUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCI3ChFCaW5kU2NoZW1hUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnNjaGVtYRgCIAEoCSImChJCaW5kU2NoZW1hUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMiUgoMV2F0Y2hSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSGwoOYWZ0ZXJfcmV2aXNpb24YAiABKANIAIgBAUIRCg9fYWZ0ZXJfcmV2aXNpb24iXwoNV2F0Y2hSZXNwb25zZRIpCgdjaGFuZ2VzGAEgAygLMhguc2Vzc2lvbm1lbW9yeS52MS5DaGFuZ2USEAoIcmV2aXNpb24YAiABKAMSEQoJY29tcGFjdGVkGAMgASgIIpEBChlDcmVhdGVTZXNzaW9uVG9rZW5SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSNgoLcGVybWlzc2lvbnMYAiADKA4yIS5zZXNzaW9ubWVtb3J5LnYxLlRva2VuUGVybWlzc2lvbhIYCgt0dGxfc2Vjb25kcxgDIAEoA0gAiAEBQg4KDF90dGxfc2Vjb25kcyJtChpDcmVhdGVTZXNzaW9uVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIQCgh0b2tlbl9pZBgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChlSZXZva2VTZXNzaW9uVG9rZW5SZXF1ZXN0EhIKCHRva2VuX2lkGAEgASgJSAASFAoKc2Vzc2lvbl9pZBgCIAEoCUgAQggKBnRhcmdldCIcChpSZXZva2VTZXNzaW9uVG9rZW5SZXNwb25zZSqGAQoPVG9rZW5QZXJtaXNzaW9uEiAKHFRPS0VOX1BFUk1JU1NJT05fVU5TUEVDSUZJRUQQABIZChVUT0tFTl9QRVJNSVNTSU9OX1JFQUQQARIaChZUT0tFTl9QRVJNSVNTSU9OX1dSSVRFEAISGgoWVE9LRU5fUEVSTUlTU0lPTl9GSUxFUxADMv4PCg1NZW1vcnlTZXJ2aWNlEkIKA0dldBIcLnNlc3Npb25tZW1vcnkudjEuR2V0UmVxdWVzdBodLnNlc3Npb25tZW1vcnkudjEuR2V0UmVzcG9uc2USTgoHR2V0TWFueRIgLnNlc3Npb25tZW1vcnkudjEuR2V0TWFueVJlcXVlc3QaIS5zZXNzaW9ubWVtb3J5LnYxLkdldE1hbnlSZXNwb25zZRJCCgNTZXQSHC5zZXNzaW9ubWVtb3J5LnYxLlNldFJlcXVlc3QaHS5zZXNzaW9ubWVtb3J5LnYxLlNldFJlc3BvbnNlEk4KB1NldEpzb24SIC5zZXNzaW9ubWVtb3J5LnYxLlNldEpzb25SZXF1ZXN0GiEuc2Vzc2lvbm1lbW9yeS52MS5TZXRKc29uUmVzcG9uc2USTgoHU2V0TWFueRIgLnNlc3Npb25tZW1vcnkudjEuU2V0TWFueVJlcXVlc3QaIS5zZXNzaW9ubWVtb3J5LnYxLlNldE1hbnlSZXNwb25zZRJLCgZEZWxldGUSHy5zZXNzaW9ubWVtb3J5LnYxLkRlbGV0ZVJlcXVlc3QaIC5zZXNzaW9ubWVtb3J5LnYxLkRlbGV0ZVJlc3BvbnNlElQKCUluY3JlbWVudBIiLnNlc3Npb25tZW1vcnkudjEuSW5jcmVtZW50UmVxdWVzdBojLnNlc3Npb25tZW1vcnkudjEuSW5jcmVtZW50UmVzcG9uc2USSAoFVG91Y2gSHi5zZXNzaW9ubWVtb3J5LnYxLlRvdWNoUmVxdWVzdBofLnNlc3Npb25tZW1vcnkudjEuVG91Y2hSZXNwb25zZRJFCgRMaXN0Eh0uc2Vzc2lvbm1lbW9yeS52MS5MaXN0UmVxdWVzdBoeLnNlc3Npb25tZW1vcnkudjEuTGlzdFJlc3BvbnNlEkgKBUNsZWFyEh4uc2Vzc2lvbm1lbW9yeS52MS5DbGVhclJlcXVlc3QaHy5zZXNzaW9ubWVtb3J5LnYxLkNsZWFyUmVzcG9uc2USVAoJR2V0TGltaXRzEiIuc2Vzc2lvbm1lbW9yeS52MS5HZXRMaW1pdHNSZXF1ZXN0GiMuc2Vzc2lvbm1lbW9yeS52MS5HZXRMaW1pdHNSZXNwb25zZRJQCgdTZXRGaWxlEiAuc2Vzc2lvbm1lbW9yeS52MS5TZXRGaWxlUmVxdWVzdBohLnNlc3Npb25tZW1vcnkudjEuU2V0RmlsZVJlc3BvbnNlKAESTgoHR2V0RmlsZRIgLnNlc3Npb25tZW1vcnkudjEuR2V0RmlsZVJlcXVlc3QaIS5zZXNzaW9ubWVtb3J5LnYxLkdldEZpbGVSZXNwb25zZRJTCghSZWFkRmlsZRIhLnNlc3Npb25tZW1vcnkudjEuUmVhZEZpbGVSZXF1ZXN0GiIuc2Vzc2lvbm1lbW9yeS52MS5SZWFkRmlsZVJlc3BvbnNlMAESWgoLR2V0RG9jdW1lbnQSJC5zZXNzaW9ubWVtb3J5LnYxLkdldERvY3VtZW50UmVxdWVzdBolLnNlc3Npb25tZW1vcnkudjEuR2V0RG9jdW1lbnRSZXNwb25zZRJgCg1QYXRjaERvY3VtZW50EiYuc2Vzc2lvbm1lbW9yeS52MS5QYXRjaERvY3VtZW50UmVxdWVzdBonLnNlc3Npb25tZW1vcnkudjEuUGF0Y2hEb2N1bWVudFJlc3BvbnNlElQKCVB1dFNjaGVtYRIiLnNlc3Npb25tZW1vcnkudjEuUHV0U2NoZW1hUmVxdWVzdBojLnNlc3Npb25tZW1vcnkudjEuUHV0U2NoZW1hUmVzcG9uc2USVAoJR2V0U2NoZW1hEiIuc2Vzc2lvbm1lbW9yeS52MS5HZXRTY2hlbWFSZXF1ZXN0GiMuc2Vzc2lvbm1lbW9yeS52MS5HZXRTY2hlbWFSZXNwb25zZRJaCgtMaXN0U2NoZW1hcxIkLnNlc3Npb25tZW1vcnkudjEuTGlzdFNjaGVtYXNSZXF1ZXN0GiUuc2Vzc2lvbm1lbW9yeS52MS5MaXN0U2NoZW1hc1Jlc3BvbnNlEl0KDERlbGV0ZVNjaGVtYRIlLnNlc3Npb25tZW1vcnkudjEuRGVsZXRlU2NoZW1hUmVxdWVzdBomLnNlc3Npb25tZW1vcnkudjEuRGVsZXRlU2NoZW1hUmVzcG9uc2USVwoKQmluZFNjaGVtYRIjLnNlc3Npb25tZW1vcnkudjEuQmluZFNjaGVtYVJlcXVlc3QaJC5zZXNzaW9ubWVtb3J5LnYxLkJpbmRTY2hlbWFSZXNwb25zZRJKCgVXYXRjaBIeLnNlc3Npb25tZW1vcnkudjEuV2F0Y2hSZXF1ZXN0Gh8uc2Vzc2lvbm1lbW9yeS52MS5XYXRjaFJlc3BvbnNlMAESbwoSQ3JlYXRlU2Vzc2lvblRva2VuEisuc2Vzc2lvbm1lbW9yeS52MS5DcmVhdGVTZXNzaW9uVG9rZW5SZXF1ZXN0Giwuc2Vzc2lvbm1lbW9yeS52MS5DcmVhdGVTZXNzaW9uVG9rZW5SZXNwb25zZRJvChJSZXZva2VTZXNzaW9uVG9rZW4SKy5zZXNzaW9ubWVtb3J5LnYxLlJldm9rZVNlc3Npb25Ub2tlblJlcXVlc3QaLC5zZXNzaW9ubWVtb3J5LnYxLlJldm9rZVNlc3Npb25Ub2tlblJlc3BvbnNlQuUBChRjb20uc2Vzc2lvbm1lbW9yeS52MUISTWVtb3J5U2VydmljZVByb3RvUAFaWGdpdGh1Yi5jb20vc2Vzc2lvbi1tZW1vcnkvc2Vzc2lvbi1tZW1vcnkvY2xpZW50cy9nby9nZW4vc2Vzc2lvbm1lbW9yeS92MTtzZXNzaW9ubWVtb3J5djGiAgNTWFiqAhBTZXNzaW9ubWVtb3J5LlYxygIQU2Vzc2lvbm1lbW9yeVxWMeICHFNlc3Npb25tZW1vcnlcVjFcR1BCTWV0YWRhdGHqAhFTZXNzaW9ubWVtb3J5OjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp, file_sessionmemory_v1_memory]);
 
 /**
  * GetRequest names one value to read.
@@ -702,6 +702,20 @@ export type GetLimitsResponse = Message<"sessionmemory.v1.GetLimitsResponse"> & 
    * @generated from field: sessionmemory.v1.Limits limits = 1;
    */
   limits?: Limits | undefined;
+
+  /**
+   * The calling tenant's rate limits and quotas.
+   *
+   * @generated from field: sessionmemory.v1.TenantLimits tenant_limits = 2;
+   */
+  tenantLimits?: TenantLimits | undefined;
+
+  /**
+   * The calling tenant's use of its quotas, as the server last counted it.
+   *
+   * @generated from field: sessionmemory.v1.TenantUsage tenant_usage = 3;
+   */
+  tenantUsage?: TenantUsage | undefined;
 };
 
 /**
@@ -710,6 +724,122 @@ export type GetLimitsResponse = Message<"sessionmemory.v1.GetLimitsResponse"> & 
  */
 export const GetLimitsResponseSchema: GenMessage<GetLimitsResponse> = /*@__PURE__*/
   messageDesc(file_sessionmemory_v1_memory_service, 22);
+
+/**
+ * TenantLimits are the rate limits and quotas of one tenant: the server's
+ * defaults, or the operator's overrides (`session-memory tenants
+ * set-limits`). A rate of 0 means unlimited; a quota of 0 means unlimited.
+ *
+ * @generated from message sessionmemory.v1.TenantLimits
+ */
+export type TenantLimits = Message<"sessionmemory.v1.TenantLimits"> & {
+  /**
+   * Read calls (Get, GetMany, List, GetDocument, GetFile, GetLimits, Watch,
+   * GetSchema, ListSchemas) per second, over all server processes.
+   *
+   * @generated from field: double reads_per_second = 1;
+   */
+  readsPerSecond: number;
+
+  /**
+   * Read calls that may come at once above the rate (the bucket's size).
+   *
+   * @generated from field: int64 read_burst = 2;
+   */
+  readBurst: bigint;
+
+  /**
+   * Write calls (everything else) per second, over all server processes.
+   *
+   * @generated from field: double writes_per_second = 3;
+   */
+  writesPerSecond: number;
+
+  /**
+   * Write calls that may come at once above the rate.
+   *
+   * @generated from field: int64 write_burst = 4;
+   */
+  writeBurst: bigint;
+
+  /**
+   * File bytes through the server per second (SetFile and ReadFile).
+   *
+   * @generated from field: double file_bytes_per_second = 5;
+   */
+  fileBytesPerSecond: number;
+
+  /**
+   * File bytes that may come at once above the rate.
+   *
+   * @generated from field: int64 file_bytes_burst = 6;
+   */
+  fileBytesBurst: bigint;
+
+  /**
+   * Sessions with at least one live value.
+   *
+   * @generated from field: int64 max_sessions = 7;
+   */
+  maxSessions: bigint;
+
+  /**
+   * Bytes stored: values' payloads plus files' sizes, each counted until it
+   * expires, is overwritten or deleted.
+   *
+   * @generated from field: int64 max_stored_bytes = 8;
+   */
+  maxStoredBytes: bigint;
+
+  /**
+   * SetFile uploads in progress at once.
+   *
+   * @generated from field: int64 max_uploads = 9;
+   */
+  maxUploads: bigint;
+};
+
+/**
+ * Describes the message sessionmemory.v1.TenantLimits.
+ * Use `create(TenantLimitsSchema)` to create a new message.
+ */
+export const TenantLimitsSchema: GenMessage<TenantLimits> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 23);
+
+/**
+ * TenantUsage is how much of its quotas a tenant uses.
+ *
+ * @generated from message sessionmemory.v1.TenantUsage
+ */
+export type TenantUsage = Message<"sessionmemory.v1.TenantUsage"> & {
+  /**
+   * Live sessions.
+   *
+   * @generated from field: int64 sessions = 1;
+   */
+  sessions: bigint;
+
+  /**
+   * Bytes stored.
+   *
+   * @generated from field: int64 stored_bytes = 2;
+   */
+  storedBytes: bigint;
+
+  /**
+   * Uploads in progress.
+   *
+   * @generated from field: int64 uploads = 3;
+   */
+  uploads: bigint;
+};
+
+/**
+ * Describes the message sessionmemory.v1.TenantUsage.
+ * Use `create(TenantUsageSchema)` to create a new message.
+ */
+export const TenantUsageSchema: GenMessage<TenantUsage> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 24);
 
 /**
  * FileHeader is the first message of a SetFile stream.
@@ -787,7 +917,7 @@ export type FileHeader = Message<"sessionmemory.v1.FileHeader"> & {
  * Use `create(FileHeaderSchema)` to create a new message.
  */
 export const FileHeaderSchema: GenMessage<FileHeader> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 23);
+  messageDesc(file_sessionmemory_v1_memory_service, 25);
 
 /**
  * SetFileRequest is one message of a SetFile stream.
@@ -834,7 +964,7 @@ export type SetFileRequest = Message<"sessionmemory.v1.SetFileRequest"> & {
  * Use `create(SetFileRequestSchema)` to create a new message.
  */
 export const SetFileRequestSchema: GenMessage<SetFileRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 24);
+  messageDesc(file_sessionmemory_v1_memory_service, 26);
 
 /**
  * SetFileResponse is the result of SetFile.
@@ -855,7 +985,7 @@ export type SetFileResponse = Message<"sessionmemory.v1.SetFileResponse"> & {
  * Use `create(SetFileResponseSchema)` to create a new message.
  */
 export const SetFileResponseSchema: GenMessage<SetFileResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 25);
+  messageDesc(file_sessionmemory_v1_memory_service, 27);
 
 /**
  * GetFileRequest names a file to describe and link to.
@@ -892,7 +1022,7 @@ export type GetFileRequest = Message<"sessionmemory.v1.GetFileRequest"> & {
  * Use `create(GetFileRequestSchema)` to create a new message.
  */
 export const GetFileRequestSchema: GenMessage<GetFileRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 26);
+  messageDesc(file_sessionmemory_v1_memory_service, 28);
 
 /**
  * GetFileResponse is the result of GetFile.
@@ -934,7 +1064,7 @@ export type GetFileResponse = Message<"sessionmemory.v1.GetFileResponse"> & {
  * Use `create(GetFileResponseSchema)` to create a new message.
  */
 export const GetFileResponseSchema: GenMessage<GetFileResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 27);
+  messageDesc(file_sessionmemory_v1_memory_service, 29);
 
 /**
  * ReadFileRequest names a file (or a byte range of it) to stream.
@@ -976,7 +1106,7 @@ export type ReadFileRequest = Message<"sessionmemory.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 28);
+  messageDesc(file_sessionmemory_v1_memory_service, 30);
 
 /**
  * ReadFileResponse is one message of a ReadFile stream.
@@ -1013,7 +1143,7 @@ export type ReadFileResponse = Message<"sessionmemory.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 29);
+  messageDesc(file_sessionmemory_v1_memory_service, 31);
 
 /**
  * GetDocumentRequest names a session to read as one document.
@@ -1050,7 +1180,7 @@ export type GetDocumentRequest = Message<"sessionmemory.v1.GetDocumentRequest"> 
  * Use `create(GetDocumentRequestSchema)` to create a new message.
  */
 export const GetDocumentRequestSchema: GenMessage<GetDocumentRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 30);
+  messageDesc(file_sessionmemory_v1_memory_service, 32);
 
 /**
  * GetDocumentResponse is the result of GetDocument.
@@ -1104,7 +1234,7 @@ export type GetDocumentResponse = Message<"sessionmemory.v1.GetDocumentResponse"
  * Use `create(GetDocumentResponseSchema)` to create a new message.
  */
 export const GetDocumentResponseSchema: GenMessage<GetDocumentResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 31);
+  messageDesc(file_sessionmemory_v1_memory_service, 33);
 
 /**
  * PatchDocumentRequest merges a patch into a session's document.
@@ -1167,7 +1297,7 @@ export type PatchDocumentRequest = Message<"sessionmemory.v1.PatchDocumentReques
  * Use `create(PatchDocumentRequestSchema)` to create a new message.
  */
 export const PatchDocumentRequestSchema: GenMessage<PatchDocumentRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 32);
+  messageDesc(file_sessionmemory_v1_memory_service, 34);
 
 /**
  * PatchDocumentResponse is the result of PatchDocument.
@@ -1209,7 +1339,7 @@ export type PatchDocumentResponse = Message<"sessionmemory.v1.PatchDocumentRespo
  * Use `create(PatchDocumentResponseSchema)` to create a new message.
  */
 export const PatchDocumentResponseSchema: GenMessage<PatchDocumentResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 33);
+  messageDesc(file_sessionmemory_v1_memory_service, 35);
 
 /**
  * SchemaInfo describes a registered schema.
@@ -1251,7 +1381,7 @@ export type SchemaInfo = Message<"sessionmemory.v1.SchemaInfo"> & {
  * Use `create(SchemaInfoSchema)` to create a new message.
  */
 export const SchemaInfoSchema: GenMessage<SchemaInfo> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 34);
+  messageDesc(file_sessionmemory_v1_memory_service, 36);
 
 /**
  * PutSchemaRequest registers or replaces a schema.
@@ -1283,7 +1413,7 @@ export type PutSchemaRequest = Message<"sessionmemory.v1.PutSchemaRequest"> & {
  * Use `create(PutSchemaRequestSchema)` to create a new message.
  */
 export const PutSchemaRequestSchema: GenMessage<PutSchemaRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 35);
+  messageDesc(file_sessionmemory_v1_memory_service, 37);
 
 /**
  * PutSchemaResponse is the result of PutSchema.
@@ -1304,7 +1434,7 @@ export type PutSchemaResponse = Message<"sessionmemory.v1.PutSchemaResponse"> & 
  * Use `create(PutSchemaResponseSchema)` to create a new message.
  */
 export const PutSchemaResponseSchema: GenMessage<PutSchemaResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 36);
+  messageDesc(file_sessionmemory_v1_memory_service, 38);
 
 /**
  * GetSchemaRequest names a schema.
@@ -1325,7 +1455,7 @@ export type GetSchemaRequest = Message<"sessionmemory.v1.GetSchemaRequest"> & {
  * Use `create(GetSchemaRequestSchema)` to create a new message.
  */
 export const GetSchemaRequestSchema: GenMessage<GetSchemaRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 37);
+  messageDesc(file_sessionmemory_v1_memory_service, 39);
 
 /**
  * GetSchemaResponse is the result of GetSchema.
@@ -1353,7 +1483,7 @@ export type GetSchemaResponse = Message<"sessionmemory.v1.GetSchemaResponse"> & 
  * Use `create(GetSchemaResponseSchema)` to create a new message.
  */
 export const GetSchemaResponseSchema: GenMessage<GetSchemaResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 38);
+  messageDesc(file_sessionmemory_v1_memory_service, 40);
 
 /**
  * ListSchemasRequest asks for the tenant's schemas. It has no fields.
@@ -1368,7 +1498,7 @@ export type ListSchemasRequest = Message<"sessionmemory.v1.ListSchemasRequest"> 
  * Use `create(ListSchemasRequestSchema)` to create a new message.
  */
 export const ListSchemasRequestSchema: GenMessage<ListSchemasRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 39);
+  messageDesc(file_sessionmemory_v1_memory_service, 41);
 
 /**
  * ListSchemasResponse is the result of ListSchemas.
@@ -1389,7 +1519,7 @@ export type ListSchemasResponse = Message<"sessionmemory.v1.ListSchemasResponse"
  * Use `create(ListSchemasResponseSchema)` to create a new message.
  */
 export const ListSchemasResponseSchema: GenMessage<ListSchemasResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 40);
+  messageDesc(file_sessionmemory_v1_memory_service, 42);
 
 /**
  * DeleteSchemaRequest names a schema to remove.
@@ -1410,7 +1540,7 @@ export type DeleteSchemaRequest = Message<"sessionmemory.v1.DeleteSchemaRequest"
  * Use `create(DeleteSchemaRequestSchema)` to create a new message.
  */
 export const DeleteSchemaRequestSchema: GenMessage<DeleteSchemaRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 41);
+  messageDesc(file_sessionmemory_v1_memory_service, 43);
 
 /**
  * DeleteSchemaResponse is the result of DeleteSchema.
@@ -1431,7 +1561,7 @@ export type DeleteSchemaResponse = Message<"sessionmemory.v1.DeleteSchemaRespons
  * Use `create(DeleteSchemaResponseSchema)` to create a new message.
  */
 export const DeleteSchemaResponseSchema: GenMessage<DeleteSchemaResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 42);
+  messageDesc(file_sessionmemory_v1_memory_service, 44);
 
 /**
  * BindSchemaRequest binds a session to a schema.
@@ -1459,7 +1589,7 @@ export type BindSchemaRequest = Message<"sessionmemory.v1.BindSchemaRequest"> & 
  * Use `create(BindSchemaRequestSchema)` to create a new message.
  */
 export const BindSchemaRequestSchema: GenMessage<BindSchemaRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 43);
+  messageDesc(file_sessionmemory_v1_memory_service, 45);
 
 /**
  * BindSchemaResponse is the result of BindSchema.
@@ -1480,7 +1610,7 @@ export type BindSchemaResponse = Message<"sessionmemory.v1.BindSchemaResponse"> 
  * Use `create(BindSchemaResponseSchema)` to create a new message.
  */
 export const BindSchemaResponseSchema: GenMessage<BindSchemaResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 44);
+  messageDesc(file_sessionmemory_v1_memory_service, 46);
 
 /**
  * WatchRequest names a session to watch.
@@ -1509,7 +1639,7 @@ export type WatchRequest = Message<"sessionmemory.v1.WatchRequest"> & {
  * Use `create(WatchRequestSchema)` to create a new message.
  */
 export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 45);
+  messageDesc(file_sessionmemory_v1_memory_service, 47);
 
 /**
  * WatchResponse is one message of a Watch stream.
@@ -1548,7 +1678,174 @@ export type WatchResponse = Message<"sessionmemory.v1.WatchResponse"> & {
  * Use `create(WatchResponseSchema)` to create a new message.
  */
 export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
-  messageDesc(file_sessionmemory_v1_memory_service, 46);
+  messageDesc(file_sessionmemory_v1_memory_service, 48);
+
+/**
+ * CreateSessionTokenRequest asks for a token scoped to one session.
+ *
+ * @generated from message sessionmemory.v1.CreateSessionTokenRequest
+ */
+export type CreateSessionTokenRequest = Message<"sessionmemory.v1.CreateSessionTokenRequest"> & {
+  /**
+   * Required. The conversation the token may touch, 1 to 256 printable
+   * characters.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Required. What the token may do; at least one, no duplicates.
+   *
+   * @generated from field: repeated sessionmemory.v1.TokenPermission permissions = 2;
+   */
+  permissions: TokenPermission[];
+
+  /**
+   * Optional. Lifetime in seconds, 1 to 3,600; absent means 900.
+   *
+   * @generated from field: optional int64 ttl_seconds = 3;
+   */
+  ttlSeconds?: bigint | undefined;
+};
+
+/**
+ * Describes the message sessionmemory.v1.CreateSessionTokenRequest.
+ * Use `create(CreateSessionTokenRequestSchema)` to create a new message.
+ */
+export const CreateSessionTokenRequestSchema: GenMessage<CreateSessionTokenRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 49);
+
+/**
+ * CreateSessionTokenResponse is the result of CreateSessionToken.
+ *
+ * @generated from message sessionmemory.v1.CreateSessionTokenResponse
+ */
+export type CreateSessionTokenResponse = Message<"sessionmemory.v1.CreateSessionTokenResponse"> & {
+  /**
+   * The token: send it as `authorization: Bearer <token>` (every client takes
+   * it in place of an API key). It starts with `smt_`.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * The token's id, for RevokeSessionToken.
+   *
+   * @generated from field: string token_id = 2;
+   */
+  tokenId: string;
+
+  /**
+   * When the token stops working.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message sessionmemory.v1.CreateSessionTokenResponse.
+ * Use `create(CreateSessionTokenResponseSchema)` to create a new message.
+ */
+export const CreateSessionTokenResponseSchema: GenMessage<CreateSessionTokenResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 50);
+
+/**
+ * RevokeSessionTokenRequest names the tokens of the calling tenant to revoke:
+ * one token, or every token issued so far for one session.
+ *
+ * @generated from message sessionmemory.v1.RevokeSessionTokenRequest
+ */
+export type RevokeSessionTokenRequest = Message<"sessionmemory.v1.RevokeSessionTokenRequest"> & {
+  /**
+   * What to revoke; one is required.
+   *
+   * @generated from oneof sessionmemory.v1.RevokeSessionTokenRequest.target
+   */
+  target: {
+    /**
+     * The id CreateSessionToken returned.
+     *
+     * @generated from field: string token_id = 1;
+     */
+    value: string;
+    case: "tokenId";
+  } | {
+    /**
+     * Every token issued until now for this session.
+     *
+     * @generated from field: string session_id = 2;
+     */
+    value: string;
+    case: "sessionId";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message sessionmemory.v1.RevokeSessionTokenRequest.
+ * Use `create(RevokeSessionTokenRequestSchema)` to create a new message.
+ */
+export const RevokeSessionTokenRequestSchema: GenMessage<RevokeSessionTokenRequest> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 51);
+
+/**
+ * RevokeSessionTokenResponse is the result of RevokeSessionToken.
+ *
+ * @generated from message sessionmemory.v1.RevokeSessionTokenResponse
+ */
+export type RevokeSessionTokenResponse = Message<"sessionmemory.v1.RevokeSessionTokenResponse"> & {
+};
+
+/**
+ * Describes the message sessionmemory.v1.RevokeSessionTokenResponse.
+ * Use `create(RevokeSessionTokenResponseSchema)` to create a new message.
+ */
+export const RevokeSessionTokenResponseSchema: GenMessage<RevokeSessionTokenResponse> = /*@__PURE__*/
+  messageDesc(file_sessionmemory_v1_memory_service, 52);
+
+/**
+ * A permission a session token grants.
+ *
+ * @generated from enum sessionmemory.v1.TokenPermission
+ */
+export enum TokenPermission {
+  /**
+   * Never valid. Present because proto3 enums must start at zero.
+   *
+   * @generated from enum value: TOKEN_PERMISSION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Read the session: Get, GetMany, List, GetDocument, GetLimits, Watch.
+   *
+   * @generated from enum value: TOKEN_PERMISSION_READ = 1;
+   */
+  READ = 1,
+
+  /**
+   * Write the session: Set, SetJson, SetMany, Increment, Delete, Touch,
+   * Clear, PatchDocument.
+   *
+   * @generated from enum value: TOKEN_PERMISSION_WRITE = 2;
+   */
+  WRITE = 2,
+
+  /**
+   * The session's files: SetFile, GetFile, ReadFile.
+   *
+   * @generated from enum value: TOKEN_PERMISSION_FILES = 3;
+   */
+  FILES = 3,
+}
+
+/**
+ * Describes the enum sessionmemory.v1.TokenPermission.
+ */
+export const TokenPermissionSchema: GenEnum<TokenPermission> = /*@__PURE__*/
+  enumDesc(file_sessionmemory_v1_memory_service, 0);
 
 /**
  * MemoryService is a per-conversation working memory for bot and agent
@@ -1557,7 +1854,15 @@ export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
  * Authentication: every call carries the metadata
  * `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
  * only ever sees its own data, so another tenant's session is simply empty.
- * A missing or unknown key fails with UNAUTHENTICATED.
+ * A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
+ * session token from CreateSessionToken authorizes the calls its permissions
+ * name on its one session (PERMISSION_DENIED for anything else).
+ *
+ * Limits per tenant: calls per second (reads and writes separately, each
+ * with a burst) and file bytes per second are rate limits (RESOURCE_EXHAUSTED
+ * with reason RATE_LIMITED and a RetryInfo); live sessions, stored bytes and
+ * concurrent uploads are quotas (RESOURCE_EXHAUSTED with QUOTA_EXCEEDED, no
+ * RetryInfo). GetLimits returns the tenant's values and usage.
  *
  * Sessions: every data call names a `session_id` (a conversation, such as the
  * chat socket id) of 1 to 256 printable characters.
@@ -1834,6 +2139,31 @@ export const MemoryService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchRequestSchema;
     output: typeof WatchResponseSchema;
+  },
+  /**
+   * CreateSessionToken issues a signed token that authorizes only the given
+   * session and permissions until it expires (at most one hour), for a
+   * browser widget or another party that must not hold the tenant's API key.
+   * Needs the tenant's API key (a token cannot create tokens).
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.CreateSessionToken
+   */
+  createSessionToken: {
+    methodKind: "unary";
+    input: typeof CreateSessionTokenRequestSchema;
+    output: typeof CreateSessionTokenResponseSchema;
+  },
+  /**
+   * RevokeSessionToken stops a token of the tenant (or every token issued so
+   * far for a session) from working, on every server process within one
+   * second. Needs the API key.
+   *
+   * @generated from rpc sessionmemory.v1.MemoryService.RevokeSessionToken
+   */
+  revokeSessionToken: {
+    methodKind: "unary";
+    input: typeof RevokeSessionTokenRequestSchema;
+    output: typeof RevokeSessionTokenResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_sessionmemory_v1_memory_service, 0);

@@ -83,4 +83,8 @@ bench-files: $(BIN)/.installed ## Server peak RSS under 20 concurrent 10 MiB upl
 bench-watch: $(BIN)/.installed ## Watch: 1,000 idle watchers' RSS/CPU, delivery p50/p99 under 200 writes/s
 	$(BIN)/session-memory bench-watch
 
-.PHONY: help install dev gen check-gen lint test bench bench-files bench-watch
+bench-limits: $(BIN)/.installed ## Rate limiter: cost per call on/off, accuracy over 2 processes, fairness
+	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
+	$(BIN)/session-memory bench-limits $(BENCH_ARGS)
+
+.PHONY: help install dev gen check-gen lint test bench bench-files bench-watch bench-limits

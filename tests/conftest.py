@@ -66,6 +66,24 @@ def start_server(redis_url: str, s3: EmbeddedS3, **overrides: Any) -> ServerThre
     return ServerThread(stack_settings(redis_url, s3, **{**fast_failing, **overrides}))
 
 
+def run_in_thread(coro: Any, timeout: float = 30) -> Any:
+    """Run a coroutine to completion on a fresh loop in its own thread.
+
+    ``asyncio.run`` on the main thread would unset the loop that the session's
+    async fixtures share.
+    """
+    done: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(asyncio.run(coro))
+        except BaseException as exc:  # handed to the caller
+            done.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.result(timeout)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
     deadline = time.monotonic() + timeout

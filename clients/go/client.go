@@ -35,7 +35,8 @@ type Client struct {
 // Option configures a Client.
 type Option func(*Client)
 
-// WithAPIKey sets the tenant's API key (sent as "authorization: Bearer <key>").
+// WithAPIKey sets the tenant's API key, or a session token ("smt_...") from
+// CreateSessionToken (sent as "authorization: Bearer <key>").
 func WithAPIKey(key string) Option { return func(c *Client) { c.apiKey = key } }
 
 // WithTimeout sets the deadline of calls whose context has none (default 5 s).
@@ -69,7 +70,8 @@ func New(addr string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// NewFromEnv connects to SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY.
+// NewFromEnv connects to SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY (an
+// API key or a session token).
 func NewFromEnv(opts ...Option) (*Client, error) {
 	addr := os.Getenv("SESSION_MEMORY_ADDR")
 	if addr == "" {
@@ -108,16 +110,20 @@ func (c *Client) authorized(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.apiKey)
 }
 
-// backoff is the delay before retry number attempt (1-based): 50 ms doubling,
-// at most limit, with jitter, and never less than the server's RetryInfo.
+// backoff is the delay before retry number attempt (1-based): the server's
+// RetryInfo when it sent one, else 50 ms doubling, at most limit, with jitter.
 func backoff(attempt int, limit time.Duration, e *Error) time.Duration {
+	if e.RetryAfter > 0 {
+		return e.RetryAfter
+	}
 	base := float64(50*time.Millisecond) * float64(int64(1)<<min(attempt-1, 20))
-	delay := time.Duration(min(base, float64(limit)) * (0.5 + rand.Float64()))
-	return max(delay, e.RetryAfter)
+	return time.Duration(min(base, float64(limit)) * (0.5 + rand.Float64()))
 }
 
-// invoke runs f with the API key and a deadline, retrying UNAVAILABLE with
-// backoff when the call is idempotent.
+// invoke runs f with the API key and a deadline, retrying UNAVAILABLE when the
+// call is idempotent, after the server's RetryInfo (or a jittered backoff). A
+// delay that would end past the deadline gives up at once, returning the error
+// with its RetryAfter. RATE_LIMITED is never retried: it is returned.
 func invoke[T any](ctx context.Context, c *Client, idempotent bool, timeout time.Duration,
 	f func(context.Context) (T, error)) (T, error) {
 	var zero T
@@ -139,10 +145,14 @@ func invoke[T any](ctx context.Context, c *Client, idempotent bool, timeout time
 		if !idempotent || e.Code != codes.Unavailable || attempt >= c.maxAttempts {
 			return zero, e
 		}
+		delay := backoff(attempt, time.Hour, e)
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= delay {
+			return zero, e
+		}
 		select {
 		case <-ctx.Done():
 			return zero, e
-		case <-time.After(backoff(attempt, time.Hour, e)):
+		case <-time.After(delay):
 		}
 	}
 }

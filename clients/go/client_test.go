@@ -39,6 +39,8 @@ var stack struct {
 	Address     string `json:"address"`
 	APIKey      string `json:"api_key"`
 	OtherAPIKey string `json:"other_api_key"`
+	// LimitedAPIKey is a tenant's limited to 5 reads and 5 writes per second (bursts of 5).
+	LimitedAPIKey string `json:"limited_api_key"`
 }
 
 func repoRoot() string {

@@ -48,10 +48,18 @@ func (e *Error) Is(target error) bool {
 // GRPCStatus lets status.Code(err) and status.FromError(err) see the gRPC status.
 func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
 
-// IsRateLimit reports whether the server is shedding load and waiting RetryAfter helps.
-func (e *Error) IsRateLimit() bool {
-	return e.Code == codes.ResourceExhausted && (e.Reason == "RATE_LIMITED" || e.RetryAfter > 0)
-}
+// IsRateLimit reports whether the tenant is over a rate limit (reason
+// RATE_LIMITED, the same as errors.Is(err, ErrRateLimited)): nothing changed,
+// and a call passes again after RetryAfter. Metadata["limit"] says which one
+// ("reads", "writes", "file_bytes", "auth_failures"). The client does not retry
+// these itself. Quotas (ErrQuotaExceeded) and the server's own load shedding
+// (ErrServerBusy, ErrTooManyUploads, ...) are not rate limits, even though the
+// latter carry a RetryAfter too.
+func (e *Error) IsRateLimit() bool { return e.Reason == ErrRateLimited.Reason }
+
+// IsQuotaExceeded reports whether the call would take the tenant over a quota
+// (reason QUOTA_EXCEEDED, the same as errors.Is(err, ErrQuotaExceeded)).
+func (e *Error) IsQuotaExceeded() bool { return e.Reason == ErrQuotaExceeded.Reason }
 
 func reason(r pb.ErrorReason, c codes.Code) *Error { return &Error{Code: c, Reason: r.String()} }
 
@@ -104,6 +112,31 @@ var (
 	ErrDocumentTooLarge = reason(pb.ErrorReason_DOCUMENT_TOO_LARGE, codes.FailedPrecondition)
 	ErrTooManyWatchers  = reason(pb.ErrorReason_TOO_MANY_WATCHERS, codes.ResourceExhausted) // retry after RetryAfter
 	ErrSchemaUnusable   = reason(pb.ErrorReason_SCHEMA_UNUSABLE, codes.FailedPrecondition)
+
+	// Limits, quotas and credentials.
+
+	// ErrRateLimited: the tenant is over a rate limit; nothing changed. Wait
+	// RetryAfter (always set) before calling again; the client does not retry it.
+	// Metadata: limit ("reads", "writes", "file_bytes", "auth_failures"), rate,
+	// burst, window_seconds.
+	ErrRateLimited = reason(pb.ErrorReason_RATE_LIMITED, codes.ResourceExhausted)
+	// ErrQuotaExceeded: the call would take the tenant over a quota; nothing
+	// changed, and waiting does not help until data expires or is deleted (no
+	// RetryAfter). Metadata: quota ("sessions", "stored_bytes", "uploads"), limit, actual.
+	ErrQuotaExceeded       = reason(pb.ErrorReason_QUOTA_EXCEEDED, codes.ResourceExhausted)
+	ErrAPIKeyExpired       = reason(pb.ErrorReason_API_KEY_EXPIRED, codes.Unauthenticated)
+	ErrTokenInvalid        = reason(pb.ErrorReason_TOKEN_INVALID, codes.Unauthenticated) // malformed, or its signature does not verify
+	ErrTokenExpired        = reason(pb.ErrorReason_TOKEN_EXPIRED, codes.Unauthenticated) // ask the issuer for a new one
+	ErrTokenRevoked        = reason(pb.ErrorReason_TOKEN_REVOKED, codes.Unauthenticated)
+	ErrInvalidTokenRequest = reason(pb.ErrorReason_INVALID_TOKEN_REQUEST, codes.InvalidArgument)
+	// ErrPermissionDenied matches every PERMISSION_DENIED error: a session token
+	// used on another session, without the permission a call needs
+	// (Metadata["permission"]), or for a call that needs the API key.
+	ErrPermissionDenied = &Error{Code: codes.PermissionDenied}
+	// ErrUnauthenticated matches every UNAUTHENTICATED error: a missing, unknown,
+	// revoked or expired API key, and an invalid, expired or revoked token
+	// (the reason tells them apart).
+	ErrUnauthenticated = &Error{Code: codes.Unauthenticated}
 )
 
 // fromGRPC converts a call's (non-nil) error into an *Error.

@@ -85,6 +85,14 @@ func TestNewerReasonsMatchTheirSentinels(t *testing.T) {
 		{sm.ErrDocumentTooLarge, pb.ErrorReason_DOCUMENT_TOO_LARGE, codes.FailedPrecondition, 0},
 		{sm.ErrTooManyWatchers, pb.ErrorReason_TOO_MANY_WATCHERS, codes.ResourceExhausted, time.Second},
 		{sm.ErrSchemaUnusable, pb.ErrorReason_SCHEMA_UNUSABLE, codes.FailedPrecondition, 0},
+		{sm.ErrRateLimited, pb.ErrorReason_RATE_LIMITED, codes.ResourceExhausted, 1500 * time.Millisecond},
+		{sm.ErrQuotaExceeded, pb.ErrorReason_QUOTA_EXCEEDED, codes.ResourceExhausted, 0},
+		{sm.ErrAPIKeyExpired, pb.ErrorReason_API_KEY_EXPIRED, codes.Unauthenticated, 0},
+		{sm.ErrTokenInvalid, pb.ErrorReason_TOKEN_INVALID, codes.Unauthenticated, 0},
+		{sm.ErrTokenExpired, pb.ErrorReason_TOKEN_EXPIRED, codes.Unauthenticated, 0},
+		{sm.ErrTokenRevoked, pb.ErrorReason_TOKEN_REVOKED, codes.Unauthenticated, 0},
+		{sm.ErrPermissionDenied, pb.ErrorReason_PERMISSION_DENIED, codes.PermissionDenied, 0},
+		{sm.ErrInvalidTokenRequest, pb.ErrorReason_INVALID_TOKEN_REQUEST, codes.InvalidArgument, 0},
 	} {
 		t.Run(c.reason.String(), func(t *testing.T) {
 			memory := offline(t, func(*pb.IncrementRequest) error { return rejection(t, c.code, c.reason, c.retry) })
@@ -93,9 +101,17 @@ func TestNewerReasonsMatchTheirSentinels(t *testing.T) {
 				t.Fatalf("err = %v", err)
 			}
 			var e *sm.Error
-			if !errors.As(err, &e) || e.Code != c.code || e.Reason != c.reason.String() ||
-				e.RetryAfter != c.retry || e.IsRateLimit() != (c.retry > 0) {
+			if !errors.As(err, &e) || e.Code != c.code || e.Reason != c.reason.String() || e.RetryAfter != c.retry {
 				t.Fatalf("err = %#v", err)
+			}
+			// A rate limit is exactly RATE_LIMITED: a RetryAfter alone (ErrServerBusy) is not one.
+			limited, overQuota := c.reason == pb.ErrorReason_RATE_LIMITED, c.reason == pb.ErrorReason_QUOTA_EXCEEDED
+			if e.IsRateLimit() != limited || errors.Is(err, sm.ErrRateLimited) != limited ||
+				e.IsQuotaExceeded() != overQuota || errors.Is(err, sm.ErrQuotaExceeded) != overQuota {
+				t.Fatalf("rate limit / quota misread: %#v", err)
+			}
+			if errors.Is(err, sm.ErrUnauthenticated) != (c.code == codes.Unauthenticated) {
+				t.Fatalf("ErrUnauthenticated misread: %#v", err)
 			}
 		})
 	}
@@ -418,5 +434,103 @@ func TestWatchGivesUpOnAServerNeverReached(t *testing.T) {
 	}
 	if _, err := keyless.ListSchemas(context.Background()); !errors.Is(err, sm.ErrMemoryUnavailable) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// gets is an offline client whose Get fails with errs in turn, then finds nothing;
+// it records when each attempt came.
+func gets(t *testing.T, timeout time.Duration, errs ...error) (*sm.Session, *[]time.Time) {
+	t.Helper()
+	var at []time.Time
+	c, _, _ := offlineClient(t, []sm.Option{sm.WithAPIKey("smt_a-session-token"), sm.WithTimeout(timeout)},
+		func(method string, _, _ any) error {
+			at = append(at, time.Now())
+			if len(errs) > 0 {
+				err := errs[0]
+				errs = errs[1:]
+				return err
+			}
+			return nil
+		})
+	return c.Session("s"), &at
+}
+
+func TestRetryWaitsTheServersRetryInfo(t *testing.T) {
+	ctx := context.Background()
+	memory, at := gets(t, 5*time.Second, rejection(t, codes.Unavailable, pb.ErrorReason_BACKEND_UNAVAILABLE, 700*time.Millisecond))
+	if _, err := memory.Get(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if len(*at) != 2 {
+		t.Fatalf("attempts = %d", len(*at))
+	}
+	if gap := (*at)[1].Sub((*at)[0]); gap < 690*time.Millisecond || gap > 1200*time.Millisecond {
+		t.Fatalf("waited %v, not the server's 700 ms", gap)
+	}
+}
+
+func TestRetryInfoPastTheDeadlineIsNotWaitedFor(t *testing.T) {
+	memory, at := gets(t, time.Second, rejection(t, codes.Unavailable, pb.ErrorReason_BACKEND_UNAVAILABLE, 10*time.Second))
+	start := time.Now()
+	_, err := memory.Get(context.Background(), "k")
+	var e *sm.Error
+	if !errors.As(err, &e) || e.Code != codes.Unavailable || e.RetryAfter != 10*time.Second || len(*at) != 1 {
+		t.Fatalf("err = %v after %d attempts", err, len(*at))
+	}
+	if time.Since(start) > 500*time.Millisecond {
+		t.Fatalf("waited %v", time.Since(start))
+	}
+}
+
+func TestRateLimitedIsNotRetried(t *testing.T) {
+	limited := rejection(t, codes.ResourceExhausted, pb.ErrorReason_RATE_LIMITED, 2*time.Second)
+	memory, at := gets(t, 5*time.Second, limited, limited)
+	_, err := memory.Get(context.Background(), "k")
+	var e *sm.Error
+	if !errors.Is(err, sm.ErrRateLimited) || !errors.As(err, &e) || e.RetryAfter != 2*time.Second || len(*at) != 1 {
+		t.Fatalf("err = %v after %d attempts", err, len(*at))
+	}
+}
+
+func TestSessionTokenRequests(t *testing.T) {
+	ctx := context.Background()
+	var requests []proto.Message
+	c, _, _ := offlineClient(t, nil, func(method string, req, reply any) error {
+		requests = append(requests, proto.Clone(req.(proto.Message)))
+		if r, ok := reply.(*pb.CreateSessionTokenResponse); ok {
+			r.Token, r.TokenId, r.ExpiresAt = "smt_x", "t1", timestamppb.New(time.Unix(1_700_000_000, 0))
+		}
+		return nil
+	})
+	token, err := c.CreateSessionToken(ctx, "s", []sm.Permission{sm.PermissionRead, sm.PermissionFiles}, sm.TTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *token != (sm.SessionToken{Token: "smt_x", TokenID: "t1", ExpiresAt: time.Unix(1_700_000_000, 0).UTC()}) {
+		t.Fatalf("token = %+v", token)
+	}
+	if err := c.RevokeSessionToken(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RevokeSessionTokens(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	ttl := int64(60)
+	want := []proto.Message{
+		&pb.CreateSessionTokenRequest{SessionId: "s", TtlSeconds: &ttl, Permissions: []pb.TokenPermission{
+			pb.TokenPermission_TOKEN_PERMISSION_READ, pb.TokenPermission_TOKEN_PERMISSION_FILES}},
+		&pb.RevokeSessionTokenRequest{Target: &pb.RevokeSessionTokenRequest_TokenId{TokenId: "t1"}},
+		&pb.RevokeSessionTokenRequest{Target: &pb.RevokeSessionTokenRequest_SessionId{SessionId: "s"}},
+	}
+	if len(requests) != len(want) {
+		t.Fatalf("requests = %v", requests)
+	}
+	for i := range want {
+		if !proto.Equal(requests[i], want[i]) {
+			t.Fatalf("request %d = %v, want %v", i, requests[i], want[i])
+		}
+	}
+	if _, err := c.CreateSessionToken(ctx, "s", []sm.Permission{42}); err == nil {
+		t.Fatal("an unknown permission was sent")
 	}
 }

@@ -79,8 +79,8 @@ const watchBackoffLimit = 5 * time.Second
 //	}
 //
 // The sequence resumes by itself from the last revision it delivered when the
-// stream drops, waiting 50 ms doubling up to 5 s between attempts (at least the
-// server's RetryAfter). Once a stream has worked, it keeps trying through
+// stream drops, waiting the server's RetryAfter when it sent one, else 50 ms
+// doubling up to 5 s between attempts. Once a stream has worked, it keeps trying through
 // UNAVAILABLE (and ErrTooManyWatchers) for as long as ctx lives; other
 // cut-offs (CANCELLED, INTERNAL, UNKNOWN), and a server not reachable at all
 // yet, get WithMaxAttempts attempts in a row. An error it gives up on, or one
@@ -175,7 +175,9 @@ func resumable(e *Error) bool {
 		// (the caller's own ctx is checked first).
 		return true
 	case codes.ResourceExhausted:
-		return e.Reason == ErrTooManyWatchers.Reason || e.RetryAfter > 0
+		// The server shedding load (ErrTooManyWatchers, ...): wait RetryAfter.
+		// A tenant's RATE_LIMITED is returned, as it is for every call.
+		return e.Reason == ErrTooManyWatchers.Reason || (e.RetryAfter > 0 && !e.IsRateLimit())
 	}
 	return false
 }

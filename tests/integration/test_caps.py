@@ -116,7 +116,8 @@ def test_per_process_upload_cap(caps_server: Any, tmp_path: Path) -> None:
     assert spool_files(tmp_path) == []
 
 
-def test_per_tenant_upload_cap(caps_server: Any, tmp_path: Path) -> None:
+def test_per_tenant_upload_quota(caps_server: Any, tmp_path: Path) -> None:
+    # The tenant's uploads are a quota over every process (more in test_quotas.py).
     server = caps_server(max_uploads=4, max_tenant_uploads=2)
     release = threading.Event()
     sid = f"caps-{uuid.uuid4().hex}"
@@ -127,8 +128,8 @@ def test_per_tenant_upload_cap(caps_server: Any, tmp_path: Path) -> None:
             assert wait_until(lambda: len(spool_files(tmp_path)) == 2)
             with pytest.raises(LimitExceededError) as info:
                 memory.set_file("third", b"hello", ttl=60, mime="text/plain")
-            assert info.value.code == "TOO_MANY_UPLOADS"
-            assert info.value.metadata == {"scope": "tenant", "limit": "2"}
+            assert info.value.code == "QUOTA_EXCEEDED" and info.value.retry_after is None
+            assert info.value.metadata == {"quota": "uploads", "limit": "2", "actual": "3"}
             # Another tenant still gets in while acme's two are held.
             other = globex.session(sid).set_file("doc", b"other", ttl=60, mime="text/plain")
             assert other.size_bytes == 5

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import io
+import time
 from typing import Any
 
 import grpc
@@ -14,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 import sessionmemory
 from sessionmemory import _convert as c
 from sessionmemory.errors import (
+    AuthenticationError,
     ConflictError,
     DeadlineExceededError,
     InvalidArgumentError,
@@ -21,9 +24,11 @@ from sessionmemory.errors import (
     MemoryApiError,
     MemoryTypeError,
     NotANumberError,
+    PermissionDeniedError,
     ServiceUnavailableError,
     from_grpc,
 )
+from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1.error_reason_pb2 import ErrorReason
 
 
@@ -57,6 +62,9 @@ def test_public_names_are_pinned() -> None:
             "NotFoundError",
             "PermissionDeniedError",
             "ServiceUnavailableError",
+            "SessionToken",
+            "TenantLimits",
+            "TenantUsage",
             "SchemaInfo",
             "SchemaViolationError",
             "Session",
@@ -209,6 +217,14 @@ NEWER_REASONS = [
     (ErrorReason.SPOOL_FULL, "RESOURCE_EXHAUSTED", LimitExceededError, True),
     (ErrorReason.SERVER_BUSY, "RESOURCE_EXHAUSTED", LimitExceededError, True),
     (ErrorReason.UPLOAD_TOO_SLOW, "DEADLINE_EXCEEDED", DeadlineExceededError, False),
+    (ErrorReason.RATE_LIMITED, "RESOURCE_EXHAUSTED", LimitExceededError, True),
+    (ErrorReason.QUOTA_EXCEEDED, "RESOURCE_EXHAUSTED", LimitExceededError, False),
+    (ErrorReason.API_KEY_EXPIRED, "UNAUTHENTICATED", AuthenticationError, False),
+    (ErrorReason.TOKEN_INVALID, "UNAUTHENTICATED", AuthenticationError, False),
+    (ErrorReason.TOKEN_EXPIRED, "UNAUTHENTICATED", AuthenticationError, False),
+    (ErrorReason.TOKEN_REVOKED, "UNAUTHENTICATED", AuthenticationError, False),
+    (ErrorReason.PERMISSION_DENIED, "PERMISSION_DENIED", PermissionDeniedError, False),
+    (ErrorReason.INVALID_TOKEN_REQUEST, "INVALID_ARGUMENT", InvalidArgumentError, False),
 ]
 
 
@@ -222,20 +238,34 @@ def test_from_grpc_maps_the_newer_reasons(
 ) -> None:
     name, code = ErrorReason.Name(reason), grpc.StatusCode[status]
     details: list[Any] = [error_details_pb2.ErrorInfo(reason=name, domain="sessionmemory")]
-    if retry:  # these three travel with a RetryInfo
+    if retry:  # these travel with a RetryInfo
         details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)))
     err = from_grpc(FakeError(code, "refused", *details))
     assert type(err) is cls
     assert (err.code, err.status) == (name, code)
-    assert err.is_rate_limit() is retry
+    assert err.retry_after == (1.0 if retry else None)
+    # A rate limit is exactly RATE_LIMITED: a RetryInfo alone (SERVER_BUSY) is not one.
+    assert err.is_rate_limit() is (name == "RATE_LIMITED")
+    assert err.is_quota_exceeded() is (name == "QUOTA_EXCEEDED")
 
 
 def test_rate_limit_and_retry_after() -> None:
-    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2))
-    info = error_details_pb2.ErrorInfo(reason="RATE_LIMITED")
+    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=250_000_000))
+    info = error_details_pb2.ErrorInfo(
+        reason="RATE_LIMITED", metadata={"limit": "writes", "rate": "5", "burst": "5"}
+    )
     err = from_grpc(FakeError(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", info, retry))
     assert isinstance(err, LimitExceededError)
-    assert err.is_rate_limit() and err.retry_after == 2.0
+    assert err.is_rate_limit() and not err.is_quota_exceeded()
+    assert err.retry_after == 0.25 and err.metadata["limit"] == "writes"
+    quota = from_grpc(
+        FakeError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "too many sessions",
+            error_details_pb2.ErrorInfo(reason="QUOTA_EXCEEDED", metadata={"quota": "sessions"}),
+        )
+    )
+    assert quota.is_quota_exceeded() and not quota.is_rate_limit() and quota.retry_after is None
     full = from_grpc(
         FakeError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -244,6 +274,132 @@ def test_rate_limit_and_retry_after() -> None:
         )
     )
     assert not full.is_rate_limit()
+
+
+class FakeStub:
+    """A stub whose ``Get`` fails with scripted errors, then answers; records timeouts."""
+
+    def __init__(self, *errors: FakeError) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def Get(self, request: Any, timeout: float, metadata: Any) -> Any:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return svc.GetResponse(found=False)
+
+    def Set(self, request: Any, timeout: float, metadata: Any) -> Any:
+        self.calls += 1
+        raise self.errors.pop(0)
+
+
+def _unavailable(retry_seconds: float | None) -> FakeError:
+    details: list[Any] = [error_details_pb2.ErrorInfo(reason="BACKEND_UNAVAILABLE")]
+    if retry_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_seconds * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    return FakeError(grpc.StatusCode.UNAVAILABLE, "down", *details)
+
+
+def _rate_limited() -> FakeError:
+    return FakeError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "slow down",
+        error_details_pb2.ErrorInfo(reason="RATE_LIMITED"),
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)),
+    )
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the client's retry sleeps instead of sleeping."""
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    return slept
+
+
+def test_retry_waits_the_servers_retry_info(sleeps: list[float]) -> None:
+    client = sessionmemory.MemoryClient("unused:1", api_key="smt_token", timeout=5)
+    client._stub = stub = FakeStub(_unavailable(0.7), _unavailable(None))  # type: ignore[assignment]
+    assert client.session("s").get("k", "x") == "x"
+    assert stub.calls == 3
+    assert sleeps[0] == 0.7  # the server's RetryInfo, not the client's 25-75 ms backoff
+    assert 0.05 <= sleeps[1] <= 0.15  # no RetryInfo: the client's own backoff
+    client.close()
+
+
+def test_retry_gives_up_when_retry_info_passes_the_deadline(sleeps: list[float]) -> None:
+    client = sessionmemory.MemoryClient("unused:1", api_key="k", timeout=1)
+    client._stub = stub = FakeStub(_unavailable(3.0))  # type: ignore[assignment]
+    with pytest.raises(ServiceUnavailableError) as caught:
+        client.session("s").get("k")
+    assert (stub.calls, sleeps, caught.value.retry_after) == (1, [], 3.0)
+    client.close()
+
+
+def test_rate_limited_is_not_retried(sleeps: list[float]) -> None:
+    client = sessionmemory.MemoryClient("unused:1", api_key="k", timeout=5)
+    client._stub = stub = FakeStub(_rate_limited(), _rate_limited())  # type: ignore[assignment]
+    with pytest.raises(LimitExceededError) as caught:
+        client.session("s").get("k")
+    assert caught.value.is_rate_limit() and caught.value.retry_after == 1.0
+    assert (stub.calls, sleeps) == (1, [])
+    client.close()
+
+
+async def test_async_retry_waits_the_servers_retry_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+
+    class AsyncStub(FakeStub):
+        async def Get(self, request: Any, **kwargs: Any) -> Any:
+            return super().Get(request, **kwargs)
+
+    client = sessionmemory.AsyncMemoryClient("unused:1", api_key="k", timeout=5)
+    client._stub = stub = AsyncStub(_unavailable(0.4))  # type: ignore[assignment]
+    assert await client.session("s").get("k") is None
+    assert (stub.calls, slept) == (2, [0.4])
+    await client.close()
+
+
+def test_watch_resumes_after_the_servers_retry_info() -> None:
+    assert c.watch_backoff(3, 0.3) == 0.3
+    assert c.watch_backoff(0, None) < 0.1
+    assert c.watch_backoff(30, None) == c.WATCH_MAX_BACKOFF
+
+
+def test_session_token_plans() -> None:
+    plan = c.plan_create_session_token("s", ["read", "write"], 60)
+    assert plan.method == "CreateSessionToken" and not plan.idempotent
+    assert list(plan.request.permissions) == [svc.TOKEN_PERMISSION_READ, svc.TOKEN_PERMISSION_WRITE]
+    assert plan.request.ttl_seconds == 60
+    assert not c.plan_create_session_token("s", "files", None).request.HasField("ttl_seconds")
+    with pytest.raises(ValueError, match="unknown permission 'admin'"):
+        c.plan_create_session_token("s", ["admin"], None)  # type: ignore[list-item]
+    assert c.plan_revoke_session_token("t1", None).request.token_id == "t1"
+    assert c.plan_revoke_session_token(None, "s").request.session_id == "s"
+    with pytest.raises(ValueError):
+        c.plan_revoke_session_token("t1", "s")
+    with pytest.raises(ValueError):
+        c.plan_revoke_session_token(None, None)
+
+
+def test_limits_carry_the_tenants_limits_and_usage() -> None:
+    response = svc.GetLimitsResponse(
+        tenant_limits=svc.TenantLimits(reads_per_second=5, read_burst=5, max_sessions=10),
+        tenant_usage=svc.TenantUsage(sessions=3, stored_bytes=1024),
+    )
+    limits = c.plan_limits().convert(response)
+    assert limits.tenant_limits.reads_per_second == 5 and limits.tenant_limits.max_sessions == 10
+    assert limits.tenant_usage == sessionmemory.TenantUsage(
+        sessions=3, stored_bytes=1024, uploads=0
+    )
 
 
 def test_presigned_urls_use_the_public_endpoint() -> None:

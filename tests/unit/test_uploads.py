@@ -30,7 +30,6 @@ from sessionmemory_server.uploads import (
 
 CAPS = UploadCaps(
     max_uploads=3,
-    max_tenant_uploads=2,
     max_spool_bytes=100,
     min_upload_bytes=10,
     upload_rate_window_seconds=1.0,
@@ -43,31 +42,30 @@ def refused(fn: Any, *args: Any) -> DomainError:
     return info.value
 
 
-def test_process_and_tenant_caps() -> None:
+def test_process_cap() -> None:
+    # The per-tenant limit is a quota over every process (quotas.py, tested
+    # against Redis in tests/integration/test_quotas.py); this cap is the process's.
     uploads = Uploads(CAPS)
-    a1, a2 = uploads.admit("a"), uploads.admit("a")
-    err = refused(uploads.admit, "a")
+    a1, a2, b1 = uploads.admit(), uploads.admit(), uploads.admit()
+    err = refused(uploads.admit)
     assert (err.code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_UPLOADS")
-    assert err.metadata == {"scope": "tenant", "limit": "2"} and err.retry_after == 1.0
-    b1 = uploads.admit("b")  # another tenant still gets in
-    err = refused(uploads.admit, "c")
-    assert err.metadata == {"scope": "process", "limit": "3"}
-    assert (uploads.active, uploads.tenant_active("a")) == (3, 2)
+    assert err.metadata == {"scope": "process", "limit": "3"} and err.retry_after == 1.0
+    assert uploads.active == 3
     a1.release()
     a1.release()  # a second release gives nothing back twice
-    assert (uploads.active, uploads.tenant_active("a")) == (2, 1)
-    with uploads.admit("c"):
+    assert uploads.active == 2
+    with uploads.admit():
         assert uploads.active == 3
     for slot in (a2, b1):
         slot.release()
-    assert uploads.active == 0 and uploads.tenant_active("a") == 0
+    assert uploads.active == 0
 
 
 def test_spool_bytes_are_capped_and_given_back() -> None:
     uploads = Uploads(CAPS)
-    with uploads.admit("a") as one:
+    with uploads.admit() as one:
         one.spool(60)
-        with uploads.admit("b") as two:
+        with uploads.admit() as two:
             two.spool(40)
             err = refused(two.spool, 1)
             assert (err.code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SPOOL_FULL")

@@ -4,16 +4,19 @@
  */
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { MemoryService } from "./gen/sessionmemory/v1/memory_service_pb.js";
+import { MemoryService, TokenPermission as PbTokenPermission } from "./gen/sessionmemory/v1/memory_service_pb.js";
 import { MemoryUnavailableError, fromConnectError } from "./errors.js";
 import { jsonSchemaOf, type JsonSchema, type MergePatch, type UpdateOptions, type ZodSchemaLike } from "./document.js";
 import { MemorySession } from "./session.js";
-import type { Limits, SchemaInfo } from "./types.js";
-import { limitsOf, schemaInfoOf } from "./types.js";
+import type { Limits, SchemaInfo, SessionToken, TokenPermission } from "./types.js";
+import { dateOf, limitsOf, schemaInfoOf } from "./types.js";
 
 /** Options of a {@link MemoryClient}. */
 export interface MemoryClientOptions {
-  /** The tenant's API key (sent as `authorization: Bearer <key>`). */
+  /**
+   * The tenant's API key, or a session token (`smt_...`) from
+   * `createSessionToken` (sent as `authorization: Bearer <key>`).
+   */
   apiKey?: string | undefined;
   /** Deadline of every call, in milliseconds (retries included). Default 5000. */
   timeoutMs?: number;
@@ -36,6 +39,12 @@ export interface CallContext {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const PERMISSIONS: Record<TokenPermission, PbTokenPermission> = {
+  read: PbTokenPermission.READ,
+  write: PbTokenPermission.WRITE,
+  files: PbTokenPermission.FILES,
+};
 
 /** A connection to Session Memory. Create one and share it. */
 export class MemoryClient {
@@ -60,7 +69,7 @@ export class MemoryClient {
     };
   }
 
-  /** A client for SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY. */
+  /** A client for SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY (an API key or a session token). */
   static fromEnv(options: Omit<MemoryClientOptions, "apiKey"> = {}): MemoryClient {
     return new MemoryClient(process.env.SESSION_MEMORY_ADDR || "localhost:50051", {
       ...options,
@@ -73,10 +82,53 @@ export class MemoryClient {
     return new MemorySession(this, sessionId ?? "");
   }
 
-  /** The limits the server enforces. */
+  /** The limits the server enforces, and the tenant's rate limits, quotas and usage. */
   async getLimits(): Promise<Limits> {
-    const response = await this.call(true, (o) => this.raw.getLimits({}, o), null);
-    return limitsOf(response.limits);
+    return limitsOf(await this.call(true, (o) => this.raw.getLimits({}, o), null));
+  }
+
+  /**
+   * Issue a token that authorizes only `sessionId` and `permissions` (default
+   * `["read"]`) for `ttlSeconds` (1 to 3600, default 900). Hand `token` to a
+   * party that must not hold the tenant's API key (a browser widget): a client
+   * built with `{ apiKey: token }` then works on that session only; anything
+   * else fails with `PERMISSION_DENIED`. Needs the tenant's API key. Not
+   * retried (a retry after a lost answer would issue a second token).
+   */
+  async createSessionToken(
+    sessionId: string,
+    options: { permissions?: TokenPermission[]; ttlSeconds?: number } = {},
+  ): Promise<SessionToken> {
+    const permissions = (options.permissions ?? ["read"]).map((p) => {
+      const value = PERMISSIONS[p];
+      if (value === undefined) throw new TypeError(`unknown permission '${p}': use "read", "write" or "files"`);
+      return value;
+    });
+    const ttlSeconds = options.ttlSeconds === undefined ? undefined : BigInt(options.ttlSeconds);
+    const r = await this.call(
+      false,
+      (o) => this.raw.createSessionToken({ sessionId, permissions, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) }, o),
+      sessionId,
+    );
+    return { token: r.token, tokenId: r.tokenId, expiresAt: dateOf(r.expiresAt) };
+  }
+
+  /**
+   * Stop one token (`{ tokenId }`), or every token issued so far for a session
+   * (`{ sessionId }`). Every server process refuses it within about a second
+   * (`TOKEN_REVOKED`, UNAUTHENTICATED). Revoking twice is harmless.
+   */
+  async revokeSessionToken(target: { tokenId: string } | { sessionId: string }): Promise<void> {
+    const tokenId = "tokenId" in target ? target.tokenId : undefined;
+    const sessionId = "sessionId" in target ? target.sessionId : undefined;
+    if ((tokenId === undefined) === (sessionId === undefined)) {
+      throw new TypeError("pass exactly one of tokenId and sessionId");
+    }
+    const request =
+      tokenId !== undefined
+        ? { target: { case: "tokenId" as const, value: tokenId } }
+        : { target: { case: "sessionId" as const, value: sessionId! } };
+    await this.call(true, (o) => this.raw.revokeSessionToken(request, o), null);
   }
 
   /**
@@ -149,7 +201,9 @@ export class MemoryClient {
 
   /**
    * Run one call with the deadline, the API key and, when `idempotent`, retries
-   * of UNAVAILABLE with backoff. `sessionId` is null for calls outside a session.
+   * of UNAVAILABLE after the server's RetryInfo (or a jittered 50 ms doubling).
+   * RATE_LIMITED is never retried here: it surfaces with `retryAfter`.
+   * `sessionId` is null for calls outside a session.
    * @internal
    */
   async call<T>(
@@ -168,10 +222,10 @@ export class MemoryClient {
         });
       } catch (err) {
         const error = fromConnectError(err);
-        const delay = Math.max(
-          (error.retryAfter ?? 0) * 1000,
-          50 * 2 ** (attempt - 1) * (0.5 + Math.random()),
-        );
+        // The server's RetryInfo is the delay when it sent one; a delay past the
+        // deadline gives up at once (the error keeps its retryAfter).
+        const delay =
+          error.retryAfter !== undefined ? error.retryAfter * 1000 : 50 * 2 ** (attempt - 1) * (0.5 + Math.random());
         const retry =
           idempotent &&
           error.status === "UNAVAILABLE" &&

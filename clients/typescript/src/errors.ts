@@ -14,7 +14,7 @@ export class MemoryApiError extends Error {
   readonly code: string | undefined;
   /** The ErrorInfo metadata (field, limit, actual, ...). */
   readonly metadata: Record<string, string>;
-  /** Seconds the server asked to wait before retrying, if any. */
+  /** Seconds the server asked to wait before retrying (its RetryInfo), on every error that carries one. */
   readonly retryAfter: number | undefined;
 
   constructor(
@@ -32,12 +32,27 @@ export class MemoryApiError extends Error {
     this.retryAfter = retryAfter;
   }
 
-  /** True when the server is shedding load and waiting `retryAfter` helps. */
+  /**
+   * True exactly when the tenant is over a rate limit (reason `RATE_LIMITED`):
+   * nothing was changed, and waiting `retryAfter` seconds lets a call pass.
+   * `metadata.limit` says which one ("reads", "writes", "file_bytes",
+   * "auth_failures"). The client never retries these itself: back off in the
+   * handler. Quotas ({@link isQuotaExceeded}) and the server's own
+   * RESOURCE_EXHAUSTED reasons (`SERVER_BUSY`, `TOO_MANY_UPLOADS`, ...) are not
+   * rate limits, even when they carry a `retryAfter`.
+   */
   isRateLimit(): boolean {
-    return (
-      this.status === "RESOURCE_EXHAUSTED" &&
-      (this.code === "RATE_LIMITED" || this.retryAfter !== undefined)
-    );
+    return this.code === "RATE_LIMITED";
+  }
+
+  /**
+   * True exactly when the call would take the tenant over a quota (reason
+   * `QUOTA_EXCEEDED`: live sessions, stored bytes, concurrent uploads). Nothing
+   * was changed; waiting does not help until data expires or is deleted, so
+   * there is no `retryAfter`. `metadata` has `quota`, `limit` and `actual`.
+   */
+  isQuotaExceeded(): boolean {
+    return this.code === "QUOTA_EXCEEDED";
   }
 }
 

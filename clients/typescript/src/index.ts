@@ -14,4 +14,17 @@ export { MemorySession, FileHandle, type FileData, type IncrementOptions, type S
 export type { DocumentModel, DocumentOptions, JsonSchema, MergePatch, UpdateOptions, ZodSchemaLike } from "./document.js";
 export type { WatchOptions } from "./watch.js";
 export { MemoryApiError, MemoryTypeError, MemoryUnavailableError } from "./errors.js";
-export type { Change, DocumentWithRevision, Entry, EntryInfo, FileInfo, Limits, SchemaInfo, WriteResult } from "./types.js";
+export type {
+  Change,
+  DocumentWithRevision,
+  Entry,
+  EntryInfo,
+  FileInfo,
+  Limits,
+  SchemaInfo,
+  SessionToken,
+  TenantLimits,
+  TenantUsage,
+  TokenPermission,
+  WriteResult,
+} from "./types.js";

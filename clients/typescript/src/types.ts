@@ -8,7 +8,10 @@ import {
   type Limits as PbLimits,
   type Value as PbValue,
 } from "./gen/sessionmemory/v1/memory_pb.js";
-import type { SchemaInfo as PbSchemaInfo } from "./gen/sessionmemory/v1/memory_service_pb.js";
+import type {
+  GetLimitsResponse as PbGetLimitsResponse,
+  SchemaInfo as PbSchemaInfo,
+} from "./gen/sessionmemory/v1/memory_service_pb.js";
 
 /** A stored file's description. */
 export interface FileInfo {
@@ -77,6 +80,47 @@ export interface Limits {
   watchLogChanges: number;
   /** Most Watch streams one server process serves at once. */
   maxWatchers: number;
+  /** The calling tenant's rate limits and quotas. */
+  tenantLimits: TenantLimits;
+  /** The calling tenant's use of its quotas, as the server last counted it. */
+  tenantUsage: TenantUsage;
+}
+
+/**
+ * A tenant's rate limits and quotas (0 = unlimited). Rates are per second over
+ * every server process; a burst is how many calls (or bytes) may come at once
+ * above the rate. Over a rate: `isRateLimit()`; over a quota: `isQuotaExceeded()`.
+ */
+export interface TenantLimits {
+  readsPerSecond: number;
+  readBurst: number;
+  writesPerSecond: number;
+  writeBurst: number;
+  fileBytesPerSecond: number;
+  fileBytesBurst: number;
+  maxSessions: number;
+  maxStoredBytes: number;
+  maxUploads: number;
+}
+
+/** How much of its quotas a tenant uses. */
+export interface TenantUsage {
+  sessions: number;
+  storedBytes: number;
+  uploads: number;
+}
+
+/** What a session token may do: read, write, or the session's files. */
+export type TokenPermission = "read" | "write" | "files";
+
+/** A token scoped to one session, from `createSessionToken`. */
+export interface SessionToken {
+  /** The token (`smt_...`): pass it as `apiKey` to a client. */
+  token: string;
+  /** Its id, for `revokeSessionToken`. */
+  tokenId: string;
+  /** When it stops working. */
+  expiresAt: Date;
 }
 
 /** A session's document with the session's revision (from `getDocumentWithRevision`). */
@@ -157,7 +201,10 @@ export function valueOf(value: PbValue | undefined): [unknown, Entry["kind"]] {
 }
 
 /** @internal */
-export function limitsOf(l: PbLimits | undefined): Limits {
+export function limitsOf(response: Pick<PbGetLimitsResponse, "limits" | "tenantLimits" | "tenantUsage">): Limits {
+  const l: PbLimits | undefined = response.limits;
+  const t = response.tenantLimits;
+  const u = response.tenantUsage;
   return {
     maxStringLength: l?.maxStringLength ?? 0,
     numberAbsBound: l?.numberAbsBound ?? 0,
@@ -181,6 +228,22 @@ export function limitsOf(l: PbLimits | undefined): Limits {
     maxDocumentBytes: l?.maxDocumentBytes ?? 0,
     watchLogChanges: l?.watchLogChanges ?? 0,
     maxWatchers: l?.maxWatchers ?? 0,
+    tenantLimits: {
+      readsPerSecond: t?.readsPerSecond ?? 0,
+      readBurst: Number(t?.readBurst ?? 0n),
+      writesPerSecond: t?.writesPerSecond ?? 0,
+      writeBurst: Number(t?.writeBurst ?? 0n),
+      fileBytesPerSecond: t?.fileBytesPerSecond ?? 0,
+      fileBytesBurst: Number(t?.fileBytesBurst ?? 0n),
+      maxSessions: Number(t?.maxSessions ?? 0n),
+      maxStoredBytes: Number(t?.maxStoredBytes ?? 0n),
+      maxUploads: Number(t?.maxUploads ?? 0n),
+    },
+    tenantUsage: {
+      sessions: Number(u?.sessions ?? 0n),
+      storedBytes: Number(u?.storedBytes ?? 0n),
+      uploads: Number(u?.uploads ?? 0n),
+    },
   };
 }
 

@@ -36,7 +36,9 @@ const TRANSIENT = new Set(["UNKNOWN", "INTERNAL", "CANCELLED", "DEADLINE_EXCEEDE
 /** Whether reopening the stream can help. */
 function resumable(error: MemoryApiError): boolean {
   if (error.status === "UNAVAILABLE") return true;
-  if (error.isRateLimit()) return true; // TOO_MANY_WATCHERS: wait RetryInfo, then try again
+  // TOO_MANY_WATCHERS (and the server's other load shedding): wait RetryInfo, then
+  // try again. A tenant's RATE_LIMITED surfaces, as it does for every call.
+  if (error.status === "RESOURCE_EXHAUSTED" && error.retryAfter !== undefined && !error.isRateLimit()) return true;
   return error.code === undefined && TRANSIENT.has(error.status);
 }
 
@@ -89,10 +91,11 @@ export async function* watchChanges(
       if (failures > maxReconnects) {
         throw error ?? new MemoryApiError(`the watch stream of '${sessionId}' kept closing`, "UNAVAILABLE");
       }
-      const delay = Math.max(
-        (error?.retryAfter ?? 0) * 1000,
-        Math.min(BASE_DELAY_MS * 2 ** (failures - 1), MAX_DELAY_MS) * (0.5 + Math.random()),
-      );
+      // The server's RetryInfo is the delay when it sent one.
+      const delay =
+        error?.retryAfter !== undefined
+          ? error.retryAfter * 1000
+          : Math.min(BASE_DELAY_MS * 2 ** (failures - 1), MAX_DELAY_MS) * (0.5 + Math.random());
       try {
         await sleep(delay, undefined, { signal: controller.signal });
       } catch {

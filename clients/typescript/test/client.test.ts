@@ -389,6 +389,133 @@ function decode(value: unknown, revision = 0): unknown {
   return value;
 }
 
+describe("rate limits and session tokens", () => {
+  /** The platform's error-handling snippet, verbatim, inside a handler. */
+  async function handler(memory: MemorySession) {
+    try {
+      await memory.set("step", "confirm");
+    } catch (err) {
+      if (err instanceof MemoryApiError && err.isRateLimit()) {
+        return { error: "rate_limit", retryAfter: 2 };
+      }
+      throw err;
+    }
+    return { ok: true };
+  }
+
+  /** Run `call` until it returns something other than `passed`, for at most 5 s. */
+  async function untilLimited<T>(call: () => Promise<T>, passed: (result: T) => boolean): Promise<T> {
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      const result = await call();
+      if (!passed(result)) return result;
+    }
+    assert.fail("the limited tenant was never rate-limited");
+  }
+
+  test("the platform's snippet takes the rate-limit branch when the tenant is limited", async () => {
+    const limited = new MemoryClient(stack.address, { apiKey: stack.limitedApiKey });
+    const memory = limited.session(`ts-${randomUUID()}`);
+    const result = await untilLimited(() => handler(memory), (r) => "ok" in r);
+    assert.deepEqual(result, { error: "rate_limit", retryAfter: 2 });
+  });
+
+  test("RATE_LIMITED carries retryAfter and the limit; it is not a quota and is not retried", async () => {
+    const limited = new MemoryClient(stack.address, { apiKey: stack.limitedApiKey });
+    const memory = limited.session(`ts-${randomUUID()}`);
+    const err = await untilLimited(
+      () => memory.get("step").then(() => undefined, (e: unknown) => e),
+      (e) => e === undefined,
+    );
+    assert.ok(err instanceof MemoryApiError);
+    assert.equal(err.status, "RESOURCE_EXHAUSTED");
+    assert.equal(err.code, "RATE_LIMITED");
+    assert.ok(err.isRateLimit() && !err.isQuotaExceeded());
+    assert.ok(err.retryAfter !== undefined && err.retryAfter > 0 && err.retryAfter <= 1, `retryAfter ${err.retryAfter}`);
+    assert.equal(err.metadata.limit, "reads");
+    // Waiting what the server said lets the next call pass.
+    await new Promise((resolve) => setTimeout(resolve, err.retryAfter! * 1000));
+    assert.equal(await memory.get("step", "start"), "start");
+    // Another tenant is not limited by this one.
+    for (let i = 0; i < 20; i++) await fresh().get("k");
+  });
+
+  test("getLimits reports the tenant's limits and usage", async () => {
+    const limited = new MemoryClient(stack.address, { apiKey: stack.limitedApiKey });
+    // getLimits is a read: after the tests above, wait what the server says.
+    const limits = await limited.getLimits().catch(async (err: unknown) => {
+      if (!(err instanceof MemoryApiError && err.isRateLimit())) throw err;
+      await new Promise((resolve) => setTimeout(resolve, err.retryAfter! * 1000));
+      return limited.getLimits();
+    });
+    assert.deepEqual(
+      [limits.tenantLimits.readsPerSecond, limits.tenantLimits.readBurst, limits.tenantLimits.writesPerSecond, limits.tenantLimits.writeBurst],
+      [5, 5, 5, 5],
+    );
+    assert.ok(limits.tenantUsage.sessions >= 0 && limits.maxBatchKeys > 0);
+  });
+
+  test("a session token reads and writes its session only, until revoked", async () => {
+    const id = `ts-${randomUUID()}`;
+    await client.session(id).set("name", "Ada");
+    const issued = await client.createSessionToken(id, { permissions: ["read", "write"], ttlSeconds: 600 });
+    assert.ok(issued.token.startsWith("smt_") && issued.tokenId);
+    assert.ok(Math.abs(issued.expiresAt.getTime() - Date.now() - 600_000) < 10_000);
+
+    const browser = new MemoryClient(stack.address, { apiKey: issued.token });
+    const memory = browser.session(id);
+    assert.equal(await memory.get("name"), "Ada");
+    await memory.set("step", "confirm");
+    assert.equal(await client.session(id).get("step"), "confirm");
+
+    await rejects(browser.session(`ts-${randomUUID()}`).get("name"), "PERMISSION_DENIED", "PERMISSION_DENIED");
+    const files = await rejects(memory.setFile("f", Buffer.from("hi"), 60, "text/plain"), "PERMISSION_DENIED");
+    assert.equal(files.metadata.permission, "files");
+    await rejects(browser.createSessionToken(id), "PERMISSION_DENIED");
+    await rejects(browser.listSchemas(), "PERMISSION_DENIED");
+
+    await client.revokeSessionToken({ tokenId: issued.tokenId });
+    const deadline = Date.now() + 2000;
+    for (;;) {
+      const err = await memory.get("name").then(() => undefined, (e: unknown) => e);
+      if (err !== undefined) {
+        assert.ok(err instanceof MemoryApiError);
+        assert.deepEqual([err.status, err.code], ["UNAUTHENTICATED", "TOKEN_REVOKED"]);
+        break;
+      }
+      assert.ok(Date.now() < deadline, "the revoked token still works after 2 s");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
+
+  test("a read token cannot write; fromEnv takes a token; revoking a session stops its tokens", async () => {
+    const id = `ts-${randomUUID()}`;
+    const issued = await client.createSessionToken(id);
+    const saved = { addr: process.env.SESSION_MEMORY_ADDR, key: process.env.SESSION_MEMORY_API_KEY };
+    process.env.SESSION_MEMORY_ADDR = stack.address;
+    process.env.SESSION_MEMORY_API_KEY = issued.token;
+    try {
+      const memory = MemoryClient.fromEnv().session(id);
+      assert.equal(memory.available, true);
+      assert.equal(await memory.get("missing", "none"), "none");
+      const err = await rejects(memory.set("k", "v"), "PERMISSION_DENIED");
+      assert.equal(err.metadata.permission, "write");
+      await client.revokeSessionToken({ sessionId: id });
+      const deadline = Date.now() + 2000;
+      while (await memory.get("k").then(() => true, () => false)) {
+        assert.ok(Date.now() < deadline, "the revoked token still works after 2 s");
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await rejects(memory.get("k"), "TOKEN_REVOKED", "UNAUTHENTICATED");
+    } finally {
+      process.env.SESSION_MEMORY_ADDR = saved.addr ?? "";
+      process.env.SESSION_MEMORY_API_KEY = saved.key ?? "";
+      if (saved.addr === undefined) delete process.env.SESSION_MEMORY_ADDR;
+      if (saved.key === undefined) delete process.env.SESSION_MEMORY_API_KEY;
+    }
+  });
+});
+
 describe("shared vectors", () => {
   const dir = process.env.SESSION_MEMORY_VECTORS ?? path.join(repoRoot, "tests/vectors");
   const cases = readdirSync(dir)

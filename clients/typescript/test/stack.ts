@@ -10,6 +10,8 @@ export interface Stack {
   address: string;
   apiKey: string;
   otherApiKey: string;
+  /** A key of a tenant limited to 5 reads and 5 writes per second (bursts of 5). */
+  limitedApiKey: string;
   stop(): Promise<void>;
 }
 
@@ -27,11 +29,12 @@ export async function startStack(): Promise<Stack> {
     });
     child.once("exit", (code) => reject(new Error(`the test stack exited with ${code}`)));
   });
-  const info = JSON.parse(first) as { address: string; api_key: string; other_api_key: string };
+  const info = JSON.parse(first) as { address: string; api_key: string; other_api_key: string; limited_api_key: string };
   return {
     address: info.address,
     apiKey: info.api_key,
     otherApiKey: info.other_api_key,
+    limitedApiKey: info.limited_api_key,
     stop: () =>
       new Promise<void>((resolve) => {
         child.once("exit", () => resolve());

@@ -6,7 +6,7 @@ import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { fromConnectError } from "../src/errors.js";
 import { ErrorReason } from "../src/gen/sessionmemory/v1/error_reason_pb.js";
 import { ChangeOperation, ValueKind } from "../src/gen/sessionmemory/v1/memory_pb.js";
-import { MemoryService, type WatchResponseSchema } from "../src/gen/sessionmemory/v1/memory_service_pb.js";
+import { MemoryService, TokenPermission, type WatchResponseSchema } from "../src/gen/sessionmemory/v1/memory_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as z from "zod";
 import { MemoryApiError, MemoryClient } from "../src/index.js";
@@ -28,6 +28,7 @@ function rejection(code: Code, reason: ErrorReason, retrySeconds?: number): Conn
 }
 
 describe("error mapping", () => {
+  // [reason, code, status, carries RetryInfo]
   const cases: [ErrorReason, Code, string, boolean][] = [
     [ErrorReason.STORE_FULL, Code.ResourceExhausted, "RESOURCE_EXHAUSTED", false],
     [ErrorReason.REQUEST_ID_REUSED, Code.InvalidArgument, "INVALID_ARGUMENT", false],
@@ -36,16 +37,110 @@ describe("error mapping", () => {
     [ErrorReason.SPOOL_FULL, Code.ResourceExhausted, "RESOURCE_EXHAUSTED", true],
     [ErrorReason.SERVER_BUSY, Code.ResourceExhausted, "RESOURCE_EXHAUSTED", true],
     [ErrorReason.UPLOAD_TOO_SLOW, Code.DeadlineExceeded, "DEADLINE_EXCEEDED", false],
+    [ErrorReason.RATE_LIMITED, Code.ResourceExhausted, "RESOURCE_EXHAUSTED", true],
+    [ErrorReason.QUOTA_EXCEEDED, Code.ResourceExhausted, "RESOURCE_EXHAUSTED", false],
+    [ErrorReason.API_KEY_EXPIRED, Code.Unauthenticated, "UNAUTHENTICATED", false],
+    [ErrorReason.TOKEN_INVALID, Code.Unauthenticated, "UNAUTHENTICATED", false],
+    [ErrorReason.TOKEN_EXPIRED, Code.Unauthenticated, "UNAUTHENTICATED", false],
+    [ErrorReason.TOKEN_REVOKED, Code.Unauthenticated, "UNAUTHENTICATED", false],
+    [ErrorReason.PERMISSION_DENIED, Code.PermissionDenied, "PERMISSION_DENIED", false],
+    [ErrorReason.INVALID_TOKEN_REQUEST, Code.InvalidArgument, "INVALID_ARGUMENT", false],
   ];
   for (const [reason, code, status, retry] of cases) {
     test(`${ErrorReason[reason]} is a MemoryApiError with status ${status}`, () => {
       const err = fromConnectError(rejection(code, reason, retry ? 2 : undefined));
       assert.ok(err instanceof MemoryApiError);
       assert.deepEqual([err.code, err.status, err.message], [ErrorReason[reason], status, "refused"]);
-      assert.equal(err.isRateLimit(), retry);
       assert.equal(err.retryAfter, retry ? 2 : undefined);
+      // A rate limit is exactly RATE_LIMITED: a RetryInfo alone (SERVER_BUSY) is not one.
+      assert.equal(err.isRateLimit(), reason === ErrorReason.RATE_LIMITED);
+      assert.equal(err.isQuotaExceeded(), reason === ErrorReason.QUOTA_EXCEEDED);
     });
   }
+});
+
+describe("retries", () => {
+  /** A client whose server fails `get` with the scripted errors, then answers; it records the gaps between attempts. */
+  function scripted(errors: ConnectError[], timeoutMs = 5000) {
+    const times: number[] = [];
+    const transport = createRouterTransport(({ service }) => {
+      service(MemoryService, {
+        get() {
+          times.push(Date.now());
+          const next = errors.shift();
+          if (next) throw next;
+          return { found: false };
+        },
+        set() {
+          times.push(Date.now());
+          const next = errors.shift();
+          if (next) throw next;
+          return {};
+        },
+      });
+    });
+    const client = new MemoryClient("unused", { apiKey: "smt_a-session-token", transport, timeoutMs, maxAttempts: 3 });
+    return { times, memory: client.session("s") };
+  }
+  const unavailable = (retrySeconds?: number) => rejection(Code.Unavailable, ErrorReason.BACKEND_UNAVAILABLE, retrySeconds);
+
+  test("UNAVAILABLE is retried after the server's RetryInfo delay, not the client's backoff", async () => {
+    const { times, memory } = scripted([unavailable(1)]);
+    assert.equal(await memory.get("k", "x"), "x");
+    assert.equal(times.length, 2);
+    const gap = times[1]! - times[0]!;
+    assert.ok(gap >= 990 && gap < 1500, `waited ${gap} ms, not the 1 s RetryInfo`);
+  });
+
+  test("a RetryInfo longer than the deadline is not waited for", async () => {
+    const { times, memory } = scripted([unavailable(10)], 1000);
+    const started = Date.now();
+    await assert.rejects(memory.get("k"), { status: "UNAVAILABLE", retryAfter: 10 });
+    assert.equal(times.length, 1);
+    assert.ok(Date.now() - started < 500);
+  });
+
+  test("RATE_LIMITED is not retried: it surfaces with retryAfter, reads and writes alike", async () => {
+    const limited = () => rejection(Code.ResourceExhausted, ErrorReason.RATE_LIMITED, 2);
+    const { times, memory } = scripted([limited(), limited()]);
+    await assert.rejects(memory.get("k"), { code: "RATE_LIMITED", retryAfter: 2 });
+    await assert.rejects(memory.set("step", "confirm"), (err: unknown) => err instanceof MemoryApiError && err.isRateLimit());
+    assert.equal(times.length, 2);
+  });
+});
+
+describe("session tokens", () => {
+  test("createSessionToken sends the permissions and TTL; revokeSessionToken one target", async () => {
+    const created: { sessionId: string; permissions: number[]; ttl: bigint | undefined }[] = [];
+    const revoked: unknown[] = [];
+    const transport = createRouterTransport(({ service }) => {
+      service(MemoryService, {
+        createSessionToken(request) {
+          created.push({ sessionId: request.sessionId, permissions: [...request.permissions], ttl: request.ttlSeconds });
+          return { token: "smt_x", tokenId: "t1", expiresAt: { seconds: 1_700_000_000n, nanos: 0 } };
+        },
+        revokeSessionToken(request) {
+          revoked.push(request.target);
+          return {};
+        },
+      });
+    });
+    const client = new MemoryClient("unused", { apiKey: "k", transport });
+    const token = await client.createSessionToken("s", { permissions: ["read", "files"], ttlSeconds: 60 });
+    assert.deepEqual(token, { token: "smt_x", tokenId: "t1", expiresAt: new Date(1_700_000_000_000) });
+    await client.createSessionToken("s");
+    assert.deepEqual(created, [
+      { sessionId: "s", permissions: [TokenPermission.READ, TokenPermission.FILES], ttl: 60n },
+      { sessionId: "s", permissions: [TokenPermission.READ], ttl: undefined },
+    ]);
+    await client.revokeSessionToken({ tokenId: "t1" });
+    await client.revokeSessionToken({ sessionId: "s" });
+    assert.deepEqual(revoked, [
+      { case: "tokenId", value: "t1" },
+      { case: "sessionId", value: "s" },
+    ]);
+    await assert.rejects(client.createSessionToken("s", { permissions: ["admin" as never] }), TypeError);
+  });
 });
 
 describe("increment request ids", () => {

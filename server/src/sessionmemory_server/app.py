@@ -153,6 +153,10 @@ class Built:
     collector: Collector
     collecting: asyncio.Task[None]
     hub: ChangeHub
+    limit_book: LimitBook | None = None
+    limiter: RateLimiter | None = None
+    auth: Authenticator | None = None
+    quotas: Quotas | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting calls, wait up to ``grace`` seconds for in-flight ones, close."""
@@ -162,6 +166,14 @@ class Built:
         with contextlib.suppress(asyncio.CancelledError):
             await self.collecting
         await self.hub.close()
+        if self.auth is not None:
+            await self.auth.close()
+        if self.limiter is not None:
+            await self.limiter.close()
+        if self.quotas is not None:
+            await self.quotas.close()
+        if self.limit_book is not None:
+            await self.limit_book.close()
         self.blobs.close()
         await self.redis.aclose()
 
@@ -169,10 +181,8 @@ class Built:
 async def build_server(settings: Settings, *, api_keys_cache: float | None = None) -> Built:
     """Build and start the server on ``settings.listen`` (port 0 picks a free port)."""
     client = redis_client(settings)
-    api_keys = ApiKeys(
-        client,
-        cache_seconds=settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache,
-    )
+    auth_refresh = settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache
+    api_keys = ApiKeys(client, refresh_seconds=auth_refresh)
     # What calls hold before they are authenticated (a request message is
     # buffered whole) is bounded by grpc's cap on calls; short calls are capped at
     # max_calls_in_flight by add_service, Watch streams by the hub.
@@ -181,11 +191,19 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         maximum_concurrent_rpcs=settings.max_calls_in_flight + LIMITS.max_watchers,
     )
     store = RedisStore(client, bucket=settings.s3_bucket)
-    limit_book = LimitBook(TenantLimits.from_settings(settings))
-    limiter = RateLimiter(limit_book)
-    quotas = Quotas(limit_book)
-    tokens = SessionTokens()
-    authenticator = Authenticator(api_keys)
+    limit_book = LimitBook(TenantLimits.from_settings(settings), client)
+    limiter = RateLimiter(limit_book, client)
+    quotas = Quotas(store, limit_book, upload_max_seconds=settings.upload_max_seconds)
+    tokens = SessionTokens(
+        client, refresh_seconds=auth_refresh, max_revocations=settings.token_max_revocations
+    )
+    authenticator = Authenticator(
+        api_keys,
+        tokens,
+        max_failures_per_peer=settings.auth_max_failures_per_peer,
+        max_failures_per_key=settings.auth_max_failures_per_key,
+        window_seconds=settings.auth_failure_window_seconds,
+    )
     schemas = SchemaRegistry(store)
     hub = ChangeHub(
         pubsub_client(settings),
@@ -199,7 +217,13 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         blobs,
         interval=settings.collect_interval_seconds,
     )
-    memory = Memory(store, release=collector.release, retime=collector.retime, schemas=schemas)
+    memory = Memory(
+        store,
+        release=collector.release,
+        retime=collector.retime,
+        schemas=schemas,
+        quotas=quotas,
+    )
     files = Files(
         memory,
         blobs,
@@ -208,11 +232,11 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         upload_max_seconds=settings.upload_max_seconds,
         caps=UploadCaps(
             max_uploads=settings.max_uploads,
-            max_tenant_uploads=settings.max_tenant_uploads,
             max_spool_bytes=settings.max_spool_bytes,
             min_upload_bytes=settings.min_upload_bytes,
             upload_rate_window_seconds=settings.upload_rate_window_seconds,
         ),
+        quotas=quotas,
     )
     removed = files.clean_spool()
     if removed:
@@ -249,11 +273,27 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     hub.start()
+    await limit_book.start()
+    quotas.start()
+    await authenticator.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     collecting = asyncio.create_task(collector.run())
-    return Built(server, port, client, health_servicer, blobs, collector, collecting, hub)
+    return Built(
+        server,
+        port,
+        client,
+        health_servicer,
+        blobs,
+        collector,
+        collecting,
+        hub,
+        limit_book=limit_book,
+        limiter=limiter,
+        auth=authenticator,
+        quotas=quotas,
+    )
 
 
 async def _serve(settings: Settings) -> None:

@@ -1,47 +1,134 @@
-"""API keys: created once, stored only as SHA-256 hashes, checked in constant time.
+"""API keys and the authenticator: every key in memory, failed attempts throttled.
 
 A key looks like ``smk_<id>_<secret>``. The id is public (it names the key in
-``keys list`` and ``keys revoke``); the secret never leaves the ``keys create``
-output. Redis holds one hash, ``sm:apikeys``: id -> JSON {tenant, sha256, created}.
-Verified keys are cached in-process for a few seconds so the hot path stays one
-Redis round trip; a revoked key stops working within that window.
+``keys list``, ``keys revoke`` and ``keys rotate``); the secret never leaves the
+``keys create`` output. Redis holds one hash, ``sm:apikeys``: id -> JSON
+{tenant, sha256, created, expires?} (Unix seconds), and a counter,
+``sm:apikeys:version``, bumped after every create, revoke and rotate.
+
+Every process keeps all key records in memory and polls the counter every
+``refresh_seconds`` (setting ``auth_cache_seconds``, 1 s by default), reloading
+the hash when it changed. So checking a key, known or not, makes no Redis call,
+and a revoked or rotated-out key stops working on every process within
+``refresh_seconds`` plus one Redis round trip (at most ``redis_timeout_seconds``).
+A key id a process does not know makes it read the version once more (at most
+ten times a second, `tokens.MissBudget`), so a key works on its first call.
+While Redis is unreachable the poll fails and the keys known last stay in force.
+
+The secret is 256 random bits, so an unsalted SHA-256 of it is as strong as a
+password hash would be (salts and slow hashes defend guessable secrets, and a
+256-bit one is not guessable) and costs a microsecond to check, which matters
+because any caller can make us check one. Comparisons are constant-time.
+
+`Authenticator` also counts failed attempts (a wrong or expired key or token)
+per caller address and per key id, see `FailureThrottle`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
+import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
+import grpc
 from redis.asyncio import Redis, RedisCluster
 
 from .access import Principal
 from .errors import DomainError, invalid, unauthenticated
+from .logs import EventCounter
+from .polling import Poller
 from .stores.redis_store import retry_stale
+from .tokens import PREFIX as TOKEN_PREFIX
+from .tokens import MissBudget, SessionTokens
+
+log = logging.getLogger("sessionmemory.auth")
 
 KEYS_HASH: Final = "sm:apikeys"
+KEYS_VERSION: Final = "sm:apikeys:version"
 _PREFIX: Final = "smk_"
 _TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_CACHE_MAX: Final = 10_000
+_NO_DIGEST: Final = b"\0" * 32
+
+# Rotate: give the old key an expiry no later than the one it has; only if it
+# still exists (a concurrent revoke must not bring it back). Adds the new key.
+_ROTATE_LUA: Final = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return 1
+"""
+
+_poll_failed = EventCounter(log, "API key refresh failed", interval_seconds=60.0)
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyInfo:
-    """What is stored about a key (never the key itself)."""
+    """What is stored about a key (never the key itself).
+
+    Attributes:
+        key_id: The public id (``smk_<id>_...``).
+        tenant: The tenant the key belongs to.
+        created_at: When it was created (Unix seconds).
+        expires_at: When it stops working (Unix seconds), or None.
+    """
 
     key_id: str
     tenant: str
     created_at: float
+    expires_at: float | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        """True once the key has passed its expiry."""
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    tenant: str
+    digest: bytes
+    created: float
+    expires: float | None
+
+
+class UnknownKey(LookupError):
+    """``keys rotate`` named a key id that does not exist."""
 
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
+
+
+def _encode(record: _Record) -> str:
+    out: dict[str, object] = {
+        "tenant": record.tenant,
+        "sha256": record.digest.hex(),
+        "created": record.created,
+    }
+    if record.expires is not None:
+        out["expires"] = record.expires
+    return json.dumps(out)
+
+
+def _decode(raw: bytes | str) -> _Record:
+    data = json.loads(raw)
+    expires = data.get("expires")
+    return _Record(
+        data["tenant"],
+        bytes.fromhex(data["sha256"]),
+        float(data["created"]),
+        None if expires is None else float(expires),
+    )
 
 
 def check_tenant(tenant: str) -> str:
@@ -55,41 +142,192 @@ def check_tenant(tenant: str) -> str:
     return tenant
 
 
+def split_key(api_key: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed ``smk_<id>_<secret>``, else None."""
+    parts = api_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "smk" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
 class ApiKeys:
-    """Create, list, revoke and verify API keys."""
+    """Create, list, rotate, revoke and verify API keys (verification from memory).
 
-    def __init__(self, client: Redis | RedisCluster, *, cache_seconds: float = 5.0) -> None:
+    Used as a plain admin object (CLI, tests) it loads the keys on first use;
+    the server calls `start` to keep them fresh (see the module doc).
+    """
+
+    def __init__(self, client: Redis | RedisCluster, *, refresh_seconds: float = 1.0) -> None:
         self._redis = client
-        self._cache_seconds = cache_seconds
-        # key id -> (tenant or None for unknown, sha256 of secret, cached until)
-        self._cache: dict[str, tuple[str | None, bytes, float]] = {}
+        self._records: dict[str, _Record] = {}
+        self._version: bytes | None = None
+        self._loaded = False
+        self._misses = MissBudget()
+        self._lock = asyncio.Lock()
+        self._poller = Poller(self.refresh, refresh_seconds, _poll_failed)
 
-    async def create(self, tenant: str) -> str:
-        """Create a key for a tenant and return it; it is never shown again."""
+    # -- admin -----------------------------------------------------------------
+
+    async def create(self, tenant: str, expires_in: float | None = None) -> str:
+        """Create a key for a tenant and return it; it is never shown again.
+
+        ``expires_in`` (seconds) gives it an expiry; None: it works until revoked.
+        """
         check_tenant(tenant)
+        if expires_in is not None and expires_in <= 0:
+            raise ValueError("expires_in must be positive")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        record = {"tenant": tenant, "sha256": _digest(secret).hex(), "created": time.time()}
-        await self._redis.hset(KEYS_HASH, key_id, json.dumps(record))
+        now = time.time()
+        record = _Record(
+            tenant, _digest(secret), now, None if expires_in is None else now + expires_in
+        )
+        await self._redis.hset(KEYS_HASH, key_id, _encode(record))
+        await self._bump()
         return f"{_PREFIX}{key_id}_{secret}"
 
+    async def rotate(
+        self, key_id: str, grace_seconds: float, *, expires_in: float | None = None
+    ) -> str:
+        """Issue a new key for the tenant of ``key_id``; the old one expires after the grace.
+
+        The old key keeps working for ``grace_seconds`` (never longer than an
+        expiry it already has). Returns the new key, shown only once.
+
+        Raises:
+            UnknownKey: ``key_id`` does not exist (or was revoked).
+        """
+        if grace_seconds < 0:
+            raise ValueError("grace_seconds must be 0 or more")
+        raw = cast(bytes | None, await self._redis.hget(KEYS_HASH, key_id))
+        if raw is None:
+            raise UnknownKey(key_id)
+        old = _decode(raw)
+        now = time.time()
+        until = now + grace_seconds
+        if old.expires is not None:
+            until = min(until, old.expires)
+        new_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        new = _Record(
+            old.tenant, _digest(secret), now, None if expires_in is None else now + expires_in
+        )
+        retired = _Record(old.tenant, old.digest, old.created, until)
+        done = await self._redis.eval(
+            _ROTATE_LUA, 1, KEYS_HASH, key_id, _encode(retired), new_id, _encode(new)
+        )
+        if not int(cast(int, done)):
+            raise UnknownKey(key_id)
+        await self._bump()
+        return f"{_PREFIX}{new_id}_{secret}"
+
     async def list(self) -> list[ApiKeyInfo]:
-        """Every key's id, tenant and creation time."""
+        """Every key's id, tenant, creation time and expiry."""
         raw = cast(dict[bytes, bytes], await self._redis.hgetall(KEYS_HASH))
         infos = []
         for key_id, value in raw.items():
-            record = json.loads(value)
-            infos.append(ApiKeyInfo(key_id.decode(), record["tenant"], record["created"]))
+            r = _decode(value)
+            infos.append(ApiKeyInfo(key_id.decode(), r.tenant, r.created, r.expires))
         return sorted(infos, key=lambda i: (i.tenant, i.created_at))
 
     async def revoke(self, key_ids: Sequence[str]) -> int:
         """Revoke keys by id; returns how many existed."""
         if not key_ids:
             return 0
-        return int(await self._redis.hdel(KEYS_HASH, *key_ids))
+        count = int(await self._redis.hdel(KEYS_HASH, *key_ids))
+        await self._bump()
+        return count
+
+    async def _bump(self) -> None:
+        # After the hash changed: a process that sees the new version reloads a
+        # hash that already holds the change.
+        await self._redis.incr(KEYS_VERSION)
+
+    # -- refresh ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every key, then poll the version every ``refresh_seconds`` (0: per call)."""
+        await self._poller.start()
+
+    async def close(self) -> None:
+        """Stop polling."""
+        await self._poller.close()
+
+    async def refresh_if_due(self) -> None:
+        """Before a check: reload now if nothing polls (interval 0) or nothing is loaded."""
+        if self._poller.interval <= 0 or not self._loaded:
+            await self.refresh()
+
+    async def refresh_on_miss(self) -> bool:
+        """After an unknown key id (maybe a key created since the last poll): reload.
+
+        At most `tokens.MISS_REFRESHES_PER_SECOND` a second, so a flood of
+        made-up ids costs no Redis call per attempt. Returns True when the keys
+        were read again; a failure to reach Redis counts as nothing new.
+        """
+        if not self._misses.take():
+            return False
+        try:
+            return await self.refresh()
+        except Exception as exc:
+            _poll_failed.count(type(exc).__name__)
+            return False
+
+    async def refresh(self) -> bool:
+        """Reload the keys if their version changed (one GET when it did not); True."""
+        async with self._lock:
+            version = cast(
+                bytes | None, await retry_stale(self._redis, lambda: self._redis.get(KEYS_VERSION))
+            )
+            if self._loaded and version == self._version:
+                return True
+            raw = cast(
+                dict[bytes, bytes],
+                await retry_stale(self._redis, lambda: self._redis.hgetall(KEYS_HASH)),
+            )
+            records: dict[str, _Record] = {}
+            for key_id, value in raw.items():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    records[key_id.decode()] = _decode(value)
+            self._records, self._version, self._loaded = records, version, True
+            return True
+
+    # -- verify ----------------------------------------------------------------
+
+    def known(self, key_id: str) -> bool:
+        """True when a key with this id exists (memory only)."""
+        return key_id in self._records
+
+    def check(self, api_key: str) -> str:
+        """The tenant of a key, from memory only.
+
+        Raises:
+            DomainError: UNAUTHENTICATED: API_KEY_INVALID (malformed, unknown,
+                revoked, wrong secret), API_KEY_EXPIRED.
+        """
+        parts = split_key(api_key)
+        if parts is None:
+            raise unauthenticated(
+                "API_KEY_INVALID", "the API key is malformed; keys look like smk_<id>_<secret>"
+            )
+        key_id, secret = parts
+        record = self._records.get(key_id)
+        # Always compare, also for unknown ids, so timing says nothing.
+        matches = hmac.compare_digest(
+            _digest(secret), record.digest if record is not None else _NO_DIGEST
+        )
+        if record is None or not matches:
+            raise unauthenticated("API_KEY_INVALID", "the API key is unknown or was revoked")
+        if record.expires is not None and time.time() >= record.expires:
+            raise unauthenticated(
+                "API_KEY_EXPIRED",
+                "the API key has expired (it was rotated or created with an expiry);"
+                " use its replacement or create a new one with `session-memory keys create`",
+            )
+        return record.tenant
 
     async def is_valid(self, api_key: str) -> bool:
-        """True when the key is known and not revoked."""
+        """True when the key is known, not revoked and not expired."""
         try:
             await self.tenant_of(api_key)
         except DomainError:
@@ -97,63 +335,204 @@ class ApiKeys:
         return True
 
     async def tenant_of(self, api_key: str) -> str:
-        """The tenant a key belongs to.
+        """The tenant a key belongs to (reloading the keys first when they changed).
 
         Raises:
-            DomainError: UNAUTHENTICATED (API_KEY_INVALID) for a malformed,
-                unknown or revoked key.
+            DomainError: UNAUTHENTICATED: API_KEY_INVALID for a malformed,
+                unknown or revoked key, API_KEY_EXPIRED for an expired one.
         """
-        parts = api_key.split("_", 2)
-        if len(parts) != 3 or parts[0] != "smk":
-            raise unauthenticated(
-                "API_KEY_INVALID", "the API key is malformed; keys look like smk_<id>_<secret>"
-            )
-        key_id, secret = parts[1], parts[2]
-        now = time.monotonic()
-        hit = self._cache.get(key_id)
-        if hit is None or hit[2] < now:
-            hit = await self._load(key_id, now)
-        tenant, expected, _ = hit
-        # Always compare, also for unknown ids, so timing says nothing.
-        if not hmac.compare_digest(_digest(secret), expected) or tenant is None:
-            raise unauthenticated("API_KEY_INVALID", "the API key is unknown or was revoked")
-        return tenant
+        await self.refresh_if_due()
+        return self.check(api_key)
 
-    async def _load(self, key_id: str, now: float) -> tuple[str | None, bytes, float]:
-        raw = cast(
-            bytes | None,
-            await retry_stale(self._redis, lambda: self._redis.hget(KEYS_HASH, key_id)),
-        )
-        if raw is None:
-            entry: tuple[str | None, bytes, float] = (None, b"\0" * 32, now + self._cache_seconds)
-        else:
-            record = json.loads(raw)
-            entry = (record["tenant"], bytes.fromhex(record["sha256"]), now + self._cache_seconds)
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[key_id] = entry
-        return entry
+
+def peer_address(peer: str) -> str:
+    """The part of ``context.peer()`` failures are counted by.
+
+    ``ipv4:10.0.0.7:5555`` -> ``10.0.0.7``; for IPv6 the /64 network (one host
+    usually owns a whole /64), ``ipv6:[2001:db8::1]:5555`` -> ``2001:db8::/64``;
+    anything else (a Unix socket) as it is.
+    """
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0].strip("[]") or rest
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.IPv6Network(f"{host.partition('%')[0]}/64", strict=False))
+        return host
+    return peer
+
+
+@dataclass(slots=True)
+class _Window:
+    start: float
+    failures: int
+
+
+class FailureThrottle:
+    """Failed attempts per subject in fixed windows, in bounded memory.
+
+    A subject with ``limit`` failures in the current window of
+    ``window_seconds`` is throttled until the window ends. At most
+    ``max_subjects`` are tracked; the one that failed longest ago is forgotten
+    first (an attacker with that many addresses can push one out early, which
+    gives it back ``limit`` attempts, nothing more). ``limit`` 0 turns it off.
+    """
+
+    def __init__(self, limit: int, window_seconds: float, max_subjects: int = 65_536) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self._max = max_subjects
+        self._windows: OrderedDict[str, _Window] = OrderedDict()
+
+    def blocked_for(self, subject: str, now: float) -> float | None:
+        """Seconds until ``subject`` may try again, or None when it may now."""
+        if self.limit <= 0:
+            return None
+        w = self._windows.get(subject)
+        if w is None or w.failures < self.limit:
+            return None
+        left = w.start + self.window - now
+        return left if left > 0 else None
+
+    def fail(self, subject: str, now: float) -> None:
+        """Count one failure of ``subject``."""
+        if self.limit <= 0:
+            return
+        w = self._windows.get(subject)
+        if w is None or now - w.start >= self.window:
+            w = _Window(now, 0)
+            self._windows[subject] = w
+            while len(self._windows) > self._max:
+                self._windows.popitem(last=False)
+        w.failures += 1
+        self._windows.move_to_end(subject)
 
 
 class Authenticator:
-    """Turns a call's ``authorization`` metadata into a Principal (skeleton: API keys only)."""
+    """Turns a call's ``authorization`` metadata into a Principal.
 
-    def __init__(self, api_keys: ApiKeys) -> None:
+    ``Bearer smk_...`` is an API key (every call of its tenant), ``Bearer smt_...``
+    a session token (`tokens.SessionTokens`). Both are checked from memory.
+
+    Failed attempts (a wrong, unknown, revoked or expired key or token; not a
+    missing one) are counted per caller address (`peer_address`) and, for keys
+    that exist, per key id. An address with ``max_failures_per_peer`` failures in
+    ``window_seconds`` gets RESOURCE_EXHAUSTED / RATE_LIMITED (limit
+    "auth_failures", with RetryInfo) for every call until the window ends,
+    without its key even being looked at, so a valid key from that address is
+    refused too (an address that guesses keys is not trusted with one; a proxy
+    in front of the server makes every caller one address, so raise the limit
+    or turn it off with 0 there). A key id with ``max_failures_per_key``
+    failures gets RATE_LIMITED for wrong secrets only: its right secret still
+    works, since key ids are not secret and refusing it would let anyone who
+    read an id lock its tenant out, while a 256-bit secret cannot be guessed
+    anyway. Each throttled address or key id is logged once per window.
+    """
+
+    def __init__(
+        self,
+        api_keys: ApiKeys,
+        tokens: SessionTokens | None = None,
+        *,
+        max_failures_per_peer: int = 20,
+        max_failures_per_key: int = 10,
+        window_seconds: float = 10.0,
+    ) -> None:
         self._keys = api_keys
-
-    async def authenticate(self, authorization: str | None, peer: str) -> Principal:
-        """The caller, or UNAUTHENTICATED."""
-        if authorization is not None:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                tenant = await self._keys.tenant_of(token.strip())
-                return Principal(tenant=tenant, key_id=token.strip().split("_")[1])
-        raise unauthenticated(
-            "API_KEY_MISSING", "missing API key: send the metadata 'authorization: Bearer <key>'"
+        self._tokens = tokens
+        self._peers = FailureThrottle(max_failures_per_peer, window_seconds)
+        self._key_ids = FailureThrottle(max_failures_per_key, window_seconds)
+        self._throttled = EventCounter(
+            log, "authentication failures throttled", interval_seconds=window_seconds
         )
 
-    def start(self) -> None:
-        """Start background refreshes."""
+    async def start(self) -> None:
+        """Load keys (and token state) and start their background refreshes."""
+        await self._keys.start()
+        if self._tokens is not None:
+            await self._tokens.start()
 
     async def close(self) -> None:
-        """Stop background refreshes."""
+        """Stop the background refreshes."""
+        await self._keys.close()
+        if self._tokens is not None:
+            await self._tokens.close()
+
+    async def authenticate(self, authorization: str | None, peer: str) -> Principal:
+        """The caller, or an error.
+
+        Raises:
+            DomainError: UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID,
+                API_KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED) or
+                RESOURCE_EXHAUSTED (RATE_LIMITED) for a throttled address or key id.
+        """
+        now = time.monotonic()
+        address = peer_address(peer)
+        left = self._peers.blocked_for(address, now)
+        if left is not None:
+            self._throttled.count(f"address {address}")
+            raise self._rate_limited(self._peers, left, "address")
+        credential = None
+        if authorization is not None:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                credential = value.strip()
+        if credential is None:
+            raise unauthenticated(
+                "API_KEY_MISSING",
+                "missing API key: send the metadata 'authorization: Bearer <key>'",
+            )
+        try:
+            if credential.startswith(TOKEN_PREFIX) and self._tokens is not None:
+                await self._tokens.refresh_if_due()
+                await self._tokens.refresh_on_miss(credential)
+                return self._tokens.verify(credential)
+            await self._keys.refresh_if_due()
+            return await self._api_key(credential, now)
+        except DomainError as err:
+            if err.code == grpc.StatusCode.UNAUTHENTICATED:
+                self._peers.fail(address, now)
+            raise
+
+    async def _api_key(self, credential: str, now: float) -> Principal:
+        parts = split_key(credential)
+        key_id = parts[0] if parts is not None else None
+        if key_id is not None and not self._keys.known(key_id):
+            await self._keys.refresh_on_miss()  # a key created since the last poll?
+        try:
+            tenant = self._keys.check(credential)
+        except DomainError as err:
+            # A wrong secret for a key that exists: someone may be guessing it.
+            if err.reason == "API_KEY_INVALID" and key_id is not None and self._keys.known(key_id):
+                left = self._key_ids.blocked_for(key_id, now)
+                self._key_ids.fail(key_id, now)
+                if left is not None:
+                    self._throttled.count(f"key {key_id}")
+                    raise self._rate_limited(self._key_ids, left, "key") from None
+            raise
+        assert key_id is not None  # check() accepted it, so it is well-formed
+        return Principal(tenant=tenant, key_id=key_id)
+
+    @staticmethod
+    def _rate_limited(throttle: FailureThrottle, left: float, scope: str) -> DomainError:
+        whose = "this address" if scope == "address" else "this API key id"
+        return DomainError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "RATE_LIMITED",
+            f"too many failed authentication attempts from {whose} ({throttle.limit} in"
+            f" {throttle.window:g} s); calls are refused for {left:.1f} s: check the API key"
+            " or session token before retrying",
+            metadata=_metadata(throttle, scope),
+            retry_after=left,
+        )
+
+
+def _metadata(throttle: FailureThrottle, scope: str) -> Mapping[str, object]:
+    return {
+        "limit": "auth_failures",
+        "rate": f"{throttle.limit / throttle.window:g}",
+        "burst": throttle.limit,
+        "window_seconds": f"{throttle.window:g}",
+        "scope": scope,
+    }

@@ -488,7 +488,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         with EmbeddedRedis(tmp / "redis") as redis:
-            api_key = redis.create_key("bench")
+            api_key = redis.create_key("bench", unlimited=True)
             if ops:
                 _key_value(args, ops, levels, redis, api_key, tmp)
             if args.document:

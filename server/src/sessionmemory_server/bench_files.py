@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
             try:
                 with grpc.insecure_channel(address) as channel:
                     grpc.channel_ready_future(channel).result(timeout=30)
-                key = redis.create_key("bench")
+                key = redis.create_key("bench", unlimited=True)
                 with MemoryClient(address, api_key=key, upload_timeout=600) as client:
                     client.session("warm").set_file(
                         "w", list(_chunks(2 * MIB)), ttl=600, mime="application/pdf"

@@ -541,8 +541,8 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         with EmbeddedRedis(tmp / "redis") as redis_server:
-            keys = [redis_server.create_key(f"bench-{t}") for t in range(tenants)]
-            live_key = redis_server.create_key("bench-live")
+            keys = [redis_server.create_key(f"bench-{t}", unlimited=True) for t in range(tenants)]
+            live_key = redis_server.create_key("bench-live", unlimited=True)
             with redis.Redis.from_url(redis_server.url) as probe:
                 version = str(probe.info("server")["redis_version"])
             assert redis_server.process is not None

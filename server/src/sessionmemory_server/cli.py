@@ -1,21 +1,28 @@
-"""The ``session-memory`` command: serve, dev, keys, bench."""
+"""The ``session-memory`` command: serve, dev, keys, tokens, tenants, bench."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from sessionmemory._base import env_settings
 
-from .auth import ApiKeys
+from . import limits
+from .auth import ApiKeys, UnknownKey
 from .config import Settings
+from .errors import DomainError
+from .limits import FIELD_NAMES, WHOLE_NUMBER_FIELDS, TenantLimits
+from .tokens import SessionTokens
 
 _DEV_KEY_FILE = "dev-api-key"
 
@@ -79,16 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", type=Path, default=Path(".session-memory"))
     dev.add_argument("--redis-port", type=int, default=0, help="port of the embedded Redis")
 
-    keys = sub.add_parser("keys", help="manage API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key for a tenant and print it once")
-    create.add_argument("--tenant", required=True)
-    _add_redis_flags(create)
-    listing = keys_sub.add_parser("list", help="list key ids and tenants")
-    _add_redis_flags(listing)
-    revoke = keys_sub.add_parser("revoke", help="revoke keys by id")
-    revoke.add_argument("key_ids", nargs="+")
-    _add_redis_flags(revoke)
+    _add_keys_parser(sub)
+    _add_tokens_parser(sub)
+    _add_tenants_parser(sub)
 
     bench = sub.add_parser(
         "bench", help="benchmark calls against a bare grpc.aio + Redis floor, and the document"
@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     from .bench_watch import add_arguments as add_watch_arguments  # noqa: PLC0415
 
     add_watch_arguments(watch)
+    limits_bench = sub.add_parser(
+        "bench-limits", help="the rate limiter: cost per call, accuracy over 2 processes, fairness"
+    )
+    from .bench_limits import add_arguments as add_limits_arguments  # noqa: PLC0415
+
+    add_limits_arguments(limits_bench)
     put = sub.add_parser("put-file", help="upload a file into a session (with a progress bar)")
     get = sub.add_parser("get-file", help="download a file of a session, or print its URL")
     for p in (put, get):
@@ -137,26 +143,236 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _keys(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    client = Redis.from_url(
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of ``30d``, ``12h``, ``90m``, ``45s`` or a plain ``3600``."""
+    text = text.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0)
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use e.g. 30d, 12h, 90m, 45s or 3600"
+        ) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("a duration cannot be negative")
+    return seconds
+
+
+def _add_keys_parser(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key for a tenant and print it once")
+    create.add_argument("tenant", nargs="?", help="the tenant the key belongs to")
+    create.add_argument("--tenant", dest="tenant_flag", metavar="TENANT", help=argparse.SUPPRESS)
+    create.add_argument(
+        "--expires-in", type=parse_duration, help="the key stops working after this (30d, 12h)"
+    )
+    rotate = keys_sub.add_parser(
+        "rotate", help="print a new key for a key's tenant; the old one works for --grace"
+    )
+    rotate.add_argument("key_id")
+    rotate.add_argument(
+        "--grace",
+        type=parse_duration,
+        default=3600.0,
+        help="how long the old key keeps working (default 1h)",
+    )
+    rotate.add_argument("--expires-in", type=parse_duration, help="an expiry for the new key")
+    listing = keys_sub.add_parser("list", help="list key ids, tenants, times and status")
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    revoke = keys_sub.add_parser("revoke", help="revoke keys by id")
+    revoke.add_argument("key_ids", nargs="+")
+    for p in (create, rotate, listing, revoke):
+        _add_redis_flags(p)
+
+
+def _admin_client(settings: Settings) -> Redis | RedisCluster:
+    cls: type[Redis] | type[RedisCluster] = RedisCluster if settings.redis_cluster else Redis
+    return cls.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
+
+
+def _utc(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(seconds))
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    client = _admin_client(_settings(args))
     api_keys = ApiKeys(client)
     try:
         if args.keys_command == "create":
-            key = await api_keys.create(args.tenant)
+            tenant = args.tenant or args.tenant_flag
+            if not tenant:
+                print("name the tenant: session-memory keys create <tenant>", file=sys.stderr)
+                return 2
+            key = await api_keys.create(tenant, expires_in=args.expires_in)
             print(key)
-            print(f"(tenant {args.tenant}; this key is shown only once)", file=sys.stderr)
+            until = "" if args.expires_in is None else f", expires in {args.expires_in:g} s"
+            print(f"(tenant {tenant}{until}; this key is shown only once)", file=sys.stderr)
+        elif args.keys_command == "rotate":
+            key = await api_keys.rotate(args.key_id, args.grace, expires_in=args.expires_in)
+            print(key)
+            print(
+                f"(the old key {args.key_id} works for {args.grace:g} s more;"
+                " this key is shown only once)",
+                file=sys.stderr,
+            )
         elif args.keys_command == "list":
-            for info in await api_keys.list():
-                print(f"{info.key_id}\t{info.tenant}\t{info.created_at:.0f}")
+            now = time.time()
+            infos = await api_keys.list()
+            if args.json:
+                rows = [
+                    {
+                        "key_id": i.key_id,
+                        "tenant": i.tenant,
+                        "created": _utc(i.created_at),
+                        "expires": None if i.expires_at is None else _utc(i.expires_at),
+                        "status": "expired" if i.expired(now) else "active",
+                    }
+                    for i in infos
+                ]
+                print(json.dumps(rows))
+            else:
+                for i in infos:
+                    status = "expired" if i.expired(now) else "active"
+                    print(
+                        f"{i.key_id}\t{i.tenant}\t{_utc(i.created_at)}\t{_utc(i.expires_at)}"
+                        f"\t{status}"
+                    )
         else:
             count = await api_keys.revoke(args.key_ids)
             print(f"revoked {count} of {len(args.key_ids)}")
             return 0 if count == len(args.key_ids) else 1
+    except UnknownKey as exc:
+        print(f"error: there is no key {exc.args[0]!r} (see keys list)", file=sys.stderr)
+        return 1
+    except (ValueError, DomainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await client.aclose()
+    return 0
+
+
+def _add_tokens_parser(sub: Any) -> None:
+    tokens = sub.add_parser("tokens", help="manage the keys that sign session tokens")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    rotate = tokens_sub.add_parser(
+        "rotate-key", help="add a signing key for new tokens; older keys keep verifying"
+    )
+    retire = tokens_sub.add_parser(
+        "retire-key", help="delete a signing key: tokens it signed stop working"
+    )
+    retire.add_argument("kid")
+    listing = tokens_sub.add_parser("keys", help="list the signing keys (never their secrets)")
+    for p in (rotate, retire, listing):
+        _add_redis_flags(p)
+
+
+async def _tokens(args: argparse.Namespace) -> int:
+    client = _admin_client(_settings(args))
+    tokens = SessionTokens(client)
+    try:
+        if args.tokens_command == "rotate-key":
+            kid = await tokens.rotate_key()
+            print(kid)
+            print("(every server signs new tokens with it within a second)", file=sys.stderr)
+        elif args.tokens_command == "retire-key":
+            if not await tokens.retire_key(args.kid):
+                print(f"error: there is no signing key {args.kid!r}", file=sys.stderr)
+                return 1
+            print(f"retired {args.kid}")
+        else:
+            for info in await tokens.signing_keys():
+                mark = "\tcurrent" if info.current else ""
+                print(f"{info.kid}\t{_utc(info.created_at)}{mark}")
+    finally:
+        await client.aclose()
+    return 0
+
+
+def _add_tenants_parser(sub: Any) -> None:
+    tenants = sub.add_parser("tenants", help="show and change a tenant's rate limits and quotas")
+    tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True)
+    set_limits = tenants_sub.add_parser(
+        "set-limits",
+        help="override some of a tenant's limits (0 = unlimited); the rest follow the defaults",
+    )
+    set_limits.add_argument("tenant")
+    for name in FIELD_NAMES:
+        number = int if name in WHOLE_NUMBER_FIELDS else float
+        set_limits.add_argument("--" + name.replace("_", "-"), type=number, dest=name)
+    _add_redis_flags(set_limits)
+    reset = tenants_sub.add_parser("reset", help="drop a tenant's overrides (all, or --field)")
+    reset.add_argument("tenant")
+    reset.add_argument(
+        "--field", action="append", choices=FIELD_NAMES, help="only this limit (repeatable)"
+    )
+    _add_redis_flags(reset)
+    show = tenants_sub.add_parser(
+        "show", help="a tenant's effective limits, overrides marked (defaults from this env)"
+    )
+    show.add_argument("tenant")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    _add_redis_flags(show)
+    listing = tenants_sub.add_parser("list", help="the tenants that have overrides")
+    _add_redis_flags(listing)
+
+
+async def _tenants(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    cls: type[Redis] | type[RedisCluster] = RedisCluster if settings.redis_cluster else Redis
+    client = cls.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+    )
+    try:
+        command = args.tenants_command
+        if command == "set-limits":
+            values = {n: getattr(args, n) for n in FIELD_NAMES if getattr(args, n) is not None}
+            if not values:
+                print("name at least one limit, e.g. --reads-per-second 100", file=sys.stderr)
+                return 2
+            await limits.set_overrides(client, args.tenant, values)
+        elif command == "reset":
+            await limits.clear_overrides(client, args.tenant, args.field)
+        elif command == "list":
+            for tenant, values in sorted((await limits.all_overrides(client)).items()):
+                print(f"{tenant}\t{json.dumps(values, sort_keys=True)}")
+            return 0
+        if command in ("set-limits", "reset", "show"):
+            own = await limits.overrides(client, args.tenant)
+            effective = limits.apply_overrides(TenantLimits.from_settings(settings), own)
+            if getattr(args, "json", False):
+                print(
+                    json.dumps(
+                        {
+                            "tenant": args.tenant,
+                            "limits": dataclasses.asdict(effective),
+                            "overridden": sorted(own),
+                        }
+                    )
+                )
+            else:
+                for name in FIELD_NAMES:
+                    value = getattr(effective, name)
+                    text = str(int(value)) if value == int(value) else f"{value:g}"
+                    if value == 0 and name not in limits.AT_LEAST_ONE_FIELDS:
+                        text += " (unlimited)"
+                    mark = "  (override)" if name in own else ""
+                    print(f"{name:<22} {text}{mark}")
+    except (ValueError, DomainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         await client.aclose()
     return 0
@@ -291,14 +507,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "dev":
         return _dev(args)
+    if args.command == "tenants":
+        return asyncio.run(_tenants(args))
     if args.command == "keys":
         return asyncio.run(_keys(args))
+    if args.command == "tokens":
+        return asyncio.run(_tokens(args))
     if args.command in ("put-file", "get-file"):
         return _file_command(args)
     if args.command == "bench-files":
         from .bench_files import main as bench_files_main  # noqa: PLC0415
 
         return bench_files_main(args)
+    if args.command == "bench-limits":
+        from .bench_limits import main as bench_limits_main  # noqa: PLC0415
+
+        return bench_limits_main(args)
     if args.command == "bench-watch":
         from .bench_watch import main as bench_watch_main  # noqa: PLC0415
 

@@ -25,8 +25,35 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(256, gt=0, description="Redis connections per process")
     workers: int = Field(1, ge=1, le=64, description="server processes sharing the port")
     grace_seconds: float = Field(10.0, ge=0, description="shutdown grace for in-flight calls")
+    # Authentication (auth.py, tokens.py).
     auth_cache_seconds: float = Field(
-        5.0, ge=0, description="how long a verified API key is cached (revocation delay)"
+        1.0,
+        ge=0,
+        description="how often each process reloads API keys, token signing keys and token"
+        " revocations from Redis: a revoked key or token stops working everywhere within this"
+        " many seconds plus one Redis round trip (0: read Redis on every call, for tests)",
+    )
+    auth_max_failures_per_peer: int = Field(
+        20,
+        ge=0,
+        description="failed authentications (wrong, expired, revoked key or token) per caller"
+        " address per window before its calls get RATE_LIMITED until the window ends, valid"
+        " keys too (0 = off; raise it behind a proxy, where all callers share an address)",
+    )
+    auth_max_failures_per_key: int = Field(
+        10,
+        ge=0,
+        description="wrong secrets per API key id per window before further wrong secrets"
+        " for it get RATE_LIMITED (its right secret keeps working; 0 = off)",
+    )
+    auth_failure_window_seconds: float = Field(
+        10.0, gt=0, description="the window of the two auth failure limits, in seconds"
+    )
+    token_max_revocations: int = Field(
+        10_000,
+        ge=1,
+        description="session-token revocations a tenant may have outstanding (each is kept an"
+        " hour, the longest a token lives; then QUOTA_EXCEEDED)",
     )
     s3_endpoint: str = Field("127.0.0.1:9000", description="host:port of the S3 API")
     s3_public_endpoint: str | None = Field(

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -162,8 +163,16 @@ class EmbeddedRedis(_ChildServer):
         """The redis:// URL of this server."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def create_key(self, tenant: str) -> str:
-        """A new API key of ``tenant`` in this server (benchmarks and tests)."""
+    def create_key(self, tenant: str, *, unlimited: bool = False) -> str:
+        """A new API key of ``tenant`` in this server (benchmarks and tests).
+
+        ``unlimited`` lifts the tenant's rate limits and quotas (benchmarks
+        measure the server, not the limits).
+        """
+        if unlimited:
+            from .limits import FIELD_NAMES  # noqa: PLC0415
+
+            self.set_limits(tenant, dict.fromkeys(FIELD_NAMES, 0))
 
         async def create() -> str:
             client = redis.asyncio.Redis.from_url(self.url)
@@ -173,6 +182,24 @@ class EmbeddedRedis(_ChildServer):
                 await client.aclose()
 
         return asyncio.run(create())
+
+    def set_limits(self, tenant: str, values: Mapping[str, float]) -> None:
+        """Override a tenant's rate limits or quotas in this server (0 = unlimited)."""
+        self.set_limits_at(self.url, tenant, values)
+
+    @staticmethod
+    def set_limits_at(url: str, tenant: str, values: Mapping[str, float]) -> None:
+        """Override a tenant's limits in the Redis at ``url`` (benchmarks and tests)."""
+        from .limits import set_overrides  # noqa: PLC0415 - limits imports the settings
+
+        async def run() -> None:
+            client = redis.asyncio.Redis.from_url(url)
+            try:
+                await set_overrides(client, tenant, values)
+            finally:
+                await client.aclose()
+
+        asyncio.run(run())
 
     def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until it answers PING."""

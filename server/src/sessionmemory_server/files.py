@@ -33,6 +33,7 @@ from .content import ContentCheck, ContentMismatch
 from .core import LIMITS, Kind, RequestId
 from .errors import DomainError, invalid, store_full, unavailable
 from .memory import Memory
+from .quotas import Quotas
 from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore, Replayed, StoreFull
 from .uploads import (
@@ -149,8 +150,10 @@ class Files:
         spool_dir: Path,
         upload_max_seconds: float,
         caps: UploadCaps,
+        quotas: Quotas,
     ) -> None:
         self._memory = memory
+        self._quotas = quotas
         self._blobs = blobs
         self._collector = collector
         self._spool_dir = spool_dir
@@ -219,47 +222,60 @@ class Files:
         chunks: AsyncIterator[bytes],
         cancelled: Callable[[], bool],
     ) -> FileMeta:
-        # The slot (and the bytes counted) go back only once the spool file is gone.
-        with self._uploads.admit(tenant) as slot:
+        # The process's slot first (no Redis), then the tenant's (over every
+        # process); both (and the bytes counted) go back once the spool file is gone.
+        with self._uploads.admit() as slot:
+            async with self._quotas.upload(tenant):
+                await self._quotas.check_bytes(tenant, header.size_bytes or 0)
+                return await self._spooled(tenant, header, ttl, chunks, cancelled, slot)
+
+    async def _spooled(
+        self,
+        tenant: str,
+        header: FileHeaderSpec,
+        ttl: int,
+        chunks: AsyncIterator[bytes],
+        cancelled: Callable[[], bool],
+        slot: UploadSlot,
+    ) -> FileMeta:
+        """Receive the upload into a spool file, check it, store it; remove the file."""
+        try:
+            fd, spool_name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._spool.directory())
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise spool_full() from exc
+            raise
+        spool = Path(spool_name)
+        try:
             try:
-                fd, spool_name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self._spool.directory())
+                with os.fdopen(fd, "wb") as out:
+                    size, digest, check = await self._receive(header, chunks, out, slot)
             except OSError as exc:
                 if exc.errno in DISK_FULL_ERRNOS:
                     raise spool_full() from exc
                 raise
-            spool = Path(spool_name)
-            try:
-                try:
-                    with os.fdopen(fd, "wb") as out:
-                        size, digest, check = await self._receive(header, chunks, out, slot)
-                except OSError as exc:
-                    if exc.errno in DISK_FULL_ERRNOS:
-                        raise spool_full() from exc
-                    raise
-                if cancelled():
-                    raise asyncio.CancelledError("the client cancelled the upload")
-                if header.size_bytes is not None and size != header.size_bytes:
-                    raise invalid(
-                        "CHECKSUM_MISMATCH",
-                        f"received {size} bytes but the header declared {header.size_bytes};"
-                        " nothing was stored",
-                        "header.size_bytes",
-                    )
-                if header.sha256 and digest != header.sha256.lower():
-                    raise invalid(
-                        "CHECKSUM_MISMATCH",
-                        "the received bytes do not match header.sha256; nothing was stored",
-                        "header.sha256",
-                    )
-                try:
-                    await asyncio.to_thread(check.finish, spool)
-                except ContentMismatch as exc:
-                    raise self._mismatch(header.mime_type, str(exc)) from None
-                return await self._store_and_switch(
-                    tenant, header, ttl, spool, size, digest, cancelled
+            if cancelled():
+                raise asyncio.CancelledError("the client cancelled the upload")
+            if header.size_bytes is not None and size != header.size_bytes:
+                raise invalid(
+                    "CHECKSUM_MISMATCH",
+                    f"received {size} bytes but the header declared {header.size_bytes};"
+                    " nothing was stored",
+                    "header.size_bytes",
                 )
-            finally:
-                spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
+            if header.sha256 and digest != header.sha256.lower():
+                raise invalid(
+                    "CHECKSUM_MISMATCH",
+                    "the received bytes do not match header.sha256; nothing was stored",
+                    "header.sha256",
+                )
+            try:
+                await asyncio.to_thread(check.finish, spool)
+            except ContentMismatch as exc:
+                raise self._mismatch(header.mime_type, str(exc)) from None
+            return await self._store_and_switch(tenant, header, ttl, spool, size, digest, cancelled)
+        finally:
+            spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
 
     async def _receive(
         self, header: FileHeaderSpec, chunks: AsyncIterator[bytes], out: BinaryIO, slot: UploadSlot

@@ -174,9 +174,51 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) 
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+class _Tarpit:
+    """Holds a RATE_LIMITED refusal back a little before it is answered.
+
+    A tenant with many calls in flight that is refused at once sends the next
+    call at once: a loop of instant refusals that burns the server's CPU at
+    everyone's expense. Held for min(retry_after, ``max_seconds``) (its call
+    slot already freed, the RetryInfo reduced by the wait so it is still right
+    when sent), a flooding client is slowed to its share. At most
+    ``max_pending`` refusals are held at a time; beyond that they are answered
+    at once, so holding costs bounded memory.
+    """
+
+    def __init__(self, max_seconds: float, max_pending: int) -> None:
+        self.max_seconds = max_seconds
+        self.max_pending = max_pending
+        self.pending = 0
+
+    async def hold(self, err: DomainError) -> None:
+        """Wait before a RATE_LIMITED refusal is answered (others pass through)."""
+        if err.reason != _RATE_LIMITED or err.retry_after is None:
+            return
+        if self.pending >= self.max_pending:
+            return
+        delay = min(err.retry_after, self.max_seconds)
+        self.pending += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.pending -= 1
+        err.retry_after = max(err.retry_after - delay, 0.001)
+
+
+_RATE_LIMITED: Final = "RATE_LIMITED"
+TARPIT_MAX_SECONDS: Final = 0.25
+TARPIT_MAX_PENDING: Final = 256
+_tarpit = _Tarpit(TARPIT_MAX_SECONDS, TARPIT_MAX_PENDING)
+
+
 async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
-    """Abort the call with the status that ``exc`` maps to."""
+    """Abort the call with the status that ``exc`` maps to.
+
+    Runs after the call's CallCap slot was released.
+    """
     if isinstance(exc, DomainError):
+        await _tarpit.hold(exc)
         if exc.code == grpc.StatusCode.UNAUTHENTICATED or exc.reason == _MALFORMED:
             _rejected.count(exc.reason)
         await _abort(context, exc)

@@ -19,9 +19,11 @@ import grpc
 from . import core, document
 from .core import Kind, RequestId
 from .errors import DomainError, invalid, store_full
+from .quotas import Quotas
 from .schema_registry import SchemaRegistry, schema_name, schema_not_found
 from .schemas import CompiledSchema, violation_error
 from .stores.redis_store import (
+    NO_GUARD,
     IncrementOutOfLimits,
     NotANumber,
     PreconditionFailed,
@@ -113,17 +115,61 @@ class Memory:
     ``release`` is told the collection members (``"<object>\t<value key>"``) of
     files a write, Delete or Clear removed, so their bytes are deleted at once;
     ``retime`` the members of files Touch gave a new expiry (ms), so their bytes
-    go when they expire, also when Touch shortened the TTL.
+    go when they expire, also when Touch shortened the TTL. Every change goes
+    through `_write`, `_increment`, `touch` or `clear`, which admit it under the
+    tenant's ``quotas`` and record what it changed.
     """
 
     def __init__(
-        self, store: RedisStore, release: Release, retime: Retime, schemas: SchemaRegistry
+        self,
+        store: RedisStore,
+        release: Release,
+        retime: Retime,
+        schemas: SchemaRegistry,
+        quotas: Quotas,
     ) -> None:
         self._store = store
         self._release = release
         self._retime = retime
         self._schemas = schemas
+        self._quotas = quotas
         self._locks = KeyedLocks()
+
+    async def _write(
+        self,
+        tenant: str,
+        session: str,
+        entries: Sequence[Write | Erase],
+        request: RequestId | None = None,
+        guard: Guard = NO_GUARD,
+    ) -> Committed:
+        """`RedisStore.write` under the tenant's quotas (QUOTA_EXCEEDED: nothing written)."""
+        writes = [e for e in entries if isinstance(e, Write)]
+        record = await self._quotas.admit(tenant, session, writes)
+        done = await self._store.write(tenant, session, entries, request, guard)
+        if record:
+            self._quotas.wrote(tenant, session, entries, done.results)
+        return done
+
+    async def _increment(
+        self,
+        tenant: str,
+        session: str,
+        key: str,
+        delta: str,
+        ttl_seconds: int,
+        request: RequestId | None,
+        guard: Guard = NO_GUARD,
+    ) -> Incremented:
+        """`RedisStore.increment` under the tenant's quotas (the delta's size is counted)."""
+        record = await self._quotas.admit(
+            tenant, session, [Write(key, Kind.NUMBER, delta, ttl_seconds)]
+        )
+        done = await self._store.increment(tenant, session, key, delta, ttl_seconds, request, guard)
+        if record:
+            written = Write(key, Kind.NUMBER, done.text, ttl_seconds)
+            self._quotas.wrote(tenant, session, [written], [Written(done.version, done.expires_ms)])
+        return done
 
     async def get(self, tenant: str, session: str, key: str) -> Record | None:
         """Read one value, or the value at a path inside it (``lastOrder.status``)."""
@@ -202,7 +248,7 @@ class Memory:
         """
         try:
             try:
-                done = await self._store.write(tenant, session, writes, request)
+                done = await self._write(tenant, session, writes, request)
             except SchemaBound:
 
                 async def act(snap: Snapshot, bound: Bound) -> Committed:
@@ -211,9 +257,7 @@ class Memory:
                         after = dict(before)
                         after.update((w.key, _document_value(w, snap.revision)) for w in writes)
                         bound.check(before, after, {w.key for w in writes})
-                    return await self._store.write(
-                        tenant, session, writes, request, bound.guard(snap)
-                    )
+                    return await self._write(tenant, session, writes, request, bound.guard(snap))
 
                 done = await self._bound(tenant, session, act)
             return done.results, done.released
@@ -305,7 +349,7 @@ class Memory:
             )
         try:
             try:
-                return await self._store.increment(tenant, session, key, delta_text, ttl, request)
+                return await self._increment(tenant, session, key, delta_text, ttl, request)
             except SchemaBound:
 
                 async def act(snap: Snapshot, bound: Bound) -> Incremented:
@@ -317,7 +361,7 @@ class Memory:
                         start = float(current.payload) if current is not None else 0.0
                         after = {**before, key: _number(start + float(delta_text))}
                         bound.check(before, after, {key})
-                    return await self._store.increment(
+                    return await self._increment(
                         tenant, session, key, delta_text, ttl, request, bound.guard(snap)
                     )
 
@@ -361,9 +405,7 @@ class Memory:
         keys = core.keys(keys)
         ttl = core.touch_ttl(ttl_seconds)
         try:
-            touched, files = await self._store.touch(
-                tenant, session, keys, ttl, core.kinds_allowing(ttl)
-            )
+            touched = await self._store.touch(tenant, session, keys, ttl, core.kinds_allowing(ttl))
         except TtlNotAllowed as exc:
             cap = exc.kind.ttl_cap
             raise DomainError(
@@ -375,16 +417,17 @@ class Memory:
                 field="ttl_seconds",
                 metadata={"limit": cap, "actual": ttl, "key": keys[exc.index]},
             ) from None
-        if files:
-            await self._retime(files)
-        return touched
+        await self._quotas.touched(tenant, session, touched, ttl)
+        if touched.files:
+            await self._retime(touched.files)
+        return touched.count
 
     async def delete(self, tenant: str, session: str, keys: Sequence[str]) -> int:
         """Delete keys; returns how many existed."""
         session = core.session_id(session)
         erases = [Erase(k) for k in core.keys(keys)]
         try:
-            done = await self._store.write(tenant, session, erases)
+            done = await self._write(tenant, session, erases)
         except SchemaBound:
 
             async def act(snap: Snapshot, bound: Bound) -> Committed:
@@ -394,7 +437,7 @@ class Memory:
                     for e in erases:
                         after.pop(e.key, None)
                     bound.check(before, after, {e.key for e in erases})
-                return await self._store.write(tenant, session, erases, guard=bound.guard(snap))
+                return await self._write(tenant, session, erases, guard=bound.guard(snap))
 
             done = await self._bound(tenant, session, act)
         if done.released:
@@ -407,10 +450,12 @@ class Memory:
 
     async def clear(self, tenant: str, session: str) -> int:
         """Delete the whole session."""
-        count, released = await self._store.clear(tenant, core.session_id(session))
-        if released:
-            await self._release(released)
-        return count
+        session = core.session_id(session)
+        cleared = await self._store.clear(tenant, session)
+        await self._quotas.cleared(tenant, session, cleared)
+        if cleared.released:
+            await self._release(cleared.released)
+        return cleared.count
 
     # --- the document view -------------------------------------------------------
 
@@ -510,7 +555,7 @@ class Memory:
                     return None
                 entries = _patch_entries(snap, patch, ttl, versioned=True)
                 try:
-                    done = await self._store.write(tenant, session, entries, guard=guard)
+                    done = await self._write(tenant, session, entries, guard=guard)
                 except PreconditionFailed:
                     await _pause(attempt)
                     continue
@@ -556,7 +601,7 @@ class Memory:
                 else:
                     bound.check(before, after, set(patch))
             guard = bound.guard(snap, must_exist=must_exist)
-            done = await self._store.write(tenant, session, entries, guard=guard)
+            done = await self._write(tenant, session, entries, guard=guard)
             return await self._patched(entries, done, bound.name)
 
         bind = schema if schema else ""
@@ -589,7 +634,7 @@ class Memory:
             guard = bound.guard(snap) if schema else Guard(binding=snap.binding, bind="-")
             if not schema and not snap.binding:
                 return snap.revision
-            return (await self._store.write(tenant, session, [], guard=guard)).revision
+            return (await self._write(tenant, session, [], guard=guard)).revision
 
         try:
             return await self._bound(tenant, session, act, bind=schema)

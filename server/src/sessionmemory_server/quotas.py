@@ -1,10 +1,97 @@
-"""Per-tenant quotas (skeleton)."""
+"""Per-tenant quotas over every server process sharing a Redis.
+
+Three quotas (`TenantLimits`): live sessions, stored bytes (values and files)
+and uploads in progress. A call over one is refused with RESOURCE_EXHAUSTED
+``QUOTA_EXCEEDED`` (metadata ``quota`` = ``sessions`` | ``stored_bytes`` |
+``uploads``, ``limit``, and ``actual``: what the call would bring the usage to)
+and no RetryInfo, before it changed anything. A quota of 0 is unlimited and is
+not tracked at all (costs nothing; its usage reads what was tracked before).
+The bookkeeping lives in the tenant's slot (``sm:{T}:...``, see redis_store.py),
+apart from the session's keys, so it is always a call of its own.
+
+**Uploads** (exact). A SetFile takes a slot in ``sm:{T}:up`` at its header (one
+script: the tenant's count and the new member, atomically) and gives it back
+when it ends, however it ends. A slot whose process died frees itself when its
+lease ends (``upload_max_seconds`` + a minute).
+
+**Live sessions** (exact at admission; a session counts a little longer than it
+lives). ``sm:{T}:ss`` registers each session until the latest expiry written to
+it plus a headroom (a quarter of the TTL, between 1 and 60 s). A write to a
+session this process does not know as registered runs one admission script: a
+new session over the quota is refused, a registered one extended. Writes to a
+session the process knows only push its registration forward, in the background
+batch, and only when their expiry passes it: a session written every turn costs
+no call of its own. So a session holds its place until up to the headroom after
+its last value expired. Clear frees it (with the next batch); deleting every key
+one by one does not (the place frees when the registration ends). A write that
+was admitted and then failed for another reason (a failed precondition) leaves
+a new session registered for its TTL. A Clear and a write of one session racing
+in two processes may leave it unregistered until its next admission.
+
+**Stored bytes** (lag: one flush interval). A value counts its payload bytes, a
+file its size, until it expires, is overwritten or deleted. Each process keeps
+what its writes, deletes, Touches and Clears changed and sends it per tenant
+every ``FLUSH_SECONDS`` in one script (quota_flush.lua) that keeps a ledger in
+``sm:{T}:kb``/``ke``/``kt`` and returns the tenant's total. A write that adds
+bytes is refused when that total, plus what this process wrote since, plus the
+write's own bytes pass the quota (a total older than two intervals is fetched
+again before a refusal, so a tenant idle here is not refused on a stale one).
+The write counts in full before the value it replaces is credited, so near the
+quota an overwrite can be refused. Processes learn of each other's writes at
+their next flush: together N processes can pass the quota by what they write in
+one interval. The first write of a tenant a process has not seen asks Redis for
+the total (one call). Ledger entries carry the session's revision, so batches
+arriving out of order count right. A process that dies loses its last interval:
+those values go uncounted until they are overwritten, deleted or expire; so do
+values written while the quota was 0.
+
+Not thread-safe: everything runs on the server's event loop.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
 
+import grpc
+
+from .errors import DomainError, store_full
 from .limits import LimitBook
+from .stores.redis_store import QuotaExceeded, QuotaOp, RedisStore, StoreFull
+from .values import Cleared, Erase, Touched, Write, Written, stored_bytes
+
+log = logging.getLogger("sessionmemory.quotas")
+
+# How often each process sends its bookkeeping (the stored-bytes lag).
+FLUSH_SECONDS: Final = 0.25
+# How long a deleted value's ledger entry is kept, so a late batch holding an
+# older write of it is ignored.
+TOMBSTONE_MS: Final = 60_000
+# Expired ledger entries dropped per script call (bounds its run time).
+PRUNE_BATCH: Final = 1000
+# Operations per script call.
+BATCH_OPS: Final = 2000
+# Operations kept per tenant while Redis does not answer; older ones are dropped.
+MAX_PENDING: Final = 100_000
+# Tenants and sessions this process remembers (least recently used go first).
+MAX_TENANTS: Final = 10_000
+MAX_SESSIONS: Final = 100_000
+# A session registered for less than this is admitted again, not extended in
+# the background (its registration could end before the batch lands).
+SESSION_MARGIN_MS: Final = 2000
+# A session's registration outlives its data by a quarter of the TTL, within these.
+HEADROOM_MIN_MS: Final = 1000
+HEADROOM_MAX_MS: Final = 60_000
+# An upload slot outlives the longest upload by this much.
+UPLOAD_LEASE_SLACK_SECONDS: Final = 60.0
+_LOG_EVERY_SECONDS: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,12 +103,344 @@ class TenantUsage:
     uploads: int
 
 
-class Quotas:
-    """Live sessions, stored bytes and uploads per tenant (skeleton)."""
+def quota_exceeded(quota: str, limit: int, actual: int) -> DomainError:
+    """RESOURCE_EXHAUSTED QUOTA_EXCEEDED: ``actual`` is what the call would make the usage."""
+    if quota == "sessions":
+        what = (
+            f"the tenant already has {actual - 1} live sessions, its quota is {limit}; nothing"
+            " was written: clear sessions it no longer needs or let them expire"
+        )
+    elif quota == "uploads":
+        what = (
+            f"the tenant already has {actual - 1} uploads in progress, its quota is {limit};"
+            " nothing was stored: wait for one to finish"
+        )
+    else:
+        what = (
+            f"the write would bring the tenant's stored bytes to {actual}, its quota is"
+            f" {limit}; nothing was written: delete values or files it no longer needs"
+        )
+    return DomainError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "QUOTA_EXCEEDED",
+        what,
+        metadata={"quota": quota, "limit": limit, "actual": actual},
+    )
 
-    def __init__(self, book: LimitBook) -> None:
+
+def _member(session: str, key: str) -> str:
+    return f"{session}\n{key}"  # session ids are printable: no newline
+
+
+@dataclass(slots=True)
+class _Tenant:
+    """What this process knows of one tenant and has yet to send."""
+
+    known: bool = False  # total, sessions and uploads came from Redis
+    fresh_at: float = 0.0  # when they did (monotonic seconds)
+    total: int = 0
+    sessions: int = 0
+    uploads: int = 0
+    ops: list[QuotaOp] = field(default_factory=list)
+    # Bytes of the values written since the last flush (by ledger member).
+    pending: dict[str, int] = field(default_factory=dict)
+    unflushed: int = 0
+    wanted: bool = False  # refresh at the next flush even without operations
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Quotas:
+    """Live sessions, stored bytes and uploads per tenant (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        book: LimitBook,
+        *,
+        upload_max_seconds: float,
+        flush_seconds: float = FLUSH_SECONDS,
+    ) -> None:
+        self._store = store
         self._book = book
+        self._lease_ms = int((upload_max_seconds + UPLOAD_LEASE_SLACK_SECONDS) * 1000)
+        self._interval = flush_seconds
+        self._tenants: OrderedDict[str, _Tenant] = OrderedDict()
+        # (tenant, session) -> when its registration ends (this process's monotonic ms).
+        self._sessions: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._logged = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start sending the bookkeeping every flush interval."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop the background sends and send what is left (best effort)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except Exception as exc:  # closing: report, do not fail the stop
+            log.warning("quota bookkeeping not sent at close", extra={"error": repr(exc)})
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception as exc:  # kept and sent again next time
+                now = time.monotonic()
+                if now - self._logged >= _LOG_EVERY_SECONDS:
+                    self._logged = now
+                    log.warning("quota bookkeeping not sent", extra={"error": repr(exc)})
+
+    # --- writes: admission before, records after -------------------------------------
+
+    async def admit(self, tenant: str, session: str, writes: Sequence[Write]) -> bool:
+        """Check a write's quotas before it is made (deletes need none).
+
+        Returns whether to record the write (`wrote`) afterwards: True when the
+        tenant's stored bytes are tracked.
+
+        Raises:
+            DomainError: QUOTA_EXCEEDED (``stored_bytes`` or ``sessions``) or
+                STORE_FULL; nothing was changed.
+        """
+        limits = await self._book.get(tenant)
+        if writes:
+            if limits.max_stored_bytes:
+                adds = sum(stored_bytes(w.kind, w.payload) for w in writes)
+                await self._check_bytes(tenant, limits.max_stored_bytes, adds)
+            if limits.max_sessions:
+                ttl_ms = max(w.ttl_seconds for w in writes) * 1000
+                await self._admit_session(tenant, session, ttl_ms, limits.max_sessions)
+        return limits.max_stored_bytes > 0
+
+    async def check_bytes(self, tenant: str, adds: int) -> None:
+        """Refuse ``adds`` more bytes when they would pass the tenant's quota.
+
+        Raises:
+            DomainError: QUOTA_EXCEEDED (``stored_bytes``).
+        """
+        limit = (await self._book.get(tenant)).max_stored_bytes
+        if limit:
+            await self._check_bytes(tenant, limit, adds)
+
+    async def _check_bytes(self, tenant: str, limit: int, adds: int) -> None:
+        state = self._tenant(tenant)
+        if not state.known:
+            await self._flush_one(tenant, state, unless_known=True)
+        used = state.total + state.unflushed
+        if used + adds > limit and time.monotonic() - state.fresh_at > 2 * self._interval:
+            # Values may have expired or been deleted since (a tenant idle here):
+            # refuse only on a fresh total.
+            await self._flush_one(tenant, state)
+            used = state.total + state.unflushed
+        if used + adds > limit:
+            state.wanted = True  # learn of frees elsewhere at the next flush
+            raise quota_exceeded("stored_bytes", limit, used + adds)
+
+    async def _admit_session(self, tenant: str, session: str, ttl_ms: int, quota: int) -> None:
+        now = time.monotonic() * 1000
+        key = (tenant, session)
+        until = self._sessions.get(key)
+        keep_ms = ttl_ms + min(max(ttl_ms // 4, HEADROOM_MIN_MS), HEADROOM_MAX_MS)
+        if until is None or until - now < SESSION_MARGIN_MS:
+            try:
+                kept = await self._store.admit_session(tenant, session, keep_ms, quota)
+            except QuotaExceeded as exc:
+                raise quota_exceeded("sessions", quota, exc.actual + 1) from None
+            except StoreFull:
+                raise store_full() from None
+            self._remember(key, now + kept)
+        elif until < now + ttl_ms:
+            self._queue(tenant, ("E", session, keep_ms, 0, 0))
+            self._remember(key, now + keep_ms)
+        else:
+            self._sessions.move_to_end(key)
+
+    def _remember(self, key: tuple[str, str], until: float) -> None:
+        sessions = self._sessions
+        sessions[key] = until
+        sessions.move_to_end(key)
+        while len(sessions) > MAX_SESSIONS:
+            sessions.popitem(last=False)
+
+    def wrote(
+        self,
+        tenant: str,
+        session: str,
+        entries: Sequence[Write | Erase],
+        results: Sequence[Written],
+    ) -> None:
+        """Record what a write admitted with `admit` changed (its results, in order)."""
+        state = self._tenant(tenant)
+        for entry, result in zip(entries, results, strict=True):
+            member = _member(session, entry.key)
+            if isinstance(entry, Erase):
+                if result.version:  # 0: the key did not exist
+                    self._queue(tenant, ("D", member, result.version, 0, 0))
+                    state.unflushed -= state.pending.pop(member, 0)
+                continue
+            size = stored_bytes(entry.kind, entry.payload)
+            self._queue(tenant, ("S", member, size, result.version, result.expires_ms))
+            state.unflushed += size - state.pending.get(member, 0)
+            state.pending[member] = size
+
+    async def touched(self, tenant: str, session: str, done: Touched, ttl_seconds: int) -> None:
+        """Record a Touch: its keys' new expiry, and the session lives as long."""
+        if not done.count:
+            return
+        limits = await self._book.get(tenant)
+        if limits.max_stored_bytes:
+            for name in done.names:
+                op = ("T", _member(session, name), done.revision, done.expires_ms, 0)
+                self._queue(tenant, op)
+        if limits.max_sessions:
+            ttl_ms = ttl_seconds * 1000
+            keep_ms = ttl_ms + min(max(ttl_ms // 4, HEADROOM_MIN_MS), HEADROOM_MAX_MS)
+            now = time.monotonic() * 1000
+            key = (tenant, session)
+            until = self._sessions.get(key)
+            if until is None or until < now + ttl_ms:
+                self._queue(tenant, ("E", session, keep_ms, 0, 0))
+                self._remember(key, now + keep_ms)
+
+    async def cleared(self, tenant: str, session: str, done: Cleared) -> None:
+        """Record a Clear: its values are gone and the session frees its place."""
+        limits = await self._book.get(tenant)
+        if limits.max_stored_bytes and done.names:
+            state = self._tenant(tenant)
+            for name in done.names:
+                member = _member(session, name)
+                self._queue(tenant, ("D", member, done.revision, 0, 0))
+                state.unflushed -= state.pending.pop(member, 0)
+        if limits.max_sessions:
+            self._sessions.pop((tenant, session), None)
+            self._queue(tenant, ("R", session, 0, 0, 0))
+
+    def _queue(self, tenant: str, op: QuotaOp) -> None:
+        state = self._tenant(tenant)
+        state.ops.append(op)
+        if len(state.ops) > MAX_PENDING:
+            # Redis has not answered for a long time: drop the oldest (their
+            # values go uncounted until overwritten, deleted or expired).
+            del state.ops[: len(state.ops) - MAX_PENDING]
+            log.warning("quota bookkeeping dropped", extra={"tenant": tenant})
+
+    # --- uploads ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def upload(self, tenant: str) -> AsyncIterator[None]:
+        """Hold one of the tenant's upload slots while the body runs.
+
+        Raises:
+            DomainError: QUOTA_EXCEEDED (``uploads``) or STORE_FULL; nothing changed.
+        """
+        limit = (await self._book.get(tenant)).max_uploads
+        if not limit:
+            yield
+            return
+        upload = uuid.uuid4().hex
+        try:
+            await self._store.take_upload(tenant, upload, self._lease_ms, limit)
+        except QuotaExceeded as exc:
+            raise quota_exceeded("uploads", limit, exc.actual + 1) from None
+        except StoreFull:
+            raise store_full() from None
+        try:
+            yield
+        finally:
+            # Given back even when the upload was cancelled; a failure to give it
+            # back (Redis gone) only holds the slot until its lease ends.
+            task = asyncio.ensure_future(self._store.give_upload(tenant, upload))
+            self._background.add(task)
+            task.add_done_callback(self._given_back)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+    def _given_back(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "upload slot not given back (it ends with its lease)",
+                extra={"error": repr(task.exception())},
+            )
+
+    # --- usage and the background batch -------------------------------------------
 
     async def usage(self, tenant: str) -> TenantUsage:
-        """The tenant's usage."""
-        return TenantUsage(0, 0, 0)
+        """The tenant's usage (after sending this process's bookkeeping for it)."""
+        state = self._tenant(tenant)
+        await self._flush_one(tenant, state)
+        return TenantUsage(state.sessions, state.total + state.unflushed, state.uploads)
+
+    async def flush(self) -> None:
+        """Send every tenant's bookkeeping now (also refreshes their totals).
+
+        Raises:
+            Exception: the first failure (the operations are kept for next time).
+        """
+        due = [(t, s) for t, s in self._tenants.items() if s.ops or s.wanted]
+        failure: BaseException | None = None
+        for i in range(0, len(due), 64):
+            outcomes = await asyncio.gather(
+                *(self._flush_one(t, s) for t, s in due[i : i + 64]), return_exceptions=True
+            )
+            failure = failure or next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failure is not None:
+            raise failure
+
+    async def _flush_one(self, tenant: str, state: _Tenant, *, unless_known: bool = False) -> None:
+        async with state.lock:
+            if unless_known and state.known:
+                return  # a concurrent call just learnt it
+            ops, pending = state.ops, state.pending
+            state.ops, state.pending, state.unflushed, state.wanted = [], {}, 0, False
+            try:
+                usage = None
+                for i in range(0, max(len(ops), 1), BATCH_OPS):
+                    usage = await self._store.quota_flush(
+                        tenant, ops[i : i + BATCH_OPS], tombstone_ms=TOMBSTONE_MS, prune=PRUNE_BATCH
+                    )
+            except BaseException:
+                # Sent again next time: every operation is harmless twice.
+                state.ops[:0] = ops
+                del state.ops[: max(0, len(state.ops) - MAX_PENDING)]
+                for member, size in pending.items():
+                    state.pending.setdefault(member, size)
+                state.unflushed = sum(state.pending.values())
+                state.wanted = True
+                raise
+            assert usage is not None
+            state.total, state.sessions, state.uploads = usage
+            state.known, state.fresh_at = True, time.monotonic()
+
+    def _tenant(self, tenant: str) -> _Tenant:
+        tenants = self._tenants
+        state = tenants.get(tenant)
+        if state is not None:
+            tenants.move_to_end(tenant)
+            return state
+        state = tenants[tenant] = _Tenant()
+        excess = len(tenants) - MAX_TENANTS
+        if excess > 0:
+            # Forget the least recently used tenants with nothing left to send.
+            idle: list[str] = []
+            for name, s in tenants.items():
+                if len(idle) == excess:
+                    break
+                if not s.ops and not s.wanted and not s.lock.locked() and name != tenant:
+                    idle.append(name)
+            for name in idle:
+                del tenants[name]
+        return state

@@ -15,7 +15,7 @@ from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
 
 from . import core
-from .access import METHODS, Permission, Principal
+from .access import METHODS, Bucket, Permission, Principal
 from .auth import Authenticator
 from .core import Kind
 from .errors import DomainError, invalid, unauthenticated
@@ -23,7 +23,7 @@ from .files import FileHeaderSpec, Files
 from .limits import LimitBook
 from .memory import Memory, WriteSpec
 from .quotas import Quotas
-from .ratelimit import RateLimiter
+from .ratelimit import FILE_BYTES_MAX_WAIT_SECONDS, RateLimiter
 from .schema_registry import SchemaRegistry
 from .tokens import SessionTokens
 from .values import Change, FileMeta, Record, SchemaRecord, Written, file_meta
@@ -321,7 +321,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 metadata={"limit": self._idle},
             ) from None
 
-    async def _chunks(self, stream: AsyncIterator[svc.SetFileRequest]) -> AsyncIterator[bytes]:
+    async def _chunks(
+        self, tenant: str, stream: AsyncIterator[svc.SetFileRequest]
+    ) -> AsyncIterator[bytes]:
         while (message := await self._next(stream)) is not None:
             part = message.WhichOneof("part")
             if part == "header":
@@ -332,6 +334,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             chunk = message.chunk if part == "chunk" else b""
             del message  # keep one copy of the chunk alive, not two
             if chunk:
+                await self._limiter.throttle(
+                    tenant, Bucket.FILE_BYTES, len(chunk), FILE_BYTES_MAX_WAIT_SECONDS
+                )
                 yield chunk
             if finished:
                 return
@@ -371,7 +376,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             upload_id=h.upload_id,
             if_version=h.if_version if h.HasField("if_version") else None,
         )
-        meta = await self._files.upload(tenant, header, self._chunks(stream), context.cancelled)
+        meta = await self._files.upload(
+            tenant, header, self._chunks(tenant, stream), context.cancelled
+        )
         return svc.SetFileResponse(file=file_info(meta))
 
     async def GetFile(self, request: svc.GetFileRequest, context: Context) -> svc.GetFileResponse:
@@ -400,6 +407,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         )
         yield svc.ReadFileResponse(file=file_info(meta))
         async for chunk in chunks:
+            await self._limiter.throttle(
+                tenant, Bucket.FILE_BYTES, len(chunk), FILE_BYTES_MAX_WAIT_SECONDS
+            )
             yield svc.ReadFileResponse(chunk=chunk)
 
     async def GetDocument(

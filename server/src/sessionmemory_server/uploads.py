@@ -3,10 +3,10 @@
 Transport-free, so every rule here is unit-tested without a server:
 
 - `Uploads` admits a SetFile only while this process holds fewer than
-  ``max_uploads`` uploads and the tenant fewer than ``max_tenant_uploads``
-  (TOO_MANY_UPLOADS), and counts the bytes written to spool files against
-  ``max_spool_bytes`` (SPOOL_FULL). The caps are per process: ``--workers N``
-  admits N times as many.
+  ``max_uploads`` uploads (TOO_MANY_UPLOADS, scope ``process``), and counts the
+  bytes written to spool files against ``max_spool_bytes`` (SPOOL_FULL). The
+  caps are per process: ``--workers N`` admits N times as many. The uploads a
+  tenant may have in progress over all processes are a quota (quotas.py).
 - `RateFloor` ends a stream whose every next ``min_upload_bytes`` do not arrive
   within ``upload_rate_window_seconds`` (UPLOAD_TOO_SLOW). It differs from the
   idle timeout (UPLOAD_TIMEOUT, ``upload_idle_seconds``), which ends a stream
@@ -53,21 +53,19 @@ class UploadCaps:
     """The per-process upload caps (`Settings` holds their defaults and meaning)."""
 
     max_uploads: int
-    max_tenant_uploads: int
     max_spool_bytes: int
     min_upload_bytes: int
     upload_rate_window_seconds: float
 
 
-def too_many_uploads(scope: str, limit: int) -> DomainError:
-    """RESOURCE_EXHAUSTED TOO_MANY_UPLOADS for the ``process`` or ``tenant`` cap."""
-    who = "this server process" if scope == "process" else "this tenant on this server process"
+def too_many_uploads(limit: int) -> DomainError:
+    """RESOURCE_EXHAUSTED TOO_MANY_UPLOADS: the process's cap (scope ``process``)."""
     return DomainError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "TOO_MANY_UPLOADS",
-        f"{who} already has {limit} uploads in progress, the limit; nothing was stored;"
-        f" retry in {BUSY_RETRY_SECONDS:.0f} s",
-        metadata={"scope": scope, "limit": limit},
+        f"this server process already has {limit} uploads in progress, the limit; nothing"
+        f" was stored; retry in {BUSY_RETRY_SECONDS:.0f} s",
+        metadata={"scope": "process", "limit": limit},
         retry_after=BUSY_RETRY_SECONDS,
     )
 
@@ -92,11 +90,10 @@ class UploadSlot:
     only once the spool file is removed.
     """
 
-    __slots__ = ("_held", "_tenant", "_uploads", "spooled")
+    __slots__ = ("_held", "_uploads", "spooled")
 
-    def __init__(self, uploads: Uploads, tenant: str) -> None:
+    def __init__(self, uploads: Uploads) -> None:
         self._uploads = uploads
-        self._tenant = tenant
         self._held = True
         self.spooled = 0
 
@@ -118,7 +115,7 @@ class UploadSlot:
         if not self._held:
             return
         self._held = False
-        self._uploads._release(self._tenant, self.spooled)
+        self._uploads._release(self.spooled)
         self.spooled = 0
 
     def __enter__(self) -> UploadSlot:
@@ -134,42 +131,27 @@ class UploadSlot:
 
 
 class Uploads:
-    """Counts this process's uploads (in all and per tenant) and spooled bytes."""
+    """Counts this process's uploads and spooled bytes."""
 
     def __init__(self, caps: UploadCaps) -> None:
         self.caps = caps
         self.active = 0
         self.spool_bytes = 0
-        self._by_tenant: dict[str, int] = {}
 
-    def tenant_active(self, tenant: str) -> int:
-        """How many uploads of ``tenant`` are in progress."""
-        return self._by_tenant.get(tenant, 0)
-
-    def admit(self, tenant: str) -> UploadSlot:
-        """Take a slot for an upload of ``tenant``.
+    def admit(self) -> UploadSlot:
+        """Take one of the process's upload slots.
 
         Raises:
-            DomainError: TOO_MANY_UPLOADS (scope ``process`` or ``tenant``).
+            DomainError: TOO_MANY_UPLOADS (scope ``process``).
         """
-        caps = self.caps
-        if self.active >= caps.max_uploads:
-            raise too_many_uploads("process", caps.max_uploads)
-        held = self._by_tenant.get(tenant, 0)
-        if held >= caps.max_tenant_uploads:
-            raise too_many_uploads("tenant", caps.max_tenant_uploads)
+        if self.active >= self.caps.max_uploads:
+            raise too_many_uploads(self.caps.max_uploads)
         self.active += 1
-        self._by_tenant[tenant] = held + 1
-        return UploadSlot(self, tenant)
+        return UploadSlot(self)
 
-    def _release(self, tenant: str, spooled: int) -> None:
+    def _release(self, spooled: int) -> None:
         self.active -= 1
         self.spool_bytes -= spooled
-        left = self._by_tenant[tenant] - 1
-        if left:
-            self._by_tenant[tenant] = left
-        else:
-            del self._by_tenant[tenant]
 
 
 class RateFloor:

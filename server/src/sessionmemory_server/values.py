@@ -100,6 +100,42 @@ class Committed:
 
 
 @dataclass(frozen=True, slots=True)
+class Touched:
+    """The outcome of a Touch.
+
+    Attributes:
+        count: How many of the keys existed (and got the new expiry).
+        files: Collection members of the files among them -> the new expiry (ms).
+        names: The keys that existed.
+        revision: The session's revision when they were touched.
+        expires_ms: The new expiry.
+    """
+
+    count: int
+    files: dict[str, int]
+    names: list[str]
+    revision: int
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """The outcome of a Clear.
+
+    Attributes:
+        count: How many keys were deleted.
+        released: Collection members of the deleted files.
+        names: The deleted keys.
+        revision: The revision of the last delete (0 when nothing was deleted).
+    """
+
+    count: int
+    released: list[str]
+    names: list[str]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A consistent read of a session (or of some of its keys).
 
@@ -186,6 +222,16 @@ def file_meta(record: Record) -> FileMeta:
         upload_id=p["u"],
         object_name=p["o"],
     )
+
+
+def stored_bytes(kind: Kind, payload: str) -> int:
+    """The bytes a value counts against its tenant's stored-bytes quota.
+
+    A value counts its payload (the canonical text, UTF-8), a file its size.
+    """
+    if kind is Kind.FILE:
+        return int(json.loads(payload)["s"])
+    return len(payload.encode("utf-8", "surrogatepass"))
 
 
 def file_payload(

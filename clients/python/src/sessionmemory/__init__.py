@@ -19,7 +19,10 @@ from ._convert import (
     FileInfo,
     Limits,
     SchemaInfo,
+    SessionToken,
     SetItem,
+    TenantLimits,
+    TenantUsage,
     WriteResult,
 )
 from ._files import AsyncFileHandle, FileHandle
@@ -74,6 +77,9 @@ __all__ = [
     "SchemaViolationError",
     "ServiceUnavailableError",
     "Session",
+    "SessionToken",
     "SetItem",
+    "TenantLimits",
+    "TenantUsage",
     "WriteResult",
 ]

@@ -33,7 +33,9 @@ from ._convert import (
     Progress,
     Scalar,
     SchemaInfo,
+    SessionToken,
     SetItem,
+    TokenPermission,
     WriteResult,
 )
 from ._files import AsyncFileHandle
@@ -50,7 +52,8 @@ class AsyncMemoryClient:
 
     Args:
         address: ``host:port`` of the server.
-        api_key: The tenant's API key (sent as ``authorization: Bearer <key>``).
+        api_key: The tenant's API key, or a session token (``smt_...``) from
+            `create_session_token` (sent as ``authorization: Bearer <key>``).
         timeout: Default deadline of every call, in seconds (retries included).
         upload_timeout: Deadline of a file upload or download, in seconds.
         max_attempts: Attempts for calls that are safe to retry on UNAVAILABLE.
@@ -82,7 +85,7 @@ class AsyncMemoryClient:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncMemoryClient:
-        """A client for SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY."""
+        """A client for SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY (a key or a token)."""
         address, api_key = env_settings()
         return cls(address, api_key=api_key, **kwargs)
 
@@ -96,12 +99,63 @@ class AsyncMemoryClient:
         return AsyncSession(self, session_id)
 
     async def get_limits(self) -> Limits:
-        """The limits the server enforces.
+        """The limits the server enforces, and the tenant's rate limits, quotas and usage.
 
         Raises:
             MemoryApiError: the call failed.
         """
         return await self._run(None, c.plan_limits())
+
+    async def create_session_token(
+        self,
+        session_id: str,
+        permissions: Iterable[TokenPermission] = ("read",),
+        *,
+        ttl_seconds: int | None = None,
+    ) -> SessionToken:
+        """Issue a token that authorizes only ``session_id`` and ``permissions``.
+
+        Give ``token`` to a party that must not hold the tenant's API key (a browser
+        widget); a client built with ``api_key=token`` then works on that session
+        only. Needs the tenant's API key (a token cannot create tokens).
+
+        Args:
+            session_id: The one conversation the token may touch.
+            permissions: Any of ``"read"`` (Get, GetMany, List, document, Watch),
+                ``"write"`` (Set, Increment, Delete, Touch, Clear, update) and
+                ``"files"`` (SetFile, GetFile, ReadFile).
+            ttl_seconds: Lifetime, 1 to 3,600 seconds; None means 900.
+
+        Returns:
+            The token, its id (for `revoke_session_token`) and its expiry.
+
+        Raises:
+            ValueError: an unknown permission name; no call was made.
+            InvalidArgumentError: no permission, a repeated one, or a TTL out of range
+                (``INVALID_TOKEN_REQUEST``, ``TTL_OUT_OF_RANGE``).
+            PermissionDeniedError: the client holds a session token, not an API key.
+            MemoryApiError: the call failed.
+        """
+        return await self._run(
+            session_id, c.plan_create_session_token(session_id, permissions, ttl_seconds)
+        )
+
+    async def revoke_session_token(
+        self, *, token_id: str | None = None, session_id: str | None = None
+    ) -> None:
+        """Stop one token (``token_id``), or every token issued so far for ``session_id``.
+
+        Every server process refuses the token within about a second
+        (`AuthenticationError` with ``TOKEN_REVOKED``). Revoking twice is harmless.
+
+        Raises:
+            ValueError: not exactly one of ``token_id`` and ``session_id``.
+            InvalidArgumentError: ``token_id`` is not one `create_session_token`
+                returns (``INVALID_TOKEN_REQUEST``).
+            PermissionDeniedError: the client holds a session token, not an API key.
+            MemoryApiError: the call failed.
+        """
+        await self._run(None, c.plan_revoke_session_token(token_id, session_id))
 
     async def update_memory(
         self,

@@ -127,6 +127,59 @@ class Limits:
     max_document_bytes: int
     watch_log_changes: int
     max_watchers: int
+    tenant_limits: TenantLimits
+    """The calling tenant's rate limits and quotas."""
+    tenant_usage: TenantUsage
+    """The calling tenant's use of its quotas, as the server last counted it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """A tenant's rate limits and quotas (``Limits.tenant_limits``); 0 means unlimited.
+
+    Rates are per second over every server process; a burst is how many calls (or
+    bytes) may come at once above the rate. Over a rate: ``is_rate_limit()``; over a
+    quota: ``is_quota_exceeded()``.
+    """
+
+    reads_per_second: float
+    read_burst: int
+    writes_per_second: float
+    write_burst: int
+    file_bytes_per_second: float
+    file_bytes_burst: int
+    max_sessions: int
+    max_stored_bytes: int
+    max_uploads: int
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """How much of its quotas a tenant uses (``Limits.tenant_usage``)."""
+
+    sessions: int
+    stored_bytes: int
+    uploads: int
+
+
+TokenPermission = Literal["read", "write", "files"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionToken:
+    """A token scoped to one session (see `MemoryClient.create_session_token`).
+
+    Hand ``token`` to the party that must not hold the tenant's API key (a browser
+    widget): a client built with ``api_key=token`` can make the calls its
+    permissions name on that one session until ``expires_at``.
+    """
+
+    token: str
+    """The token (``smt_...``), sent like an API key."""
+    token_id: str
+    """Its id, for `MemoryClient.revoke_session_token`."""
+    expires_at: datetime
+    """When it stops working."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,18 +500,76 @@ def plan_limits() -> Plan[Limits]:
     """Read the limits in force."""
 
     def convert(resp: svc.GetLimitsResponse) -> Limits:
-        lim = resp.limits
-        values = {f.name: getattr(lim, f.name) for f in fields(Limits)}
+        lim, tl, tu = resp.limits, resp.tenant_limits, resp.tenant_usage
+        values: dict[str, Any] = {
+            f.name: getattr(lim, f.name)
+            for f in fields(Limits)
+            if f.name not in ("tenant_limits", "tenant_usage")
+        }
         values["allowed_mime_types"] = tuple(values["allowed_mime_types"])
-        return Limits(**values)
+        return Limits(
+            **values,
+            tenant_limits=TenantLimits(
+                **{f.name: getattr(tl, f.name) for f in fields(TenantLimits)}
+            ),
+            tenant_usage=TenantUsage(**{f.name: getattr(tu, f.name) for f in fields(TenantUsage)}),
+        )
 
     return Plan("GetLimits", svc.GetLimitsRequest(), True, convert)
+
+
+_PERMISSIONS: Final[dict[str, svc.TokenPermission.ValueType]] = {
+    "read": svc.TOKEN_PERMISSION_READ,
+    "write": svc.TOKEN_PERMISSION_WRITE,
+    "files": svc.TOKEN_PERMISSION_FILES,
+}
+
+
+def plan_create_session_token(
+    session: str, permissions: Iterable[TokenPermission], ttl_seconds: int | None
+) -> Plan[SessionToken]:
+    """Issue a token for one session.
+
+    Not retried: a retry after a lost response would issue a second token.
+    """
+    names = [permissions] if isinstance(permissions, str) else list(permissions)
+    unknown = [p for p in names if p not in _PERMISSIONS]
+    if unknown:
+        raise ValueError(f"unknown permission {unknown[0]!r}: use 'read', 'write' or 'files'")
+    request = svc.CreateSessionTokenRequest(
+        session_id=session, permissions=[_PERMISSIONS[p] for p in names]
+    )
+    if ttl_seconds is not None:
+        request.ttl_seconds = ttl_seconds
+    return Plan(
+        "CreateSessionToken",
+        request,
+        False,
+        lambda r: SessionToken(r.token, r.token_id, _time(r.expires_at)),
+    )
+
+
+def plan_revoke_session_token(token_id: str | None, session_id: str | None) -> Plan[None]:
+    """Revoke one token, or every token issued so far for a session."""
+    if token_id is not None and session_id is None:
+        request = svc.RevokeSessionTokenRequest(token_id=token_id)
+    elif session_id is not None and token_id is None:
+        request = svc.RevokeSessionTokenRequest(session_id=session_id)
+    else:
+        raise ValueError("pass exactly one of token_id= and session_id=")
+    return Plan("RevokeSessionToken", request, True, lambda r: None)
 
 
 def retry_delay(
     error: MemoryApiError, attempt: int, max_attempts: int, retryable: bool, deadline: float
 ) -> float | None:
-    """Seconds to wait before retrying a failed attempt, or None to give up."""
+    """Seconds to wait before retrying a failed attempt, or None to give up.
+
+    Only UNAVAILABLE is retried (RATE_LIMITED surfaces with ``retry_after`` for the
+    caller to back off). The server's RetryInfo, when it sent one, is the delay;
+    otherwise a jittered 50 ms doubling. A delay that would end past the deadline
+    gives up at once: the error is raised with its ``retry_after``.
+    """
     if not retryable or error.status != grpc.StatusCode.UNAVAILABLE or attempt >= max_attempts:
         return None
     delay = backoff(attempt, error.retry_after)
@@ -466,9 +577,14 @@ def retry_delay(
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): server hint or 50 ms doubling."""
+    """Seconds to wait before retry ``attempt`` (1-based).
+
+    The server's RetryInfo when it sent one, else 50 ms doubling with jitter.
+    """
+    if retry_after is not None:
+        return retry_after
     base: float = 0.05 * (2 ** (attempt - 1))
-    return max(retry_after or 0.0, base * (0.5 + random.random()))
+    return base * (0.5 + random.random())
 
 
 # --- structured memory: documents, schemas, changes --------------------------------
@@ -731,10 +847,12 @@ def watch_backoff(failures: int, retry_after: float | None) -> float:
 
     0 failures (a stream that worked dropped): reopen almost at once.
     """
+    if retry_after is not None:  # the server's RetryInfo is the delay
+        return retry_after
     if failures == 0:
-        return backoff(1, retry_after)
+        return backoff(1, None)
     base: float = WATCH_BASE_BACKOFF * (2 ** (failures - 1)) * (0.5 + random.random())
-    return min(max(retry_after or 0.0, base), WATCH_MAX_BACKOFF)
+    return min(base, WATCH_MAX_BACKOFF)
 
 
 def change_of(change: pb.Change) -> Change | None:

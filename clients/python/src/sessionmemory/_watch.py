@@ -2,9 +2,10 @@
 
 Both streams keep their place in a `WatchCursor` (the last revision seen); when the
 stream drops (UNAVAILABLE, or it just ends), they open a new one after that revision,
-with backoff (0.5 s doubling, at most 5 s), and give up after the client's
-``max_attempts`` streams in a row that brought no message. Stopping the iteration
-(``close``, ``with``, or dropping the last reference) cancels the gRPC call.
+after the server's RetryInfo or a backoff (0.5 s doubling, at most 5 s), and give
+up after the client's ``max_attempts`` streams in a row that brought no message.
+Stopping the iteration (``close``, ``with``, or dropping the last reference) cancels
+the gRPC call.
 """
 
 from __future__ import annotations

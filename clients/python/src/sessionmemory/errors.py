@@ -25,7 +25,8 @@ class MemoryApiError(Exception):
         message: The human-readable message.
         metadata: The ErrorInfo metadata (``field``, ``limit``, ``actual``, ...).
         details: Every decoded `google.rpc` detail message (ErrorInfo, BadRequest, ...).
-        retry_after: Seconds the server asked to wait before retrying, if any.
+        retry_after: Seconds the server asked to wait before retrying (its
+            ``RetryInfo``), on every error that carries one; None otherwise.
     """
 
     def __init__(
@@ -47,10 +48,24 @@ class MemoryApiError(Exception):
         self.retry_after = retry_after
 
     def is_rate_limit(self) -> bool:
-        """True when the server is shedding load and waiting ``retry_after`` helps."""
-        return self.status == grpc.StatusCode.RESOURCE_EXHAUSTED and (
-            self.code == "RATE_LIMITED" or self.retry_after is not None
-        )
+        """True exactly when the tenant is over a rate limit (reason ``RATE_LIMITED``).
+
+        Nothing was changed; waiting ``retry_after`` seconds lets a call pass.
+        ``metadata["limit"]`` says which limit (``reads``, ``writes``, ``file_bytes``,
+        ``auth_failures``). The client does not retry these by itself: back off in
+        the handler. Quotas (`is_quota_exceeded`) and other RESOURCE_EXHAUSTED
+        reasons (``SERVER_BUSY``, ``TOO_MANY_UPLOADS``, ...) are not rate limits.
+        """
+        return self.code == "RATE_LIMITED"
+
+    def is_quota_exceeded(self) -> bool:
+        """True exactly when the call would take the tenant over a quota (``QUOTA_EXCEEDED``).
+
+        Nothing was changed, and waiting does not help until data expires or is
+        deleted (there is no ``retry_after``). ``metadata["quota"]`` is ``sessions``,
+        ``stored_bytes`` or ``uploads``, with ``limit`` and ``actual``.
+        """
+        return self.code == "QUOTA_EXCEEDED"
 
 
 class MemoryUnavailableError(MemoryApiError):
@@ -88,11 +103,21 @@ class NotFoundError(MemoryApiError):
 
 
 class AuthenticationError(MemoryApiError):
-    """The API key is missing, unknown or revoked (UNAUTHENTICATED)."""
+    """The credential was refused (UNAUTHENTICATED); `code` says why.
+
+    ``API_KEY_MISSING``, ``API_KEY_INVALID`` (unknown or revoked key),
+    ``API_KEY_EXPIRED``; for session tokens ``TOKEN_INVALID`` (malformed, bad
+    signature), ``TOKEN_EXPIRED`` (ask the issuer for a new one) and ``TOKEN_REVOKED``.
+    """
 
 
 class PermissionDeniedError(MemoryApiError):
-    """The API key may not do this (PERMISSION_DENIED)."""
+    """The credential may not do this (PERMISSION_DENIED).
+
+    A session token used on another session, without the permission the call needs
+    (``metadata["permission"]``), or for a call that needs the tenant's API key
+    (schemas, tokens).
+    """
 
 
 class ConflictError(MemoryApiError):
@@ -113,7 +138,12 @@ class NotANumberError(FailedPreconditionError):
 
 
 class LimitExceededError(MemoryApiError):
-    """A quota or rate limit was hit (RESOURCE_EXHAUSTED); see `is_rate_limit`."""
+    """A limit was hit (RESOURCE_EXHAUSTED); nothing was changed.
+
+    `is_rate_limit` (``RATE_LIMITED``: wait ``retry_after``) and `is_quota_exceeded`
+    (``QUOTA_EXCEEDED``: free space first) tell the tenant's limits apart from the
+    server's own (``SERVER_BUSY``, ``TOO_MANY_UPLOADS``, ``STORE_FULL``, ...).
+    """
 
 
 class ServiceUnavailableError(MemoryApiError):

@@ -137,3 +137,9 @@ end
 local function remember_request(rid, fp, result, keep_ms)
   redis.call('SET', rid, fp .. '|' .. result, 'PX', keep_ms)
 end
+
+-- A sorted set scored by expiry (ms) lives as long as its last member.
+local function keep_until_last(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #last > 0 then redis.call('PEXPIREAT', key, last[2]) end
+end

@@ -15,6 +15,13 @@ Layout, for tenant T and session S (S escaped so '}' cannot end the hash tag):
     sm:{T}:x:<name>     a tenant's schema: hash v (version), t (updated ms), j (JSON)
     sm:{T}:xi           the tenant's schema names (sorted set)
     sm:{T}:xn           the tenant's schema version counter
+    sm:{T}:ss           the tenant's live sessions (quota): session -> registered
+                        until (ms); see quotas.py
+    sm:{T}:up           the tenant's uploads in progress (quota): upload -> lease end
+    sm:{T}:kb           the tenant's stored-bytes ledger (quota): "<session>\n<key>"
+                        -> "<bytes> <revision> <expiry revision>"
+    sm:{T}:ke           the ledger's expiries: "<session>\n<key>" -> expires ms
+    sm:{T}:kt           the ledger's total: the tenant's stored bytes
     sm:gc:<bucket>      blob collection set (one key per bucket):
                         "<object>\t<value key>" -> when to check it (see collector.py)
 
@@ -43,6 +50,7 @@ from redis.commands.core import AsyncScript
 from ..core import KIND_BY_TAG, LIMITS, Kind, RequestId
 from ..values import (
     Change,
+    Cleared,
     Committed,
     Erase,
     Guard,
@@ -51,6 +59,7 @@ from ..values import (
     RecordInfo,
     SchemaRecord,
     Snapshot,
+    Touched,
     Write,
     Written,
 )
@@ -76,6 +85,7 @@ class Status(enum.IntEnum):
     REVISION_MISMATCH = 11
     SESSION_NOT_FOUND = 12
     TOO_MANY_SCHEMAS = 13
+    QUOTA_EXCEEDED = 14
 
 
 # How long a session's change log is kept after its last change: while it is
@@ -183,6 +193,18 @@ class SessionNotFound(Exception):
 
 class TooManySchemas(Exception):
     """The tenant already has the maximum number of schemas."""
+
+
+class QuotaExceeded(Exception):
+    """A tenant quota is reached (``actual``: the usage counted before the call)."""
+
+    def __init__(self, actual: int) -> None:
+        super().__init__(actual)
+        self.actual = actual
+
+
+# One quota bookkeeping operation of quota_flush.lua: op, member, and three numbers.
+QuotaOp = tuple[str, str, int, int, int]
 
 
 class Replayed(Exception):
@@ -300,6 +322,9 @@ class RedisStore:
         self._list: AsyncScript = client.register_script(_script("list"))
         self._clear: AsyncScript = client.register_script(_script("clear"))
         self._gc_claim: AsyncScript = client.register_script(_script("gc_claim"))
+        self._quota_session: AsyncScript = client.register_script(_script("quota_session"))
+        self._quota_upload: AsyncScript = client.register_script(_script("quota_upload"))
+        self._quota_flush: AsyncScript = client.register_script(_script("quota_flush"))
 
     @staticmethod
     def prefix(tenant: str, session: str) -> str:
@@ -492,11 +517,11 @@ class RedisStore:
 
     async def touch(
         self, tenant: str, session: str, keys: Sequence[str], ttl_seconds: int, allowed: str
-    ) -> tuple[int, dict[str, int]]:
+    ) -> Touched:
         """Give existing keys a new expiry.
 
-        Returns how many existed, and the collection members of the files among
-        them with the new expiry (ms), for the collector to follow.
+        Returns how many existed and which, and the collection members of the
+        files among them with the new expiry (ms), for the collector to follow.
 
         Raises:
             TtlNotAllowed: a key's kind does not allow the TTL; nothing changed.
@@ -508,7 +533,13 @@ class RedisStore:
         if out[0] == Status.TTL_NOT_ALLOWED:
             raise TtlNotAllowed(int(out[1]) - 1, KIND_BY_TAG[out[2].decode()])
         expires = int(out[3])
-        return int(out[1]), {member.decode(): expires for member in out[2]}
+        return Touched(
+            count=int(out[1]),
+            files={member.decode(): expires for member in out[2]},
+            names=[name.decode() for name in out[5]],
+            revision=int(out[4]),
+            expires_ms=expires,
+        )
 
     async def list_keys(self, tenant: str, session: str) -> list[RecordInfo]:
         """Describe every live key of a session, sorted by key."""
@@ -527,14 +558,19 @@ class RedisStore:
         infos.sort(key=lambda info: info.key)
         return infos
 
-    async def clear(self, tenant: str, session: str) -> tuple[int, list[str]]:
-        """Delete every key of a session; returns the count and the deleted files' members."""
+    async def clear(self, tenant: str, session: str) -> Cleared:
+        """Delete every key of a session; returns what it deleted."""
         p = self.prefix(tenant, session)
         out = await self._clear(
             keys=[p + "i", p + "n", p + "s", p + "w"],
             args=[p + "v:"],
         )
-        return int(out[0]), [member.decode() for member in out[1]]
+        return Cleared(
+            count=int(out[0]),
+            released=[member.decode() for member in out[1]],
+            names=[name.decode() for name in out[2]],
+            revision=int(out[3]),
+        )
 
     # --- schemas (tenant-wide, in the tenant's slot) --------------------------
 
@@ -596,6 +632,66 @@ class RedisStore:
             pipe.zrem(x + "i", name)
             deleted, _ = await pipe.execute()
         return bool(deleted)
+
+    # --- tenant quotas (in the tenant's slot; see quotas.py) ----------------------
+
+    @staticmethod
+    def _quota(tenant: str) -> str:
+        return f"sm:{{{tenant}}}:"
+
+    async def admit_session(self, tenant: str, session: str, keep_ms: int, quota: int) -> int:
+        """Register a session as live for ``keep_ms`` more (at least); returns for how long.
+
+        A registered session is extended; a new one is refused when the tenant
+        has ``quota`` sessions.
+
+        Raises:
+            QuotaExceeded: the session is new and the quota is reached; nothing changed.
+            StoreFull: Redis is over maxmemory; nothing changed.
+        """
+        q = self._quota(tenant)
+        out = await self._quota_session(keys=[q + "ss", q + "kt"], args=[session, keep_ms, quota])
+        if out[0] == Status.QUOTA_EXCEEDED:
+            raise QuotaExceeded(int(out[1]))
+        if out[0] == Status.STORE_FULL:
+            raise StoreFull
+        return int(out[1])
+
+    async def take_upload(self, tenant: str, upload: str, lease_ms: int, quota: int) -> None:
+        """Take one of the tenant's ``quota`` upload slots for at most ``lease_ms``.
+
+        Raises:
+            QuotaExceeded: the tenant has ``quota`` uploads in progress; nothing changed.
+            StoreFull: Redis is over maxmemory; nothing changed.
+        """
+        q = self._quota(tenant)
+        out = await self._quota_upload(keys=[q + "up", q + "kt"], args=[upload, lease_ms, quota])
+        if out[0] == Status.QUOTA_EXCEEDED:
+            raise QuotaExceeded(int(out[1]))
+        if out[0] == Status.STORE_FULL:
+            raise StoreFull
+
+    async def give_upload(self, tenant: str, upload: str) -> None:
+        """Give back an upload slot (the removal of a set member may run twice)."""
+        key = self._quota(tenant) + "up"
+        await retry_stale(self._redis, lambda: self._redis.zrem(key, upload))
+
+    async def quota_flush(
+        self, tenant: str, ops: Sequence[QuotaOp], *, tombstone_ms: int, prune: int
+    ) -> tuple[int, int, int]:
+        """Apply quota bookkeeping (see quota_flush.lua); returns (bytes, sessions, uploads).
+
+        Not retried on a broken connection: the caller keeps the operations and
+        sends them again (they are ordered by revision, so a second run is harmless).
+        """
+        q = self._quota(tenant)
+        args: list[str | int] = [tombstone_ms, prune]
+        for op in ops:
+            args.extend(op)
+        out = await self._quota_flush(
+            keys=[q + "kb", q + "ke", q + "kt", q + "ss", q + "up"], args=args
+        )
+        return int(out[0]), int(out[1]), int(out[2])
 
     # --- blob collection set ---------------------------------------------------
 

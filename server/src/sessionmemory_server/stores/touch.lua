@@ -3,8 +3,9 @@
 -- value keys.
 -- ARGV[1] ttl ms, ARGV[2] kind letters whose cap allows this ttl,
 -- ARGV[4..] names (ARGV[i] is the name of KEYS[i]; ARGV[3] unused).
--- Returns {OK, touched, files, expires} where files lists '<object>\t<value key>' of the
--- files touched (their collection entries follow the new expiry)
+-- Returns {OK, touched, files, expires, revision, names} where files lists
+-- '<object>\t<value key>' of the files touched (their collection entries follow
+-- the new expiry), revision is the session's and names the keys touched
 -- | {TTL_NOT_ALLOWED, i, kind} (key i's kind does not allow the ttl).
 -- Touch works over maxmemory (so tenants can shorten TTLs to free space): it
 -- grows nothing, each record is rewritten at its own length, and its first
@@ -23,6 +24,7 @@ end
 local exp = now + tonumber(ARGV[1])
 local touched = 0
 local files = {}
+local names = {}
 for i = 4, #KEYS do
   if found[i] then
     local kind, ver, _, payload = parse(found[i])
@@ -31,7 +33,8 @@ for i = 4, #KEYS do
     redis.call('ZADD', idx, exp, ARGV[i])
     if kind == 'f' then files[#files + 1] = blob_of(found[i]) .. '\t' .. KEYS[i] end
     touched = touched + 1
+    names[touched] = ARGV[i]
   end
 end
 if touched > 0 then extend({idx, seq, KEYS[3]}, now, exp) end
-return {OK, touched, files, exp}
+return {OK, touched, files, exp, revision(seq), names}

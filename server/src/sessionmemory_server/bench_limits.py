@@ -1,0 +1,220 @@
+"""``session-memory bench-limits``: the rate limiter's cost, accuracy and fairness.
+
+Everything runs as real processes on one embedded redis-server and is driven by
+h2load (C), so the load generator does not take the Python servers' CPU:
+
+- **cost**: `Get` at 16 calls in flight against one server, the tenant's read
+  limit on (a rate far above what the server can serve, so every call goes
+  through the limiter and none is refused) and off (rate 0), in interleaved
+  rounds; calls/s and server CPU per call, medians.
+- **accuracy**: two server processes on their own ports, each driven with
+  `Increment` at 32 calls in flight by its own h2load for the same seconds, one
+  tenant limited to ``--rate`` writes/s with a burst of ``--burst``. Every
+  accepted Increment adds one to a counter, so the counter is the number of
+  calls the limiter let through; it is compared with rate x seconds + burst.
+- **fairness**: a "calm" tenant's `Get` at 1 call in flight, alone, then while
+  a "flood" tenant drives `Get` at 64 in flight: once with the flood tenant
+  unlimited and once limited to ``--flood-rate`` reads/s. Prints p50/p99 and
+  the ratio of the calm tenant's p99 to its unloaded p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from sessionmemory.v1 import memory_service_pb2 as svc
+
+from .bench import Op, Result, _calls, _cpu_seconds, _h2load, _process
+from .embedded import EmbeddedRedis, free_port
+
+_SESSION = "bench-limits"
+_REFRESH_SECONDS = 2.5  # longer than the servers' poll of tenant limits
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``bench-limits`` flags."""
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the cost pair")
+    p.add_argument("--rate", type=float, default=500.0, help="writes/s for the accuracy run")
+    p.add_argument("--burst", type=int, default=50, help="burst for the accuracy run")
+    p.add_argument(
+        "--flood-rate", type=float, default=1000.0, help="reads/s of the flooding tenant"
+    )
+
+
+def _limit(url: str, tenant: str, values: Mapping[str, float]) -> None:
+    EmbeddedRedis.set_limits_at(url, tenant, values)
+
+
+@contextlib.contextmanager
+def _server(redis_url: str, tmp: Path, name: str) -> Iterator[tuple[int, str]]:
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "SESSION_MEMORY_LOG_LEVEL": "WARNING"}
+    serve = [sys.executable, "-m", "sessionmemory_server.cli", "serve",
+             "--listen", address, "--redis-url", redis_url]  # fmt: skip
+    with _process(serve, tmp / f"{name}.log", env) as pid:
+        yield pid, address
+
+
+def _get_op() -> Op:
+    return Op(svc.GetRequest(session_id=_SESSION, key="step"), svc.GetResponse)
+
+
+def _body(tmp: Path, op: Op) -> Path:
+    path = tmp / f"{op.method}.grpc"
+    path.write_bytes(op.body())
+    return path
+
+
+def _load(
+    address: str, op: Op, body: Path, key: str, inflight: int, seconds: float, log: Path
+) -> Result:
+    return _h2load(address, op.method, body, key, inflight, seconds, log)
+
+
+def _cost(args: argparse.Namespace, redis_url: str, key: str, tmp: Path) -> None:
+    op = _get_op()
+    body = _body(tmp, op)
+    on: list[tuple[float, float]] = []
+    off: list[tuple[float, float]] = []
+    with _server(redis_url, tmp, "cost") as (pid, address), _calls(address, key) as calls:
+        calls(
+            svc.SetRequest(session_id=_SESSION, key="step", string_value="x", ttl_seconds=3600),
+            svc.SetResponse,
+        )
+        for _ in range(args.rounds):
+            for limited, into in ((True, on), (False, off)):
+                rate = 1e9 if limited else 0.0
+                _limit(redis_url, "bench", {"reads_per_second": rate, "read_burst": 1_000_000})
+                time.sleep(_REFRESH_SECONDS)
+                _load(address, op, body, key, 16, 1.0, tmp / "warm.log")
+                before = _cpu_seconds(pid)
+                r = _load(address, op, body, key, 16, args.duration, tmp / "cost.log")
+                into.append((r.rate, (_cpu_seconds(pid) - before) / r.calls * 1e6))
+    print(f"cost: Get, 16 in flight, {args.rounds} interleaved rounds of {args.duration:g} s")
+    for name, rows in (("limiter on ", on), ("limiter off", off)):
+        rates = [r for r, _ in rows]
+        cpus = [c for _, c in rows]
+        print(
+            f"  {name}: {statistics.median(rates):8.0f} calls/s   "
+            f"{statistics.median(cpus):6.1f} us CPU/call"
+            f"   (calls/s {', '.join(f'{r:.0f}' for r in rates)})"
+        )
+    cpu_on = statistics.median(c for _, c in on)
+    cpu_off = statistics.median(c for _, c in off)
+    rate_on = statistics.median(r for r, _ in on)
+    rate_off = statistics.median(r for r, _ in off)
+    print(f"  on/off: calls/s {rate_on / rate_off:.3f}x, CPU per call {cpu_on / cpu_off:.3f}x")
+
+
+def _accuracy(args: argparse.Namespace, redis_url: str, key: str, tmp: Path) -> None:
+    counter = "accepted"
+    op = Op(svc.IncrementRequest(session_id=_SESSION, key=counter, delta=1), svc.IncrementResponse)
+    body = _body(tmp, op)
+    _limit(redis_url, "bench", {"writes_per_second": 0.0})
+    with (
+        _server(redis_url, tmp, "acc-1") as (_, first),
+        _server(redis_url, tmp, "acc-2") as (_, second),
+        _calls(first, key) as calls,
+    ):
+        calls(svc.DeleteRequest(session_id=_SESSION, keys=[counter]), svc.DeleteResponse)
+        _limit(redis_url, "bench", {"writes_per_second": args.rate, "write_burst": args.burst})
+        time.sleep(_REFRESH_SECONDS + args.burst / args.rate)  # the bucket is full again
+        results: dict[str, Result] = {}
+
+        def drive(address: str) -> None:
+            results[address] = _load(
+                address, op, body, key, 32, args.duration, tmp / f"acc-{address[-5:]}.log"
+            )
+
+        threads = [threading.Thread(target=drive, args=(a,)) for a in (first, second)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        _limit(redis_url, "bench", {"writes_per_second": 0.0})
+        time.sleep(_REFRESH_SECONDS)
+        got = calls(svc.GetRequest(session_id=_SESSION, key=counter), svc.GetResponse)
+    accepted = int(got.entry.value.number_value)
+    sent = sum(r.calls for r in results.values())
+    expected = args.rate * args.duration + args.burst
+    print(
+        f"accuracy: 2 server processes, Increment at 32 in flight each, {args.duration:g} s"
+        f" (wall {elapsed:.1f} s), limit {args.rate:g} writes/s burst {args.burst}"
+    )
+    print(
+        f"  answered {sent} calls, accepted {accepted}; rate x seconds + burst = {expected:.0f};"
+        f" accepted / expected = {accepted / expected:.3f}"
+    )
+
+
+def _fairness(
+    args: argparse.Namespace, redis_url: str, calm_key: str, flood_key: str, tmp: Path
+) -> None:
+    op = _get_op()
+    body = _body(tmp, op)
+    rows: list[tuple[str, Result, Result | None]] = []
+    _limit(redis_url, "calm", {"reads_per_second": 0.0})
+    with _server(redis_url, tmp, "fair") as (_, address):
+        for key in (calm_key, flood_key):
+            with _calls(address, key) as calls:
+                calls(
+                    svc.SetRequest(
+                        session_id=_SESSION, key="step", string_value="x", ttl_seconds=3600
+                    ),
+                    svc.SetResponse,
+                )
+        _load(address, op, body, calm_key, 1, 1.0, tmp / "warm.log")
+        alone = _load(address, op, body, calm_key, 1, args.duration, tmp / "alone.log")
+        rows.append(("calm alone", alone, None))
+        for label, rate in (
+            ("flood unlimited", 0.0),
+            (f"flood at {args.flood_rate:g}/s", args.flood_rate),
+        ):
+            _limit(redis_url, "flood", {"reads_per_second": rate, "read_burst": max(1, int(rate))})
+            time.sleep(_REFRESH_SECONDS)
+            flood: dict[str, Result] = {}
+
+            def drive(into: dict[str, Result]) -> None:
+                into["r"] = _load(
+                    address, op, body, flood_key, 64, args.duration + 2, tmp / "flood.log"
+                )
+
+            thread = threading.Thread(target=drive, args=(flood,))
+            thread.start()
+            time.sleep(1.0)
+            calm = _load(address, op, body, calm_key, 1, args.duration, tmp / "calm.log")
+            thread.join()
+            rows.append((label, calm, flood["r"]))
+    print("fairness: calm tenant's Get at 1 in flight, flood tenant's Get at 64 in flight")
+    for label, calm, flood_r in rows:
+        extra = f"   flood answered {flood_r.rate:7.0f} calls/s" if flood_r else ""
+        print(
+            f"  {label:<20} calm p50 {calm.p50_ms:6.2f} ms  p99 {calm.p99_ms:6.2f} ms"
+            f"  p99/alone {calm.p99_ms / alone.p99_ms:5.2f}x{extra}"
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the three measurements and print them."""
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        with EmbeddedRedis(tmp / "redis") as server:
+            bench_key = server.create_key("bench")
+            calm_key = server.create_key("calm", unlimited=True)
+            flood_key = server.create_key("flood")
+            _cost(args, server.url, bench_key, tmp)
+            _accuracy(args, server.url, bench_key, tmp)
+            _fairness(args, server.url, calm_key, flood_key, tmp)
+    return 0

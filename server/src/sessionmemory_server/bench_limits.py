@@ -34,6 +34,7 @@ from pathlib import Path
 from sessionmemory.v1 import memory_service_pb2 as svc
 
 from .bench import Op, Result, _calls, _cpu_seconds, _h2load, _process
+from .config import Settings
 from .embedded import EmbeddedRedis, free_port
 
 _SESSION = "bench-limits"
@@ -46,8 +47,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the cost pair")
     p.add_argument("--rate", type=float, default=500.0, help="writes/s for the accuracy run")
     p.add_argument("--burst", type=int, default=50, help="burst for the accuracy run")
+    fields = Settings.model_fields
     p.add_argument(
-        "--flood-rate", type=float, default=1000.0, help="reads/s of the flooding tenant"
+        "--flood-rate",
+        type=float,
+        default=fields["tenant_reads_per_second"].default,
+        help="reads/s of the flooding tenant (default: the server's default)",
+    )
+    p.add_argument(
+        "--flood-burst",
+        type=int,
+        default=fields["tenant_read_burst"].default,
+        help="read burst of the flooding tenant (default: the server's default)",
+    )
+    p.add_argument(
+        "--parts", default="cost,accuracy,fairness", help="which measurements, comma-separated"
     )
 
 
@@ -182,7 +196,7 @@ def _fairness(
             ("flood unlimited", 0.0),
             (f"flood at {args.flood_rate:g}/s", args.flood_rate),
         ):
-            _limit(redis_url, "flood", {"reads_per_second": rate, "read_burst": max(1, int(rate))})
+            _limit(redis_url, "flood", {"reads_per_second": rate, "read_burst": args.flood_burst})
             time.sleep(_REFRESH_SECONDS)
             flood: dict[str, Result] = {}
 
@@ -214,7 +228,11 @@ def main(args: argparse.Namespace) -> int:
             bench_key = server.create_key("bench")
             calm_key = server.create_key("calm", unlimited=True)
             flood_key = server.create_key("flood")
-            _cost(args, server.url, bench_key, tmp)
-            _accuracy(args, server.url, bench_key, tmp)
-            _fairness(args, server.url, calm_key, flood_key, tmp)
+            parts = set(args.parts.split(","))
+            if "cost" in parts:
+                _cost(args, server.url, bench_key, tmp)
+            if "accuracy" in parts:
+                _accuracy(args, server.url, bench_key, tmp)
+            if "fairness" in parts:
+                _fairness(args, server.url, calm_key, flood_key, tmp)
     return 0

@@ -80,16 +80,16 @@ class Settings(BaseSettings):
         " QUOTA_EXCEEDED; 0 = unlimited)",
     )
     tenant_reads_per_second: float = Field(
-        1000.0, ge=0, description="default rate limit: read calls per second per tenant (0 = off)"
+        200.0, ge=0, description="default rate limit: read calls per second per tenant (0 = off)"
     )
     tenant_read_burst: int = Field(
-        2000, ge=1, description="default: read calls a tenant may make at once above its rate"
+        400, ge=1, description="default: read calls a tenant may make at once above its rate"
     )
     tenant_writes_per_second: float = Field(
-        500.0, ge=0, description="default rate limit: write calls per second per tenant (0 = off)"
+        100.0, ge=0, description="default rate limit: write calls per second per tenant (0 = off)"
     )
     tenant_write_burst: int = Field(
-        1000, ge=1, description="default: write calls a tenant may make at once above its rate"
+        200, ge=1, description="default: write calls a tenant may make at once above its rate"
     )
     tenant_file_bytes_per_second: float = Field(
         20 * 1024 * 1024,

@@ -170,9 +170,9 @@ class EmbeddedRedis(_ChildServer):
         measure the server, not the limits).
         """
         if unlimited:
-            from .limits import FIELD_NAMES  # noqa: PLC0415
+            from .limits import UNLIMITED  # noqa: PLC0415
 
-            self.set_limits(tenant, dict.fromkeys(FIELD_NAMES, 0))
+            self.set_limits(tenant, UNLIMITED)
 
         async def create() -> str:
             client = redis.asyncio.Redis.from_url(self.url)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Final
@@ -175,15 +176,19 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) 
 
 
 class _Tarpit:
-    """Holds a RATE_LIMITED refusal back a little before it is answered.
+    """Holds a RATE_LIMITED refusal back before it is answered.
 
     A tenant with many calls in flight that is refused at once sends the next
     call at once: a loop of instant refusals that burns the server's CPU at
-    everyone's expense. Held for min(retry_after, ``max_seconds``) (its call
-    slot already freed, the RetryInfo reduced by the wait so it is still right
-    when sent), a flooding client is slowed to its share. At most
-    ``max_pending`` refusals are held at a time; beyond that they are answered
-    at once, so holding costs bounded memory.
+    everyone's expense, and refusals that all end at the moment the bucket
+    refills come back together as one burst. So every refusal is held for a
+    random time between half of ``max_seconds`` and all of it (its call slot
+    already freed, the RetryInfo reduced by the wait so it is still right when
+    sent): a client retrying at once makes at most about 1 / (0.75 x
+    ``max_seconds``) calls per second per call in flight, spread out in time. At
+    most ``max_pending`` refusals are held at a time; beyond that they are
+    answered at once, so holding costs bounded memory and never takes gRPC's
+    call slots from other tenants.
     """
 
     def __init__(self, max_seconds: float, max_pending: int) -> None:
@@ -197,7 +202,7 @@ class _Tarpit:
             return
         if self.pending >= self.max_pending:
             return
-        delay = min(err.retry_after, self.max_seconds)
+        delay = self.max_seconds * random.uniform(0.5, 1.0)  # jitter, not a secret
         self.pending += 1
         try:
             await asyncio.sleep(delay)

@@ -70,6 +70,8 @@ WHOLE_NUMBER_FIELDS: Final = frozenset(
 )
 # A burst of 0 would refuse every call forever: at least 1 (like the settings).
 AT_LEAST_ONE_FIELDS: Final = frozenset({"read_burst", "write_burst", "file_bytes_burst"})
+# Overrides that lift every rate limit and quota (benchmarks measure the server).
+UNLIMITED: Final = {name: 0 for name in FIELD_NAMES if name not in AT_LEAST_ONE_FIELDS}
 
 OVERRIDES_KEY: Final = "sm:tenantlimits"
 VERSION_FIELD: Final = "#version"

@@ -30,6 +30,7 @@ from sessionmemory.v1 import memory_service_pb2
 
 from . import logs
 from .auth import ApiKeys, Authenticator
+from .aux_services import CappedHealth, add_reflection
 from .collector import Collector
 from .config import Settings
 from .core import LIMITS
@@ -148,15 +149,16 @@ class Built:
     server: grpc.aio.Server
     port: int
     redis: Redis | RedisCluster
-    health: health.aio.HealthServicer
+    health: CappedHealth
     blobs: BlobStore
     collector: Collector
     collecting: asyncio.Task[None]
     hub: ChangeHub
-    limit_book: LimitBook | None = None
-    limiter: RateLimiter | None = None
-    auth: Authenticator | None = None
-    quotas: Quotas | None = None
+    limit_book: LimitBook
+    limiter: RateLimiter
+    auth: Authenticator
+    quotas: Quotas
+    calls: CallCap
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting calls, wait up to ``grace`` seconds for in-flight ones, close."""
@@ -166,14 +168,10 @@ class Built:
         with contextlib.suppress(asyncio.CancelledError):
             await self.collecting
         await self.hub.close()
-        if self.auth is not None:
-            await self.auth.close()
-        if self.limiter is not None:
-            await self.limiter.close()
-        if self.quotas is not None:
-            await self.quotas.close()
-        if self.limit_book is not None:
-            await self.limit_book.close()
+        await self.auth.close()
+        await self.limiter.close()
+        await self.quotas.close()
+        await self.limit_book.close()
         self.blobs.close()
         await self.redis.aclose()
 
@@ -257,18 +255,17 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         quotas=quotas,
         upload_idle_seconds=settings.upload_idle_seconds,
     )
+    calls = CallCap(settings.max_calls_in_flight, settings.max_tenant_calls_in_flight)
     add_service(
         server,
         servicer,
         SERVICE,
-        cap=CallCap(settings.max_calls_in_flight),
+        cap=calls,
         long_lived=frozenset({"Watch"}),
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = CappedHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    add_reflection(server, (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME))
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
@@ -293,6 +290,7 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         limiter=limiter,
         auth=authenticator,
         quotas=quotas,
+        calls=calls,
     )
 
 

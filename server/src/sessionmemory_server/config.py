@@ -131,6 +131,12 @@ class Settings(BaseSettings):
         ge=1,
         description="calls (of any kind) in progress per process; more get RESOURCE_EXHAUSTED",
     )
+    max_tenant_calls_in_flight: int = Field(
+        128,
+        ge=1,
+        description="calls in progress per tenant per process (a share of max_calls_in_flight);"
+        " more get RESOURCE_EXHAUSTED SERVER_BUSY with scope tenant",
+    )
     max_message_bytes: int = Field(
         2 * 1024 * 1024,
         ge=64 * 1024,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import logging
 import random
@@ -255,31 +256,97 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: E
 class CallCap:
     """Counts the calls in flight of one process and refuses those over the cap.
 
-    Long-lived calls (Watch streams) are not counted here: they have caps of
-    their own and would otherwise crowd out every short call.
+    Besides the process-wide ``limit``, each tenant may hold at most
+    ``tenant_limit`` of them, so one tenant's slow or stalled calls (ReadFile
+    streams nobody reads, uploads that pause) cannot take every slot: the call is
+    counted against its tenant once the servicer knows who is calling
+    (`claim_tenant`). Long-lived calls (Watch streams) are not counted here: they
+    have caps of their own and would otherwise crowd out every short call.
     """
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, tenant_limit: int | None = None) -> None:
         self.limit = limit
+        self.tenant_limit = tenant_limit
         self.in_flight = 0
+        self.by_tenant: dict[str, int] = {}
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         """Count one call for its duration; SERVER_BUSY when the cap is reached."""
         if self.limit is not None and self.in_flight >= self.limit:
-            raise DomainError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "SERVER_BUSY",
-                f"the server has the maximum of {self.limit} calls in flight; nothing was"
-                f" changed; retry in {BUSY_RETRY_SECONDS:.0f} s",
-                metadata={"limit": self.limit},
-                retry_after=BUSY_RETRY_SECONDS,
+            raise _busy_error(
+                f"the server has the maximum of {self.limit} calls in flight",
+                scope="process",
+                limit=self.limit,
             )
         self.in_flight += 1
+        slot = _Slot(self)
+        token = _slot.set(slot)
         try:
             yield
         finally:
+            _slot.reset(token)
+            slot.release()
             self.in_flight -= 1
+
+
+class _Slot:
+    """One call's place in a CallCap, and the tenant it is counted against."""
+
+    __slots__ = ("_cap", "tenant")
+
+    def __init__(self, cap: CallCap) -> None:
+        self._cap = cap
+        self.tenant: str | None = None
+
+    def claim(self, tenant: str) -> None:
+        cap = self._cap
+        if self.tenant is not None or cap.tenant_limit is None:
+            return
+        held = cap.by_tenant.get(tenant, 0)
+        if held >= cap.tenant_limit:
+            raise _busy_error(
+                f"this tenant has the maximum of {cap.tenant_limit} calls in flight on this server",
+                scope="tenant",
+                limit=cap.tenant_limit,
+            )
+        cap.by_tenant[tenant] = held + 1
+        self.tenant = tenant
+
+    def release(self) -> None:
+        if self.tenant is None:
+            return
+        left = self._cap.by_tenant[self.tenant] - 1
+        if left:
+            self._cap.by_tenant[self.tenant] = left
+        else:
+            del self._cap.by_tenant[self.tenant]
+        self.tenant = None
+
+
+_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("call_slot", default=None)
+
+
+def claim_tenant(tenant: str) -> None:
+    """Count the current call against ``tenant``'s share of the call cap.
+
+    Raises:
+        DomainError: RESOURCE_EXHAUSTED (SERVER_BUSY, scope "tenant") when the
+            tenant already holds its share; nothing was done.
+    """
+    slot = _slot.get()
+    if slot is not None:
+        slot.claim(tenant)
+
+
+def _busy_error(what: str, **metadata: object) -> DomainError:
+    return DomainError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "SERVER_BUSY",
+        f"{what}; nothing was changed; retry in {BUSY_RETRY_SECONDS:.0f} s",
+        metadata=metadata,
+        retry_after=BUSY_RETRY_SECONDS,
+    )
 
 
 _UNCAPPED: Final = CallCap(None)

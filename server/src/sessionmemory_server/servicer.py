@@ -20,6 +20,7 @@ from .auth import Authenticator
 from .core import Kind
 from .errors import DomainError, invalid, unauthenticated
 from .files import FileHeaderSpec, Files
+from .interceptors import claim_tenant
 from .limits import LimitBook
 from .memory import Memory, WriteSpec
 from .quotas import Quotas
@@ -170,6 +171,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         access = METHODS[method]
         principal.check(method, access, session_id)
         await self._limiter.acquire(principal.tenant, access.bucket)
+        claim_tenant(principal.tenant)
         return principal.tenant
 
     async def Get(self, request: svc.GetRequest, context: Context) -> svc.GetResponse:
@@ -355,6 +357,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         principal.check("SetFile", access, None)
         tenant = principal.tenant
         await self._limiter.acquire(tenant, access.bucket)
+        claim_tenant(tenant)
         stream = aiter(request_iterator)
         first = await self._next(stream)
         if first is None or first.WhichOneof("part") != "header":

@@ -168,8 +168,9 @@ const (
 	ErrorReason_UPLOAD_TOO_SLOW ErrorReason = 39
 	// RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
 	// descriptors, memory) while serving the call, or already serves its
-	// maximum of calls in flight (metadata: limit). Nothing was changed; retry
-	// after the attached RetryInfo, ideally on another server.
+	// maximum of calls in flight, or the tenant its share of them (metadata:
+	// scope "process" or "tenant", limit). Nothing was changed; retry after the
+	// attached RetryInfo, ideally on another server.
 	ErrorReason_SERVER_BUSY ErrorReason = 40
 	// INVALID_ARGUMENT. The write would make the session's document invalid
 	// against its bound schema; nothing was changed. Metadata: pointer (JSON

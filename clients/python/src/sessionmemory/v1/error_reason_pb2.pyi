@@ -192,8 +192,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     SERVER_BUSY: _ErrorReason.ValueType  # 40
     """RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
     descriptors, memory) while serving the call, or already serves its
-    maximum of calls in flight (metadata: limit). Nothing was changed; retry
-    after the attached RetryInfo, ideally on another server.
+    maximum of calls in flight, or the tenant its share of them (metadata:
+    scope "process" or "tenant", limit). Nothing was changed; retry after the
+    attached RetryInfo, ideally on another server.
     """
     SCHEMA_VIOLATION: _ErrorReason.ValueType  # 41
     """INVALID_ARGUMENT. The write would make the session's document invalid
@@ -483,8 +484,9 @@ Metadata: limit (bytes), window_seconds.
 SERVER_BUSY: ErrorReason.ValueType  # 40
 """RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
 descriptors, memory) while serving the call, or already serves its
-maximum of calls in flight (metadata: limit). Nothing was changed; retry
-after the attached RetryInfo, ideally on another server.
+maximum of calls in flight, or the tenant its share of them (metadata:
+scope "process" or "tenant", limit). Nothing was changed; retry after the
+attached RetryInfo, ideally on another server.
 """
 SCHEMA_VIOLATION: ErrorReason.ValueType  # 41
 """INVALID_ARGUMENT. The write would make the session's document invalid

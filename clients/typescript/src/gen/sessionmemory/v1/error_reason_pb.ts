@@ -361,8 +361,9 @@ export enum ErrorReason {
   /**
    * RESOURCE_EXHAUSTED. The server process ran out of a local resource (file
    * descriptors, memory) while serving the call, or already serves its
-   * maximum of calls in flight (metadata: limit). Nothing was changed; retry
-   * after the attached RetryInfo, ideally on another server.
+   * maximum of calls in flight, or the tenant its share of them (metadata:
+   * scope "process" or "tenant", limit). Nothing was changed; retry after the
+   * attached RetryInfo, ideally on another server.
    *
    * @generated from enum value: SERVER_BUSY = 40;
    */

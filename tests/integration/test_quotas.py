@@ -21,6 +21,7 @@ from redis import Redis
 from sessionmemory import LimitExceededError, MemoryClient
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
 from sessionmemory_server.quotas import FLUSH_SECONDS, HEADROOM_MIN_MS
+from sessionmemory_server.values import VALUE_OVERHEAD_BYTES as O
 
 from ..conftest import ServerThread, start_server, wait_until
 from ..samples import pdf_of
@@ -131,7 +132,11 @@ def test_stored_bytes(pair: tuple[ServerThread, ServerThread], redis_server: Emb
         memory.set_file("big", b"x" * 62_000, ttl=600, mime="text/plain")
         # Refused on this process at once: its own write counts before any flush.
         err = refused(lambda: memory.set_json("v", blob(5000), ttl=600))
-        assert err.metadata == {"quota": "stored_bytes", "limit": str(MAX_BYTES), "actual": "67000"}
+        assert err.metadata == {
+            "quota": "stored_bytes",
+            "limit": str(MAX_BYTES),
+            "actual": str(62_000 + 5000 + 2 * O),
+        }
         refused(lambda: memory.set_file("more", b"z" * 10_000, ttl=600, mime="text/plain"))
         # ... and on the other process once the bookkeeping is shared (the lag).
         time.sleep(SETTLE)
@@ -139,9 +144,9 @@ def test_stored_bytes(pair: tuple[ServerThread, ServerThread], redis_server: Emb
         assert [e.key for e in memory.list()] == ["big"]
         assert elsewhere.get("v") is None
         assert tenant_keys(redis_server.url, name, "t") == []
-        # Small writes still fit (values count their payload bytes).
+        # Small writes still fit (values count their payload bytes, plus O each).
         memory.set_json("small", blob(3000), ttl=600)
-        assert a.get_limits().tenant_usage.stored_bytes == 65_000
+        assert a.get_limits().tenant_usage.stored_bytes == 65_000 + 2 * O
         # Another tenant is not affected.
         other.session("s").set_file("big", b"x" * 62_000, ttl=600, mime="text/plain")
         # Deleting frees the space, for both processes, within a flush interval or two.
@@ -150,13 +155,13 @@ def test_stored_bytes(pair: tuple[ServerThread, ServerThread], redis_server: Emb
             lambda: _admitted(lambda: elsewhere.set_json("v", blob(5000), ttl=600)), 5
         )
         assert memory.set_file("more", b"z" * 10_000, ttl=600, mime="text/plain").size_bytes
-        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 18_000, 5)
+        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 18_000 + 3 * O, 5)
         # Expired values free their bytes too; Clear frees a whole session.
         memory.set_json("brief", blob(5000), ttl=2)
-        assert wait_until(lambda: b.get_limits().tenant_usage.stored_bytes == 23_000, 5)
-        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 18_000, 10)
+        assert wait_until(lambda: b.get_limits().tenant_usage.stored_bytes == 23_000 + 4 * O, 5)
+        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 18_000 + 3 * O, 10)
         memory.clear()
-        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 5000, 5)
+        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 5000 + O, 5)
 
 
 def test_uploads_across_processes(pair: tuple[ServerThread, ServerThread], tmp_path: Path) -> None:

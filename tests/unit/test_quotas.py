@@ -13,6 +13,7 @@ from sessionmemory_server.errors import DomainError
 from sessionmemory_server.limits import LimitBook, TenantLimits
 from sessionmemory_server.quotas import Quotas
 from sessionmemory_server.stores.redis_store import QuotaExceeded, QuotaOp, RedisStore
+from sessionmemory_server.values import VALUE_OVERHEAD_BYTES as O
 from sessionmemory_server.values import Erase, Write, Written
 
 LIMITS = TenantLimits(
@@ -23,7 +24,7 @@ LIMITS = TenantLimits(
     file_bytes_per_second=0,
     file_bytes_burst=1,
     max_sessions=2,
-    max_stored_bytes=100,
+    max_stored_bytes=100 + 2 * O,  # two values of 100 payload bytes in all
     max_uploads=1,
 )
 
@@ -104,7 +105,11 @@ async def test_bytes_count_this_process_writes_before_any_flush() -> None:
     q.wrote("t", "s", [write("a", 60)], [Written(2, 60_000)])  # overwritten: counted once
     with pytest.raises(DomainError) as info:
         await q.admit("t", "s", [write("b", 41)])
-    assert info.value.metadata == {"quota": "stored_bytes", "limit": "100", "actual": "101"}
+    assert info.value.metadata == {
+        "quota": "stored_bytes",
+        "limit": str(100 + 2 * O),
+        "actual": str(101 + 2 * O),
+    }
     await q.admit("t", "s", [write("b", 40)])
     # A delete takes its pending bytes back at once.
     q.wrote("t", "s", [Erase("a")], [Written(3, 0)])
@@ -135,4 +140,4 @@ async def test_a_failed_flush_keeps_the_operations() -> None:
         await q.admit("t", "s", [write("b", 91)])
     store.fail = False
     await q.flush()
-    assert store.total == 10 and len(store.flushed) == 1
+    assert store.total == 10 + O and len(store.flushed) == 1

@@ -3,10 +3,10 @@
 Everything runs as real processes on one embedded redis-server and is driven by
 h2load (C), so the load generator does not take the Python servers' CPU:
 
-- **cost**: `Get` at 16 calls in flight against one server, the tenant's read
-  limit on (a rate far above what the server can serve, so every call goes
-  through the limiter and none is refused) and off (rate 0), in interleaved
-  rounds; calls/s and server CPU per call, medians.
+- **cost**: `Get` and `Set` at 16 calls in flight against one server, the
+  tenant's limits and quotas on (far above what the server can serve, so every
+  call goes through the limiter and the quota bookkeeping and none is refused)
+  and off (0), in interleaved rounds; calls/s and server CPU per call, medians.
 - **accuracy**: two server processes on their own ports, each driven with
   `Increment` at 32 calls in flight by its own h2load for the same seconds, one
   tenant limited to ``--rate`` writes/s with a burst of ``--burst``. Every
@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Final
 
 from sessionmemory.v1 import memory_service_pb2 as svc
 
@@ -95,39 +96,67 @@ def _load(
     return _h2load(address, op.method, body, key, inflight, seconds, log)
 
 
+# Overrides that keep the limits and quotas on without ever refusing (to measure
+# their bookkeeping), and that turn them off.
+_ON: Final = {
+    "reads_per_second": 1e9,
+    "read_burst": 1_000_000,
+    "writes_per_second": 1e9,
+    "write_burst": 1_000_000,
+    "max_sessions": 10**9,
+    "max_stored_bytes": 10**15,
+}
+_OFF: Final = {
+    "reads_per_second": 0.0,
+    "writes_per_second": 0.0,
+    "max_sessions": 0,
+    "max_stored_bytes": 0,
+}
+
+
 def _cost(args: argparse.Namespace, redis_url: str, key: str, tmp: Path) -> None:
-    op = _get_op()
-    body = _body(tmp, op)
-    on: list[tuple[float, float]] = []
-    off: list[tuple[float, float]] = []
+    ops = {
+        "Get": _get_op(),
+        "Set": Op(
+            svc.SetRequest(
+                session_id=_SESSION, key="note", string_value="left a voicemail", ttl_seconds=3600
+            ),
+            svc.SetResponse,
+        ),
+    }
+    bodies = {name: _body(tmp, op) for name, op in ops.items()}
+    rows: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     with _server(redis_url, tmp, "cost") as (pid, address), _calls(address, key) as calls:
         calls(
             svc.SetRequest(session_id=_SESSION, key="step", string_value="x", ttl_seconds=3600),
             svc.SetResponse,
         )
         for _ in range(args.rounds):
-            for limited, into in ((True, on), (False, off)):
-                rate = 1e9 if limited else 0.0
-                _limit(redis_url, "bench", {"reads_per_second": rate, "read_burst": 1_000_000})
-                time.sleep(_REFRESH_SECONDS)
-                _load(address, op, body, key, 16, 1.0, tmp / "warm.log")
-                before = _cpu_seconds(pid)
-                r = _load(address, op, body, key, 16, args.duration, tmp / "cost.log")
-                into.append((r.rate, (_cpu_seconds(pid) - before) / r.calls * 1e6))
-    print(f"cost: Get, 16 in flight, {args.rounds} interleaved rounds of {args.duration:g} s")
-    for name, rows in (("limiter on ", on), ("limiter off", off)):
-        rates = [r for r, _ in rows]
-        cpus = [c for _, c in rows]
-        print(
-            f"  {name}: {statistics.median(rates):8.0f} calls/s   "
-            f"{statistics.median(cpus):6.1f} us CPU/call"
-            f"   (calls/s {', '.join(f'{r:.0f}' for r in rates)})"
-        )
-    cpu_on = statistics.median(c for _, c in on)
-    cpu_off = statistics.median(c for _, c in off)
-    rate_on = statistics.median(r for r, _ in on)
-    rate_off = statistics.median(r for r, _ in off)
-    print(f"  on/off: calls/s {rate_on / rate_off:.3f}x, CPU per call {cpu_on / cpu_off:.3f}x")
+            for name, op in ops.items():
+                for on in (True, False):
+                    _limit(redis_url, "bench", _ON if on else _OFF)
+                    time.sleep(_REFRESH_SECONDS)
+                    _load(address, op, bodies[name], key, 16, 1.0, tmp / "warm.log")
+                    before = _cpu_seconds(pid)
+                    r = _load(address, op, bodies[name], key, 16, args.duration, tmp / "cost.log")
+                    cpu = (_cpu_seconds(pid) - before) / r.calls * 1e6
+                    rows.setdefault((name, on), []).append((r.rate, cpu))
+    print(
+        f"cost: limits and quotas on (never refusing) vs off, 16 in flight,"
+        f" {args.rounds} interleaved rounds of {args.duration:g} s"
+    )
+    for name in ops:
+        for on in (True, False):
+            got = rows[(name, on)]
+            print(
+                f"  {name:<4} {'on ' if on else 'off'}: {statistics.median(r for r, _ in got):8.0f}"
+                f" calls/s   {statistics.median(c for _, c in got):6.1f} us CPU/call"
+                f"   (calls/s {', '.join(f'{r:.0f}' for r, _ in got)})"
+            )
+        on_rows, off_rows = rows[(name, True)], rows[(name, False)]
+        rate = statistics.median(r for r, _ in on_rows) / statistics.median(r for r, _ in off_rows)
+        cpu = statistics.median(c for _, c in on_rows) / statistics.median(c for _, c in off_rows)
+        print(f"  {name:<4} on/off: calls/s {rate:.3f}x, CPU per call {cpu:.3f}x")
 
 
 def _accuracy(args: argparse.Namespace, redis_url: str, key: str, tmp: Path) -> None:

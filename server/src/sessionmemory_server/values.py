@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Final
 
 from .core import Kind
 
@@ -224,14 +225,21 @@ def file_meta(record: Record) -> FileMeta:
     )
 
 
+# What every value costs Redis beyond its payload (its key, record header, index
+# and quota-ledger entries), counted against the stored-bytes quota so that a
+# tenant cannot fill Redis with millions of one-byte values for free.
+VALUE_OVERHEAD_BYTES: Final = 64
+
+
 def stored_bytes(kind: Kind, payload: str) -> int:
     """The bytes a value counts against its tenant's stored-bytes quota.
 
-    A value counts its payload (the canonical text, UTF-8), a file its size.
+    A value counts its payload (the canonical text, UTF-8), a file its size,
+    each plus `VALUE_OVERHEAD_BYTES`.
     """
     if kind is Kind.FILE:
-        return int(json.loads(payload)["s"])
-    return len(payload.encode("utf-8", "surrogatepass"))
+        return int(json.loads(payload)["s"]) + VALUE_OVERHEAD_BYTES
+    return len(payload.encode("utf-8", "surrogatepass")) + VALUE_OVERHEAD_BYTES
 
 
 def file_payload(

@@ -29,7 +29,8 @@ a new session registered for its TTL. A Clear and a write of one session racing
 in two processes may leave it unregistered until its next admission.
 
 **Stored bytes** (lag: one flush interval). A value counts its payload bytes, a
-file its size, until it expires, is overwritten or deleted. Each process keeps
+file its size, each plus ``VALUE_OVERHEAD_BYTES`` (values.stored_bytes), until it
+expires, is overwritten or deleted. Each process keeps
 what its writes, deletes, Touches and Clears changed and sends it per tenant
 every ``FLUSH_SECONDS`` in one script (quota_flush.lua) that keeps a ledger in
 ``sm:{T}:kb``/``ke``/``kt`` and returns the tenant's total. A write that adds

@@ -7,6 +7,7 @@ expire, and a rotated key keeps working for its grace period.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -25,6 +26,7 @@ from grpc_status import rpc_status
 
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
+from sessionmemory_server import watch
 from sessionmemory_server.auth import ApiKeys
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
 
@@ -259,6 +261,54 @@ def test_failed_session_tokens_count_as_failures(servers: Any, admin: Any) -> No
     assert [caller.get_fails(tampered).reason for _ in range(5)] == ["TOKEN_INVALID"] * 5
     assert caller.get_fails(tampered).reason == "RATE_LIMITED"
     assert caller.get_fails(issued.token).reason == "RATE_LIMITED"
+
+
+async def test_watch_rechecks_and_expired_credentials_are_no_failed_logins(
+    servers: Any, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch, "RECHECK_SECONDS", 0.2)
+    srv, caller = servers(auth_max_failures_per_peer=3)
+    key = admin("create", "long-watcher")
+    issued = caller.call(
+        key,
+        "CreateSessionToken",
+        svc.CreateSessionTokenRequest(session_id="s", permissions=[svc.TOKEN_PERMISSION_READ]),
+    )
+    # Five Watch streams whose token is revoked: each stream's re-check ends it,
+    # and none of them is a failed login of this address.
+    async with grpc.aio.insecure_channel(srv.address) as channel:
+        stub = svc_grpc.MemoryServiceStub(channel)
+        md = (("authorization", f"Bearer {issued.token}"),)
+        calls = [
+            stub.Watch(svc.WatchRequest(session_id="s"), metadata=md, timeout=10) for _ in range(5)
+        ]
+        for call in calls:
+            await call.read()
+        caller.call(
+            key, "RevokeSessionToken", svc.RevokeSessionTokenRequest(token_id=issued.token_id)
+        )
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await asyncio.wait_for(call.read(), 5)
+            assert failure(err.value).reason == "TOKEN_REVOKED"
+    assert caller.get(key).found is False  # not RATE_LIMITED
+    # An expired token or key is no guess either.
+    short = caller.call(
+        key,
+        "CreateSessionToken",
+        svc.CreateSessionTokenRequest(
+            session_id="s", permissions=[svc.TOKEN_PERMISSION_READ], ttl_seconds=1
+        ),
+    ).token
+    expiring = admin("create", "long-watcher", expires_in=0.5)
+    assert caller.get(short).found is False and caller.get(expiring).found is False
+    await asyncio.sleep(1.05)
+    assert [caller.get_fails(short).reason for _ in range(5)] == ["TOKEN_EXPIRED"] * 5
+    assert [caller.get_fails(expiring).reason for _ in range(5)] == ["API_KEY_EXPIRED"] * 5
+    assert caller.get(key).found is False
+    # Guesses still count.
+    assert [caller.get_fails(_made_up_key()).reason for _ in range(3)] == ["API_KEY_INVALID"] * 3
+    assert caller.get_fails(key).reason == "RATE_LIMITED"
 
 
 def test_a_revoked_key_dies_within_the_refresh_interval_on_every_process(

@@ -2,27 +2,38 @@
 
 A token reaches one session with the permissions it carries and nothing else;
 expired, revoked (on every process within the refresh interval) and tampered
-tokens are refused; signing keys rotate without a restart.
+tokens are refused; signing keys rotate without a restart. A process reads the
+revocations in bounded batches and refuses tokens until it has read them all; a
+Redis that hangs at start makes calls fail fast rather than queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 import pytest
+import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
-from sessionmemory_server import watch
+from sessionmemory_server import tokens, watch
+from sessionmemory_server.access import Permission
+from sessionmemory_server.auth import ApiKeys, Authenticator
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
+from sessionmemory_server.errors import DomainError
 from sessionmemory_server.tokens import SessionTokens, kid_of
 
 from ..conftest import ServerThread, run_in_thread, start_server, wait_until
@@ -331,3 +342,171 @@ async def test_a_watch_with_a_token_ends_when_the_token_is_revoked(
             await asyncio.wait_for(call.read(), 5)
         f = failure(err.value)
         assert (f.code, f.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+
+
+@pytest.fixture
+def own_redis(tmp_path: Any) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test alone: revocation caps count every tenant's revocations."""
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        yield server
+
+
+def _client(url: str) -> Redis:
+    # As the server's (app.redis_client): short timeouts, no hidden retries.
+    return Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+
+
+@pytest.fixture
+async def clients(own_redis: EmbeddedRedis) -> AsyncIterator[Any]:
+    made: list[Redis] = []
+
+    def make() -> Redis:
+        made.append(_client(own_redis.url))
+        return made[-1]
+
+    yield make
+    for c in made:
+        await c.aclose()
+
+
+def _refused(error: pytest.ExceptionInfo[DomainError]) -> tuple[grpc.StatusCode, str]:
+    return error.value.code, error.value.reason
+
+
+async def test_a_new_process_refuses_tokens_until_it_has_read_every_revocation(
+    own_redis: EmbeddedRedis, clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokens, "LOAD_BATCH", 10)
+    writer = SessionTokens(clients())
+    kept = await writer.create("acme", "kept", [Permission.READ], 600)
+    revoked = await writer.create("acme", "chat", [Permission.READ], 600)
+    for i in range(34):  # another tenant's revocations come first in the log
+        await writer.revoke_session("evil", f"{i:08d}" + "x" * 248)
+    await writer.revoke_token("acme", revoked.token_id)  # the 35th and last
+
+    # A fresh process whose reads of the log time out after two batches (the
+    # attack: many tenants at their cap make one unbounded read time out).
+    client = clients()
+    reads: list[dict[str, Any]] = []
+    real = client.zrangebyscore
+    budget = [2]
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs)
+        if len(reads) > budget[0]:
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "zrangebyscore", flaky)
+    reader = SessionTokens(client, refresh_seconds=60)
+    await reader.start()  # the load fails (counted in the log, not raised)
+    try:
+        assert not reader.ready
+        for token in (kept.token, revoked.token):  # it has signing keys, but not every revocation
+            with pytest.raises(DomainError) as info:
+                reader.verify(token)
+            assert _refused(info) == (grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE")
+            assert info.value.retry_after
+        assert reader._seq == 20  # what the two batches read is kept
+        budget[0] = 10**9
+        await reader.refresh()  # goes on from there
+        assert reader.ready and len(reads) == 3 + 2
+        assert all(r["num"] == 10 and r["start"] == 0 for r in reads)  # every read bounded
+        assert reader.verify(kept.token).session == "kept"
+        with pytest.raises(DomainError) as info:
+            reader.verify(revoked.token)
+        assert _refused(info) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+        # Once up to date, a failing poll keeps the state last read.
+        budget[0] = 0
+        await writer.revoke_session("acme", "other")
+        with pytest.raises(DomainError) as info:
+            await reader.refresh()
+        assert _refused(info) == (grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE")
+        assert reader.ready and reader.verify(kept.token).session == "kept"
+    finally:
+        await reader.close()
+    # One command per batch: the drop time is in the log entry, no ZMSCORE.
+    stats = await clients().info("commandstats")
+    assert "cmdstat_zmscore" not in stats
+
+
+async def test_revocations_of_all_tenants_together_are_capped(
+    clients: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sessionmemory.tokens")
+    capped = SessionTokens(clients(), max_held=3)
+    issued = await capped.create("c", "s", [Permission.READ], 600)
+    await capped.revoke_session("a", "s")
+    await capped.revoke_session("b", "s")
+    await capped.revoke_token("c", issued.token_id)
+    with pytest.raises(DomainError) as info:
+        await capped.revoke_session("d", "s")
+    assert _refused(info) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED")
+    assert info.value.metadata == {"quota": "revocations", "limit": "3", "actual": "3"}
+    assert info.value.retry_after is None and "of all tenants" in info.value.message
+    assert any(
+        r.getMessage() == "session-token revocations of all tenants at their maximum"
+        for r in caplog.records
+    )
+    await capped.revoke_session("a", "s")  # revoking again is no new revocation
+
+    # A process that may hold fewer than Redis has (a lowered cap) refuses
+    # tokens rather than forget revocations.
+    small = SessionTokens(clients(), refresh_seconds=60, max_held=2)
+    await small.start()
+    try:
+        assert not small.ready and small._held() == 2
+        with pytest.raises(DomainError) as info:
+            small.verify(issued.token)
+        assert _refused(info) == (grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE")
+    finally:
+        await small.close()
+    roomy = SessionTokens(clients(), refresh_seconds=60, max_held=3)
+    await roomy.refresh()
+    with pytest.raises(DomainError) as info:
+        roomy.verify(issued.token)
+    assert info.value.reason == "TOKEN_REVOKED"
+
+
+async def test_a_hung_redis_at_start_fails_calls_fast_instead_of_queueing_them(
+    own_redis: EmbeddedRedis, clients: Any
+) -> None:
+    admin = clients()
+    key = await ApiKeys(admin).create("acme")
+    token = (await SessionTokens(admin).create("acme", "s", [Permission.READ], 600)).token
+    client = clients()
+    auth = Authenticator(
+        ApiKeys(client, refresh_seconds=60),
+        SessionTokens(client, refresh_seconds=60),
+        max_failures_per_peer=3,
+    )
+    assert own_redis.process is not None
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(auth.authenticate(f"Bearer {c}", "ipv4:10.0.0.1:1") for c in [key, token] * 20),
+            return_exceptions=True,
+        )
+        took = time.monotonic() - started
+        for r in results:
+            assert isinstance(r, DomainError), r
+            assert (r.code, r.reason) == (grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE")
+        # One load per kind shared by all (each 0.5 s), not forty in a row.
+        assert took < 1.5, took
+        # Within the back-off: refused at once, no Redis call.
+        started = time.monotonic()
+        for c in (key, token, "smk_000000000000_" + "x" * 43):
+            with pytest.raises(DomainError) as info:
+                await auth.authenticate(f"Bearer {c}", "ipv4:10.0.0.1:1")
+            assert info.value.reason == "BACKEND_UNAVAILABLE"
+        assert time.monotonic() - started < 0.1
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+    await asyncio.sleep(1.05)  # the back-off is over
+    # Refusals while Redis could not be read were no failed logins.
+    assert (await auth.authenticate(f"Bearer {key}", "ipv4:10.0.0.1:1")).tenant == "acme"
+    assert (await auth.authenticate(f"Bearer {token}", "ipv4:10.0.0.1:1")).session == "s"
+    await auth.close()

@@ -1,7 +1,9 @@
-"""Session tokens' pure parts: signing, verifying, tampering, expiry, key ids; the throttle."""
+"""Session tokens' pure parts: signing, verifying, tampering, expiry, key ids; the throttle;
+caller addresses; the shared reload (`polling.SingleFlight`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
@@ -11,6 +13,7 @@ import pytest
 from sessionmemory_server.access import Permission
 from sessionmemory_server.auth import FailureThrottle, peer_address, split_key
 from sessionmemory_server.errors import DomainError
+from sessionmemory_server.polling import SingleFlight
 from sessionmemory_server.tokens import PREFIX, Claims, decode, encode
 
 SECRET = bytes(range(32))
@@ -128,3 +131,97 @@ def test_the_throttle_counts_per_window_and_forgets_the_oldest() -> None:
     throttle.fail("c", now)  # over max_subjects: "a" failed longest ago and goes
     assert "a" not in throttle._windows and set(throttle._windows) == {"b", "c"}
     assert FailureThrottle(0, 10.0).blocked_for("x", now) is None
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        # What grpc 1.85 reports (brackets percent-encoded), and older versions.
+        ("ipv4:127.0.0.1:33792", "127.0.0.1"),
+        ("ipv6:%5B::1%5D:33792", "::/64"),
+        ("ipv6:%5B2001:db8::1%5D:5555", "2001:db8::/64"),
+        ("ipv6:%5B2001:db8::ffff:2%5D:6000", "2001:db8::/64"),
+        ("ipv6:[2001:db8::1]:5555", "2001:db8::/64"),
+        ("ipv6:%5Bfe80::1%25eth0%5D:1", "fe80::/64"),
+        # IPv4 through a dual-stack socket is that IPv4 address, not ::ffff:0:0/64.
+        ("ipv6:%5B::ffff:10.0.0.7%5D:1", "10.0.0.7"),
+        ("unix:/tmp/sock", "unix:/tmp/sock"),
+        ("unix-abstract:%00sm", "unix-abstract:\x00sm"),
+        # Garbage comes back as it is (decoded), never as a shared subject.
+        ("ipv6:%5Bnot-an-address%5D:1", "ipv6:[not-an-address]:1"),
+        ("ipv4:999.1.1.1:1", "ipv4:999.1.1.1:1"),
+        ("ipv4:", "ipv4:"),
+        ("", ""),
+    ],
+)
+def test_peer_address_groups_what_grpc_reports(peer: str, address: str) -> None:
+    assert peer_address(peer) == address
+
+
+class _Load:
+    """A load that counts its runs and fails while ``failing``."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        self.runs = 0
+        self.failing = False
+        self.seconds = seconds
+
+    async def __call__(self) -> None:
+        self.runs += 1
+        await asyncio.sleep(self.seconds)
+        if self.failing:
+            raise ConnectionError("Redis is down")
+
+
+async def test_single_flight_shares_one_load_between_concurrent_callers() -> None:
+    load = _Load(0.1)
+    flight = SingleFlight(load, "the things")
+    started = time.monotonic()
+    await asyncio.gather(*(flight.run() for _ in range(40)))
+    assert load.runs == 1
+    assert time.monotonic() - started < 0.5  # one load's time, not forty
+    # fresh: a load that started before the call does not count.
+    first = asyncio.ensure_future(flight.run())
+    await asyncio.sleep(0.01)
+    await asyncio.gather(*(flight.run(fresh=True) for _ in range(10)), first)
+    assert load.runs == 3
+
+
+async def test_single_flight_backs_off_after_a_failure() -> None:
+    load = _Load(0.1)
+    load.failing = True
+    flight = SingleFlight(load, "the things", backoff_seconds=0.3)
+    results = await asyncio.gather(*(flight.run() for _ in range(20)), return_exceptions=True)
+    assert load.runs == 1
+    for r in results:
+        assert isinstance(r, DomainError)
+        assert (r.code, r.reason) == (grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE")
+        assert "the things could not be read" in r.message and r.retry_after == 0.3
+        assert isinstance(r.__cause__, ConnectionError)
+    # During the back-off: refused at once, without a load.
+    started = time.monotonic()
+    for _ in range(20):
+        with pytest.raises(DomainError) as info:
+            await flight.run(fresh=True)
+        assert info.value.reason == "BACKEND_UNAVAILABLE"
+        assert info.value.retry_after is not None and 0 < info.value.retry_after <= 0.3
+    assert time.monotonic() - started < 0.05 and load.runs == 1
+    assert flight.backing_off() is not None
+    # The poller forces a load; a success ends the back-off.
+    load.failing = False
+    await flight.run(force=True)
+    assert load.runs == 2 and flight.backing_off() is None
+    await flight.run()
+    assert load.runs == 3
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_load() -> None:
+    load = _Load(0.1)
+    flight = SingleFlight(load, "the things")
+    impatient = asyncio.ensure_future(flight.run())
+    patient = asyncio.ensure_future(flight.run())
+    await asyncio.sleep(0.02)
+    impatient.cancel()
+    await patient
+    assert load.runs == 1 and flight.backing_off() is None
+    await flight.close()

@@ -14,6 +14,10 @@ and a revoked or rotated-out key stops working on every process within
 A key id a process does not know makes it read the version once more (at most
 ten times a second, `tokens.MissBudget`), so a key works on its first call.
 While Redis is unreachable the poll fails and the keys known last stay in force.
+Reloads that callers wait for (nothing loaded yet, an unknown key id) are shared
+and back off after a failure (`polling.SingleFlight`): a process that could not
+load its keys answers UNAVAILABLE at once rather than queueing every call behind
+a slow Redis.
 
 The secret is 256 random bits, so an unsalted SHA-256 of it is as strong as a
 password hash would be (salts and slow hashes defend guessable secrets, and a
@@ -26,7 +30,6 @@ per caller address and per key id, see `FailureThrottle`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -36,6 +39,7 @@ import logging
 import re
 import secrets
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +51,7 @@ from redis.asyncio import Redis, RedisCluster
 from .access import Principal
 from .errors import DomainError, invalid, unauthenticated
 from .logs import EventCounter
-from .polling import Poller
+from .polling import Poller, SingleFlight
 from .stores.redis_store import retry_stale
 from .tokens import PREFIX as TOKEN_PREFIX
 from .tokens import MissBudget, SessionTokens
@@ -70,6 +74,8 @@ return 1
 """
 
 _poll_failed = EventCounter(log, "API key refresh failed", interval_seconds=60.0)
+# Refusals that are no guess: the credential was valid until it expired.
+_NOT_GUESSES: Final = frozenset({"API_KEY_MISSING", "API_KEY_EXPIRED", "TOKEN_EXPIRED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +169,8 @@ class ApiKeys:
         self._version: bytes | None = None
         self._loaded = False
         self._misses = MissBudget()
-        self._lock = asyncio.Lock()
-        self._poller = Poller(self.refresh, refresh_seconds, _poll_failed)
+        self._flight = SingleFlight(self._load, "the API keys")
+        self._poller = Poller(lambda: self._flight.run(force=True), refresh_seconds, _poll_failed)
 
     # -- admin -----------------------------------------------------------------
 
@@ -252,45 +258,63 @@ class ApiKeys:
     async def close(self) -> None:
         """Stop polling."""
         await self._poller.close()
+        await self._flight.close()
 
     async def refresh_if_due(self) -> None:
-        """Before a check: reload now if nothing polls (interval 0) or nothing is loaded."""
-        if self._poller.interval <= 0 or not self._loaded:
-            await self.refresh()
+        """Before a check: reload now if nothing polls (interval 0) or nothing is loaded.
+
+        Raises:
+            DomainError: UNAVAILABLE when that reload failed, or another one did
+                less than `polling.BACKOFF_SECONDS` ago (no Redis call then).
+        """
+        if self._poller.interval <= 0:
+            await self._flight.run(fresh=True)
+        elif not self._loaded:
+            await self._flight.run()
 
     async def refresh_on_miss(self) -> bool:
         """After an unknown key id (maybe a key created since the last poll): reload.
 
         At most `tokens.MISS_REFRESHES_PER_SECOND` a second, so a flood of
         made-up ids costs no Redis call per attempt. Returns True when the keys
-        were read again; a failure to reach Redis counts as nothing new.
+        were read again, False when the budget is spent.
+
+        Raises:
+            DomainError: UNAVAILABLE when Redis could not be read (now, or less
+                than `polling.BACKOFF_SECONDS` ago): the key may be a new one.
         """
+        left = self._flight.backing_off()
+        if left is not None:
+            await self._flight.run()  # raises at once, without spending the budget
         if not self._misses.take():
             return False
-        try:
-            return await self.refresh()
-        except Exception as exc:
-            _poll_failed.count(type(exc).__name__)
-            return False
+        await self._flight.run(fresh=True)
+        return True
 
     async def refresh(self) -> bool:
-        """Reload the keys if their version changed (one GET when it did not); True."""
-        async with self._lock:
-            version = cast(
-                bytes | None, await retry_stale(self._redis, lambda: self._redis.get(KEYS_VERSION))
-            )
-            if self._loaded and version == self._version:
-                return True
-            raw = cast(
-                dict[bytes, bytes],
-                await retry_stale(self._redis, lambda: self._redis.hgetall(KEYS_HASH)),
-            )
-            records: dict[str, _Record] = {}
-            for key_id, value in raw.items():
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    records[key_id.decode()] = _decode(value)
-            self._records, self._version, self._loaded = records, version, True
-            return True
+        """Reload the keys if their version changed (one GET when it did not); True.
+
+        Raises:
+            DomainError: UNAVAILABLE when Redis could not be read.
+        """
+        await self._flight.run(fresh=True, force=True)
+        return True
+
+    async def _load(self) -> None:
+        version = cast(
+            bytes | None, await retry_stale(self._redis, lambda: self._redis.get(KEYS_VERSION))
+        )
+        if self._loaded and version == self._version:
+            return
+        raw = cast(
+            dict[bytes, bytes],
+            await retry_stale(self._redis, lambda: self._redis.hgetall(KEYS_HASH)),
+        )
+        records: dict[str, _Record] = {}
+        for key_id, value in raw.items():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                records[key_id.decode()] = _decode(value)
+        self._records, self._version, self._loaded = records, version, True
 
     # -- verify ----------------------------------------------------------------
 
@@ -349,18 +373,30 @@ def peer_address(peer: str) -> str:
     """The part of ``context.peer()`` failures are counted by.
 
     ``ipv4:10.0.0.7:5555`` -> ``10.0.0.7``; for IPv6 the /64 network (one host
-    usually owns a whole /64), ``ipv6:[2001:db8::1]:5555`` -> ``2001:db8::/64``;
-    anything else (a Unix socket) as it is.
+    usually owns a whole /64): grpc (1.85) reports ``ipv6:%5B2001:db8::1%5D:5555``
+    (the brackets percent-encoded; older versions ``ipv6:[2001:db8::1]:5555``),
+    -> ``2001:db8::/64``; an IPv4-mapped IPv6 address as its IPv4 address;
+    anything else (a Unix socket, a peer that does not parse) as it is.
     """
-    kind, _, rest = peer.partition(":")
+    text = urllib.parse.unquote(peer)
+    kind, _, rest = text.partition(":")
     if kind == "ipv4":
-        return rest.rpartition(":")[0] or rest
-    if kind == "ipv6":
-        host = rest.rpartition(":")[0].strip("[]") or rest
+        host = rest.rpartition(":")[0]
         with contextlib.suppress(ValueError):
-            return str(ipaddress.IPv6Network(f"{host.partition('%')[0]}/64", strict=False))
-        return host
-    return peer
+            return str(ipaddress.IPv4Address(host))
+        return text
+    if kind == "ipv6":
+        # "[host]:port" (or, without brackets, everything before the port).
+        host = rest[1:].partition("]")[0] if rest.startswith("[") else rest.rpartition(":")[0]
+        host = host.partition("%")[0]  # a zone id (fe80::1%eth0)
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return text
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return text
 
 
 @dataclass(slots=True)
@@ -415,19 +451,25 @@ class Authenticator:
     ``Bearer smk_...`` is an API key (every call of its tenant), ``Bearer smt_...``
     a session token (`tokens.SessionTokens`). Both are checked from memory.
 
-    Failed attempts (a wrong, unknown, revoked or expired key or token; not a
-    missing one) are counted per caller address (`peer_address`) and, for keys
-    that exist, per key id. An address with ``max_failures_per_peer`` failures in
-    ``window_seconds`` gets RESOURCE_EXHAUSTED / RATE_LIMITED (limit
-    "auth_failures", with RetryInfo) for every call until the window ends,
-    without its key even being looked at, so a valid key from that address is
-    refused too (an address that guesses keys is not trusted with one; a proxy
-    in front of the server makes every caller one address, so raise the limit
-    or turn it off with 0 there). A key id with ``max_failures_per_key``
-    failures gets RATE_LIMITED for wrong secrets only: its right secret still
-    works, since key ids are not secret and refusing it would let anyone who
-    read an id lock its tenant out, while a 256-bit secret cannot be guessed
-    anyway. Each throttled address or key id is logged once per window.
+    Failed attempts (a wrong, unknown or revoked key or token) are counted per
+    caller address (`peer_address`) and, for keys that exist, per key id. Not
+    counted: a missing credential, an expired one (API_KEY_EXPIRED,
+    TOKEN_EXPIRED: it was valid, so nobody is guessing, and a browser whose
+    token just expired must not lock out its address), refusals while Redis
+    cannot be read (UNAVAILABLE), and re-checks of a credential accepted
+    before (``count_failures=False``: Watch streams every 10 s).
+
+    An address with ``max_failures_per_peer`` failures in ``window_seconds``
+    gets RESOURCE_EXHAUSTED / RATE_LIMITED (limit "auth_failures", with
+    RetryInfo) for every call until the window ends, without its key even being
+    looked at, so a valid key from that address is refused too (an address that
+    guesses keys is not trusted with one; a proxy in front of the server makes
+    every caller one address, so raise the limit or turn it off with 0 there).
+    A key id with ``max_failures_per_key`` failures gets RATE_LIMITED for wrong
+    secrets only: its right secret still works, since key ids are not secret
+    and refusing it would let anyone who read an id lock its tenant out, while a
+    256-bit secret cannot be guessed anyway. Each throttled address or key id is
+    logged once per window.
     """
 
     def __init__(
@@ -459,17 +501,26 @@ class Authenticator:
         if self._tokens is not None:
             await self._tokens.close()
 
-    async def authenticate(self, authorization: str | None, peer: str) -> Principal:
+    async def authenticate(
+        self, authorization: str | None, peer: str, *, count_failures: bool = True
+    ) -> Principal:
         """The caller, or an error.
+
+        ``count_failures=False`` re-checks a credential that was accepted before
+        (a long Watch stream, to end it once the key or token stopped working):
+        a failure then is no attempt to get in, so it is not counted, and a
+        throttled address or key id does not refuse it either.
 
         Raises:
             DomainError: UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID,
-                API_KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED) or
-                RESOURCE_EXHAUSTED (RATE_LIMITED) for a throttled address or key id.
+                API_KEY_EXPIRED, TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED),
+                RESOURCE_EXHAUSTED (RATE_LIMITED) for a throttled address or key
+                id, or UNAVAILABLE (BACKEND_UNAVAILABLE) while the keys or the
+                token revocations could not be read from Redis.
         """
         now = time.monotonic()
         address = peer_address(peer)
-        left = self._peers.blocked_for(address, now)
+        left = self._peers.blocked_for(address, now) if count_failures else None
         if left is not None:
             self._throttled.count(f"address {address}")
             raise self._rate_limited(self._peers, left, "address")
@@ -489,13 +540,17 @@ class Authenticator:
                 await self._tokens.refresh_on_miss(credential)
                 return self._tokens.verify(credential)
             await self._keys.refresh_if_due()
-            return await self._api_key(credential, now)
+            return await self._api_key(credential, now, count_failures)
         except DomainError as err:
-            if err.code == grpc.StatusCode.UNAUTHENTICATED:
+            if (
+                count_failures
+                and err.code == grpc.StatusCode.UNAUTHENTICATED
+                and err.reason not in _NOT_GUESSES
+            ):
                 self._peers.fail(address, now)
             raise
 
-    async def _api_key(self, credential: str, now: float) -> Principal:
+    async def _api_key(self, credential: str, now: float, count_failures: bool) -> Principal:
         parts = split_key(credential)
         key_id = parts[0] if parts is not None else None
         if key_id is not None and not self._keys.known(key_id):
@@ -504,7 +559,12 @@ class Authenticator:
             tenant = self._keys.check(credential)
         except DomainError as err:
             # A wrong secret for a key that exists: someone may be guessing it.
-            if err.reason == "API_KEY_INVALID" and key_id is not None and self._keys.known(key_id):
+            if (
+                count_failures
+                and err.reason == "API_KEY_INVALID"
+                and key_id is not None
+                and self._keys.known(key_id)
+            ):
                 left = self._key_ids.blocked_for(key_id, now)
                 self._key_ids.fail(key_id, now)
                 if left is not None:

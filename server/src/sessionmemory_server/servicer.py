@@ -506,8 +506,15 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             )
 
         async def still_allowed() -> None:
-            # Raises once the key or token stopped working (revoked, expired).
-            principal = await self._principal(context)
+            # Raises once the key or token stopped working (revoked, expired). A
+            # re-check is no login attempt: its failures are not counted.
+            authorization = next(
+                (str(v) for k, v in context.invocation_metadata() or () if k == "authorization"),
+                None,
+            )
+            principal = await self._auth.authenticate(
+                authorization, context.peer(), count_failures=False
+            )
             if principal.tenant != tenant:
                 raise unauthenticated("API_KEY_INVALID", "the API key is no longer valid")
             principal.check("Watch", METHODS["Watch"], request.session_id)

@@ -24,13 +24,20 @@ process reloads them when their version counter changes (polled every
 ``refresh_seconds``; see `SessionTokens`), so a revocation or a new signing key
 reaches every process within that interval plus one Redis round trip.
 
+A process reads the revocation log in batches of `LOAD_BATCH` (by sequence
+number, so each batch is one bounded command and what it read is kept when a
+later one fails), and refuses every token with UNAVAILABLE until it has read the
+log up to date once: a process that is behind cannot know which tokens were
+revoked. At most `MAX_REVOCATIONS_HELD` revocations exist at once (all tenants
+together; the script refuses more), which bounds what each process holds.
+
 Redis keys (one hash tag, so the revocation script touches one cluster slot; no
 tenant key can look like them, tenants' keys all start ``sm:{``):
 
     sm:tokens:{t}:keys              hash: key id -> JSON {secret (hex), created (Unix s)}
     sm:tokens:{t}:keys:version      counter, bumped on every signing-key change
     sm:tokens:{t}:revoked           sorted set: revocation -> when it may be dropped (ms)
-    sm:tokens:{t}:revoked:log       sorted set: revocation -> sequence number
+    sm:tokens:{t}:revoked:log       sorted set: "<drop ms>\t<revocation>" -> sequence number
     sm:tokens:{t}:revoked:count     hash: tenant -> outstanding revocations
     sm:tokens:{t}:revoked:version   the last sequence number
 
@@ -43,7 +50,6 @@ that drop time minus `MAX_TTL_SECONDS`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -63,9 +69,9 @@ from redis.asyncio import Redis, RedisCluster
 
 from . import core
 from .access import Permission, Principal
-from .errors import DomainError, invalid, store_full, unauthenticated
+from .errors import DomainError, invalid, store_full, unauthenticated, unavailable
 from .logs import EventCounter
-from .polling import Poller
+from .polling import BACKOFF_SECONDS, Poller, SingleFlight
 from .stores.redis_store import Status, _script, retry_stale
 
 log = logging.getLogger("sessionmemory.tokens")
@@ -76,6 +82,11 @@ DEFAULT_TTL_SECONDS: Final = 900
 MAX_TTL_SECONDS: Final = 3600
 TOKEN_ID_BYTES: Final = 12
 DEFAULT_MAX_REVOCATIONS: Final = 10_000
+# Outstanding revocations of all tenants together: what each process may have
+# to hold in memory (some 100 MB at most, with 256-character session ids).
+MAX_REVOCATIONS_HELD: Final = 200_000
+# Revocation log entries read per command.
+LOAD_BATCH: Final = 1000
 
 _TAG: Final = "sm:tokens:{t}:"
 SIGNING_KEYS: Final = _TAG + "keys"
@@ -90,8 +101,10 @@ _LEN1: Final = struct.Struct(">B")
 _LEN2: Final = struct.Struct(">H")
 _TOKEN_ID_CHARS: Final = len(base64.urlsafe_b64encode(b"\0" * TOKEN_ID_BYTES).rstrip(b"="))
 _MAX_TTL_MS: Final = MAX_TTL_SECONDS * 1000
-# Reply of token_revoke.lua when the tenant has its cap of revocations.
+# Replies of token_revoke.lua when the tenant, or all tenants together, have
+# their cap of revocations.
 _REVOCATIONS_FULL: Final = 100
+_REVOCATIONS_FULL_TOTAL: Final = 101
 _PRUNE_EVERY_SECONDS: Final = 30.0
 # A credential this process does not know yet (an API key created, or a token
 # signed with a key added, since the last poll) triggers a reload: at most this
@@ -99,6 +112,11 @@ _PRUNE_EVERY_SECONDS: Final = 30.0
 MISS_REFRESHES_PER_SECOND: Final = 10.0
 
 _poll_failed = EventCounter(log, "token state refresh failed", interval_seconds=60.0)
+# Reasons: new revocations refused; or (Redis holds more than the cap, which
+# the script prevents: a lowered cap) session tokens refused until enough expire.
+_too_many = EventCounter(
+    log, "session-token revocations of all tenants at their maximum", interval_seconds=60.0
+)
 
 
 class MissBudget:
@@ -281,7 +299,13 @@ class SessionTokens:
     (with 0, `refresh_if_due` reads them on every call instead: tests). A new
     signing key (``session-memory tokens rotate-key``) or a revocation therefore
     reaches every process within ``refresh_seconds`` plus one Redis round trip;
-    the process that revoked knows at once.
+    the process that revoked knows at once. Until the revocation log was read up
+    to date once (or while Redis holds more than ``max_held`` revocations) every
+    token is refused with UNAVAILABLE; once it was, a failing poll keeps the
+    state last read.
+
+    ``max_revocations`` caps a tenant's outstanding revocations, ``max_held``
+    (default `MAX_REVOCATIONS_HELD`) those of all tenants together.
     """
 
     def __init__(
@@ -290,11 +314,14 @@ class SessionTokens:
         *,
         refresh_seconds: float = 1.0,
         max_revocations: int = DEFAULT_MAX_REVOCATIONS,
+        max_held: int | None = None,
     ) -> None:
         self._redis = client
         self._max_revocations = max_revocations
+        self._max_held = MAX_REVOCATIONS_HELD if max_held is None else max_held
         self._revoke = client.register_script(
-            f"local REVOCATIONS_FULL = {_REVOCATIONS_FULL}\n" + _script("token_revoke")
+            f"local REVOCATIONS_FULL = {_REVOCATIONS_FULL}\n"
+            f"local REVOCATIONS_FULL_TOTAL = {_REVOCATIONS_FULL_TOTAL}\n" + _script("token_revoke")
         )
         self._ensure = client.register_script(
             (resources.files(__package__) / "stores" / "token_key.lua").read_text()
@@ -304,13 +331,15 @@ class SessionTokens:
         self._current: str | None = None
         self._keys_version: bytes | None = None
         self._keys_loaded = False
-        self._seq = 0
+        self._seq = 0  # the revocation log is read up to this sequence number
+        self._synced = False  # it was read up to date at least once
+        self._overfull = False  # the last read stopped at max_held
         self._tokens_revoked: dict[tuple[str, str], int] = {}  # -> drop at (ms)
         self._sessions_revoked: dict[tuple[str, str], int] = {}  # -> issued before (ms)
         self._next_prune = 0.0
         self._misses = MissBudget()
-        self._lock = asyncio.Lock()
-        self._poller = Poller(self.refresh, refresh_seconds, _poll_failed)
+        self._flight = SingleFlight(self._load, "the session-token signing keys and revocations")
+        self._poller = Poller(lambda: self._flight.run(force=True), refresh_seconds, _poll_failed)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -321,52 +350,79 @@ class SessionTokens:
     async def close(self) -> None:
         """Stop polling."""
         await self._poller.close()
+        await self._flight.close()
+
+    @property
+    def ready(self) -> bool:
+        """True once tokens can be verified: signing keys and every revocation read."""
+        return self._keys_loaded and self._synced and not self._overfull
 
     async def refresh_if_due(self) -> None:
-        """Before a verification: reload now when there is no poller (interval 0)."""
-        if self._poller.interval <= 0 or not self._keys_loaded:
-            await self.refresh()
+        """Before a verification: reload now if nothing polls (interval 0) or not `ready`.
+
+        Concurrent callers share one reload (`polling.SingleFlight`).
+
+        Raises:
+            DomainError: UNAVAILABLE when the reload failed, or one did less
+                than `polling.BACKOFF_SECONDS` ago (then without a Redis call).
+        """
+        if self._poller.interval <= 0:
+            await self._flight.run(fresh=True)
+        elif not self.ready:
+            await self._flight.run()
 
     async def refresh_on_miss(self, token: str) -> None:
         """Before verifying: reload if the token names a signing key not known here.
 
-        At most `MISS_REFRESHES_PER_SECOND` a second; a failure to reach Redis
-        counts as nothing new.
+        At most `MISS_REFRESHES_PER_SECOND` a second, shared with concurrent
+        callers.
+
+        Raises:
+            DomainError: UNAVAILABLE when Redis could not be read (now, or less
+                than `polling.BACKOFF_SECONDS` ago): the key may be a new one.
         """
         kid = kid_of(token)
         if kid is None or kid in self._keys:
             return
+        if self._flight.backing_off() is not None:
+            await self._flight.run()  # raises at once, without spending the budget
         if not self._misses.take():
             return
-        try:
-            await self.refresh()
-        except Exception as exc:
-            _poll_failed.count(type(exc).__name__)
+        await self._flight.run(fresh=True)
 
     async def refresh(self) -> None:
-        """Reload what changed: signing keys, new revocations (one MGET when nothing did)."""
-        async with self._lock:
-            versions = cast(
-                list[bytes | None],
-                await retry_stale(
-                    self._redis,
-                    lambda: self._redis.mget(SIGNING_KEYS_VERSION, REVOKED_VERSION),
-                ),
+        """Reload what changed: signing keys, new revocations (one MGET when nothing did).
+
+        Raises:
+            DomainError: UNAVAILABLE when Redis could not be read.
+        """
+        await self._flight.run(fresh=True, force=True)
+
+    async def _load(self) -> None:
+        versions = cast(
+            list[bytes | None],
+            await retry_stale(
+                self._redis, lambda: self._redis.mget(SIGNING_KEYS_VERSION, REVOKED_VERSION)
+            ),
+        )
+        keys_version, revoked_version = versions
+        if keys_version != self._keys_version or not self._keys_loaded:
+            raw = cast(
+                dict[bytes, bytes],
+                await retry_stale(self._redis, lambda: self._redis.hgetall(SIGNING_KEYS)),
             )
-            keys_version, revoked_version = versions
-            if keys_version != self._keys_version or not self._keys_loaded:
-                raw = cast(dict[bytes, bytes], await self._redis.hgetall(SIGNING_KEYS))
-                self._set_keys(raw)
-                self._keys_version = keys_version
-                self._keys_loaded = True
-            seq = int(revoked_version or 0)
-            if seq < self._seq:  # the counter was reset (Redis emptied): start over
-                self._seq = 0
-                self._tokens_revoked.clear()
-                self._sessions_revoked.clear()
-            if seq > self._seq:
-                await self._load_revocations(seq)
-            self._prune()
+            self._set_keys(raw)
+            self._keys_version = keys_version
+            self._keys_loaded = True
+        seq = int(revoked_version or 0)
+        if seq < self._seq:  # the counter was reset (Redis emptied): start over
+            self._seq = 0
+            self._tokens_revoked.clear()
+            self._sessions_revoked.clear()
+        self._prune()
+        if seq > self._seq or self._overfull:
+            await self._load_revocations(seq)
+        self._synced = True
 
     def _set_keys(self, raw: Mapping[bytes, bytes]) -> None:
         keys: dict[str, bytes] = {}
@@ -379,17 +435,61 @@ class SessionTokens:
         self._current = max(created, key=lambda k: (created[k], k)) if created else None
 
     async def _load_revocations(self, seq: int) -> None:
-        rows = cast(
+        """Read the log from `_seq` up to at least ``seq``, `LOAD_BATCH` entries a command.
+
+        Each batch advances `_seq`, so a read that fails halfway keeps what it
+        read and the next one goes on from there.
+
+        Raises:
+            DomainError: UNAVAILABLE when the revocations outgrow ``max_held``.
+        """
+        self._overfull = False
+        while True:
+            rows = await self._read_log(self._seq)
+            now_ms = int(time.time() * 1000)
+            for entry, score in rows:
+                drop_text, _, member = entry.decode().partition("\t")
+                drop_ms = int(drop_text)
+                if drop_ms > now_ms:  # else it is over: nothing to hold
+                    if self._held() >= self._max_held and not self._holds(member):
+                        self._prune(force=True)
+                        if self._held() >= self._max_held:
+                            self._overfull = True
+                            _too_many.count(
+                                f"Redis holds more than {self._max_held}: session tokens refused"
+                            )
+                            raise unavailable(
+                                "this server holds its maximum of session-token revocations,"
+                                " so it cannot check session tokens; retry later or use the"
+                                " API key",
+                                retry_after=BACKOFF_SECONDS,
+                            )
+                    self._remember(member, drop_ms)
+                self._seq = int(score)
+            if len(rows) < LOAD_BATCH or self._seq >= seq:
+                break
+        # Sequence numbers of revocations dropped since are missing from the log.
+        self._seq = max(self._seq, seq)
+
+    async def _read_log(self, after: int) -> list[tuple[bytes, float]]:
+        """The next `LOAD_BATCH` log entries after sequence number ``after``."""
+        return cast(
             list[tuple[bytes, float]],
-            await self._redis.zrangebyscore(REVOKED_LOG, f"({self._seq}", "+inf", withscores=True),
+            await retry_stale(
+                self._redis,
+                lambda: self._redis.zrangebyscore(
+                    REVOKED_LOG, f"({after}", "+inf", start=0, num=LOAD_BATCH, withscores=True
+                ),
+            ),
         )
-        if rows:
-            members = [m.decode() for m, _ in rows]
-            drops = await self._redis.zmscore(REVOKED, members)
-            for member, drop in zip(members, drops, strict=True):
-                if drop is not None:
-                    self._remember(member, int(drop))
-        self._seq = seq
+
+    def _held(self) -> int:
+        return len(self._tokens_revoked) + len(self._sessions_revoked)
+
+    def _holds(self, member: str) -> bool:
+        kind, tenant, name = member.split("\t", 2)
+        revoked = self._tokens_revoked if kind == "t" else self._sessions_revoked
+        return (tenant, name) in revoked
 
     def _remember(self, member: str, drop_ms: int) -> None:
         kind, tenant, name = member.split("\t", 2)
@@ -400,9 +500,9 @@ class SessionTokens:
             key = (tenant, name)
             self._sessions_revoked[key] = max(before, self._sessions_revoked.get(key, before))
 
-    def _prune(self) -> None:
+    def _prune(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if now < self._next_prune:
+        if now < self._next_prune and not force:
             return
         self._next_prune = now + _PRUNE_EVERY_SECONDS
         now_ms = int(time.time() * 1000)
@@ -480,8 +580,15 @@ class SessionTokens:
 
         Raises:
             DomainError: UNAUTHENTICATED: TOKEN_INVALID (malformed, tampered with,
-                or signed with a retired key), TOKEN_EXPIRED, TOKEN_REVOKED.
+                or signed with a retired key), TOKEN_EXPIRED, TOKEN_REVOKED;
+                UNAVAILABLE (BACKEND_UNAVAILABLE) until this process is `ready`.
         """
+        if not self.ready:
+            raise unavailable(
+                "session tokens cannot be checked yet: this server has not read the"
+                " token revocations from Redis; retry in a moment",
+                retry_after=BACKOFF_SECONDS,
+            )
         claims = decode(token, self._keys)
         now_ms = int(time.time() * 1000)
         if now_ms >= claims.expires_ms:
@@ -540,11 +647,26 @@ class SessionTokens:
 
     async def _record(self, tenant: str, member: str, drop_ms: int, now_ms: int) -> None:
         keys = [REVOKED, REVOKED_LOG, REVOKED_COUNT, REVOKED_VERSION]
-        args: list[Any] = [member, tenant, now_ms, drop_ms, self._max_revocations]
+        args: list[Any] = [member, tenant, now_ms, drop_ms, self._max_revocations, self._max_held]
         reply = cast(list[int], await self._revoke(keys=keys, args=args))
         status = int(reply[0])
         if status == Status.STORE_FULL:
             raise store_full()
+        if status == _REVOCATIONS_FULL_TOTAL:
+            _too_many.count(f"{self._max_held} held: new revocations refused")
+            raise DomainError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "QUOTA_EXCEEDED",
+                f"this service holds {int(reply[1])} outstanding token revocations of all"
+                f" tenants, its maximum; revocations are dropped {MAX_TTL_SECONDS} s after they"
+                " were made: revoke a whole session instead of its tokens one by one, or retry"
+                " later",
+                metadata={
+                    "quota": "revocations",
+                    "limit": self._max_held,
+                    "actual": int(reply[1]),
+                },
+            )
         if status == _REVOCATIONS_FULL:
             raise DomainError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

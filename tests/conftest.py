@@ -118,8 +118,11 @@ def serve_cli(env: dict[str, str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    with grpc.insecure_channel(env["SESSION_MEMORY_LISTEN"]) as channel:
-        grpc.channel_ready_future(channel).result(timeout=20)
+    # Try the port every half second (grpc's default backoff grows to 20 s and
+    # more, missing a server that came up slowly on a busy machine).
+    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 500)]
+    with grpc.insecure_channel(env["SESSION_MEMORY_LISTEN"], options=options) as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
     return proc
 
 

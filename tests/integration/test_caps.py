@@ -333,7 +333,9 @@ def test_max_concurrent_streams_is_enforced(caps_server: Any) -> None:
 def test_spool_files_of_a_killed_server_go_at_the_next_start(
     caps_server: Any, redis_server: EmbeddedRedis, s3_server: EmbeddedS3, tmp_path: Path
 ) -> None:
-    live = caps_server()  # shares the spool directory and keeps uploading
+    # Shares the spool directory and keeps uploading. Its upload is held across a
+    # whole server start (seconds under load): no idle or slow-upload cut meanwhile.
+    live = caps_server(upload_idle_seconds=60.0, upload_rate_window_seconds=60.0)
     address = f"127.0.0.1:{free_port()}"
     env = cli_env(redis_server.url, s3_server, address, spool_dir=tmp_path)
     release = threading.Event()
@@ -348,7 +350,10 @@ def test_spool_files_of_a_killed_server_go_at_the_next_start(
             sid = f"caps-{uuid.uuid4().hex}"
             cut = [Held(doomed.session(sid), f"cut{i}", release) for i in range(2)]
             kept = Held(client.session(sid), "kept", release)
-            assert wait_until(lambda: len(spool_files(tmp_path)) == 3)
+            assert wait_until(lambda: len(spool_files(tmp_path)) == 3, timeout=30), (
+                spool_files(tmp_path),
+                [h.outcome for h in (*cut, kept)],
+            )
             os.kill(killed_pid, signal.SIGKILL)
             procs[0].wait(10)
             theirs = [p for p in spool_files(tmp_path) if f"proc-{killed_pid}-" in str(p)]

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,7 +21,7 @@ from grpc_status import rpc_status
 
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
-from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, redis_server_binaries
 from sessionmemory_server.limits import REFRESH_SECONDS, clear_overrides, overrides, set_overrides
 
 from ..conftest import ServerThread, start_server
@@ -151,6 +152,7 @@ async def flood(tenant: Tenant, seconds: float, per_server: int) -> tuple[int, i
                 passed += 1
             except grpc.aio.AioRpcError as err:
                 assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+                assert details(err)[0].reason == "RATE_LIMITED", err
                 refused += 1
 
     await asyncio.gather(*(worker(stub) for stub in stubs for _ in range(per_server)))
@@ -327,4 +329,60 @@ def test_limits_hold_on_a_cluster(cluster_server: ServerThread) -> None:  # noqa
         assert [rate_limited(tenant.get) for _ in range(3)] == [False, False, True]
         assert not rate_limited(lambda: tenant.set("k", "v"))
     finally:
+        tenant.close()
+
+
+@pytest.fixture(params=sorted(redis_server_binaries()))
+def full_pair(
+    request: pytest.FixtureRequest, tmp_path: Path, s3_server: EmbeddedS3
+) -> Iterator[tuple[redis.Redis, list[ServerThread]]]:
+    """Two server processes on a Redis of its own (each version we support), not yet full."""
+    own = EmbeddedRedis(tmp_path / "redis", binary=redis_server_binaries()[request.param]).start()
+    plain = redis.Redis(port=own.port)
+    servers: list[ServerThread] = []
+    try:
+        servers += [
+            start_server(own.url, s3_server, collect_interval_seconds=3600) for _ in range(2)
+        ]
+        yield plain, servers
+    finally:
+        for server in servers:
+            server.stop()
+        plain.close()
+        own.stop()
+
+
+async def test_over_maxmemory_each_process_still_holds_the_rate(
+    full_pair: tuple[redis.Redis, list[ServerThread]],
+) -> None:
+    plain, servers = full_pair
+    rate, burst = 20, 10
+    tenant = Tenant(servers, reads_per_second=rate, read_burst=burst)  # stored before it fills
+    key = f"sm:{{{tenant.name}}}:rl:reads"
+    try:
+        # Over maxmemory (noeviction): Redis refuses every write that adds data,
+        # the bucket's state included.
+        plain.config_set("maxmemory-policy", "noeviction")
+        plain.config_set("maxmemory", int(plain.info("memory")["used_memory"]) // 2)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            plain.set("probe", "x")
+        seconds = 2.0
+        passed, refused, took = await flood(tenant, seconds, per_server=8)
+        # Each process limits on its own (it cannot know how many there are):
+        # up to 2 x (rate x time + burst) for the two.
+        expected = 2 * (rate * seconds + burst)
+        print(f"\npassed {passed} of {passed + refused} in {took:.2f} s; expected {expected:.0f}")
+        assert refused > passed
+        assert passed == pytest.approx(expected, rel=0.15)
+        assert plain.exists(key) == 0  # nothing was stored
+
+        # Room again: the next refill stores the bucket, the limit is shared again.
+        plain.config_set("maxmemory", 0)
+        rate_limited(tenant.get)
+        await asyncio.sleep(0.1)
+        assert plain.pttl(key) > 0
+        passed, refused, took = await flood(tenant, 1.0, per_server=8)
+        assert passed <= rate * took + burst + 2 * 2  # shared: two processes' leases at most
+    finally:
+        plain.config_set("maxmemory", 0)
         tenant.close()

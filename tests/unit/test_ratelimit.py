@@ -23,6 +23,7 @@ from sessionmemory_server.limits import (
     set_overrides,
 )
 from sessionmemory_server.ratelimit import RateLimiter, bucket_key, gcra, lease_size
+from sessionmemory_server.stores.redis_store import Status
 
 T = 1000.0  # 1 token per 1000 time units: a rate of 1 per 1000
 
@@ -85,6 +86,13 @@ def test_sustained_demand_gets_rate_times_time_plus_burst() -> None:
     assert total == pytest.approx(50 + 100 * 10, abs=7)
 
 
+def test_a_carried_count_raises_the_tat_but_never_lowers_it() -> None:
+    tat, granted, _ = gcra(0, 10_000, T, burst=5, owed=0, need=1, want=5, carry=3 * T)
+    assert (tat, granted) == (10_000 + 5 * T, 2)  # 3 of the 5 already spent elsewhere
+    tat, _, _ = gcra(20_000 + 4 * T, 20_000, T, burst=5, owed=0, need=1, want=1, carry=T)
+    assert tat == 20_000 + 5 * T  # the stored TAT was further ahead
+
+
 @pytest.mark.parametrize(
     ("rate", "burst", "lease"),
     [(1000, 2000, 50), (200, 20, 5), (1, 1, 1), (0.5, 10, 1), (20 * 2**20, 32 * 2**20, 2**20)],
@@ -102,23 +110,34 @@ def test_bucket_key_is_in_the_tenants_slot() -> None:
 
 
 class FakeScript:
-    """stores/rate.lua over an in-memory dict, with the process clock as Redis TIME."""
+    """stores/rate.lua over an in-memory dict, with the process clock as Redis TIME.
+
+    ``full``: Redis is over maxmemory, so a reply that had to store is STORE_FULL.
+    """
 
     def __init__(self) -> None:
         self.tat: dict[str, float] = {}
         self.calls = 0
         self.down = False
+        self.full = False
 
     async def __call__(self, keys: list[str], args: list[Any]) -> list[int]:
         self.calls += 1
         await asyncio.sleep(0)
         if self.down:
             raise redis.exceptions.ConnectionError("Redis is down")
-        interval, burst, owed, need, want = float(args[0]), *(int(a) for a in args[1:])
+        interval = float(args[0])
+        burst, owed, need, want, carry = (int(a) for a in args[1:])
         now = time.monotonic() * 1e6
-        tat, granted, wait = gcra(self.tat.get(keys[0], 0), now, interval, burst, owed, need, want)
-        self.tat[keys[0]] = tat
-        return [granted, int(wait)]
+        stored = self.tat.get(keys[0], 0)
+        start = max(stored, now + carry)
+        ahead = start + owed * interval - now
+        tat, granted, wait = gcra(stored, now, interval, burst, owed, need, want, carry)
+        if owed or granted or (start > stored and start > now):
+            if self.full:
+                return [Status.STORE_FULL, 0, 0, int(ahead)]
+            self.tat[keys[0]] = tat
+        return [Status.OK, granted, int(wait), int(ahead)]
 
 
 def limiter_of(**values: float) -> tuple[RateLimiter, FakeScript, LimitBook]:
@@ -209,6 +228,58 @@ async def test_leased_tokens_pass_while_redis_is_down_then_calls_fail() -> None:
     await limiter.close()
 
 
+async def flood_for(limiter: RateLimiter, seconds: float) -> int:
+    """Reads asked every millisecond for ``seconds``: how many passed."""
+    ok = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ok += await admitted(limiter, 1)
+        await asyncio.sleep(0.001)
+    return ok
+
+
+async def test_over_maxmemory_each_process_holds_the_rate_on_its_own() -> None:
+    one, script, book = limiter_of(reads_per_second=100, read_burst=20)
+    two = RateLimiter(book)
+    two._script = script
+    script.full = True  # nothing is stored: each process counts for itself
+    passed = await asyncio.gather(flood_for(one, 1.0), flood_for(two, 1.0))
+    assert script.tat == {}
+    for ok in passed:  # up to N x (rate x time + burst), documented
+        assert ok == pytest.approx(100 * 1.0 + 20, rel=0.1)
+    await one.close()
+    await two.close()
+
+
+async def test_over_maxmemory_the_local_limit_starts_from_what_redis_held() -> None:
+    limiter, script, _ = limiter_of(reads_per_second=10, read_burst=10)
+    assert await admitted(limiter, 8) == 8  # stored while Redis had room
+    await asyncio.sleep(0.01)
+    script.full = True
+    assert await flood_for(limiter, 0.2) == pytest.approx(2 + 2, abs=1)  # not a fresh burst
+    await limiter.close()
+
+
+async def test_the_local_count_goes_back_to_redis_once_it_stores_again() -> None:
+    limiter, script, _ = limiter_of(reads_per_second=10, read_burst=10)
+    key = bucket_key("acme", Bucket.READS)
+    script.full = True
+    assert await admitted(limiter, 20) == 10
+    await asyncio.sleep(0.01)
+    assert key not in script.tat
+    state = limiter._states["acme", Bucket.READS]
+    assert state.local_tat is not None
+    script.full = False
+    await asyncio.sleep(state.empty_until - time.monotonic() + 0.01)
+    assert await admitted(limiter, 1) == 1
+    await asyncio.sleep(0.01)
+    assert state.local_tat is None  # Redis holds the bucket again
+    # ... with what this process admitted while it was full: still about empty.
+    assert script.tat[key] > time.monotonic() * 1e6 + 8 * 1e5
+    assert await admitted(limiter, 5) <= 1
+    await limiter.close()
+
+
 async def test_new_limits_apply_to_the_local_state() -> None:
     limiter, _, book = limiter_of(reads_per_second=1, read_burst=1)
     assert await admitted(limiter, 5) == 1
@@ -259,11 +330,26 @@ async def test_the_tarpit_holds_a_refusal_and_keeps_its_retry_info_right() -> No
     err = limited(0.3)
     start = time.monotonic()
     await tarpit.hold(err)
-    assert 0.09 < time.monotonic() - start < 0.2
-    assert err.retry_after == pytest.approx(0.2, abs=0.001)
+    held = time.monotonic() - start
+    assert 0.049 < held < 0.15  # between half the maximum and all of it
+    assert err.retry_after == pytest.approx(0.3 - held, abs=0.02)
     short = limited(0.02)
+    start = time.monotonic()
     await tarpit.hold(short)
+    assert time.monotonic() - start > 0.049  # held even when the bucket refills sooner
     assert short.retry_after == pytest.approx(0.001)
+
+
+async def test_the_tarpit_spreads_refusals_out() -> None:
+    tarpit = _Tarpit(0.1, 64)
+    ends: list[float] = []
+
+    async def one() -> None:
+        await tarpit.hold(limited(1))
+        ends.append(time.monotonic())
+
+    await asyncio.gather(*(one() for _ in range(32)))
+    assert max(ends) - min(ends) > 0.02  # not one burst when they end
 
 
 async def test_the_tarpit_answers_at_once_when_full_or_for_other_errors() -> None:

@@ -18,15 +18,25 @@ flight wait for it. Leased tokens expire after a second, so a process cannot
 hoard them. When Redis says the bucket is empty, the process remembers until
 when and refuses (RATE_LIMITED, with the time until a call would pass) without
 asking Redis again until then. Every admitted call is charged, so over time a
-tenant gets rate x time + burst across all processes; what the processes hold
-unused at a moment (under a lease each) is the error. A rate of 0 is
-unlimited: no Redis, no state.
+tenant gets rate x time + burst across all processes (while Redis has room: see
+below); what the processes hold unused at a moment (under a lease each) is the
+error. A rate of 0 is unlimited: no Redis, no state.
 
 Redis down: tokens already leased keep admitting calls (fail open for them);
 once they are spent a call waits for a refill, which fails, and the call fails
 with the usual backend error (UNAVAILABLE) — such a call would have needed
-Redis anyway. Over Redis' maxmemory the script admits without storing (see
-rate.lua).
+Redis anyway.
+
+Redis full (over its maxmemory, with noeviction): the script cannot keep the
+bucket's state, so it grants nothing and says so (``STORE_FULL``) along with
+the state it would have kept. The process then limits that bucket on its own:
+the same GCRA, run in memory from that state, decides each refill in place of
+Redis, so the limit holds, per process. A process cannot know how many others
+there are, so each enforces the tenant's full rate and burst by itself: while
+Redis is full, N processes admit up to N x rate (plus N x burst). Each refill
+still asks Redis first (the same number of Redis calls as usual) and hands back
+what the process counted meanwhile; the first refill that Redis stores again
+ends the local limiting.
 
 Per-process state is one small record per (tenant, bucket) in use, at most
 `MAX_BUCKETS` of them (the least recently used go first).
@@ -52,6 +62,7 @@ from .access import Bucket
 from .errors import DomainError
 from .limits import LimitBook, TenantLimits
 from .logs import EventCounter
+from .stores.redis_store import Status
 
 log = logging.getLogger("sessionmemory.ratelimit")
 
@@ -70,8 +81,16 @@ MAX_BUCKETS: Final = 10_000
 FILE_BYTES_MAX_WAIT_SECONDS: Final = 10.0
 WINDOW_SECONDS: Final = 1
 
-_SCRIPT: Final = (resources.files(__package__) / "stores" / "rate.lua").read_text()
+_SCRIPT: Final = (
+    f"local OK, STORE_FULL = {int(Status.OK)}, {int(Status.STORE_FULL)}\n"
+    + (resources.files(__package__) / "stores" / "rate.lua").read_text()
+)
 _failures = EventCounter(log, "rate limit refill failed", interval_seconds=10.0)
+_unstored = EventCounter(
+    log,
+    "rate limit state not stored (Redis is over maxmemory): each process limits on its own",
+    interval_seconds=60.0,
+)
 
 _NAMES: Final = {
     Bucket.READS: "read calls",
@@ -100,9 +119,16 @@ def bucket_key(tenant: str, bucket: Bucket) -> str:
 
 
 def gcra(
-    tat: float, now: float, interval: float, burst: int, owed: int, need: int, want: int
+    tat: float,
+    now: float,
+    interval: float,
+    burst: int,
+    owed: int,
+    need: int,
+    want: int,
+    carry: float = 0.0,
 ) -> tuple[float, int, float]:
-    """One lease, as stores/rate.lua computes it (its mirror, for tests).
+    """One lease, as stores/rate.lua computes it (and the process itself while Redis is full).
 
     Args:
         tat: The stored theoretical arrival time (0 when there is none).
@@ -112,12 +138,13 @@ def gcra(
         owed: Tokens already let pass, charged unconditionally.
         need: The fewest tokens worth leasing.
         want: The most tokens to lease.
+        carry: The TAT is at least ``now + carry`` (a process's own count).
 
     Returns:
         The new TAT, the tokens granted, and (when none) the time until
         ``want`` tokens are free.
     """
-    tat = max(tat, now) + owed * interval
+    tat = max(tat, now + carry) + owed * interval
     limit = now + burst * interval
     avail = math.floor((limit - tat) / interval + 1e-6)
     if avail >= need:
@@ -140,6 +167,9 @@ class _State:
     expires: float = 0.0  # monotonic time the leased tokens lapse
     empty_until: float = 0.0  # Redis said empty: refuse locally until then
     quiet_until: float = 0.0  # no background refill before (after a failure)
+    # Redis is full: the bucket's TAT as this process keeps it (monotonic
+    # microseconds), until a refill is stored in Redis again.
+    local_tat: float | None = None
     refill: asyncio.Task[Exception | None] | None = None
 
 
@@ -282,9 +312,12 @@ class RateLimiter:
         assert self._script is not None
         owed = max(-state.tokens, 0)
         want = max(min(want, state.burst), need)
+        local = state.local_tat
+        carry = 0 if local is None else max(math.ceil(local - time.monotonic() * 1e6), 0)
         try:
-            granted, wait_us = await self._script(
-                keys=[state.key], args=[repr(state.interval_us), state.burst, owed, need, want]
+            status, granted, wait_us, ahead_us = await self._script(
+                keys=[state.key],
+                args=[repr(state.interval_us), state.burst, owed, need, want, carry],
             )
         except Exception as exc:
             state.quiet_until = time.monotonic() + FAILURE_BACKOFF_SECONDS
@@ -293,6 +326,16 @@ class RateLimiter:
         finally:
             state.refill = None
         now = time.monotonic()
+        if status == Status.STORE_FULL:
+            # Redis kept nothing: decide here, from the more restrictive of its
+            # state (``ahead``, the owed included) and this process's own.
+            _unstored.count("STORE_FULL")
+            now_us = now * 1e6
+            tat = max(now_us + int(ahead_us), state.local_tat or 0.0)
+            tat, granted, wait_us = gcra(tat, now_us, state.interval_us, state.burst, 0, need, want)
+            state.local_tat = tat
+        else:
+            state.local_tat = None
         state.tokens += owed
         if state.tokens > 0 and state.expires <= now:
             state.tokens = 0

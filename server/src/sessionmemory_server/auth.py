@@ -267,10 +267,14 @@ class ApiKeys:
             DomainError: UNAVAILABLE when that reload failed, or another one did
                 less than `polling.BACKOFF_SECONDS` ago (no Redis call then).
         """
-        if self._poller.interval <= 0:
-            await self._flight.run(fresh=True)
-        elif not self._loaded:
-            await self._flight.run()
+        if self._poller.interval <= 0 and self._loaded:
+            # Read on every call, but like the poller keep the last state when
+            # Redis cannot be read: the call itself then fails or succeeds on
+            # its own, and works again as soon as Redis answers.
+            with contextlib.suppress(DomainError):
+                await self._flight.run(fresh=True)
+        elif self._poller.interval <= 0 or not self._loaded:
+            await self._flight.run(fresh=self._poller.interval <= 0)
 
     async def refresh_on_miss(self) -> bool:
         """After an unknown key id (maybe a key created since the last poll): reload.

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -366,10 +367,14 @@ class SessionTokens:
             DomainError: UNAVAILABLE when the reload failed, or one did less
                 than `polling.BACKOFF_SECONDS` ago (then without a Redis call).
         """
-        if self._poller.interval <= 0:
-            await self._flight.run(fresh=True)
-        elif not self.ready:
-            await self._flight.run()
+        if self._poller.interval <= 0 and self.ready:
+            # Read on every call, but like the poller keep the last state when
+            # Redis cannot be read: the call itself then fails or succeeds on
+            # its own, and works again as soon as Redis answers.
+            with contextlib.suppress(DomainError):
+                await self._flight.run(fresh=True)
+        elif self._poller.interval <= 0 or not self.ready:
+            await self._flight.run(fresh=self._poller.interval <= 0)
 
     async def refresh_on_miss(self, token: str) -> None:
         """Before verifying: reload if the token names a signing key not known here.

@@ -195,7 +195,7 @@ def test_failures_from_one_address_are_throttled_and_logged_once(
     reasons = [caller.get_fails(_made_up_key()).reason for _ in range(20)]
     assert reasons == ["API_KEY_INVALID"] * 20
     before = _commandstats(own_redis.url)
-    # At once: the server holds each RATE_LIMITED refusal back a moment (its tarpit).
+    # At once: the server holds each RATE_LIMITED refusal back (its tarpit, up to 1 s).
     request = svc.GetRequest(session_id="s", key="k")
     calls = [
         caller.stub.Get.future(
@@ -212,7 +212,8 @@ def test_failures_from_one_address_are_throttled_and_logged_once(
         assert f.metadata["burst"] == "20" and f.metadata["window_seconds"] == "2"
         assert f.retry_after is not None and 0 < f.retry_after <= 2.0
     after = _commandstats(own_redis.url)
-    assert after.get("cmdstat_hget", 0) == before.get("cmdstat_hget", 0)
+    # No key lookup per attempt: HGETs here are the tenant-limit poll's (once a second).
+    assert after.get("cmdstat_hget", 0) - before.get("cmdstat_hget", 0) <= 3
     # Throttled attempts are refused before their key is looked at: not even
     # the "is it a new key?" read.
     assert after.get("cmdstat_get", 0) - before.get("cmdstat_get", 0) <= 5

@@ -8,19 +8,25 @@ Each test uses tenants of its own, so what the rest of the run stores does not c
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from sessionmemory import LimitExceededError, MemoryClient
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
-from sessionmemory_server.quotas import FLUSH_SECONDS, HEADROOM_MIN_MS
+from sessionmemory_server.limits import LimitBook, TenantLimits
+from sessionmemory_server.quotas import FLUSH_SECONDS, HEADROOM_MIN_MS, PRUNE_BATCH, Quotas
+from sessionmemory_server.stores.redis_store import RedisStore
 from sessionmemory_server.values import VALUE_OVERHEAD_BYTES as O
 
 from ..conftest import ServerThread, start_server, wait_until
@@ -104,9 +110,10 @@ def test_live_sessions(
         assert wait_until(lambda: _admitted(lambda: b.session("s4").set("k", "v")), timeout)
         assert b.session("s4").get("k") == "v"
         refused(lambda: a.session("s5").set("k", "v"))
-        # Clear frees a place at once (with the next batch).
+        # Clear does not free a place: the session keeps it until its registration ends.
         a.session("s1").clear()
-        assert wait_until(lambda: _admitted(lambda: b.session("s5").set("k", "v")), 5)
+        time.sleep(SETTLE)
+        refused(lambda: b.session("s5").set("k", "v"))
         assert a.get_limits().tenant_usage.sessions == MAX_SESSIONS
 
 
@@ -135,7 +142,7 @@ def test_stored_bytes(pair: tuple[ServerThread, ServerThread], redis_server: Emb
         assert err.metadata == {
             "quota": "stored_bytes",
             "limit": str(MAX_BYTES),
-            "actual": str(62_000 + 5000 + 2 * O),
+            "actual": str(62_000 + 5000 + (3 + 1) + (1 + 1) + 2 * O),  # + keys, session ids
         }
         refused(lambda: memory.set_file("more", b"z" * 10_000, ttl=600, mime="text/plain"))
         # ... and on the other process once the bookkeeping is shared (the lag).
@@ -144,9 +151,9 @@ def test_stored_bytes(pair: tuple[ServerThread, ServerThread], redis_server: Emb
         assert [e.key for e in memory.list()] == ["big"]
         assert elsewhere.get("v") is None
         assert tenant_keys(redis_server.url, name, "t") == []
-        # Small writes still fit (values count their payload bytes, plus O each).
+        # Small writes still fit (values count their payload, key and session id, plus O each).
         memory.set_json("small", blob(3000), ttl=600)
-        assert a.get_limits().tenant_usage.stored_bytes == 65_000 + 2 * O
+        assert a.get_limits().tenant_usage.stored_bytes == 65_000 + (4 + 6) + 2 * O
         # Another tenant is not affected.
         other.session("s").set_file("big", b"x" * 62_000, ttl=600, mime="text/plain")
         # Deleting frees the space, for both processes, within a flush interval or two.
@@ -155,13 +162,17 @@ def test_stored_bytes(pair: tuple[ServerThread, ServerThread], redis_server: Emb
             lambda: _admitted(lambda: elsewhere.set_json("v", blob(5000), ttl=600)), 5
         )
         assert memory.set_file("more", b"z" * 10_000, ttl=600, mime="text/plain").size_bytes
-        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 18_000 + 3 * O, 5)
+        assert wait_until(
+            lambda: a.get_limits().tenant_usage.stored_bytes == 18_000 + (6 + 2 + 5) + 3 * O, 5
+        )
         # Expired values free their bytes too; Clear frees a whole session.
         memory.set_json("brief", blob(5000), ttl=2)
-        assert wait_until(lambda: b.get_limits().tenant_usage.stored_bytes == 23_000 + 4 * O, 5)
-        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 18_000 + 3 * O, 10)
+        brief = 23_000 + (6 + 2 + 5 + 6) + 4 * O
+        assert wait_until(lambda: b.get_limits().tenant_usage.stored_bytes == brief, 5)
+        kept = 18_000 + (6 + 2 + 5) + 3 * O
+        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == kept, 10)
         memory.clear()
-        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 5000 + O, 5)
+        assert wait_until(lambda: a.get_limits().tenant_usage.stored_bytes == 5000 + 2 + O, 5)
 
 
 def test_uploads_across_processes(pair: tuple[ServerThread, ServerThread], tmp_path: Path) -> None:
@@ -183,3 +194,131 @@ def test_uploads_across_processes(pair: tuple[ServerThread, ServerThread], tmp_p
         # The slot was given back when the upload ended.
         assert b.get_limits().tenant_usage.uploads == 0
         assert b.session("s").set_file("late", b"hi", ttl=60, mime="text/plain").size_bytes == 2
+
+
+def test_write_clear_write_keeps_counting_the_session(
+    pair: tuple[ServerThread, ServerThread],
+) -> None:
+    # Regression: Clear queued a removal of the session's registration that could
+    # land after the next write's admission, leaving a live session uncounted.
+    one, two = pair
+    name = tenant()
+    with client_of(one, name) as a, client_of(two, name) as b:
+        for i in range(MAX_SESSIONS):
+            a.session(f"s{i}").set("k", "v", ttl=600)
+        for _ in range(3):
+            a.session("s0").clear()  # on this process
+            a.session("s0").set("k", "v", ttl=600)
+            b.session("s1").clear()  # on the other one
+            a.session("s1").set("k", "v", ttl=600)
+            time.sleep(SETTLE)
+        for client in (a, b):
+            refused(lambda c=client: c.session("late").set("k", "v"))
+        assert a.get_limits().tenant_usage.sessions == MAX_SESSIONS
+
+
+def _now_ms(store_client: Redis) -> int:
+    seconds, micros = store_client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def test_touches_of_one_revision_keep_the_later_expiry(redis_server: EmbeddedRedis) -> None:
+    # Regression: Touch does not move the revision; the last batch to land set
+    # the ledger's expiry, so a short Touch landing after a long one dropped bytes
+    # of a value that lived on.
+    store = RedisStore(AsyncRedis.from_url(redis_server.url), bucket="test-bucket")
+    name = tenant()
+    with Redis.from_url(redis_server.url) as plain:
+        now = _now_ms(plain)
+    long, short = now + 600_000, now + 300
+    ops = [("S", "m", 100, 1, long), ("T", "m", 1, long, 100), ("T", "m", 1, short, 100)]
+    assert (await store.quota_flush(name, ops, tombstone_ms=5000, prune=10))[0] == 100
+    # A Touch whose entry an earlier expiry already dropped counts the value again.
+    ops = [("S", "n", 50, 1, now + 300)]
+    assert (await store.quota_flush(name, ops, tombstone_ms=5000, prune=10))[0] == 150
+    await asyncio.sleep(0.5)
+    assert (await store.quota_flush(name, [], tombstone_ms=5000, prune=10))[0] == 100
+    ops = [("T", "n", 1, long, 50)]
+    assert (await store.quota_flush(name, ops, tombstone_ms=5000, prune=10))[0] == 150
+
+
+def test_ledger_members_are_short_and_names_count(
+    pair: tuple[ServerThread, ServerThread], redis_server: EmbeddedRedis
+) -> None:
+    # Regression: ledger members were "<session>\n<key>" (KiBs per value) in two
+    # keys, and neither the key nor the session id counted.
+    one, _ = pair
+    name = tenant()
+    session, key = "S" * 200, "k" * 100
+    with client_of(one, name) as a:
+        a.session(session).set_json(key, blob(10), ttl=600)
+        assert a.get_limits().tenant_usage.stored_bytes == 10 + 100 + 200 + O
+    with Redis.from_url(redis_server.url) as plain:
+        members = plain.hkeys(f"sm:{{{name}}}:kb")
+        assert len(members) == 1 and len(base64.b64decode(members[0])) == 12
+        assert plain.zrange(f"sm:{{{name}}}:ke", 0, -1) == members
+
+
+async def test_expired_ledger_entries_are_all_dropped(redis_server: EmbeddedRedis) -> None:
+    # Regression: deletes left tombstones for a minute, dropped 1,000 per flush.
+    store = RedisStore(AsyncRedis.from_url(redis_server.url), bucket="test-bucket")
+    name = tenant()
+    limits = TenantLimits(0, 1, 0, 1, 0, 1, 0, 10**9, 0)
+    quotas = Quotas(store, LimitBook(limits), upload_max_seconds=10)
+    count = 3 * PRUNE_BATCH + 7
+    ops = [("S", f"m{i}", 10, 1, 2**50) for i in range(count)]
+    ops += [("D", f"m{i}", 2, 0, 0) for i in range(count)]
+    for i in range(0, len(ops), 500):
+        await store.quota_flush(name, ops[i : i + 500], tombstone_ms=100, prune=PRUNE_BATCH)
+    with Redis.from_url(redis_server.url) as plain:
+        assert plain.zcard(f"sm:{{{name}}}:ke") == count  # tombstones
+        await asyncio.sleep(0.2)
+        assert (await quotas.usage(name)).stored_bytes == 0  # one flush drops them all
+        assert plain.zcard(f"sm:{{{name}}}:ke") == 0
+        assert not plain.exists(f"sm:{{{name}}}:kb")
+
+
+def test_concurrent_writes_of_one_process_stay_within_the_quota(
+    pair: tuple[ServerThread, ServerThread],
+) -> None:
+    # Regression: concurrent writes all passed the check before any was recorded.
+    one, _ = pair
+    name = tenant()
+    size = 5000
+    fits = MAX_BYTES // (size + 3 + 1 + O)
+    with client_of(one, name) as a:
+        memory = a.session("s")
+
+        def put(i: int) -> bool:
+            return _admitted(lambda: memory.set_json(f"k{i:02d}", blob(size), ttl=600))
+
+        with ThreadPoolExecutor(32) as pool:
+            admitted = sum(pool.map(put, range(3 * fits)))
+        assert admitted <= fits
+        assert a.get_limits().tenant_usage.stored_bytes <= MAX_BYTES
+
+
+def test_bind_and_watch_admit_before_creating_keys(
+    pair: tuple[ServerThread, ServerThread], redis_server: EmbeddedRedis
+) -> None:
+    # Regression: BindSchema and Watch on new sessions created keys (a day's TTL)
+    # no quota admitted.
+    one, two = pair
+    name = tenant()
+    with client_of(one, name) as a, client_of(two, name) as b:
+        a.put_schema("sch", {"type": "object"})
+        a.session("bound").bind_schema("sch")  # a new session: admitted
+        for i in range(MAX_SESSIONS - 1):
+            a.session(f"s{i}").set("k", "v", ttl=600)
+        err = refused(lambda: b.session("late").bind_schema("sch"))
+        assert err.metadata["quota"] == "sessions"
+        assert tenant_keys(redis_server.url, name, "late") == []
+        assert a.get_limits().tenant_usage.sessions == MAX_SESSIONS
+        a.session("s0").bind_schema("sch")  # a live session: no admission needed
+    store = RedisStore(AsyncRedis.from_url(redis_server.url), bucket="test-bucket")
+    one.run(store.changes(name, "watched-never-written", 2**62))
+    assert tenant_keys(redis_server.url, name, "watched-never-written") == []
+    one.run(store.changes(name, "s1", 2**62))
+    with Redis.from_url(redis_server.url) as plain:
+        marker = plain.pttl(f"sm:{{{name}|s1}}:wm")
+        assert 0 < marker <= plain.pttl(f"sm:{{{name}|s1}}:n")

@@ -168,7 +168,7 @@ async def test_two_processes_hold_the_rate_within_ten_percent(tenants: Any) -> N
     passed, refused, took = await flood(tenant, 3.0, per_server=24)
     expected = rate * took + burst
     print(f"\npassed {passed} of {passed + refused} in {took:.2f} s; expected {expected:.0f}")
-    assert refused > passed  # well over the limit
+    assert refused > 0  # over the limit (the tarpit paces refusals at about the rate)
     assert passed == pytest.approx(expected, rel=0.10)
 
 
@@ -319,7 +319,7 @@ async def test_refusals_while_limited_make_no_redis_call(tenants: Any, plain: re
     took = time.monotonic() - start
     await channel.close()
     assert script_calls(plain) - before < 10  # 200 refusals; anything else is other noise
-    # The tarpit held each refusal up to 0.25 s instead of answering at once.
+    # The tarpit held each refusal up to 0.5 s instead of answering at once.
     assert took > 0.5
 
 
@@ -372,15 +372,19 @@ async def test_over_maxmemory_each_process_still_holds_the_rate(
         # up to 2 x (rate x time + burst) for the two.
         expected = 2 * (rate * seconds + burst)
         print(f"\npassed {passed} of {passed + refused} in {took:.2f} s; expected {expected:.0f}")
-        assert refused > passed
+        assert refused > 0
         assert passed == pytest.approx(expected, rel=0.15)
         assert plain.exists(key) == 0  # nothing was stored
 
         # Room again: the next refill stores the bucket, the limit is shared again.
         plain.config_set("maxmemory", 0)
-        rate_limited(tenant.get)
-        await asyncio.sleep(0.1)
-        assert plain.pttl(key) > 0
+        stored = False
+        deadline = time.monotonic() + 5
+        while not stored and time.monotonic() < deadline:
+            rate_limited(tenant.get)  # a call's refill stores the bucket again
+            stored = plain.pttl(key) > 0  # (it expires once the bucket is full again)
+            await asyncio.sleep(0.05)
+        assert stored
         passed, refused, took = await flood(tenant, 1.0, per_server=8)
         assert passed <= rate * took + burst + 2 * 2  # shared: two processes' leases at most
     finally:

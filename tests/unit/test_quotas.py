@@ -16,6 +16,9 @@ from sessionmemory_server.stores.redis_store import QuotaExceeded, QuotaOp, Redi
 from sessionmemory_server.values import VALUE_OVERHEAD_BYTES as O
 from sessionmemory_server.values import Erase, Write, Written
 
+# What a value of a one-character key in session 's' counts beyond its payload.
+N = 2 + O
+
 LIMITS = TenantLimits(
     reads_per_second=0,
     read_burst=1,
@@ -24,7 +27,7 @@ LIMITS = TenantLimits(
     file_bytes_per_second=0,
     file_bytes_burst=1,
     max_sessions=2,
-    max_stored_bytes=100 + 2 * O,  # two values of 100 payload bytes in all
+    max_stored_bytes=100 + 2 * N,  # 100 payload bytes in two values of session 's'
     max_uploads=1,
 )
 
@@ -50,7 +53,7 @@ class FakeStore:
 
     async def quota_flush(
         self, tenant: str, ops: list[QuotaOp], *, tombstone_ms: int, prune: int
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int, int, bool]:
         self.calls.append("flush")
         if self.fail:
             raise ConnectionError("down")
@@ -58,7 +61,7 @@ class FakeStore:
         for op in ops:
             if op[0] == "S":
                 self.total += op[2]
-        return self.total, len(self.sessions), 0
+        return self.total, len(self.sessions), 0, False
 
 
 def quotas(limits: TenantLimits = LIMITS) -> tuple[Quotas, FakeStore]:
@@ -72,18 +75,21 @@ def write(key: str, size: int, ttl: int = 60) -> Write:
 
 async def test_a_known_session_costs_no_call() -> None:
     q, store = quotas()
-    assert await q.admit("t", "s", [write("a", 10)])
+    reserved = await q.admit("t", "s", [write("a", 10)])
+    assert reserved == 10 + N
     assert store.calls == ["flush", "admit"]  # the tenant's total, the new session
-    q.wrote("t", "s", [write("a", 10)], [Written(1, 60_000)])
+    q.wrote("t", "s", [write("a", 10)], [Written(1, 60_000)], reserved)
     for _ in range(5):
-        assert await q.admit("t", "s", [write("a", 10)])
+        reserved = await q.admit("t", "s", [write("a", 10)])
+        assert reserved
+        q.unreserve("t", reserved)  # the write failed
     assert store.calls == ["flush", "admit"]
 
 
 async def test_sessions_over_the_quota_are_refused() -> None:
     q, store = quotas()
-    await q.admit("t", "s1", [write("a", 1)])
-    await q.admit("t", "s2", [write("a", 1)])
+    q.unreserve("t", await q.admit("t", "s1", [write("a", 1)]))
+    q.unreserve("t", await q.admit("t", "s2", [write("a", 1)]))
     with pytest.raises(DomainError) as info:
         await q.admit("t", "s3", [write("a", 1)])
     err = info.value
@@ -100,17 +106,17 @@ async def test_sessions_over_the_quota_are_refused() -> None:
 
 async def test_bytes_count_this_process_writes_before_any_flush() -> None:
     q, store = quotas()
-    await q.admit("t", "s", [write("a", 60)])
-    q.wrote("t", "s", [write("a", 60)], [Written(1, 60_000)])
+    reserved = await q.admit("t", "s", [write("a", 60)])
+    q.wrote("t", "s", [write("a", 60)], [Written(1, 60_000)], reserved)
     q.wrote("t", "s", [write("a", 60)], [Written(2, 60_000)])  # overwritten: counted once
     with pytest.raises(DomainError) as info:
         await q.admit("t", "s", [write("b", 41)])
     assert info.value.metadata == {
         "quota": "stored_bytes",
-        "limit": str(100 + 2 * O),
-        "actual": str(101 + 2 * O),
+        "limit": str(100 + 2 * N),
+        "actual": str(101 + 2 * N),
     }
-    await q.admit("t", "s", [write("b", 40)])
+    q.unreserve("t", await q.admit("t", "s", [write("b", 40)]))
     # A delete takes its pending bytes back at once.
     q.wrote("t", "s", [Erase("a")], [Written(3, 0)])
     await q.admit("t", "s", [write("b", 100)])
@@ -131,8 +137,8 @@ async def test_unlimited_quotas_cost_nothing() -> None:
 
 async def test_a_failed_flush_keeps_the_operations() -> None:
     q, store = quotas()
-    await q.admit("t", "s", [write("a", 10)])
-    q.wrote("t", "s", [write("a", 10)], [Written(1, 60_000)])
+    reserved = await q.admit("t", "s", [write("a", 10)])
+    q.wrote("t", "s", [write("a", 10)], [Written(1, 60_000)], reserved)
     store.fail = True
     with pytest.raises(ConnectionError):
         await q.flush()
@@ -140,4 +146,17 @@ async def test_a_failed_flush_keeps_the_operations() -> None:
         await q.admit("t", "s", [write("b", 91)])
     store.fail = False
     await q.flush()
-    assert store.total == 10 + O and len(store.flushed) == 1
+    assert store.total == 10 + N and len(store.flushed) == 1
+
+
+async def test_concurrent_writes_reserve_their_bytes() -> None:
+    """Writes admitted and not yet made count: one process cannot overshoot by its concurrency."""
+    q, _ = quotas()
+    first = await q.admit("t", "s", [write("a", 60)])
+    with pytest.raises(DomainError):  # "a" is not made yet, but its bytes are reserved
+        await q.admit("t", "s", [write("b", 41)])
+    q.unreserve("t", first)  # "a" failed: its bytes come back
+    second = await q.admit("t", "s", [write("b", 100)])
+    q.wrote("t", "s", [write("b", 100)], [Written(1, 60_000)], second)
+    with pytest.raises(DomainError):  # "b" now counts as written
+        await q.admit("t", "s", [write("c", 1)])

@@ -321,23 +321,32 @@ async def test_throttle_refuses_what_would_wait_too_long_at_once() -> None:
 # --- the tarpit -------------------------------------------------------------
 
 
-def limited(retry_after: float) -> DomainError:
-    return ratelimit.rate_limited(Bucket.READS, 10, 10, retry_after)
+def limited(retry_after: float, rate: float = 10, tenant: str = "acme") -> DomainError:
+    return ratelimit.rate_limited(tenant, Bucket.READS, rate, 10, retry_after)
 
 
 async def test_the_tarpit_holds_a_refusal_and_keeps_its_retry_info_right() -> None:
-    tarpit = _Tarpit(0.1, 2)
+    tarpit = _Tarpit(1.0, 8)
     err = limited(0.3)
     start = time.monotonic()
     await tarpit.hold(err)
     held = time.monotonic() - start
-    assert 0.049 < held < 0.15  # between half the maximum and all of it
+    assert 0.149 < held < 0.35  # half to all of the time until a call would pass
     assert err.retry_after == pytest.approx(0.3 - held, abs=0.02)
-    short = limited(0.02)
-    start = time.monotonic()
-    await tarpit.hold(short)
-    assert time.monotonic() - start > 0.049  # held even when the bucket refills sooner
-    assert short.retry_after == pytest.approx(0.001)
+    assert tarpit.by_subject == {}
+
+
+def test_the_tarpit_paces_a_subjects_refusals_at_its_rate() -> None:
+    tarpit = _Tarpit(1.0, 256)
+    # One refusal of a tenant at 200/s that refills in 1 ms: answered within ms.
+    assert tarpit.delay(limited(0.001, rate=200), held=0) <= 0.005
+    # With 63 of its refusals already held: about 64 / 200 s, so 64 calls in
+    # flight are refused about 200 times a second, not thousands.
+    delays = [tarpit.delay(limited(0.001, rate=200), held=63) for _ in range(200)]
+    assert min(delays) >= 0.16 - 1e-9 and max(delays) <= 0.32 + 1e-9
+    # Never longer than the maximum, never shorter than half the time to a pass.
+    assert tarpit.delay(limited(0.001, rate=1), held=1000) <= 1.0
+    assert tarpit.delay(limited(0.5, rate=1000), held=0) >= 0.25
 
 
 async def test_the_tarpit_spreads_refusals_out() -> None:
@@ -345,7 +354,7 @@ async def test_the_tarpit_spreads_refusals_out() -> None:
     ends: list[float] = []
 
     async def one() -> None:
-        await tarpit.hold(limited(1))
+        await tarpit.hold(limited(0.1))
         ends.append(time.monotonic())
 
     await asyncio.gather(*(one() for _ in range(32)))

@@ -527,7 +527,7 @@ class Authenticator:
         left = self._peers.blocked_for(address, now) if count_failures else None
         if left is not None:
             self._throttled.count(f"address {address}")
-            raise self._rate_limited(self._peers, left, "address")
+            raise self._rate_limited(self._peers, left, "address", address)
         credential = None
         if authorization is not None:
             scheme, _, value = authorization.partition(" ")
@@ -573,15 +573,17 @@ class Authenticator:
                 self._key_ids.fail(key_id, now)
                 if left is not None:
                     self._throttled.count(f"key {key_id}")
-                    raise self._rate_limited(self._key_ids, left, "key") from None
+                    raise self._rate_limited(self._key_ids, left, "key", key_id) from None
             raise
         assert key_id is not None  # check() accepted it, so it is well-formed
         return Principal(tenant=tenant, key_id=key_id)
 
     @staticmethod
-    def _rate_limited(throttle: FailureThrottle, left: float, scope: str) -> DomainError:
+    def _rate_limited(
+        throttle: FailureThrottle, left: float, scope: str, subject: str
+    ) -> DomainError:
         whose = "this address" if scope == "address" else "this API key id"
-        return DomainError(
+        err = DomainError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "RATE_LIMITED",
             f"too many failed authentication attempts from {whose} ({throttle.limit} in"
@@ -590,6 +592,8 @@ class Authenticator:
             metadata=_metadata(throttle, scope),
             retry_after=left,
         )
+        err.subject = f"{scope} {subject}"
+        return err
 
 
 def _metadata(throttle: FailureThrottle, scope: str) -> Mapping[str, object]:

@@ -25,6 +25,8 @@ class DomainError(Exception):
         metadata: ErrorInfo metadata (``field``, ``limit``, ``actual``, ...).
         field: The request field at fault, for a BadRequest field violation.
         retry_after: Seconds to wait before retrying, for a RetryInfo.
+        subject: Who a RATE_LIMITED refusal is for (a tenant, an address), so
+            the refusals of one subject are paced together; never sent.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class DomainError(Exception):
             meta.setdefault("field", field)
         self.metadata: dict[str, str] = meta
         self.retry_after = retry_after
+        self.subject: str | None = None
 
 
 def invalid(reason: str, message: str, field: str, **metadata: object) -> DomainError:

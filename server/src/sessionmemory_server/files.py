@@ -226,7 +226,9 @@ class Files:
         # process); both (and the bytes counted) go back once the spool file is gone.
         with self._uploads.admit() as slot:
             async with self._quotas.upload(tenant):
-                await self._quotas.check_bytes(tenant, header.size_bytes or 0)
+                await self._quotas.check_bytes(
+                    tenant, header.session_id, header.key, header.size_bytes or 0
+                )
                 return await self._spooled(tenant, header, ttl, chunks, cancelled, slot)
 
     async def _spooled(

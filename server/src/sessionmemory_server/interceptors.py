@@ -177,25 +177,38 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) 
 
 
 class _Tarpit:
-    """Holds a RATE_LIMITED refusal back before it is answered.
+    """Paces RATE_LIMITED refusals: a subject's refusals come no faster than its rate.
 
     A tenant with many calls in flight that is refused at once sends the next
     call at once: a loop of instant refusals that burns the server's CPU at
-    everyone's expense, and refusals that all end at the moment the bucket
-    refills come back together as one burst. So every refusal is held for a
-    random time between half of ``max_seconds`` and all of it (its call slot
-    already freed, the RetryInfo reduced by the wait so it is still right when
-    sent): a client retrying at once makes at most about 1 / (0.75 x
-    ``max_seconds``) calls per second per call in flight, spread out in time. At
-    most ``max_pending`` refusals are held at a time; beyond that they are
-    answered at once, so holding costs bounded memory and never takes gRPC's
-    call slots from other tenants.
+    everyone's expense, and refusals that all end when the bucket refills come
+    back together as one burst. So a refusal is held before it is answered
+    (its call slot already freed, the RetryInfo reduced by the wait so it is
+    still right when sent): for about as many of the subject's ``rate`` periods
+    as it has refusals held (n / rate; at least the time until a call would
+    pass, at most ``max_seconds``), spread at random over half to all of that.
+    A client a little over its limit hears back within milliseconds; one that
+    keeps 64 calls in flight against 200/s is refused about 200 times a second
+    instead of thousands. At most ``max_pending`` refusals are held at a time;
+    beyond that they are answered at once, so holding costs bounded memory and
+    never takes gRPC's call slots from other tenants.
     """
 
     def __init__(self, max_seconds: float, max_pending: int) -> None:
         self.max_seconds = max_seconds
         self.max_pending = max_pending
         self.pending = 0
+        self.by_subject: dict[str, int] = {}
+
+    def delay(self, err: DomainError, held: int) -> float:
+        """How long to hold ``err`` when its subject already has ``held`` refusals held."""
+        try:
+            rate = float(err.metadata.get("rate", "0"))
+        except ValueError:
+            rate = 0.0
+        paced = (held + 1) / rate if rate > 0 else self.max_seconds
+        target = min(self.max_seconds, max(err.retry_after or 0.0, paced))
+        return target * random.uniform(0.5, 1.0)  # jitter, not a secret
 
     async def hold(self, err: DomainError) -> None:
         """Wait before a RATE_LIMITED refusal is answered (others pass through)."""
@@ -203,17 +216,25 @@ class _Tarpit:
             return
         if self.pending >= self.max_pending:
             return
-        delay = self.max_seconds * random.uniform(0.5, 1.0)  # jitter, not a secret
+        subject = err.subject or ""
+        held = self.by_subject.get(subject, 0)
+        delay = self.delay(err, held)
         self.pending += 1
+        self.by_subject[subject] = held + 1
         try:
             await asyncio.sleep(delay)
         finally:
             self.pending -= 1
+            left = self.by_subject[subject] - 1
+            if left:
+                self.by_subject[subject] = left
+            else:
+                del self.by_subject[subject]
         err.retry_after = max(err.retry_after - delay, 0.001)
 
 
 _RATE_LIMITED: Final = "RATE_LIMITED"
-TARPIT_MAX_SECONDS: Final = 0.25
+TARPIT_MAX_SECONDS: Final = 1.0
 TARPIT_MAX_PENDING: Final = 256
 _tarpit = _Tarpit(TARPIT_MAX_SECONDS, TARPIT_MAX_PENDING)
 

@@ -145,10 +145,14 @@ class Memory:
     ) -> Committed:
         """`RedisStore.write` under the tenant's quotas (QUOTA_EXCEEDED: nothing written)."""
         writes = [e for e in entries if isinstance(e, Write)]
-        record = await self._quotas.admit(tenant, session, writes)
-        done = await self._store.write(tenant, session, entries, request, guard)
-        if record:
-            self._quotas.wrote(tenant, session, entries, done.results)
+        reserved = await self._quotas.admit(tenant, session, writes)
+        try:
+            done = await self._store.write(tenant, session, entries, request, guard)
+        except BaseException:
+            self._quotas.unreserve(tenant, reserved)
+            raise
+        if reserved is not None:
+            self._quotas.wrote(tenant, session, entries, done.results, reserved)
         return done
 
     async def _increment(
@@ -162,13 +166,20 @@ class Memory:
         guard: Guard = NO_GUARD,
     ) -> Incremented:
         """`RedisStore.increment` under the tenant's quotas (the delta's size is counted)."""
-        record = await self._quotas.admit(
+        reserved = await self._quotas.admit(
             tenant, session, [Write(key, Kind.NUMBER, delta, ttl_seconds)]
         )
-        done = await self._store.increment(tenant, session, key, delta, ttl_seconds, request, guard)
-        if record:
+        try:
+            done = await self._store.increment(
+                tenant, session, key, delta, ttl_seconds, request, guard
+            )
+        except BaseException:
+            self._quotas.unreserve(tenant, reserved)
+            raise
+        if reserved is not None:
             written = Write(key, Kind.NUMBER, done.text, ttl_seconds)
-            self._quotas.wrote(tenant, session, [written], [Written(done.version, done.expires_ms)])
+            results = [Written(done.version, done.expires_ms)]
+            self._quotas.wrote(tenant, session, [written], results, reserved)
         return done
 
     async def get(self, tenant: str, session: str, key: str) -> Record | None:
@@ -623,7 +634,12 @@ class Memory:
         return Patched(done.revision, written, deleted, schema)
 
     async def bind(self, tenant: str, session: str, schema: str) -> int:
-        """Bind the session to a schema (its document must validate), or unbind it."""
+        """Bind the session to a schema (its document must validate), or unbind it.
+
+        Binding a session without live values creates it (its binding lives
+        ``LIMITS.max_json_ttl_seconds``), so it is admitted under the live-sessions quota like
+        a write of that TTL (QUOTA_EXCEEDED: nothing bound).
+        """
         session = core.session_id(session)
         if schema:
             schema_name(schema, "schema")
@@ -631,6 +647,8 @@ class Memory:
         async def act(snap: Snapshot, bound: Bound) -> int:
             if schema and bound.schema is not None:
                 bound.validate(_document(snap))
+            if schema and not snap.live:
+                await self._quotas.admit_session(tenant, session, core.LIMITS.max_json_ttl_seconds)
             guard = bound.guard(snap) if schema else Guard(binding=snap.binding, bind="-")
             if not schema and not snap.binding:
                 return snap.revision

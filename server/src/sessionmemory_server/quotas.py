@@ -22,29 +22,43 @@ new session over the quota is refused, a registered one extended. Writes to a
 session the process knows only push its registration forward, in the background
 batch, and only when their expiry passes it: a session written every turn costs
 no call of its own. So a session holds its place until up to the headroom after
-its last value expired. Clear frees it (with the next batch); deleting every key
-one by one does not (the place frees when the registration ends). A write that
-was admitted and then failed for another reason (a failed precondition) leaves
-a new session registered for its TTL. A Clear and a write of one session racing
-in two processes may leave it unregistered until its next admission.
+its last value expired. Clear does not free it, nor does deleting every key one
+by one: the place frees when the registration ends (so a registration, once
+made, is never taken back early and every process's memory of it stays true).
+BindSchema on a session without live values creates it (the binding lives a
+day) and is admitted like a write of that TTL. A write that was admitted and
+then failed for another reason (a failed precondition) leaves a new session
+registered for its TTL.
 
 **Stored bytes** (lag: one flush interval). A value counts its payload bytes, a
-file its size, each plus ``VALUE_OVERHEAD_BYTES`` (values.stored_bytes), until it
-expires, is overwritten or deleted. Each process keeps
+file its size, each plus the UTF-8 bytes of its key and session id and
+``VALUE_OVERHEAD_BYTES`` (values.stored_bytes), until it expires, is
+overwritten or deleted. A write's bytes are reserved when it is admitted (so
+concurrent writes of one process cannot all pass on the same total), count as
+written once it is made and are given back when it fails. Each process keeps
 what its writes, deletes, Touches and Clears changed and sends it per tenant
-every ``FLUSH_SECONDS`` in one script (quota_flush.lua) that keeps a ledger in
-``sm:{T}:kb``/``ke``/``kt`` and returns the tenant's total. A write that adds
-bytes is refused when that total, plus what this process wrote since, plus the
-write's own bytes pass the quota (a total older than two intervals is fetched
-again before a refusal, so a tenant idle here is not refused on a stale one).
-The write counts in full before the value it replaces is credited, so near the
-quota an overwrite can be refused. Processes learn of each other's writes at
-their next flush: together N processes can pass the quota by what they write in
-one interval. The first write of a tenant a process has not seen asks Redis for
-the total (one call). Ledger entries carry the session's revision, so batches
-arriving out of order count right. A process that dies loses its last interval:
-those values go uncounted until they are overwritten, deleted or expire; so do
-values written while the quota was 0.
+every ``FLUSH_SECONDS`` in scripts of at most ``BATCH_OPS`` operations
+(quota_flush.lua) that keep a ledger in ``sm:{T}:kb``/``ke``/``kt`` (a value's
+entry is a 16-character digest of its session and key, see `_member`) and
+return the tenant's total. A write that adds bytes is refused when that total,
+plus what this process wrote or reserved since, plus the write's own bytes pass
+the quota (a total older than two intervals is fetched again before a refusal,
+so a tenant idle here is not refused on a stale one). The write counts in full
+before the value it replaces is credited, so near the quota an overwrite can be
+refused. Processes learn of each other's writes at their next flush: together N
+processes can pass the quota by what they write in one interval. The first write
+of a tenant a process has not seen asks Redis for the total (one call). Ledger
+entries carry the session's revision, so batches arriving out of order count
+right; Touch does not move the revision, so two Touches of one revision keep the
+later expiry: a value whose TTL a Touch shortened counts until the longer one.
+A Touch's entry carries the value's bytes, so it counts the value again when an
+earlier expiry already dropped it. A deleted value's entry stays
+``TOMBSTONE_MS`` (5 s): a batch landing later than that with an older write of
+it counts the value again until that write's expiry. Expired entries are dropped
+``PRUNE_BATCH`` per script call, until none is left or ``PRUNE_BUDGET_SECONDS``
+are spent per flush. A process that dies loses its last interval: those values
+go uncounted until they are overwritten, deleted or expire; so do values written
+while the quota was 0.
 
 Not thread-safe: everything runs on the server's event loop.
 """
@@ -52,7 +66,9 @@ Not thread-safe: everything runs on the server's event loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -66,19 +82,21 @@ import grpc
 from .errors import DomainError, store_full
 from .limits import LimitBook
 from .stores.redis_store import QuotaExceeded, QuotaOp, RedisStore, StoreFull
-from .values import Cleared, Erase, Touched, Write, Written, stored_bytes
+from .values import Cleared, Erase, Touched, Write, Written, named_bytes, stored_bytes
 
 log = logging.getLogger("sessionmemory.quotas")
 
 # How often each process sends its bookkeeping (the stored-bytes lag).
 FLUSH_SECONDS: Final = 0.25
 # How long a deleted value's ledger entry is kept, so a late batch holding an
-# older write of it is ignored.
-TOMBSTONE_MS: Final = 60_000
-# Expired ledger entries dropped per script call (bounds its run time).
-PRUNE_BATCH: Final = 1000
-# Operations per script call.
-BATCH_OPS: Final = 2000
+# older write of it is ignored: the longest lag of a batch this assumes.
+TOMBSTONE_MS: Final = 5000
+# Expired ledger entries dropped per script call (bounds its run time), and how
+# long one flush of a tenant keeps calling until none is left.
+PRUNE_BATCH: Final = 500
+PRUNE_BUDGET_SECONDS: Final = 0.05
+# Operations per script call (one call stays within a few ms).
+BATCH_OPS: Final = 256
 # Operations kept per tenant while Redis does not answer; older ones are dropped.
 MAX_PENDING: Final = 100_000
 # Tenants and sessions this process remembers (least recently used go first).
@@ -130,7 +148,11 @@ def quota_exceeded(quota: str, limit: int, actual: int) -> DomainError:
 
 
 def _member(session: str, key: str) -> str:
-    return f"{session}\n{key}"  # session ids are printable: no newline
+    """The value's ledger member: 16 characters, however long its session and key."""
+    digest = hashlib.blake2b(
+        f"{session}\n{key}".encode("utf-8", "surrogatepass"), digest_size=12
+    ).digest()
+    return base64.b64encode(digest).decode()
 
 
 @dataclass(slots=True)
@@ -146,6 +168,8 @@ class _Tenant:
     # Bytes of the values written since the last flush (by ledger member).
     pending: dict[str, int] = field(default_factory=dict)
     unflushed: int = 0
+    # Bytes of this process's writes admitted and not yet made (or failed).
+    reserved: int = 0
     wanted: bool = False  # refresh at the next flush even without operations
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -206,49 +230,78 @@ class Quotas:
 
     # --- writes: admission before, records after -------------------------------------
 
-    async def admit(self, tenant: str, session: str, writes: Sequence[Write]) -> bool:
+    async def admit(self, tenant: str, session: str, writes: Sequence[Write]) -> int | None:
         """Check a write's quotas before it is made (deletes need none).
 
-        Returns whether to record the write (`wrote`) afterwards: True when the
-        tenant's stored bytes are tracked.
+        Returns None when the tenant's stored bytes are not tracked; otherwise the
+        bytes reserved for the write, to hand to `wrote` once it is made or to
+        `unreserve` when it failed (the write must then be recorded).
 
         Raises:
             DomainError: QUOTA_EXCEEDED (``stored_bytes`` or ``sessions``) or
                 STORE_FULL; nothing was changed.
         """
         limits = await self._book.get(tenant)
+        adds = 0
         if writes:
             if limits.max_stored_bytes:
-                adds = sum(stored_bytes(w.kind, w.payload) for w in writes)
-                await self._check_bytes(tenant, limits.max_stored_bytes, adds)
+                adds = sum(stored_bytes(session, w.key, w.kind, w.payload) for w in writes)
+                await self._check_bytes(tenant, limits.max_stored_bytes, adds, reserve=True)
             if limits.max_sessions:
                 ttl_ms = max(w.ttl_seconds for w in writes) * 1000
-                await self._admit_session(tenant, session, ttl_ms, limits.max_sessions)
-        return limits.max_stored_bytes > 0
+                try:
+                    await self._admit_session(tenant, session, ttl_ms, limits.max_sessions)
+                except BaseException:
+                    self.unreserve(tenant, adds)
+                    raise
+        return adds if limits.max_stored_bytes else None
 
-    async def check_bytes(self, tenant: str, adds: int) -> None:
-        """Refuse ``adds`` more bytes when they would pass the tenant's quota.
+    async def admit_session(self, tenant: str, session: str, ttl_seconds: int) -> None:
+        """Admit a session that gets a key of its own but no value (a schema binding).
+
+        Raises:
+            DomainError: QUOTA_EXCEEDED (``sessions``) or STORE_FULL; nothing changed.
+        """
+        quota = (await self._book.get(tenant)).max_sessions
+        if quota:
+            await self._admit_session(tenant, session, ttl_seconds * 1000, quota)
+
+    def unreserve(self, tenant: str, reserved: int | None) -> None:
+        """Give back the bytes `admit` reserved for a write that was not made."""
+        if reserved:
+            state = self._tenant(tenant)
+            state.reserved = max(0, state.reserved - reserved)
+
+    async def check_bytes(self, tenant: str, session: str, key: str, size: int) -> None:
+        """Refuse a file of ``size`` bytes early when it would pass the tenant's quota.
+
+        Reserves nothing: the file's write is admitted again when it is stored.
 
         Raises:
             DomainError: QUOTA_EXCEEDED (``stored_bytes``).
         """
         limit = (await self._book.get(tenant)).max_stored_bytes
         if limit:
-            await self._check_bytes(tenant, limit, adds)
+            adds = size + named_bytes(session, key)
+            await self._check_bytes(tenant, limit, adds, reserve=False)
 
-    async def _check_bytes(self, tenant: str, limit: int, adds: int) -> None:
+    async def _check_bytes(self, tenant: str, limit: int, adds: int, *, reserve: bool) -> None:
         state = self._tenant(tenant)
         if not state.known:
             await self._flush_one(tenant, state, unless_known=True)
-        used = state.total + state.unflushed
+        used = state.total + state.unflushed + state.reserved
         if used + adds > limit and time.monotonic() - state.fresh_at > 2 * self._interval:
             # Values may have expired or been deleted since (a tenant idle here):
             # refuse only on a fresh total.
             await self._flush_one(tenant, state)
-            used = state.total + state.unflushed
+            used = state.total + state.unflushed + state.reserved
         if used + adds > limit:
             state.wanted = True  # learn of frees elsewhere at the next flush
             raise quota_exceeded("stored_bytes", limit, used + adds)
+        if reserve:
+            # Counted from now on: concurrent writes of this process cannot all
+            # pass on the same total (no await between the check and this).
+            state.reserved += adds
 
     async def _admit_session(self, tenant: str, session: str, ttl_ms: int, quota: int) -> None:
         now = time.monotonic() * 1000
@@ -282,9 +335,14 @@ class Quotas:
         session: str,
         entries: Sequence[Write | Erase],
         results: Sequence[Written],
+        reserved: int = 0,
     ) -> None:
-        """Record what a write admitted with `admit` changed (its results, in order)."""
+        """Record what a write admitted with `admit` changed (its results, in order).
+
+        ``reserved``: what `admit` returned; those bytes now count as written.
+        """
         state = self._tenant(tenant)
+        state.reserved = max(0, state.reserved - reserved)
         for entry, result in zip(entries, results, strict=True):
             member = _member(session, entry.key)
             if isinstance(entry, Erase):
@@ -292,20 +350,25 @@ class Quotas:
                     self._queue(tenant, ("D", member, result.version, 0, 0))
                     state.unflushed -= state.pending.pop(member, 0)
                 continue
-            size = stored_bytes(entry.kind, entry.payload)
+            size = stored_bytes(session, entry.key, entry.kind, entry.payload)
             self._queue(tenant, ("S", member, size, result.version, result.expires_ms))
             state.unflushed += size - state.pending.get(member, 0)
             state.pending[member] = size
 
     async def touched(self, tenant: str, session: str, done: Touched, ttl_seconds: int) -> None:
-        """Record a Touch: its keys' new expiry, and the session lives as long."""
+        """Record a Touch: its keys' new expiry, and the session lives as long.
+
+        Each T operation carries the value's bytes too, so the ledger counts it
+        again when a batch with an earlier expiry already dropped its entry.
+        """
         if not done.count:
             return
         limits = await self._book.get(tenant)
         if limits.max_stored_bytes:
-            for name in done.names:
-                op = ("T", _member(session, name), done.revision, done.expires_ms, 0)
-                self._queue(tenant, op)
+            for name, size in zip(done.names, done.sizes, strict=True):
+                counted = size + named_bytes(session, name)
+                member = _member(session, name)
+                self._queue(tenant, ("T", member, done.revision, done.expires_ms, counted))
         if limits.max_sessions:
             ttl_ms = ttl_seconds * 1000
             keep_ms = ttl_ms + min(max(ttl_ms // 4, HEADROOM_MIN_MS), HEADROOM_MAX_MS)
@@ -317,7 +380,7 @@ class Quotas:
                 self._remember(key, now + keep_ms)
 
     async def cleared(self, tenant: str, session: str, done: Cleared) -> None:
-        """Record a Clear: its values are gone and the session frees its place."""
+        """Record a Clear: its values are gone (the session keeps its place, see above)."""
         limits = await self._book.get(tenant)
         if limits.max_stored_bytes and done.names:
             state = self._tenant(tenant)
@@ -325,9 +388,6 @@ class Quotas:
                 member = _member(session, name)
                 self._queue(tenant, ("D", member, done.revision, 0, 0))
                 state.unflushed -= state.pending.pop(member, 0)
-        if limits.max_sessions:
-            self._sessions.pop((tenant, session), None)
-            self._queue(tenant, ("R", session, 0, 0, 0))
 
     def _queue(self, tenant: str, op: QuotaOp) -> None:
         state = self._tenant(tenant)
@@ -408,10 +468,19 @@ class Quotas:
             ops, pending = state.ops, state.pending
             state.ops, state.pending, state.unflushed, state.wanted = [], {}, 0, False
             try:
-                usage = None
-                for i in range(0, max(len(ops), 1), BATCH_OPS):
+                usage = await self._store.quota_flush(
+                    tenant, ops[:BATCH_OPS], tombstone_ms=TOMBSTONE_MS, prune=PRUNE_BATCH
+                )
+                for i in range(BATCH_OPS, len(ops), BATCH_OPS):
                     usage = await self._store.quota_flush(
                         tenant, ops[i : i + BATCH_OPS], tombstone_ms=TOMBSTONE_MS, prune=PRUNE_BATCH
+                    )
+                # Expired entries are dropped PRUNE_BATCH per call (the same
+                # script, no operations) until none is left or the budget is spent.
+                until = time.monotonic() + PRUNE_BUDGET_SECONDS
+                while usage[3] and time.monotonic() < until:
+                    usage = await self._store.quota_flush(
+                        tenant, [], tombstone_ms=TOMBSTONE_MS, prune=PRUNE_BATCH
                     )
             except BaseException:
                 # Sent again next time: every operation is harmless twice.
@@ -422,8 +491,7 @@ class Quotas:
                 state.unflushed = sum(state.pending.values())
                 state.wanted = True
                 raise
-            assert usage is not None
-            state.total, state.sessions, state.uploads = usage
+            state.total, state.sessions, state.uploads, _ = usage
             state.known, state.fresh_at = True, time.monotonic()
 
     def _tenant(self, tenant: str) -> _Tenant:

@@ -232,7 +232,7 @@ class RateLimiter:
                 self._prefetch(state, now)
                 return
             if now < state.empty_until:
-                raise rate_limited(bucket, state.rate, state.burst, state.empty_until - now)
+                raise rate_limited(tenant, bucket, state.rate, state.burst, state.empty_until - now)
             if state.refill is None and state.tokens >= 0:
                 # Nothing known against it: let it pass, charge it in the background.
                 state.tokens -= cost
@@ -259,6 +259,7 @@ class RateLimiter:
         least = (cost - state.burst - max(state.tokens, 0)) / state.rate
         if least > max_wait:
             raise rate_limited(
+                tenant,
                 bucket,
                 state.rate,
                 state.burst,
@@ -278,7 +279,9 @@ class RateLimiter:
                 return
             if now < state.empty_until:
                 if state.empty_until > deadline:
-                    raise rate_limited(bucket, state.rate, state.burst, state.empty_until - now)
+                    raise rate_limited(
+                        tenant, bucket, state.rate, state.burst, state.empty_until - now
+                    )
                 await asyncio.sleep(state.empty_until - now)
                 continue
             await self._refilled(state, 1, min(state.burst, max(state.lease, remaining)))
@@ -361,11 +364,11 @@ class RateLimiter:
 
 
 def rate_limited(
-    bucket: Bucket, rate: float, burst: int, retry_after: float, *, detail: str = ""
+    tenant: str, bucket: Bucket, rate: float, burst: int, retry_after: float, *, detail: str = ""
 ) -> DomainError:
     """RESOURCE_EXHAUSTED (RATE_LIMITED) for a tenant over one of its rates."""
     what = _NAMES[bucket]
-    return DomainError(
+    err = DomainError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "RATE_LIMITED",
         f"this tenant is over its rate limit of {rate:g} {what} per second (burst {burst});"
@@ -379,3 +382,5 @@ def rate_limited(
         },
         retry_after=max(retry_after, 0.001),
     )
+    err.subject = f"tenant {tenant}"
+    return err

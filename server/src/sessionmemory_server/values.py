@@ -108,6 +108,7 @@ class Touched:
         count: How many of the keys existed (and got the new expiry).
         files: Collection members of the files among them -> the new expiry (ms).
         names: The keys that existed.
+        sizes: Their payloads' bytes (a file's: its size), in the order of ``names``.
         revision: The session's revision when they were touched.
         expires_ms: The new expiry.
     """
@@ -115,6 +116,7 @@ class Touched:
     count: int
     files: dict[str, int]
     names: list[str]
+    sizes: list[int]
     revision: int
     expires_ms: int
 
@@ -225,21 +227,33 @@ def file_meta(record: Record) -> FileMeta:
     )
 
 
-# What every value costs Redis beyond its payload (its key, record header, index
-# and quota-ledger entries), counted against the stored-bytes quota so that a
-# tenant cannot fill Redis with millions of one-byte values for free.
-VALUE_OVERHEAD_BYTES: Final = 64
+# What every value costs Redis beyond its payload, key and session id (its Redis
+# key's overhead, record header, index entry and quota-ledger entry), counted
+# against the stored-bytes quota so that a tenant cannot fill Redis with millions
+# of one-byte values for free.
+VALUE_OVERHEAD_BYTES: Final = 192
 
 
-def stored_bytes(kind: Kind, payload: str) -> int:
+def stored_bytes(session: str, key: str, kind: Kind, payload: str) -> int:
     """The bytes a value counts against its tenant's stored-bytes quota.
 
     A value counts its payload (the canonical text, UTF-8), a file its size,
-    each plus `VALUE_OVERHEAD_BYTES`.
+    each plus the UTF-8 bytes of its key and session id (every Redis key of it
+    holds them) and `VALUE_OVERHEAD_BYTES`.
     """
     if kind is Kind.FILE:
-        return int(json.loads(payload)["s"]) + VALUE_OVERHEAD_BYTES
-    return len(payload.encode("utf-8", "surrogatepass")) + VALUE_OVERHEAD_BYTES
+        body = int(json.loads(payload)["s"])
+    else:
+        body = len(payload.encode("utf-8", "surrogatepass"))
+    return body + named_bytes(session, key)
+
+
+def named_bytes(session: str, key: str) -> int:
+    """What a value of ``key`` in ``session`` counts beyond its payload or file size."""
+    names = len(key.encode("utf-8", "surrogatepass")) + len(
+        session.encode("utf-8", "surrogatepass")
+    )
+    return names + VALUE_OVERHEAD_BYTES
 
 
 def file_payload(

@@ -164,6 +164,8 @@ class ChangeHub:
                     changes = await asyncio.wait_for(watcher.next(), RECHECK_SECONDS)
                 except TimeoutError:
                     await still_allowed()
+                    # Renews the "watched" marker (it follows the session's life).
+                    await self._store.changes(tenant, session, 2**62)
                     continue
                 if changes is None:
                     async for batch in self._catch_up(tenant, session, revision):

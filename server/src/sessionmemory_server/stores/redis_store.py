@@ -11,16 +11,19 @@ Layout, for tenant T and session S (S escaped so '}' cannot end the hash tag):
     sm:{T|S}:w          change log (a stream: the last changes, id = revision), kept
                         a minute after the last change, a day while the session is
                         watched; also the Pub/Sub channel changes are published on
-    sm:{T|S}:wm         "watched": set by every Watch start, for a day
+    sm:{T|S}:wm         "watched": set by every Watch start, catch-up and idle
+                        recheck of a session that exists, for a day but never
+                        past its version counter's expiry
     sm:{T}:x:<name>     a tenant's schema: hash v (version), t (updated ms), j (JSON)
     sm:{T}:xi           the tenant's schema names (sorted set)
     sm:{T}:xn           the tenant's schema version counter
     sm:{T}:ss           the tenant's live sessions (quota): session -> registered
                         until (ms); see quotas.py
     sm:{T}:up           the tenant's uploads in progress (quota): upload -> lease end
-    sm:{T}:kb           the tenant's stored-bytes ledger (quota): "<session>\n<key>"
-                        -> "<bytes> <revision> <expiry revision>"
-    sm:{T}:ke           the ledger's expiries: "<session>\n<key>" -> expires ms
+    sm:{T}:kb           the tenant's stored-bytes ledger (quota): a value's member
+                        (16 characters, see quotas._member) -> "<bytes> <revision>
+                        <expiry revision>"
+    sm:{T}:ke           the ledger's expiries: member -> expires ms
     sm:{T}:kt           the ledger's total: the tenant's stored bytes
     sm:gc:<bucket>      blob collection set (one key per bucket):
                         "<object>\t<value key>" -> when to check it (see collector.py)
@@ -537,6 +540,7 @@ class RedisStore:
             count=int(out[1]),
             files={member.decode(): expires for member in out[2]},
             names=[name.decode() for name in out[5]],
+            sizes=[int(size) for size in out[6]],
             revision=int(out[4]),
             expires_ms=expires,
         )
@@ -678,8 +682,11 @@ class RedisStore:
 
     async def quota_flush(
         self, tenant: str, ops: Sequence[QuotaOp], *, tombstone_ms: int, prune: int
-    ) -> tuple[int, int, int]:
-        """Apply quota bookkeeping (see quota_flush.lua); returns (bytes, sessions, uploads).
+    ) -> tuple[int, int, int, bool]:
+        """Apply quota bookkeeping (see quota_flush.lua).
+
+        Returns (bytes, sessions, uploads, whether expired ledger entries are left
+        to drop: ``prune`` are dropped per call).
 
         Not retried on a broken connection: the caller keeps the operations and
         sends them again (they are ordered by revision, so a second run is harmless).
@@ -691,7 +698,7 @@ class RedisStore:
         out = await self._quota_flush(
             keys=[q + "kb", q + "ke", q + "kt", q + "ss", q + "up"], args=args
         )
-        return int(out[0]), int(out[1]), int(out[2])
+        return int(out[0]), int(out[1]), int(out[2]), bool(out[3])
 
     # --- blob collection set ---------------------------------------------------
 

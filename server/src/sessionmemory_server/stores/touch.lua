@@ -3,9 +3,10 @@
 -- value keys.
 -- ARGV[1] ttl ms, ARGV[2] kind letters whose cap allows this ttl,
 -- ARGV[4..] names (ARGV[i] is the name of KEYS[i]; ARGV[3] unused).
--- Returns {OK, touched, files, expires, revision, names} where files lists
--- '<object>\t<value key>' of the files touched (their collection entries follow
--- the new expiry), revision is the session's and names the keys touched
+-- Returns {OK, touched, files, expires, revision, names, sizes} where files
+-- lists '<object>\t<value key>' of the files touched (their collection entries
+-- follow the new expiry), revision is the session's, names the keys touched and
+-- sizes their payloads' bytes (a file's: its size), for the quota ledger
 -- | {TTL_NOT_ALLOWED, i, kind} (key i's kind does not allow the ttl).
 -- Touch works over maxmemory (so tenants can shorten TTLs to free space): it
 -- grows nothing, each record is rewritten at its own length, and its first
@@ -25,6 +26,7 @@ local exp = now + tonumber(ARGV[1])
 local touched = 0
 local files = {}
 local names = {}
+local sizes = {}
 for i = 4, #KEYS do
   if found[i] then
     local kind, ver, _, payload = parse(found[i])
@@ -34,7 +36,8 @@ for i = 4, #KEYS do
     if kind == 'f' then files[#files + 1] = blob_of(found[i]) .. '\t' .. KEYS[i] end
     touched = touched + 1
     names[touched] = ARGV[i]
+    if kind == 'f' then sizes[touched] = cjson.decode(payload).s else sizes[touched] = #payload end
   end
 end
 if touched > 0 then extend({idx, seq, KEYS[3]}, now, exp) end
-return {OK, touched, files, exp, revision(seq), names}
+return {OK, touched, files, exp, revision(seq), names, sizes}

@@ -1467,8 +1467,9 @@ type TenantLimits struct {
 	FileBytesBurst int64 `protobuf:"varint,6,opt,name=file_bytes_burst,json=fileBytesBurst,proto3" json:"file_bytes_burst,omitempty"`
 	// Sessions with at least one live value.
 	MaxSessions int64 `protobuf:"varint,7,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
-	// Bytes stored: each value's payload (a file's size) plus 64 bytes of
-	// bookkeeping, counted until it expires, is overwritten or deleted.
+	// Bytes stored: each value's payload (a file's size) plus its key and
+	// session id plus 192 bytes of bookkeeping, counted until it expires, is
+	// overwritten or deleted.
 	MaxStoredBytes int64 `protobuf:"varint,8,opt,name=max_stored_bytes,json=maxStoredBytes,proto3" json:"max_stored_bytes,omitempty"`
 	// SetFile uploads in progress at once.
 	MaxUploads    int64 `protobuf:"varint,9,opt,name=max_uploads,json=maxUploads,proto3" json:"max_uploads,omitempty"`

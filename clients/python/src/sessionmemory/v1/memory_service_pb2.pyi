@@ -800,8 +800,9 @@ class TenantLimits(_message.Message):
     max_sessions: _builtins.int
     """Sessions with at least one live value."""
     max_stored_bytes: _builtins.int
-    """Bytes stored: each value's payload (a file's size) plus 64 bytes of
-    bookkeeping, counted until it expires, is overwritten or deleted.
+    """Bytes stored: each value's payload (a file's size) plus its key and
+    session id plus 192 bytes of bookkeeping, counted until it expires, is
+    overwritten or deleted.
     """
     max_uploads: _builtins.int
     """SetFile uploads in progress at once."""

@@ -784,8 +784,9 @@ export type TenantLimits = Message<"sessionmemory.v1.TenantLimits"> & {
   maxSessions: bigint;
 
   /**
-   * Bytes stored: each value's payload (a file's size) plus 64 bytes of
-   * bookkeeping, counted until it expires, is overwritten or deleted.
+   * Bytes stored: each value's payload (a file's size) plus its key and
+   * session id plus 192 bytes of bookkeeping, counted until it expires, is
+   * overwritten or deleted.
    *
    * @generated from field: int64 max_stored_bytes = 8;
    */

@@ -321,8 +321,10 @@ async def test_throttle_refuses_what_would_wait_too_long_at_once() -> None:
 # --- the tarpit -------------------------------------------------------------
 
 
-def limited(retry_after: float, rate: float = 10, tenant: str = "acme") -> DomainError:
-    return ratelimit.rate_limited(tenant, Bucket.READS, rate, 10, retry_after)
+def limited(
+    retry_after: float, rate: float = 10, tenant: str = "acme", burst: int = 1000
+) -> DomainError:
+    return ratelimit.rate_limited(tenant, Bucket.READS, rate, burst, retry_after)
 
 
 async def test_the_tarpit_holds_a_refusal_and_keeps_its_retry_info_right() -> None:
@@ -331,30 +333,32 @@ async def test_the_tarpit_holds_a_refusal_and_keeps_its_retry_info_right() -> No
     start = time.monotonic()
     await tarpit.hold(err)
     held = time.monotonic() - start
-    assert 0.149 < held < 0.35  # half to all of the time until a call would pass
-    assert err.retry_after == pytest.approx(0.3 - held, abs=0.02)
+    assert 0.29 < held < 0.65  # once to twice the time until a call would pass
+    assert err.retry_after == pytest.approx(0.001)  # a call would pass by now
     assert tarpit.by_subject == {}
 
 
 def test_the_tarpit_paces_a_subjects_refusals_at_its_rate() -> None:
     tarpit = _Tarpit(1.0, 256)
     # One refusal of a tenant at 200/s that refills in 1 ms: answered within ms.
-    assert tarpit.delay(limited(0.001, rate=200), held=0) <= 0.005
-    # With 63 of its refusals already held: about 64 / 200 s, so 64 calls in
-    # flight are refused about 200 times a second, not thousands.
+    assert tarpit.delay(limited(0.001, rate=200), held=0) <= 0.01
+    # With 63 of its refusals already held: 64 / 200 s to twice that, so 64
+    # calls in flight are refused at most 200 times a second, not thousands.
     delays = [tarpit.delay(limited(0.001, rate=200), held=63) for _ in range(200)]
-    assert min(delays) >= 0.16 - 1e-9 and max(delays) <= 0.32 + 1e-9
-    # Never longer than the maximum, never shorter than half the time to a pass.
+    assert min(delays) >= 0.32 - 1e-9 and max(delays) <= 0.64 + 1e-9
+    # Never longer than the maximum, never shorter than the time to a pass.
     assert tarpit.delay(limited(0.001, rate=1), held=1000) <= 1.0
-    assert tarpit.delay(limited(0.5, rate=1000), held=0) >= 0.25
+    assert tarpit.delay(limited(0.5, rate=1000), held=0) >= 0.5
+    # ... and never longer than the bucket takes to fill (20 / 200 s here).
+    assert tarpit.delay(limited(0.001, rate=200, burst=20), held=63) <= 0.1
 
 
 async def test_the_tarpit_spreads_refusals_out() -> None:
-    tarpit = _Tarpit(0.1, 64)
+    tarpit = _Tarpit(1.0, 64)
     ends: list[float] = []
 
     async def one() -> None:
-        await tarpit.hold(limited(0.1))
+        await tarpit.hold(limited(0.05, rate=10_000))
         ends.append(time.monotonic())
 
     await asyncio.gather(*(one() for _ in range(32)))

@@ -182,16 +182,19 @@ class _Tarpit:
     A tenant with many calls in flight that is refused at once sends the next
     call at once: a loop of instant refusals that burns the server's CPU at
     everyone's expense, and refusals that all end when the bucket refills come
-    back together as one burst. So a refusal is held before it is answered
-    (its call slot already freed, the RetryInfo reduced by the wait so it is
-    still right when sent): for about as many of the subject's ``rate`` periods
-    as it has refusals held (n / rate; at least the time until a call would
-    pass, at most ``max_seconds``), spread at random over half to all of that.
-    A client a little over its limit hears back within milliseconds; one that
-    keeps 64 calls in flight against 200/s is refused about 200 times a second
-    instead of thousands. At most ``max_pending`` refusals are held at a time;
-    beyond that they are answered at once, so holding costs bounded memory and
-    never takes gRPC's call slots from other tenants.
+    back together as one burst. So a refusal is held before it is answered (its
+    call slot already freed, the RetryInfo reduced by the wait so it is still
+    right when sent): for as many of the subject's ``rate`` periods as it has
+    refusals held (n / rate), or the time until a call would pass if that is
+    longer, times a random 1 to 2; at most the time the bucket takes to fill (so
+    refused calls come back before tokens would go unused: a client that is
+    refused still gets its full rate) and ``max_seconds``. A client a little
+    over its limit hears back within milliseconds; one that keeps 64 calls in
+    flight against 200/s is refused about 130 times a second instead of
+    thousands, so its refusals cost less than its accepted calls. At most
+    ``max_pending`` refusals are held at a time; beyond that they are answered
+    at once, so holding costs bounded memory and never takes gRPC's call slots
+    from other tenants.
     """
 
     def __init__(self, max_seconds: float, max_pending: int) -> None:
@@ -204,11 +207,15 @@ class _Tarpit:
         """How long to hold ``err`` when its subject already has ``held`` refusals held."""
         try:
             rate = float(err.metadata.get("rate", "0"))
+            burst = float(err.metadata.get("burst", "0"))
         except ValueError:
-            rate = 0.0
-        paced = (held + 1) / rate if rate > 0 else self.max_seconds
-        target = min(self.max_seconds, max(err.retry_after or 0.0, paced))
-        return target * random.uniform(0.5, 1.0)  # jitter, not a secret
+            rate = burst = 0.0
+        if rate <= 0:
+            return self.max_seconds * random.uniform(0.5, 1.0)  # jitter, not a secret
+        target = max(err.retry_after or 0.0, (held + 1) / rate) * random.uniform(1.0, 2.0)
+        # Never longer than the bucket takes to fill: a call comes back before
+        # tokens would overflow, so a client that is refused still gets its rate.
+        return min(self.max_seconds, max(burst, 1.0) / rate, target)
 
     async def hold(self, err: DomainError) -> None:
         """Wait before a RATE_LIMITED refusal is answered (others pass through)."""

@@ -121,7 +121,8 @@ async def test_bytes_count_this_process_writes_before_any_flush() -> None:
     q.wrote("t", "s", [Erase("a")], [Written(3, 0)])
     await q.admit("t", "s", [write("b", 100)])
     await q.flush()
-    assert [op[0] for op in store.flushed] == ["S", "S", "D"]
+    # Written twice, then deleted, before a flush: only the newest operation is sent.
+    assert [op[0] for op in store.flushed] == ["D"]
 
 
 async def test_unlimited_quotas_cost_nothing() -> None:

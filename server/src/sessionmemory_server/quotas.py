@@ -147,12 +147,27 @@ def quota_exceeded(quota: str, limit: int, actual: int) -> DomainError:
     )
 
 
+def _revision(op: QuotaOp) -> int:
+    """The revision of an S ("S", member, bytes, revision, expiry) or D operation."""
+    return int(op[3] if op[0] == "S" else op[2])
+
+
 def _member(session: str, key: str) -> str:
+    """The value's name in this process's bookkeeping (`_wire` hashes it for the ledger)."""
+    return f"{session}\n{key}"
+
+
+def _ledger_member(member: str) -> str:
     """The value's ledger member: 16 characters, however long its session and key."""
-    digest = hashlib.blake2b(
-        f"{session}\n{key}".encode("utf-8", "surrogatepass"), digest_size=12
-    ).digest()
+    digest = hashlib.blake2b(member.encode("utf-8", "surrogatepass"), digest_size=12).digest()
     return base64.b64encode(digest).decode()
+
+
+def _wire(ops: Sequence[QuotaOp]) -> list[QuotaOp]:
+    """Operations as the ledger takes them: value members hashed (once per flush)."""
+    return [
+        (op[0], _ledger_member(op[1]), op[2], op[3], op[4]) if op[0] in "SDT" else op for op in ops
+    ]
 
 
 @dataclass(slots=True)
@@ -165,6 +180,9 @@ class _Tenant:
     sessions: int = 0
     uploads: int = 0
     ops: list[QuotaOp] = field(default_factory=list)
+    # Where in ``ops`` each member's latest S or D operation is: a key written
+    # again before the flush replaces it (the ledger keeps only the newest).
+    latest: dict[str, int] = field(default_factory=dict)
     # Bytes of the values written since the last flush (by ledger member).
     pending: dict[str, int] = field(default_factory=dict)
     unflushed: int = 0
@@ -391,11 +409,20 @@ class Quotas:
 
     def _queue(self, tenant: str, op: QuotaOp) -> None:
         state = self._tenant(tenant)
+        kind, member = op[0], str(op[1])
+        if kind in "SD":
+            at = state.latest.get(member)
+            if at is not None:
+                if _revision(op) >= _revision(state.ops[at]):
+                    state.ops[at] = op
+                return
+            state.latest[member] = len(state.ops)
         state.ops.append(op)
         if len(state.ops) > MAX_PENDING:
             # Redis has not answered for a long time: drop the oldest (their
             # values go uncounted until overwritten, deleted or expired).
             del state.ops[: len(state.ops) - MAX_PENDING]
+            state.latest = {}
             log.warning("quota bookkeeping dropped", extra={"tenant": tenant})
 
     # --- uploads ---------------------------------------------------------------------
@@ -467,13 +494,18 @@ class Quotas:
                 return  # a concurrent call just learnt it
             ops, pending = state.ops, state.pending
             state.ops, state.pending, state.unflushed, state.wanted = [], {}, 0, False
+            state.latest = {}
             try:
+                wire = _wire(ops)
                 usage = await self._store.quota_flush(
-                    tenant, ops[:BATCH_OPS], tombstone_ms=TOMBSTONE_MS, prune=PRUNE_BATCH
+                    tenant, wire[:BATCH_OPS], tombstone_ms=TOMBSTONE_MS, prune=PRUNE_BATCH
                 )
-                for i in range(BATCH_OPS, len(ops), BATCH_OPS):
+                for i in range(BATCH_OPS, len(wire), BATCH_OPS):
                     usage = await self._store.quota_flush(
-                        tenant, ops[i : i + BATCH_OPS], tombstone_ms=TOMBSTONE_MS, prune=PRUNE_BATCH
+                        tenant,
+                        wire[i : i + BATCH_OPS],
+                        tombstone_ms=TOMBSTONE_MS,
+                        prune=PRUNE_BATCH,
                     )
                 # Expired entries are dropped PRUNE_BATCH per call (the same
                 # script, no operations) until none is left or the budget is spent.
@@ -486,6 +518,7 @@ class Quotas:
                 # Sent again next time: every operation is harmless twice.
                 state.ops[:0] = ops
                 del state.ops[: max(0, len(state.ops) - MAX_PENDING)]
+                state.latest = {}
                 for member, size in pending.items():
                     state.pending.setdefault(member, size)
                 state.unflushed = sum(state.pending.values())

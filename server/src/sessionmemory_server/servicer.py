@@ -162,10 +162,11 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         return await self._auth.authenticate(authorization, context.peer())
 
     async def _admit(self, context: Context, method: str, session_id: str | None) -> str:
-        """Authenticate the call, check a token's grant, count it against its rate limit.
+        """Authenticate the call, check a token's grant, count it against its limits.
 
-        Returns the tenant. Raises UNAUTHENTICATED, PERMISSION_DENIED or
-        RATE_LIMITED (nothing is read or written then).
+        Returns the tenant. Raises UNAUTHENTICATED, PERMISSION_DENIED,
+        RATE_LIMITED or SERVER_BUSY (the tenant holds its share of this
+        process's calls); nothing is read or written then.
         """
         principal = await self._principal(context)
         access = METHODS[method]

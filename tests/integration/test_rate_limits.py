@@ -19,6 +19,7 @@ import redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from sessionmemory.v1 import memory_pb2 as pb
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, redis_server_binaries
@@ -390,3 +391,30 @@ async def test_over_maxmemory_each_process_still_holds_the_rate(
     finally:
         plain.config_set("maxmemory", 0)
         tenant.close()
+
+
+def test_a_batch_counts_one_call_per_ten_keys(tenants: Any) -> None:
+    tenant = tenants(writes_per_second=0.01, write_burst=12, reads_per_second=0.01, read_burst=3)
+
+    def set_many(n: int) -> Any:
+        entries = [
+            svc.SetManyEntry(key=f"k{i}", value=pb.Value(string_value="v"), ttl_seconds=60)
+            for i in range(n)
+        ]
+        return tenant.stubs[0].SetMany(
+            svc.SetManyRequest(session_id=tenant.sid, entries=entries),
+            metadata=tenant.md,
+            timeout=5,
+        )
+
+    set_many(100)  # 10 of the 12
+    set_many(10)  # 1
+    set_many(1)  # 1: the bucket is empty now
+    assert rate_limited(lambda: set_many(1))
+    # Reads have their own bucket: 25 keys count 3.
+    keys = [f"k{i}" for i in range(25)]
+    got = tenant.stubs[0].GetMany(
+        svc.GetManyRequest(session_id=tenant.sid, keys=keys), metadata=tenant.md, timeout=5
+    )
+    assert len(got.entries) == 25
+    assert rate_limited(tenant.get)

@@ -74,6 +74,17 @@ METHODS: Final[dict[str, Access]] = {
 }
 
 
+# A batch call (GetMany, SetMany, Delete, Touch) counts as one call per this
+# many keys against its rate limit: a 100-key SetMany costs Redis about what 10
+# single calls do, so it counts as 10.
+KEYS_PER_CALL: Final = 10
+
+
+def batch_cost(keys: int) -> int:
+    """What a batch of ``keys`` keys counts against its tenant's call rate (at least 1)."""
+    return 1 + max(0, keys - 1) // KEYS_PER_CALL
+
+
 def permission_denied(message: str, **metadata: object) -> DomainError:
     """A PERMISSION_DENIED error for a session token used outside its grant."""
     return DomainError(

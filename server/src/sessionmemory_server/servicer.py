@@ -15,7 +15,7 @@ from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
 
 from . import core
-from .access import METHODS, Bucket, Permission, Principal
+from .access import METHODS, Bucket, Permission, Principal, batch_cost
 from .auth import Authenticator
 from .core import Kind
 from .errors import DomainError, invalid, unauthenticated
@@ -161,7 +161,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 break
         return await self._auth.authenticate(authorization, context.peer())
 
-    async def _admit(self, context: Context, method: str, session_id: str | None) -> str:
+    async def _admit(
+        self, context: Context, method: str, session_id: str | None, cost: int = 1
+    ) -> str:
         """Authenticate the call, check a token's grant, count it against its limits.
 
         Returns the tenant. Raises UNAUTHENTICATED, PERMISSION_DENIED,
@@ -171,7 +173,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         principal = await self._principal(context)
         access = METHODS[method]
         principal.check(method, access, session_id)
-        await self._limiter.acquire(principal.tenant, access.bucket)
+        await self._limiter.acquire(principal.tenant, access.bucket, cost)
         claim_tenant(principal.tenant)
         return principal.tenant
 
@@ -185,7 +187,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def GetMany(self, request: svc.GetManyRequest, context: Context) -> svc.GetManyResponse:
         """See the proto."""
-        tenant = await self._admit(context, "GetMany", request.session_id)
+        tenant = await self._admit(
+            context, "GetMany", request.session_id, batch_cost(len(request.keys))
+        )
         records = await self._memory.get_many(tenant, request.session_id, request.keys)
         return svc.GetManyResponse(entries=[_entry(r) for r in records])
 
@@ -220,7 +224,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def SetMany(self, request: svc.SetManyRequest, context: Context) -> svc.SetManyResponse:
         """See the proto."""
-        tenant = await self._admit(context, "SetMany", request.session_id)
+        tenant = await self._admit(
+            context, "SetMany", request.session_id, batch_cost(len(request.entries))
+        )
         specs = []
         for entry in request.entries:
             which = entry.value.WhichOneof("kind")
@@ -240,7 +246,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def Delete(self, request: svc.DeleteRequest, context: Context) -> svc.DeleteResponse:
         """See the proto."""
-        tenant = await self._admit(context, "Delete", request.session_id)
+        tenant = await self._admit(
+            context, "Delete", request.session_id, batch_cost(len(request.keys))
+        )
         count = await self._memory.delete(tenant, request.session_id, request.keys)
         return svc.DeleteResponse(deleted_count=count)
 
@@ -263,7 +271,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def Touch(self, request: svc.TouchRequest, context: Context) -> svc.TouchResponse:
         """See the proto."""
-        tenant = await self._admit(context, "Touch", request.session_id)
+        tenant = await self._admit(
+            context, "Touch", request.session_id, batch_cost(len(request.keys))
+        )
         count = await self._memory.touch(
             tenant,
             request.session_id,

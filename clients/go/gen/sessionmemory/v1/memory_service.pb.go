@@ -1452,8 +1452,10 @@ func (x *GetLimitsResponse) GetTenantUsage() *TenantUsage {
 // set-limits`). A rate of 0 means unlimited; a quota of 0 means unlimited.
 type TenantLimits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Read calls (Get, GetMany, List, GetDocument, GetFile, GetLimits, Watch,
-	// GetSchema, ListSchemas) per second, over all server processes.
+	// Read calls (Get, GetMany, List, GetDocument, GetFile, ReadFile,
+	// GetLimits, Watch, GetSchema, ListSchemas) per second, over all server
+	// processes. A batch (GetMany, SetMany, Delete, Touch) counts one call per
+	// 10 keys.
 	ReadsPerSecond float64 `protobuf:"fixed64,1,opt,name=reads_per_second,json=readsPerSecond,proto3" json:"reads_per_second,omitempty"`
 	// Read calls that may come at once above the rate (the bucket's size).
 	ReadBurst int64 `protobuf:"varint,2,opt,name=read_burst,json=readBurst,proto3" json:"read_burst,omitempty"`

@@ -784,8 +784,10 @@ class TenantLimits(_message.Message):
     MAX_STORED_BYTES_FIELD_NUMBER: _builtins.int
     MAX_UPLOADS_FIELD_NUMBER: _builtins.int
     reads_per_second: _builtins.float
-    """Read calls (Get, GetMany, List, GetDocument, GetFile, GetLimits, Watch,
-    GetSchema, ListSchemas) per second, over all server processes.
+    """Read calls (Get, GetMany, List, GetDocument, GetFile, ReadFile,
+    GetLimits, Watch, GetSchema, ListSchemas) per second, over all server
+    processes. A batch (GetMany, SetMany, Delete, Touch) counts one call per
+    10 keys.
     """
     read_burst: _builtins.int
     """Read calls that may come at once above the rate (the bucket's size)."""

@@ -734,8 +734,10 @@ export const GetLimitsResponseSchema: GenMessage<GetLimitsResponse> = /*@__PURE_
  */
 export type TenantLimits = Message<"sessionmemory.v1.TenantLimits"> & {
   /**
-   * Read calls (Get, GetMany, List, GetDocument, GetFile, GetLimits, Watch,
-   * GetSchema, ListSchemas) per second, over all server processes.
+   * Read calls (Get, GetMany, List, GetDocument, GetFile, ReadFile,
+   * GetLimits, Watch, GetSchema, ListSchemas) per second, over all server
+   * processes. A batch (GetMany, SetMany, Delete, Touch) counts one call per
+   * 10 keys.
    *
    * @generated from field: double reads_per_second = 1;
    */

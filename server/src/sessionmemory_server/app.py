@@ -40,6 +40,7 @@ from .limits import LimitBook, TenantLimits
 from .memory import Memory
 from .quotas import Quotas
 from .ratelimit import RateLimiter
+from .readiness import Readiness
 from .schema_registry import SchemaRegistry
 from .servicer import MemoryServicer
 from .stores.blob_store import BlobStore
@@ -159,9 +160,11 @@ class Built:
     auth: Authenticator
     quotas: Quotas
     calls: CallCap
+    readiness: Readiness
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting calls, wait up to ``grace`` seconds for in-flight ones, close."""
+        await self.readiness.close()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         self.collecting.cancel()
@@ -256,14 +259,23 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         upload_idle_seconds=settings.upload_idle_seconds,
     )
     calls = CallCap(settings.max_calls_in_flight, settings.max_tenant_calls_in_flight)
+    health_servicer = CappedHealth()
+    readiness = Readiness(
+        health_servicer,
+        SERVICE_NAME,
+        client,
+        blobs,
+        interval=settings.readiness_interval_seconds,
+        timeout=settings.readiness_timeout_seconds,
+    )
     add_service(
         server,
         servicer,
         SERVICE,
         cap=calls,
         long_lived=frozenset({"Watch"}),
+        on_backend_down=readiness.nudge,
     )
-    health_servicer = CappedHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_reflection(server, (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME))
     port = server.add_insecure_port(settings.listen)
@@ -274,8 +286,11 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
     quotas.start()
     await authenticator.start()
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Liveness: this process serves. Readiness: its backends answer (checked now,
+    # then every few seconds and whenever a call finds one unreachable).
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await readiness.check()
+    readiness.start()
     collecting = asyncio.create_task(collector.run())
     return Built(
         server,
@@ -291,6 +306,7 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         auth=authenticator,
         quotas=quotas,
         calls=calls,
+        readiness=readiness,
     )
 
 

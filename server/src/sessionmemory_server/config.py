@@ -163,5 +163,14 @@ class Settings(BaseSettings):
     handshake_timeout_seconds: float = Field(
         10.0, gt=0, description="a connection that has not set up HTTP/2 by then is closed"
     )
+    readiness_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="how often readiness (grpc.health.v1, sessionmemory.v1.MemoryService)"
+        " checks that Redis and the bucket answer; also at once after a backend error",
+    )
+    readiness_timeout_seconds: float = Field(
+        1.0, gt=0, description="how long each readiness check waits for a backend"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", pattern="^(json|text)$", description="json or text")

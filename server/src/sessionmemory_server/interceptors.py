@@ -45,6 +45,7 @@ Decode = Callable[[bytes], Any]
 # as one "rejected calls" line per reason per interval, with the count.
 REJECTED_LOG_INTERVAL_SECONDS: Final = 10.0
 _MALFORMED: Final = "MALFORMED_REQUEST"
+_BACKEND_UNAVAILABLE: Final = "BACKEND_UNAVAILABLE"
 _rejected = EventCounter(log, "rejected calls", interval_seconds=REJECTED_LOG_INTERVAL_SECONDS)
 
 _BACKEND_DOWN = (
@@ -246,12 +247,19 @@ TARPIT_MAX_PENDING: Final = 256
 _tarpit = _Tarpit(TARPIT_MAX_SECONDS, TARPIT_MAX_PENDING)
 
 
-async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
+async def _fail(
+    context: grpc.aio.ServicerContext[Any, Any],
+    method: str,
+    exc: Exception,
+    on_down: Callable[[], None] | None = None,
+) -> None:
     """Abort the call with the status that ``exc`` maps to.
 
     Runs after the call's CallCap slot was released.
     """
     if isinstance(exc, DomainError):
+        if exc.reason == _BACKEND_UNAVAILABLE and on_down is not None:
+            on_down()  # readiness checks the backends at once
         await _tarpit.hold(exc)
         if exc.code == grpc.StatusCode.UNAUTHENTICATED or exc.reason == _MALFORMED:
             _rejected.count(exc.reason)
@@ -262,6 +270,8 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: E
     elif isinstance(exc, _BACKEND_DOWN):
         # Throttled: during an outage every call fails, and any client can send calls.
         _down.count(type(exc).__name__)
+        if on_down is not None:
+            on_down()  # readiness checks the backends at once
         await _abort(context, unavailable("a storage backend did not answer; retry shortly"))
     else:
         request_id = uuid.uuid4().hex
@@ -380,7 +390,13 @@ def _busy_error(what: str, **metadata: object) -> DomainError:
 _UNCAPPED: Final = CallCap(None)
 
 
-def _wrap(behavior: Behavior, method: str, decode: Callable[[Any], Any], cap: CallCap) -> Behavior:
+def _wrap(
+    behavior: Behavior,
+    method: str,
+    decode: Callable[[Any], Any],
+    cap: CallCap,
+    on_down: Callable[[], None] | None,
+) -> Behavior:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             with cap.hold():
@@ -388,13 +404,17 @@ def _wrap(behavior: Behavior, method: str, decode: Callable[[Any], Any], cap: Ca
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            await _fail(context, method, exc)
+            await _fail(context, method, exc, on_down)
 
     return handler
 
 
 def _wrap_stream(
-    behavior: Callable[..., AsyncIterator[Any]], method: str, decode: Decode, cap: CallCap
+    behavior: Callable[..., AsyncIterator[Any]],
+    method: str,
+    decode: Decode,
+    cap: CallCap,
+    on_down: Callable[[], None] | None,
 ) -> Any:
     async def handler(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
@@ -404,12 +424,18 @@ def _wrap_stream(
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            await _fail(context, method, exc)
+            await _fail(context, method, exc, on_down)
 
     return handler
 
 
-def _handler(servicer: object, m: MethodDescriptor, service: str, cap: CallCap) -> Any:
+def _handler(
+    servicer: object,
+    m: MethodDescriptor,
+    service: str,
+    cap: CallCap,
+    on_down: Callable[[], None] | None,
+) -> Any:
     behavior = getattr(servicer, m.name)
     path = f"/{service}/{m.name}"
     # No request deserializer: grpc hands over the raw bytes and the wrapper decodes
@@ -418,7 +444,7 @@ def _handler(servicer: object, m: MethodDescriptor, service: str, cap: CallCap) 
     encode = GetMessageClass(m.output_type).SerializeToString
     if m.server_streaming and not m.client_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(behavior, path, decode, cap), None, encode
+            _wrap_stream(behavior, path, decode, cap, on_down), None, encode
         )
     if m.client_streaming and not m.server_streaming:
 
@@ -426,10 +452,12 @@ def _handler(servicer: object, m: MethodDescriptor, service: str, cap: CallCap) 
             return _DecodedStream(raw, decode)
 
         return grpc.stream_unary_rpc_method_handler(
-            _wrap(behavior, path, stream, cap), None, encode
+            _wrap(behavior, path, stream, cap, on_down), None, encode
         )
     if not m.client_streaming:
-        return grpc.unary_unary_rpc_method_handler(_wrap(behavior, path, decode, cap), None, encode)
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap(behavior, path, decode, cap, on_down), None, encode
+        )
     raise NotImplementedError(f"{path}: bidirectional streaming is not used")
 
 
@@ -440,17 +468,25 @@ def add_service(
     *,
     cap: CallCap = _UNCAPPED,
     long_lived: frozenset[str] = frozenset(),
+    on_backend_down: Callable[[], None] | None = None,
 ) -> None:
     """Register a servicer's methods, each wrapped with the error mapping.
 
-    Every method but the ``long_lived`` ones counts against ``cap``.
+    Every method but the ``long_lived`` ones counts against ``cap``;
+    ``on_backend_down`` is called when a call failed on an unreachable backend.
 
     Wrapping once at registration (instead of a ServerInterceptor, which grpc.aio
     consults on every call) keeps the mapping in one place at no per-call cost.
     Methods are added as registered methods, grpc's fast path for known names.
     """
     handlers = {
-        m.name: _handler(servicer, m, service.full_name, _UNCAPPED if m.name in long_lived else cap)
+        m.name: _handler(
+            servicer,
+            m,
+            service.full_name,
+            _UNCAPPED if m.name in long_lived else cap,
+            on_backend_down,
+        )
         for m in service.methods
     }
     server.add_generic_rpc_handlers(

@@ -76,6 +76,7 @@ class BlobStore:
         # Deletes and stats are small and must not queue behind 10 MiB transfers:
         # a Delete answers only once its objects are gone.
         self._small = ThreadPoolExecutor(2, thread_name_prefix="blobs-small")
+        self._probe = ThreadPoolExecutor(1, thread_name_prefix="blobs-probe")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -84,6 +85,20 @@ class BlobStore:
     async def _run_small(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._small, lambda: fn(*args))
+
+    async def check_bucket(self) -> None:
+        """Raise unless the bucket exists and answers (readiness; bound it with a timeout).
+
+        Runs on a thread of its own, so a hung store never holds up transfers;
+        a check still hanging from before makes the next one wait (and time out).
+        """
+
+        def check() -> None:
+            if not self._client.bucket_exists(self.bucket):
+                raise LookupError(f"bucket {self.bucket!r} does not exist")
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._probe, check)
 
     async def ensure_bucket(self) -> None:
         """Create the bucket when it is missing."""
@@ -186,3 +201,4 @@ class BlobStore:
         """Stop the thread pool."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._small.shutdown(wait=False, cancel_futures=True)
+        self._probe.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,114 @@
+"""Readiness that tells the truth: the service is SERVING only while its backends answer.
+
+`grpc.health.v1` carries two answers. The empty service name ``""`` is liveness:
+SERVING while the process serves calls (NOT_SERVING only during shutdown).
+``sessionmemory.v1.MemoryService`` is readiness: SERVING while Redis answers a
+PING and the object store's bucket answers, each within ``timeout`` seconds.
+`Readiness` checks both every ``interval`` seconds and at once when a call
+failed on an unreachable backend (`nudge`), so the status flips to NOT_SERVING
+within a few seconds of a backend loss and back to SERVING when it returns. A
+change is logged once (with the backend that failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Final
+
+from grpc_health.v1 import health_pb2
+from redis.asyncio import Redis, RedisCluster
+
+from .aux_services import CappedHealth
+from .stores.blob_store import BlobStore
+
+log = logging.getLogger("sessionmemory.health")
+
+INTERVAL_SECONDS: Final = 2.0
+TIMEOUT_SECONDS: Final = 1.0
+# A nudge checks at once, but no more often than this.
+MIN_GAP_SECONDS: Final = 0.5
+
+_SERVING: Final = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Readiness:
+    """Sets a service's health status from its backends (see the module doc)."""
+
+    def __init__(
+        self,
+        health: CappedHealth,
+        service: str,
+        redis: Redis | RedisCluster,
+        blobs: BlobStore,
+        *,
+        interval: float = INTERVAL_SECONDS,
+        timeout: float = TIMEOUT_SECONDS,
+    ) -> None:
+        self._health = health
+        self._service = service
+        self._redis = redis
+        self._blobs = blobs
+        self._interval = interval
+        self._timeout = timeout
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_check = 0.0
+        self.ready: bool | None = None
+        self.failing: tuple[str, ...] = ()
+
+    async def check(self) -> bool:
+        """Check both backends now and set the status; True when ready."""
+        self._last_check = time.monotonic()
+        results = await asyncio.gather(
+            asyncio.wait_for(self._redis.ping(), self._timeout),
+            asyncio.wait_for(self._blobs.check_bucket(), self._timeout),
+            return_exceptions=True,
+        )
+        failing = tuple(
+            f"{name}: {type(r).__name__}"
+            for name, r in zip(("redis", "object store"), results, strict=True)
+            if isinstance(r, BaseException)
+        )
+        ready = not failing
+        if ready != self.ready:
+            await self._health.set(self._service, _SERVING if ready else _NOT_SERVING)
+            if ready:
+                log.info("ready", extra={"service": self._service})
+            else:
+                log.warning("not ready", extra={"service": self._service, "failing": failing})
+        self.ready, self.failing = ready, failing
+        return ready
+
+    def nudge(self) -> None:
+        """A call found a backend unreachable: check soon (at most every 0.5 s)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Keep checking in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop checking (before the server announces its shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            gap = self._last_check + MIN_GAP_SECONDS - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            try:
+                await self.check()
+            except Exception:  # a bug here must not end readiness checks for good
+                log.exception("readiness check failed")

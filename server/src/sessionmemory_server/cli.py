@@ -9,10 +9,12 @@ import json
 import secrets
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import pydantic
 from redis.asyncio import Redis, RedisCluster
 
 from sessionmemory._base import env_settings
@@ -50,6 +52,38 @@ def _add_redis_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-timeout-seconds", type=float, help="timeout of every Redis call")
 
 
+def _redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON values, every secret replaced (a URL keeps all but its password)."""
+    shown: dict[str, Any] = settings.model_dump(mode="json")  # SecretStr -> "**********"
+    url = urllib.parse.urlsplit(settings.redis_url.get_secret_value())
+    if url.password is not None:
+        netloc = f"{url.username or ''}:***@{url.hostname or ''}"
+        netloc += f":{url.port}" if url.port else ""
+        url = url._replace(netloc=netloc)
+    shown["redis_url"] = urllib.parse.urlunsplit(url)
+    return shown
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.env_file is not None and not args.env_file.is_file():
+        print(f"--env-file {args.env_file}: no such file", file=sys.stderr)
+        return 2
+    try:
+        settings = _settings(args, _env_file=args.env_file)
+    except pydantic.ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"setting {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(json.dumps(_redacted(settings), indent=2, sort_keys=True))
+        return 0
+    from .app import serve  # noqa: PLC0415
+
+    serve(settings)
+    return 0
+
+
 def _settings(args: argparse.Namespace, **fixed: Any) -> Settings:
     names = (
         "listen",
@@ -80,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_server_flags(serve)
     _add_redis_flags(serve)
     _add_s3_flags(serve)
+    serve.add_argument(
+        "--env-file",
+        type=Path,
+        help="read SESSION_MEMORY_* settings from this file (the environment and flags win)",
+    )
+    serve.add_argument(
+        "--check-config",
+        action="store_true",
+        help="print the effective settings (secrets redacted) as JSON and exit",
+    )
 
     dev = sub.add_parser("dev", help="run the server with an embedded Redis and a dev API key")
     _add_server_flags(dev)
@@ -501,10 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``session-memory`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from .app import serve  # noqa: PLC0415
-
-        serve(_settings(args))
-        return 0
+        return _serve(args)
     if args.command == "dev":
         return _dev(args)
     if args.command == "tenants":

@@ -173,8 +173,8 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         principal = await self._principal(context)
         access = METHODS[method]
         principal.check(method, access, session_id)
+        claim_tenant(principal.tenant)  # before the rate: a busy refusal spends no token
         await self._limiter.acquire(principal.tenant, access.bucket, cost)
-        claim_tenant(principal.tenant)
         return principal.tenant
 
     async def Get(self, request: svc.GetRequest, context: Context) -> svc.GetResponse:
@@ -367,8 +367,8 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         access = METHODS["SetFile"]
         principal.check("SetFile", access, None)
         tenant = principal.tenant
-        await self._limiter.acquire(tenant, access.bucket)
         claim_tenant(tenant)
+        await self._limiter.acquire(tenant, access.bucket)
         stream = aiter(request_iterator)
         first = await self._next(stream)
         if first is None or first.WhichOneof("part") != "header":

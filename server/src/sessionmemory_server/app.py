@@ -289,8 +289,7 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
     # Liveness: this process serves. Readiness: its backends answer (checked now,
     # then every few seconds and whenever a call finds one unreachable).
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    await readiness.check()
-    readiness.start()
+    await readiness.start()
     collecting = asyncio.create_task(collector.run())
     return Built(
         server,

@@ -27,15 +27,30 @@ BACKOFF_SECONDS = 1.0
 
 
 class Poller:
-    """Runs ``refresh`` once at `start`, then every ``interval`` seconds until `close`."""
+    """Runs ``refresh`` once at `start`, then every ``interval`` seconds until `close`.
+
+    `nudge` asks for a refresh now, at most once per ``min_gap`` seconds.
+    """
 
     def __init__(
-        self, refresh: Callable[[], Awaitable[object]], interval: float, failed: EventCounter
+        self,
+        refresh: Callable[[], Awaitable[object]],
+        interval: float,
+        failed: EventCounter,
+        *,
+        min_gap: float = 0.0,
     ) -> None:
         self._refresh = refresh
         self.interval = interval
         self._failed = failed
+        self._min_gap = min_gap
+        self._wake = asyncio.Event()
+        self._last = 0.0
         self._task: asyncio.Task[None] | None = None
+
+    def nudge(self) -> None:
+        """Refresh soon, without waiting for the interval."""
+        self._wake.set()
 
     async def start(self) -> None:
         """Refresh now (a failure is counted, not raised), then in the background.
@@ -57,6 +72,7 @@ class Poller:
             self._task = None
 
     async def _once(self) -> None:
+        self._last = time.monotonic()
         try:
             await self._refresh()
         except Exception as exc:  # Redis down: keep the last state, try again later
@@ -65,7 +81,12 @@ class Poller:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            gap = self._last + self._min_gap - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
             await self._once()
 
 

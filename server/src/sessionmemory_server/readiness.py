@@ -13,18 +13,19 @@ change is logged once (with the backend that failed).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from typing import Final
 
 from grpc_health.v1 import health_pb2
 from redis.asyncio import Redis, RedisCluster
 
 from .aux_services import CappedHealth
+from .logs import EventCounter
+from .polling import Poller
 from .stores.blob_store import BlobStore
 
 log = logging.getLogger("sessionmemory.health")
+_failed = EventCounter(log, "readiness check failed", interval_seconds=60.0)
 
 INTERVAL_SECONDS: Final = 2.0
 TIMEOUT_SECONDS: Final = 1.0
@@ -52,17 +53,13 @@ class Readiness:
         self._service = service
         self._redis = redis
         self._blobs = blobs
-        self._interval = interval
         self._timeout = timeout
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._last_check = 0.0
+        self._poller = Poller(self.check, interval, _failed, min_gap=MIN_GAP_SECONDS)
         self.ready: bool | None = None
         self.failing: tuple[str, ...] = ()
 
     async def check(self) -> bool:
         """Check both backends now and set the status; True when ready."""
-        self._last_check = time.monotonic()
         results = await asyncio.gather(
             asyncio.wait_for(self._redis.ping(), self._timeout),
             asyncio.wait_for(self._blobs.check_bucket(), self._timeout),
@@ -85,30 +82,12 @@ class Readiness:
 
     def nudge(self) -> None:
         """A call found a backend unreachable: check soon (at most every 0.5 s)."""
-        self._wake.set()
+        self._poller.nudge()
 
-    def start(self) -> None:
-        """Keep checking in the background."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
+    async def start(self) -> None:
+        """Check now, then keep checking in the background."""
+        await self._poller.start()
 
     async def close(self) -> None:
         """Stop checking (before the server announces its shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            gap = self._last_check + MIN_GAP_SECONDS - time.monotonic()
-            if gap > 0:
-                await asyncio.sleep(gap)
-            try:
-                await self.check()
-            except Exception:  # a bug here must not end readiness checks for good
-                log.exception("readiness check failed")
+        await self._poller.close()

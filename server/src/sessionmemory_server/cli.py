@@ -35,6 +35,28 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace-seconds", type=float, help="shutdown grace for in-flight calls")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--log-format", choices=["json", "text"])
+    p.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics on /metrics here"
+    )
+    p.add_argument(
+        "--otlp-endpoint", metavar="URL", help="export traces by OTLP/gRPC to this collector"
+    )
+    p.add_argument(
+        "--access-log-sample-rate",
+        type=float,
+        metavar="RATE",
+        help="share of successful calls logged (failed calls always are); 0 to 1",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve gRPC over TLS")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument(
+        "--tls-client-ca", metavar="PEM", help="require client certificates signed by it (mTLS)"
+    )
+    p.add_argument(
+        "--health-listen",
+        metavar="HOST:PORT",
+        help="also serve grpc.health.v1 alone, in plaintext, here (for probes without TLS)",
+    )
 
 
 def _add_s3_flags(p: argparse.ArgumentParser) -> None:
@@ -98,6 +120,13 @@ def _settings(args: argparse.Namespace, **fixed: Any) -> Settings:
         "s3_public_endpoint",
         "s3_bucket",
         "s3_secure",
+        "metrics_listen",
+        "otlp_endpoint",
+        "access_log_sample_rate",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "health_listen",
     )
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     given.update(fixed)
@@ -465,6 +494,11 @@ def _dev(args: argparse.Namespace) -> int:
             s3_access_key=s3.access_key,
             s3_secret_key=s3.secret_key,
             spool_dir=str(data_dir / "spool"),
+            # Dev shows everything: metrics on, every call in the access log.
+            metrics_listen=args.metrics_listen or "127.0.0.1:9464",
+            access_log_sample_rate=(
+                1.0 if args.access_log_sample_rate is None else args.access_log_sample_rate
+            ),
         )
         print(
             f"Session Memory dev server\n"
@@ -472,6 +506,7 @@ def _dev(args: argparse.Namespace) -> int:
             f"  API key      : {key}\n"
             f"  Redis        : {embedded.url} (data in {embedded.data_dir})\n"
             f"  S3 (files)   : http://{s3.endpoint} (SeaweedFS, data in {s3.data_dir})\n"
+            f"  Metrics      : http://{settings.metrics_listen}/metrics\n"
             f"Try: export SESSION_MEMORY_ADDR={settings.listen} SESSION_MEMORY_API_KEY={key}\n"
             "Stop with Ctrl-C.",
             flush=True,

@@ -5,7 +5,9 @@ Nothing else in the server reads ``os.environ``.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import secrets
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -172,5 +174,71 @@ class Settings(BaseSettings):
     readiness_timeout_seconds: float = Field(
         1.0, gt=0, description="how long each readiness check waits for a backend"
     )
+    # Operations (issue 11): metrics, traces, access log, TLS, a probe port.
+    metrics_listen: str | None = Field(
+        None,
+        description="host:port of the Prometheus endpoint (GET /metrics); off when unset"
+        " (with --workers N the supervisor serves every worker's metrics on it)",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/gRPC endpoint of a trace collector (e.g. http://otel-collector:4317);"
+        " tracing is off, at no cost per call, when unset",
+    )
+    otel_service_name: str = Field(
+        "session-memory", description="service.name of the exported spans"
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="share of traces started here that are recorded (a caller's sampled"
+        " trace context is always followed)",
+    )
+    access_log: bool = Field(True, description="one structured log line per call (sampled)")
+    access_log_sample_rate: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="share of successful calls that get an access log line; failed calls"
+        " always do (within access_log_max_lines_per_second)",
+    )
+    access_log_max_lines_per_second: int = Field(
+        200,
+        ge=1,
+        description="access log lines per second per process; more are counted, not written",
+    )
+    log_hash_key: SecretStr = Field(
+        default_factory=lambda: SecretStr(secrets.token_hex(16)),
+        description="key of the hash that stands for a session id in logs (set it to"
+        " correlate lines across restarts and servers; default: random per start)",
+    )
+    tls_cert: str | None = Field(
+        None, description="PEM certificate chain of the gRPC port (TLS when set, with tls_key)"
+    )
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: str | None = Field(
+        None,
+        description="PEM CA bundle: clients must present a certificate it signed (mTLS)",
+    )
+    tls_reload_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how often the TLS files are checked for a rotated certificate",
+    )
+    health_listen: str | None = Field(
+        None,
+        description="host:port of a plaintext port serving only grpc.health.v1, for"
+        " probes that cannot speak TLS (Kubernetes' gRPC probes); off when unset",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", pattern="^(json|text)$", description="json or text")
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        """A certificate needs its key; client CAs need a certificate."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key are set together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+        return self

@@ -10,11 +10,23 @@ import threading
 import time
 from typing import Any
 
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The `extra=` fields of a record."""
+    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, plus `extra=` fields."""
+    """One JSON object per line: ts, level, logger, msg, pid, [worker], plus `extra=` fields."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         """Render a record as one JSON line."""
@@ -24,20 +36,47 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": record.process,
         }
-        out.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED)
+        if self._worker is not None:
+            out["worker"] = self._worker
+        out.update(_extras(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 
-def setup(level: str, fmt: str) -> None:
-    """Configure the root logger once for the process."""
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger [pid] message key=value ...``: the JSON lines' fields, for people."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+        self._worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render a record as one line, its `extra=` fields as key=value pairs."""
+        line = super().format(record)
+        fields = _extras(record)
+        if self._worker is not None:
+            fields = {"worker": self._worker, **fields}
+        if not fields:
+            return line
+        pairs = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
+        head, sep, tail = line.partition("\n")  # a traceback stays below the fields
+        return f"{head} {pairs}{sep}{tail}"
+
+
+def setup(level: str, fmt: str, *, worker: int | None = None) -> None:
+    """Configure the root logger once for the process.
+
+    Every line names the process (``pid``) and, under ``--workers``, its worker
+    number (``worker``, 0-based, kept by a respawned worker).
+    """
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(worker))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

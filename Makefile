@@ -38,7 +38,24 @@ $(SYSTEM_REDIS):
 	@[ "$$(id -u)" = 0 ] || { echo "tests need Debian's redis-server: apt-get install redis-server"; exit 1; }
 	apt-get install -y -q redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server >/dev/null)
 
-install: $(BIN)/.installed $(TS)/node_modules/.installed $(GO_PLUGINS) $(SYSTEM_REDIS) ## Create .venv, node_modules and the Go plugins; Redis 7
+# Deployment checks (tests/unit/test_deploy.py): `docker compose`, kustomize and
+# deploycheck (docker's own build-context and Dockerfile code), built from the Go
+# module proxy at the versions tools/deploy/go.sum locks: ~100 s from cold Go caches.
+DEPLOY := tools/deploy
+DEPLOY_TOOLS := $(DEPLOY)/.bin/docker/cli-plugins/docker-compose $(DEPLOY)/.bin/kustomize $(DEPLOY)/.bin/deploycheck
+
+$(DEPLOY)/.bin/docker/cli-plugins/docker-compose: $(DEPLOY)/go.mod $(DEPLOY)/go.sum
+	cd $(DEPLOY) && go build -trimpath -o .bin/docker/cli-plugins/docker-compose \
+	  -ldflags "-s -w -X github.com/docker/compose/v5/internal.Version=$$(go list -m -f '{{.Version}}' github.com/docker/compose/v5)" \
+	  github.com/docker/compose/v5/cmd
+
+$(DEPLOY)/.bin/kustomize: $(DEPLOY)/go.mod $(DEPLOY)/go.sum
+	cd $(DEPLOY) && go build -trimpath -ldflags "-s -w" -o .bin/kustomize sigs.k8s.io/kustomize/kustomize/v5
+
+$(DEPLOY)/.bin/deploycheck: $(DEPLOY)/go.mod $(DEPLOY)/go.sum $(wildcard $(DEPLOY)/deploycheck/*.go)
+	cd $(DEPLOY) && go build -trimpath -o .bin/deploycheck ./deploycheck
+
+install: $(BIN)/.installed $(TS)/node_modules/.installed $(GO_PLUGINS) $(SYSTEM_REDIS) $(DEPLOY_TOOLS) ## Create .venv, node_modules, the Go plugins and deploy tools; Redis 7
 
 dev: $(BIN)/.installed ## Run the server with embedded Redis + S3 and print a dev API key (Python only)
 	$(BIN)/session-memory dev
@@ -66,12 +83,29 @@ lint: install ## buf lint/format/breaking, ruff, mypy --strict, tsc, gofmt, go v
 	$(BIN)/mypy
 	cd $(TS) && npx tsc -p . --noEmit
 	cd $(GO) && test -z "$$(gofmt -l .)" && go vet ./...
+	cd $(DEPLOY) && test -z "$$(gofmt -l .)" && go vet ./...
 
 test: install lint check-gen ## Install everything, lint, check generated code, run all suites
 	cd $(TS) && npm run build --silent
 	$(BIN)/pytest -q
 	cd $(TS) && npm test --silent
 	cd $(GO) && go test -count=1 ./...
+
+# The image's dependencies, locked with hashes for its platform (CPython 3.11 on glibc
+# Linux) whatever machine runs this; the pins already there are kept unless pyproject.toml
+# needs others (LOCK_ARGS=--upgrade moves every pin to the newest release).
+UV_VERSION := 0.13.8
+LOCK_FOR := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes
+
+lock: ## Re-lock the image's dependencies (deploy/*.lock) from pyproject.toml; LOCK_ARGS=--upgrade
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && "$$tmp/venv/bin/pip" install --quiet uv==$(UV_VERSION) && \
+	"$$tmp/venv/bin/uv" pip compile --quiet $(LOCK_FOR) $(LOCK_ARGS) --custom-compile-command 'make lock' \
+	  pyproject.toml -o deploy/requirements.lock && \
+	$(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' | \
+	"$$tmp/venv/bin/uv" pip compile --quiet $(LOCK_FOR) $(LOCK_ARGS) --custom-compile-command 'make lock' \
+	  - -o deploy/build-requirements.lock && \
+	echo "locked deploy/requirements.lock and deploy/build-requirements.lock"
 
 bench: $(BIN)/.installed ## Benchmark calls against a bare grpc.aio floor (needs h2load); BENCH_ARGS="--ops get,set,increment --document"
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
@@ -87,4 +121,4 @@ bench-limits: $(BIN)/.installed ## Rate limiter: cost per call on/off, accuracy 
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
 	$(BIN)/session-memory bench-limits $(BENCH_ARGS)
 
-.PHONY: help install dev gen check-gen lint test bench bench-files bench-watch bench-limits
+.PHONY: help install dev gen check-gen lint test lock bench bench-files bench-watch bench-limits

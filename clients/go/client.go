@@ -11,10 +11,12 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
@@ -30,6 +32,7 @@ type Client struct {
 	fileTimeout time.Duration
 	maxAttempts int
 	dialOptions []grpc.DialOption
+	creds       credentials.TransportCredentials // WithTLS; nil: those of dialOptions
 }
 
 // Option configures a Client.
@@ -45,7 +48,8 @@ func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = 
 // WithMaxAttempts sets the attempts of calls safe to retry on UNAVAILABLE (default 3).
 func WithMaxAttempts(n int) Option { return func(c *Client) { c.maxAttempts = max(1, n) } }
 
-// WithDialOptions replaces the default dial options (plaintext) with yours, e.g. TLS.
+// WithDialOptions replaces the default dial options (plaintext) with yours
+// (for TLS, WithTLS is shorter).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *Client) { c.dialOptions = opts }
 }
@@ -61,7 +65,12 @@ func New(addr string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(c)
 	}
-	conn, err := grpc.NewClient(addr, c.dialOptions...)
+	dial := c.dialOptions
+	if c.creds != nil {
+		// Appended last, so they win over the transport credentials of dialOptions.
+		dial = append(slices.Clip(dial), grpc.WithTransportCredentials(c.creds))
+	}
+	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return nil, err
 	}
@@ -70,14 +79,28 @@ func New(addr string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// NewFromEnv connects to SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY (an
-// API key or a session token).
+// NewFromEnv connects to SESSION_MEMORY_ADDR (default localhost:50051) with
+// SESSION_MEMORY_API_KEY (an API key or a session token). TLS comes from
+// SESSION_MEMORY_TLS=true (the system roots), SESSION_MEMORY_TLS_CA (a PEM CA
+// bundle), SESSION_MEMORY_CLIENT_CERT with SESSION_MEMORY_CLIENT_KEY (a PEM client
+// certificate and its key, for mTLS) and SESSION_MEMORY_TLS_SERVER_NAME (the
+// name to check in the server's certificate); each but the first implies TLS.
+// opts come after the environment's, so a WithTLS among them wins. An error
+// wrapping ErrTLSConfig says what in the TLS variables does not fit.
 func NewFromEnv(opts ...Option) (*Client, error) {
 	addr := os.Getenv("SESSION_MEMORY_ADDR")
 	if addr == "" {
 		addr = "localhost:50051"
 	}
-	return New(addr, append([]Option{WithAPIKey(os.Getenv("SESSION_MEMORY_API_KEY"))}, opts...)...)
+	env := []Option{WithAPIKey(os.Getenv("SESSION_MEMORY_API_KEY"))}
+	cfg, err := envTLS(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		env = append(env, WithTLS(cfg))
+	}
+	return New(addr, append(env, opts...)...)
 }
 
 // Close closes the connection.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,9 +141,10 @@ def test_keys_cli_create_list_revoke(own_redis: EmbeddedRedis) -> None:
 
 def test_dev_mode_starts_redis_prints_a_key_and_stops_cleanly(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"  # dev serves metrics, by default on 9464
     proc = subprocess.Popen(
         [sys.executable, "-m", "sessionmemory_server.cli", "dev", "--listen", address,
-         "--data-dir", str(tmp_path)],
+         "--data-dir", str(tmp_path), "--metrics-listen", metrics],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -157,8 +160,53 @@ def test_dev_mode_starts_redis_prints_a_key_and_stops_cleanly(tmp_path: Path) ->
             assert client.session("dev").get("step") == "name"
             client.session("dev").set_file("note", b"hello", ttl=60, mime="text/plain")
             assert client.session("dev").get_file("note").to_raw() == b"hello"
+        scraped = _scrape(metrics)
+        assert 'grpc_method="Set",grpc_service="sessionmemory.v1.MemoryService"' in scraped
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
     assert (tmp_path / "dev-api-key").read_text().strip() == key
     assert (tmp_path / "redis" / "appendonly.aof").exists() or any((tmp_path / "redis").iterdir())
+
+
+def _scrape(listen: str) -> str:
+    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_serve_exports_metrics_and_writes_access_log_lines(own_redis: EmbeddedRedis) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "SESSION_MEMORY_LOG_LEVEL": "INFO",
+        "SESSION_MEMORY_ACCESS_LOG_SAMPLE_RATE": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessionmemory_server.cli", "serve", "--listen", address,
+         "--redis-url", own_redis.url, "--metrics-listen", metrics],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=20)
+        key = _cli("keys", "create", "acme", "--redis-url", own_redis.url).stdout.strip()
+        with MemoryClient(address, api_key=key, max_attempts=1) as client:
+            client.session("conv-secret").set("step", "name")
+            assert client.session("conv-secret").get("step") == "name"
+        scraped = _scrape(metrics)
+        ok = 'grpc_code="OK",grpc_method="Get",grpc_service="sessionmemory.v1.MemoryService"'
+        assert f'grpc_server_handled_total{{{ok},grpc_type="UNARY"}} 1.0' in scraped
+        assert "process_cpu_seconds_total" in scraped  # the process collector too
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    access = [json.loads(line) for line in err.splitlines() if '"sessionmemory.access"' in line]
+    assert [(a["method"], a["code"], a["tenant"]) for a in access] == [
+        ("Set", "OK", "acme"),
+        ("Get", "OK", "acme"),
+    ]
+    assert all(a["pid"] == proc.pid for a in access)
+    assert "conv-secret" not in err and key not in err

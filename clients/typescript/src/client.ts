@@ -8,6 +8,7 @@ import { MemoryService, TokenPermission as PbTokenPermission } from "./gen/sessi
 import { MemoryUnavailableError, fromConnectError } from "./errors.js";
 import { jsonSchemaOf, type JsonSchema, type MergePatch, type UpdateOptions, type ZodSchemaLike } from "./document.js";
 import { MemorySession } from "./session.js";
+import { nodeTlsOptions, tlsFromEnv, type TlsOptions } from "./tls.js";
 import type { Limits, SchemaInfo, SessionToken, TokenPermission } from "./types.js";
 import { dateOf, limitsOf, schemaInfoOf } from "./types.js";
 
@@ -24,8 +25,13 @@ export interface MemoryClientOptions {
   fileTimeoutMs?: number;
   /** Attempts for calls that are safe to retry on UNAVAILABLE. Default 3. */
   maxAttempts?: number;
-  /** Use TLS (https). Default false. */
-  tls?: boolean;
+  /**
+   * TLS: `true` verifies the server with Node's root certificates; an object
+   * sets the CA bundle (`ca`), a client certificate for mTLS (`cert` + `key`)
+   * and the name to check (`serverName`). Default: plaintext. Ignored with
+   * `transport`.
+   */
+  tls?: boolean | TlsOptions;
   /** A transport of your own (an escape hatch, e.g. for interceptors). */
   transport?: Transport;
 }
@@ -55,10 +61,16 @@ export class MemoryClient {
   /** @internal */
   readonly hasKey: boolean;
 
+  /** @throws TypeError `tls.cert` without `tls.key`, or the other way round. */
   constructor(address = "localhost:50051", options: MemoryClientOptions = {}) {
+    const tls = options.tls === true ? {} : options.tls || undefined;
     const transport =
       options.transport ??
-      createGrpcTransport({ baseUrl: `${options.tls ? "https" : "http"}://${address}` });
+      createGrpcTransport(
+        tls === undefined
+          ? { baseUrl: `http://${address}` }
+          : { baseUrl: `https://${address}`, nodeOptions: nodeTlsOptions(tls) },
+      );
     this.raw = createClient(MemoryService, transport);
     this.hasKey = Boolean(options.apiKey);
     this.ctx = {
@@ -69,10 +81,21 @@ export class MemoryClient {
     };
   }
 
-  /** A client for SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY (an API key or a session token). */
+  /**
+   * A client for `SESSION_MEMORY_ADDR` (default `localhost:50051`) with
+   * `SESSION_MEMORY_API_KEY` (an API key or a session token). TLS comes from
+   * `SESSION_MEMORY_TLS=true` (Node's roots), `SESSION_MEMORY_TLS_CA` (a PEM CA
+   * bundle), `SESSION_MEMORY_CLIENT_CERT` + `SESSION_MEMORY_CLIENT_KEY` (a PEM client
+   * certificate and key, for mTLS) and `SESSION_MEMORY_TLS_SERVER_NAME` (the name
+   * to check in the server's certificate); each but the first implies TLS. A
+   * `tls` option wins over all of them.
+   * @throws Error the TLS variables do not make a configuration (a file is
+   *   unreadable or not PEM, a certificate comes without its key, ...).
+   */
   static fromEnv(options: Omit<MemoryClientOptions, "apiKey"> = {}): MemoryClient {
     return new MemoryClient(process.env.SESSION_MEMORY_ADDR || "localhost:50051", {
       ...options,
+      tls: options.tls ?? (options.transport ? undefined : tlsFromEnv()),
       apiKey: process.env.SESSION_MEMORY_API_KEY || undefined,
     });
   }

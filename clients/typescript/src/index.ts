@@ -10,6 +10,7 @@
  * ```
  */
 export { MemoryClient, type MemoryClientOptions } from "./client.js";
+export type { TlsOptions } from "./tls.js";
 export { MemorySession, FileHandle, type FileData, type IncrementOptions, type Scalar, type WriteOptions } from "./session.js";
 export type { DocumentModel, DocumentOptions, JsonSchema, MergePatch, UpdateOptions, ZodSchemaLike } from "./document.js";
 export type { WatchOptions } from "./watch.js";

@@ -2,7 +2,8 @@
 
 `serve()` runs it until SIGTERM/SIGINT: it stops accepting new calls, lets
 in-flight calls finish within the grace period, then closes Redis.
-`--workers N` runs N such processes on one port (SO_REUSEPORT).
+`--workers N` runs N such processes on one port (SO_REUSEPORT), supervised by
+this one (supervisor.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import multiprocessing
-import os
 import signal
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace.export import SpanExporter
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -30,7 +30,7 @@ from sessionmemory.v1 import memory_service_pb2
 
 from . import logs
 from .auth import ApiKeys, Authenticator
-from .aux_services import CappedHealth, add_reflection
+from .aux_services import CappedHealth, add_reflection, probe_server
 from .collector import Collector
 from .config import Settings
 from .core import LIMITS
@@ -38,6 +38,8 @@ from .files import Files
 from .interceptors import CallCap, add_service
 from .limits import LimitBook, TenantLimits
 from .memory import Memory
+from .metrics import MetricsServer
+from .observe import Observer
 from .quotas import Quotas
 from .ratelimit import RateLimiter
 from .readiness import Readiness
@@ -45,7 +47,10 @@ from .schema_registry import SchemaRegistry
 from .servicer import MemoryServicer
 from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore
+from .supervisor import WorkerLink, supervise
+from .tls import ServerTls, server_tls
 from .tokens import SessionTokens
+from .tracing import Tracing
 from .uploads import UploadCaps
 from .watch import ChangeHub
 
@@ -161,12 +166,22 @@ class Built:
     quotas: Quotas
     calls: CallCap
     readiness: Readiness
+    # TLS of the main port (None: plaintext) and the plaintext probe port (health only).
+    tls: ServerTls | None = None
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    # Observability: the /metrics endpoint (one process) and tracing (None: off).
+    metrics_server: MetricsServer | None = None
+    tracing: Tracing | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting calls, wait up to ``grace`` seconds for in-flight ones, close."""
         await self.readiness.close()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            # Probes saw NOT_SERVING while calls drained; now the probe port goes too.
+            await self.health_server.stop(None)
         self.collecting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.collecting
@@ -177,11 +192,28 @@ class Built:
         await self.limit_book.close()
         self.blobs.close()
         await self.redis.aclose()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.close)  # flushes; bounded by FLUSH_SECONDS
+        if self.metrics_server is not None:
+            self.metrics_server.close()
 
 
-async def build_server(settings: Settings, *, api_keys_cache: float | None = None) -> Built:
-    """Build and start the server on ``settings.listen`` (port 0 picks a free port)."""
+async def build_server(
+    settings: Settings,
+    *,
+    api_keys_cache: float | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> Built:
+    """Build and start the server on ``settings.listen`` (port 0 picks a free port).
+
+    Raises:
+        TlsConfigError: a TLS file is missing, unreadable, or does not fit.
+        OSError: ``listen`` or ``health_listen`` cannot be bound.
+    """
+    # Read first: TLS files that do not fit stop the start before anything opens.
+    port_tls = server_tls(settings)
     client = redis_client(settings)
+    observer = Observer.for_server(settings, client, span_exporter=span_exporter)
     auth_refresh = settings.auth_cache_seconds if api_keys_cache is None else api_keys_cache
     api_keys = ApiKeys(client, refresh_seconds=auth_refresh)
     # What calls hold before they are authenticated (a request message is
@@ -275,17 +307,28 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         cap=calls,
         long_lived=frozenset({"Watch"}),
         on_backend_down=readiness.nudge,
+        observer=observer,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_reflection(server, (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME))
-    port = server.add_insecure_port(settings.listen)
+    if port_tls is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, port_tls.credentials)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
+    probe, probe_port = (
+        (None, None)
+        if settings.health_listen is None
+        else probe_server(settings.health_listen, health_servicer, server_options(settings))
+    )
     hub.start()
     await limit_book.start()
     quotas.start()
     await authenticator.start()
     await server.start()
+    if probe is not None:
+        await probe.start()
     # Liveness: this process serves. Readiness: its backends answer (checked now,
     # then every few seconds and whenever a call finds one unreachable).
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -306,18 +349,29 @@ async def build_server(settings: Settings, *, api_keys_cache: float | None = Non
         quotas=quotas,
         calls=calls,
         readiness=readiness,
+        tls=port_tls,
+        health_server=probe,
+        health_port=probe_port,
+        metrics_server=observer.serve_metrics(settings.metrics_listen),
+        tracing=observer.tracing,
     )
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, link: WorkerLink | None = None) -> None:
     built = await build_server(settings)
     host = settings.listen.rsplit(":", 1)[0]
-    log.info("serving", extra={"listen": f"{host}:{built.port}"})
+    serving = {"listen": f"{host}:{built.port}", "tls": built.tls.mode if built.tls else "off"}
+    if settings.health_listen is not None:
+        serving["health_listen"] = f"{settings.health_listen.rsplit(':', 1)[0]}:{built.health_port}"
+    log.info("serving", extra=serving)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    if link is None:
+        await stop.wait()
+    else:  # a supervised worker: counted as serving, ready only with all its siblings
+        await link.run(built.readiness, stop)
     log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
     await built.stop(settings.grace_seconds)
     log.info("stopped")
@@ -358,36 +412,37 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _run_one(settings: Settings) -> None:
+def _run_one(settings: Settings, link: WorkerLink | None = None) -> None:
+    """One serving process: the whole server, or worker ``link.number`` under --workers."""
+    if link is not None:
+        link.attach()
     _tune_malloc()
     _raise_fd_limit()
-    logs.setup(settings.log_level, settings.log_format)
+    logs.setup(settings.log_level, settings.log_format, worker=link.number if link else None)
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
 
-        uvloop.run(_serve(settings))
+        uvloop.run(_serve(settings, link))
     except ImportError:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, link))
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT, in ``settings.workers`` processes sharing the port."""
+    """Serve until SIGTERM/SIGINT, in ``settings.workers`` processes sharing the port.
+
+    With more than one worker this process serves no calls: it supervises the
+    workers (supervisor.py), respawning one that dies and draining them all on
+    SIGTERM/SIGINT.
+
+    Raises:
+        ValueError: ``--workers`` with port 0.
+        SystemExit: status 1 when no worker could start.
+    """
     if settings.workers == 1:
         _run_one(settings)
         return
     if settings.listen.endswith(":0"):
         raise ValueError("--workers needs a fixed port: processes share it with SO_REUSEPORT")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_run_one, args=(settings,)) for _ in range(settings.workers)]
-    for p in procs:
-        p.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
+    status = supervise(settings, _run_one)
+    if status:
+        raise SystemExit(status)

@@ -6,6 +6,8 @@ Every open stream counts against gRPC's cap on concurrent calls, so without a
 cap of their own an anonymous caller holding a few thousand of them would take
 every tenant's calls (RESOURCE_EXHAUSTED without ErrorInfo). Each process
 serves at most `MAX_STREAMS` of each; one more is refused at once.
+
+`probe_server` serves health alone, in plaintext, for probes that cannot speak TLS.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any, Final
 
 import grpc
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 MAX_STREAMS: Final = 64
@@ -77,3 +79,25 @@ def add_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> Non
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
         CappedReflection(service_names), server
     )
+
+
+def probe_server(
+    listen: str, servicer: CappedHealth, options: Sequence[tuple[str, Any]]
+) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server of ``servicer`` alone on ``listen``; the server and its port.
+
+    Kubernetes' built-in gRPC probes cannot speak TLS, so with TLS on the main
+    port they need a port of their own. It serves grpc.health.v1 and nothing
+    else (any other service is UNIMPLEMENTED), from the main port's servicer,
+    so both tell the same liveness and readiness. Its Check calls are never
+    starved by Watch streams: those are capped at `MAX_STREAMS`.
+
+    Raises:
+        OSError: ``listen`` cannot be bound.
+    """
+    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=2 * MAX_STREAMS)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen} (health_listen)")
+    return server, port

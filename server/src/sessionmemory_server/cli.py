@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import grpc
 import pydantic
 from redis.asyncio import Redis, RedisCluster
 
 from sessionmemory._base import env_settings
+from sessionmemory.v1 import memory_service_pb2
 
 from . import limits
 from .auth import ApiKeys, UnknownKey
@@ -97,6 +99,8 @@ def _serve(args: argparse.Namespace) -> int:
             where = ".".join(str(part) for part in error["loc"])
             print(f"setting {where}: {error['msg']}", file=sys.stderr)
         return 2
+    if not _tls_files_fit(settings):
+        return 2
     if args.check_config:
         print(json.dumps(_redacted(settings), indent=2, sort_keys=True))
         return 0
@@ -104,6 +108,18 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(settings)
     return 0
+
+
+def _tls_files_fit(settings: Settings) -> bool:
+    """Check the TLS files before serving: a bad one is a message, not a traceback."""
+    from .tls import TlsConfigError, check  # noqa: PLC0415
+
+    try:
+        check(settings)
+    except TlsConfigError as exc:
+        print(f"TLS: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _settings(args: argparse.Namespace, **fixed: Any) -> Settings:
@@ -162,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_keys_parser(sub)
     _add_tokens_parser(sub)
     _add_tenants_parser(sub)
+    _add_health_parser(sub)
 
     bench = sub.add_parser(
         "bench", help="benchmark calls against a bare grpc.aio + Redis floor, and the document"
@@ -213,6 +230,12 @@ def _parser() -> argparse.ArgumentParser:
     files = sub.add_parser("bench-files", help="server peak RSS under concurrent 10 MiB uploads")
     files.add_argument("--uploads", type=int, default=20, help="concurrent uploads")
     files.add_argument("--size-mib", type=int, default=10, help="size of each upload")
+    obs = sub.add_parser(
+        "bench-observability", help="what metrics, tracing and the access log cost per Get"
+    )
+    from .bench_obs import add_arguments as add_obs_arguments  # noqa: PLC0415
+
+    add_obs_arguments(obs)
     return parser
 
 
@@ -500,6 +523,8 @@ def _dev(args: argparse.Namespace) -> int:
                 1.0 if args.access_log_sample_rate is None else args.access_log_sample_rate
             ),
         )
+        if not _tls_files_fit(settings):
+            return 2
         print(
             f"Session Memory dev server\n"
             f"  gRPC address : {settings.listen}\n"
@@ -576,6 +601,99 @@ def _file_command(args: argparse.Namespace) -> int:
         client.close()
 
 
+def _add_health_parser(sub: Any) -> None:
+    health = sub.add_parser(
+        "health",
+        help="ask a server's grpc.health.v1 for a service's status: exit 0 when SERVING,"
+        " 1 otherwise (container health checks; needs no API key)",
+    )
+    health.add_argument(
+        "--addr",
+        metavar="HOST:PORT",
+        help="ask this address, in plaintext (default: the server's settings: health_listen"
+        " in plaintext, else listen, over TLS when tls_cert is set; a wildcard host means"
+        " this machine)",
+    )
+    health.add_argument(
+        "--service",
+        default=memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
+        help='the service whose status is asked: the default is readiness; "" is liveness',
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for it")
+    health.add_argument(
+        "--env-file", type=Path, help="the SESSION_MEMORY_* file the server was started with"
+    )
+
+
+def _loopback(address: str) -> str:
+    """``address`` with a wildcard host (what a server binds) made this machine's."""
+    host, _, port = address.rpartition(":")
+    if host in ("", "0.0.0.0"):
+        return f"127.0.0.1:{port}"
+    if host in ("[::]", "::"):
+        return f"[::1]:{port}"
+    return address
+
+
+def _health_channel(args: argparse.Namespace, settings: Settings) -> tuple[str, grpc.Channel]:
+    """The address to ask and a channel to it.
+
+    The probe port (health_listen) in plaintext when there is one, else the gRPC
+    port, over TLS when the server serves TLS. The client's SESSION_MEMORY_TLS_*
+    variables are not read: in the server's environment they are the server's files.
+    """
+    if args.addr is not None:
+        return args.addr, grpc.insecure_channel(args.addr)
+    if settings.health_listen is not None:
+        address = _loopback(settings.health_listen)
+        return address, grpc.insecure_channel(address)
+    address = _loopback(settings.listen)
+    if settings.tls_cert is None:
+        return address, grpc.insecure_channel(address)
+    # Trust the server's own chain (self-signed, or a chain file that ends with its
+    # CA); its names must include the loopback address. The probe port (and mTLS,
+    # which wants a client certificate) avoid the question.
+    pem = Path(settings.tls_cert).read_bytes()
+    return address, grpc.secure_channel(address, grpc.ssl_channel_credentials(pem))
+
+
+def _health(args: argparse.Namespace) -> int:
+    from grpc_health.v1 import health_pb2  # noqa: PLC0415
+
+    what = f"service {args.service!r}" if args.service else "liveness ('')"
+    try:
+        settings = Settings(_env_file=args.env_file)  # type: ignore[call-arg]
+        address, channel = _health_channel(args, settings)
+    except (ValueError, OSError) as exc:  # pydantic.ValidationError is a ValueError
+        if isinstance(exc, pydantic.ValidationError):
+            error = exc.errors()[0]
+            reason = f"setting {'.'.join(map(str, error['loc']))}: {error['msg']}"
+        else:
+            reason = str(exc)
+        print(f"UNKNOWN: {what}: cannot tell where to ask ({reason})", file=sys.stderr)
+        return 1
+    request = health_pb2.HealthCheckRequest(service=args.service)
+    with channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        try:
+            reply = check(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            code, details = (
+                (exc.code(), exc.details()) if isinstance(exc, grpc.Call) else (None, "")
+            )
+            name = code.name if code is not None else "ERROR"
+            print(f"{name}: {what} at {address}: {details or exc}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"{status}: {what} at {address}", file=sys.stdout if serving else sys.stderr)
+    return 0 if serving else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``session-memory`` console script."""
     args = _parser().parse_args(argv)
@@ -583,6 +701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "dev":
         return _dev(args)
+    if args.command == "health":
+        return _health(args)
     if args.command == "tenants":
         return asyncio.run(_tenants(args))
     if args.command == "keys":
@@ -591,6 +711,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_tokens(args))
     if args.command in ("put-file", "get-file"):
         return _file_command(args)
+    if args.command == "bench-observability":
+        from .bench_obs import main as bench_obs_main  # noqa: PLC0415
+
+        return bench_obs_main(args)
     if args.command == "bench-files":
         from .bench_files import main as bench_files_main  # noqa: PLC0415
 

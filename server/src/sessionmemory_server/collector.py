@@ -35,6 +35,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from . import metrics
 from .core import Kind
 from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore
@@ -42,6 +43,8 @@ from .stores.redis_store import RedisStore
 log = logging.getLogger("sessionmemory.collector")
 
 _BATCH = 100
+_SWEPT = metrics.COLLECTOR_DELETED.labels("sweep")
+_RELEASED = metrics.COLLECTOR_DELETED.labels("release")
 
 
 def _now_ms() -> int:
@@ -162,6 +165,7 @@ class Collector:
             log.warning("could not delete released objects", extra={"error": repr(exc)})
             failed = list(names)
         done = [m for n, m in names.items() if n not in failed]
+        _RELEASED.inc(len(done))
         try:
             await self._store.gc_done(*done)
             await self._store.gc_schedule({names[n]: _now_ms() for n in failed})
@@ -192,7 +196,9 @@ class Collector:
             except Exception as exc:  # retried when the claim lapses
                 failed += 1
                 error = exc
+        _SWEPT.inc(deleted)
         if error is not None:
+            metrics.COLLECTOR_FAILURES.inc(failed)
             log.warning(
                 "collection entries failed", extra={"entries": failed, "error": repr(error)}
             )
@@ -226,6 +232,7 @@ class Collector:
         """Collect every interval until cancelled; failures are logged and retried."""
         while True:
             try:
+                metrics.COLLECTOR_BACKLOG.set(await self._store.gc_due(_now_ms()))
                 while (count := await self.collect_once()) == _BATCH:
                     log.info("collected", extra={"objects": count})
                 if count:
@@ -233,5 +240,6 @@ class Collector:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                metrics.COLLECTOR_FAILURES.inc()
                 log.warning("collection failed", extra={"error": repr(exc)})
             await asyncio.sleep(self.interval)

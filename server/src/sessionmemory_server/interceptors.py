@@ -9,18 +9,22 @@ MALFORMED_REQUEST, never grpc's UNKNOWN or INTERNAL. Unknown exceptions become
 INTERNAL with a request id that is logged with the traceback; backend connection
 failures and timeouts become UNAVAILABLE. Rejections any client can cause at will
 (no valid key, an undecodable body) are only counted, in one throttled log line.
+
+Each call has a `Call` record (observe.py) in a context variable: the call cap
+counts it, the servicer reports its tenant, session and file bytes into it, and
+its metrics, span and access log line are recorded once its status is known
+(for a failed call, before the status is sent).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import errno
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import grpc
@@ -33,8 +37,10 @@ from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from . import metrics
 from .errors import BUSY_RETRY_SECONDS, DOMAIN, DomainError, unavailable
 from .logs import EventCounter
+from .observe import OFF, Call, MethodObserver, Observer
 
 log = logging.getLogger("sessionmemory.rpc")
 
@@ -173,6 +179,13 @@ class _DecodedStream:
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
+    call = _call.get()
+    if call is not None:
+        call.code = err.code
+        call.reason = err.reason
+        if err.reason == _RATE_LIMITED:
+            call.bucket = err.metadata.get("limit", "")
+        call.finish()  # before the client can see the status
     status = to_status(err)
     await context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -308,9 +321,8 @@ class CallCap:
         self.in_flight = 0
         self.by_tenant: dict[str, int] = {}
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Count one call for its duration; SERVER_BUSY when the cap is reached."""
+    def enter(self, call: Call) -> None:
+        """Count ``call`` until `leave`; SERVER_BUSY when the cap is reached."""
         if self.limit is not None and self.in_flight >= self.limit:
             raise _busy_error(
                 f"the server has the maximum of {self.limit} calls in flight",
@@ -318,51 +330,38 @@ class CallCap:
                 limit=self.limit,
             )
         self.in_flight += 1
-        slot = _Slot(self)
-        token = _slot.set(slot)
-        try:
-            yield
-        finally:
-            _slot.reset(token)
-            slot.release()
-            self.in_flight -= 1
+        call.cap = self
 
+    def leave(self, call: Call) -> None:
+        """Stop counting ``call`` (and its tenant's share)."""
+        tenant = call.counted
+        if tenant is not None:
+            call.counted = None
+            left = self.by_tenant[tenant] - 1
+            if left:
+                self.by_tenant[tenant] = left
+            else:
+                del self.by_tenant[tenant]
+        call.cap = None
+        self.in_flight -= 1
 
-class _Slot:
-    """One call's place in a CallCap, and the tenant it is counted against."""
-
-    __slots__ = ("_cap", "tenant")
-
-    def __init__(self, cap: CallCap) -> None:
-        self._cap = cap
-        self.tenant: str | None = None
-
-    def claim(self, tenant: str) -> None:
-        cap = self._cap
-        if self.tenant is not None or cap.tenant_limit is None:
+    def claim(self, call: Call, tenant: str) -> None:
+        """Count ``call`` (entered) against ``tenant``'s share, once."""
+        if call.counted is not None or self.tenant_limit is None:
             return
-        held = cap.by_tenant.get(tenant, 0)
-        if held >= cap.tenant_limit:
+        held = self.by_tenant.get(tenant, 0)
+        if held >= self.tenant_limit:
             raise _busy_error(
-                f"this tenant has the maximum of {cap.tenant_limit} calls in flight on this server",
+                f"this tenant has the maximum of {self.tenant_limit} calls in flight on this"
+                " server",
                 scope="tenant",
-                limit=cap.tenant_limit,
+                limit=self.tenant_limit,
             )
-        cap.by_tenant[tenant] = held + 1
-        self.tenant = tenant
-
-    def release(self) -> None:
-        if self.tenant is None:
-            return
-        left = self._cap.by_tenant[self.tenant] - 1
-        if left:
-            self._cap.by_tenant[self.tenant] = left
-        else:
-            del self._cap.by_tenant[self.tenant]
-        self.tenant = None
+        self.by_tenant[tenant] = held + 1
+        call.counted = tenant
 
 
-_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("call_slot", default=None)
+_call: contextvars.ContextVar[Call | None] = contextvars.ContextVar("call", default=None)
 
 
 def claim_tenant(tenant: str) -> None:
@@ -372,9 +371,50 @@ def claim_tenant(tenant: str) -> None:
         DomainError: RESOURCE_EXHAUSTED (SERVER_BUSY, scope "tenant") when the
             tenant already holds its share; nothing was done.
     """
-    slot = _slot.get()
-    if slot is not None:
-        slot.claim(tenant)
+    call = _call.get()
+    if call is not None:
+        call.tenant = tenant
+        if call.cap is not None:
+            call.cap.claim(call, tenant)
+
+
+def invocation_metadata(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    """The call's invocation metadata as (key, value) pairs, read from grpc once per call.
+
+    grpc converts the metadata anew on every ``invocation_metadata()``; the
+    tracer and authentication both need it.
+    """
+    call = _call.get()
+    if call is None:
+        return context.invocation_metadata() or ()
+    if call.metadata is None:
+        call.metadata = context.invocation_metadata() or ()
+    return call.metadata
+
+
+def report_caller(tenant: str, session_id: str | None) -> None:
+    """Tell the current call's observers who calls, on which session (if any)."""
+    call = _call.get()
+    if call is not None:
+        call.tenant = tenant
+        if session_id is not None:
+            call.session_id = session_id
+
+
+def report_bytes_in(size: int) -> None:
+    """Count file bytes received by the current call (SetFile chunks)."""
+    metrics.UPLOAD_BYTES.inc(size)
+    call = _call.get()
+    if call is not None:
+        call.bytes_in += size
+
+
+def report_bytes_out(size: int) -> None:
+    """Count file bytes sent by the current call (ReadFile chunks)."""
+    metrics.DOWNLOAD_BYTES.inc(size)
+    call = _call.get()
+    if call is not None:
+        call.bytes_out += size
 
 
 def _busy_error(what: str, **metadata: object) -> DomainError:
@@ -396,15 +436,30 @@ def _wrap(
     decode: Callable[[Any], Any],
     cap: CallCap,
     on_down: Callable[[], None] | None,
+    observer: MethodObserver | None,
 ) -> Behavior:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        call = Call(observer)
+        token = _call.set(call)
+        if observer is not None:
+            observer.begin(call, context)
         try:
-            with cap.hold():
+            cap.enter(call)
+            try:
                 return await behavior(decode(request), context)
-        except (grpc.aio.AbortError, asyncio.CancelledError):
+            finally:
+                cap.leave(call)
+        except grpc.aio.AbortError:
+            _aborted(call, context)
+            raise
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
             await _fail(context, method, exc, on_down)
+        finally:
+            call.finish()
+            _call.reset(token)
 
     return handler
 
@@ -415,18 +470,39 @@ def _wrap_stream(
     decode: Decode,
     cap: CallCap,
     on_down: Callable[[], None] | None,
+    observer: MethodObserver | None,
 ) -> Any:
     async def handler(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        call = Call(observer)
+        token = _call.set(call)
+        if observer is not None:
+            observer.begin(call, context)
         try:
-            with cap.hold():
+            cap.enter(call)
+            try:
                 async for item in behavior(decode(request), context):
                     yield item
-        except (grpc.aio.AbortError, asyncio.CancelledError):
+            finally:
+                cap.leave(call)
+        except grpc.aio.AbortError:
+            _aborted(call, context)
+            raise
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
             await _fail(context, method, exc, on_down)
+        finally:
+            call.finish()
+            _call.reset(token)
 
     return handler
+
+
+def _aborted(call: Call, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Note the code of a call aborted other than by `_abort` (which notes its own)."""
+    if call.code is None:
+        call.code = context.code() or grpc.StatusCode.UNKNOWN
 
 
 def _handler(
@@ -435,8 +511,12 @@ def _handler(
     service: str,
     cap: CallCap,
     on_down: Callable[[], None] | None,
+    observer: Observer,
 ) -> Any:
     behavior = getattr(servicer, m.name)
+    watch = observer.method(
+        service, m.name, client_streaming=m.client_streaming, server_streaming=m.server_streaming
+    )
     path = f"/{service}/{m.name}"
     # No request deserializer: grpc hands over the raw bytes and the wrapper decodes
     # them, so an undecodable body gets our status instead of grpc's UNKNOWN.
@@ -444,7 +524,7 @@ def _handler(
     encode = GetMessageClass(m.output_type).SerializeToString
     if m.server_streaming and not m.client_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(behavior, path, decode, cap, on_down), None, encode
+            _wrap_stream(behavior, path, decode, cap, on_down, watch), None, encode
         )
     if m.client_streaming and not m.server_streaming:
 
@@ -452,11 +532,11 @@ def _handler(
             return _DecodedStream(raw, decode)
 
         return grpc.stream_unary_rpc_method_handler(
-            _wrap(behavior, path, stream, cap, on_down), None, encode
+            _wrap(behavior, path, stream, cap, on_down, watch), None, encode
         )
     if not m.client_streaming:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap(behavior, path, decode, cap, on_down), None, encode
+            _wrap(behavior, path, decode, cap, on_down, watch), None, encode
         )
     raise NotImplementedError(f"{path}: bidirectional streaming is not used")
 
@@ -469,11 +549,13 @@ def add_service(
     cap: CallCap = _UNCAPPED,
     long_lived: frozenset[str] = frozenset(),
     on_backend_down: Callable[[], None] | None = None,
+    observer: Observer = OFF,
 ) -> None:
     """Register a servicer's methods, each wrapped with the error mapping.
 
     Every method but the ``long_lived`` ones counts against ``cap``;
-    ``on_backend_down`` is called when a call failed on an unreachable backend.
+    ``on_backend_down`` is called when a call failed on an unreachable backend;
+    ``observer`` records each call's metrics, span and access log line.
 
     Wrapping once at registration (instead of a ServerInterceptor, which grpc.aio
     consults on every call) keeps the mapping in one place at no per-call cost.
@@ -486,6 +568,7 @@ def add_service(
             service.full_name,
             _UNCAPPED if m.name in long_lived else cap,
             on_backend_down,
+            observer,
         )
         for m in service.methods
     }

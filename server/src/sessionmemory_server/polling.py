@@ -81,8 +81,11 @@ class Poller:
 
     async def _run(self) -> None:
         while True:
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel (close) that
+            # arrives as a nudge wakes it, and the loop then never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             self._wake.clear()
             gap = self._last + self._min_gap - time.monotonic()
             if gap > 0:

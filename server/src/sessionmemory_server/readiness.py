@@ -8,12 +8,18 @@ PING and the object store's bucket answers, each within ``timeout`` seconds.
 failed on an unreachable backend (`nudge`), so the status flips to NOT_SERVING
 within a few seconds of a backend loss and back to SERVING when it returns. A
 change is logged once (with the backend that failed).
+
+Under ``--workers N`` a worker is also ready only while all N workers serve
+(`require_workers`; the count lives in memory shared with the supervisor): a
+worker that died and is being replaced, or keeps crashing, makes every worker
+report NOT_SERVING until it serves again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from grpc_health.v1 import health_pb2
@@ -55,6 +61,7 @@ class Readiness:
         self._blobs = blobs
         self._timeout = timeout
         self._poller = Poller(self.check, interval, _failed, min_gap=MIN_GAP_SECONDS)
+        self._workers: tuple[Callable[[], int], int] | None = None
         self.ready: bool | None = None
         self.failing: tuple[str, ...] = ()
 
@@ -70,6 +77,11 @@ class Readiness:
             for name, r in zip(("redis", "object store"), results, strict=True)
             if isinstance(r, BaseException)
         )
+        if self._workers is not None:
+            serving, workers = self._workers
+            up = serving()  # read after the backends answered: the latest count
+            if up < workers:
+                failing += (f"workers: {up} of {workers} serving",)
         ready = not failing
         if ready != self.ready:
             await self._health.set(self._service, _SERVING if ready else _NOT_SERVING)
@@ -79,6 +91,16 @@ class Readiness:
                 log.warning("not ready", extra={"service": self._service, "failing": failing})
         self.ready, self.failing = ready, failing
         return ready
+
+    async def require_workers(self, serving: Callable[[], int], workers: int) -> None:
+        """Under ``--workers``: ready only while ``serving()`` counts all ``workers``; check now.
+
+        Args:
+            serving: How many worker processes serve now (this one included).
+            workers: How many should.
+        """
+        self._workers = (serving, workers)
+        await self.check()
 
     def nudge(self) -> None:
         """A call found a backend unreachable: check soon (at most every 0.5 s)."""

@@ -20,7 +20,13 @@ from .auth import Authenticator
 from .core import Kind
 from .errors import DomainError, invalid, unauthenticated
 from .files import FileHeaderSpec, Files
-from .interceptors import claim_tenant
+from .interceptors import (
+    claim_tenant,
+    invocation_metadata,
+    report_bytes_in,
+    report_bytes_out,
+    report_caller,
+)
 from .limits import LimitBook
 from .memory import Memory, WriteSpec
 from .quotas import Quotas
@@ -155,7 +161,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
 
     async def _principal(self, context: Context) -> Principal:
         authorization = None
-        for name, value in context.invocation_metadata() or ():
+        for name, value in invocation_metadata(context):
             if name == "authorization":
                 authorization = str(value)
                 break
@@ -171,6 +177,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         process's calls); nothing is read or written then.
         """
         principal = await self._principal(context)
+        report_caller(principal.tenant, session_id)
         access = METHODS[method]
         principal.check(method, access, session_id)
         claim_tenant(principal.tenant)  # before the rate: a busy refusal spends no token
@@ -347,6 +354,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             chunk = message.chunk if part == "chunk" else b""
             del message  # keep one copy of the chunk alive, not two
             if chunk:
+                report_bytes_in(len(chunk))
                 await self._limiter.throttle(
                     tenant, Bucket.FILE_BYTES, len(chunk), FILE_BYTES_MAX_WAIT_SECONDS
                 )
@@ -365,8 +373,9 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
         """See the proto."""
         principal = await self._principal(context)
         access = METHODS["SetFile"]
-        principal.check("SetFile", access, None)
         tenant = principal.tenant
+        report_caller(tenant, None)
+        principal.check("SetFile", access, None)
         claim_tenant(tenant)
         await self._limiter.acquire(tenant, access.bucket)
         stream = aiter(request_iterator)
@@ -379,6 +388,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
                 "header",
             )
         h = first.header
+        report_caller(tenant, h.session_id)
         principal.check("SetFile", access, h.session_id)
         header = FileHeaderSpec(
             session_id=h.session_id,
@@ -424,6 +434,7 @@ class MemoryServicer(svc_grpc.MemoryServiceServicer):
             await self._limiter.throttle(
                 tenant, Bucket.FILE_BYTES, len(chunk), FILE_BYTES_MAX_WAIT_SECONDS
             )
+            report_bytes_out(len(chunk))
             yield svc.ReadFileResponse(chunk=chunk)
 
     async def GetDocument(

@@ -39,6 +39,7 @@ from typing import Final
 
 import grpc
 
+from . import metrics
 from .errors import BUSY_RETRY_SECONDS, DomainError
 
 DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -109,6 +110,7 @@ class UploadSlot:
             raise spool_full(limit)
         uploads.spool_bytes += size
         self.spooled += size
+        metrics.UPLOAD_SPOOL_BYTES.inc(size)
 
     def release(self) -> None:
         """Give back the slot and the spooled bytes (once; later calls do nothing)."""
@@ -147,11 +149,14 @@ class Uploads:
         if self.active >= self.caps.max_uploads:
             raise too_many_uploads(self.caps.max_uploads)
         self.active += 1
+        metrics.UPLOADS_IN_PROGRESS.inc()
         return UploadSlot(self)
 
     def _release(self, spooled: int) -> None:
         self.active -= 1
         self.spool_bytes -= spooled
+        metrics.UPLOADS_IN_PROGRESS.dec()
+        metrics.UPLOAD_SPOOL_BYTES.dec(spooled)
 
 
 class RateFloor:

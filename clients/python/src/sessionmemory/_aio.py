@@ -19,6 +19,7 @@ from ._base import (
     ChannelOptions,
     auth_metadata,
     check_available,
+    env_client_kwargs,
     env_settings,
 )
 from ._convert import (
@@ -57,8 +58,11 @@ class AsyncMemoryClient:
         timeout: Default deadline of every call, in seconds (retries included).
         upload_timeout: Deadline of a file upload or download, in seconds.
         max_attempts: Attempts for calls that are safe to retry on UNAVAILABLE.
-        credentials: TLS credentials; None for a plaintext channel.
-        options: Extra gRPC channel options.
+        credentials: TLS credentials (``grpc.ssl_channel_credentials(ca, key,
+            cert)``; key and cert for mTLS); None for a plaintext channel.
+        options: Extra gRPC channel options, e.g.
+            ``[("grpc.ssl_target_name_override", name)]`` to check ``name`` in the
+            server's certificate.
     """
 
     def __init__(
@@ -85,9 +89,29 @@ class AsyncMemoryClient:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncMemoryClient:
-        """A client for SESSION_MEMORY_ADDR with SESSION_MEMORY_API_KEY (a key or a token)."""
+        """A client configured by the environment; ``kwargs`` as for the constructor.
+
+        ``SESSION_MEMORY_ADDR`` is the address (default ``localhost:50051``),
+        ``SESSION_MEMORY_API_KEY`` the API key or session token. TLS:
+
+        - ``SESSION_MEMORY_TLS=true``: TLS, the server verified with grpc's roots;
+        - ``SESSION_MEMORY_TLS_CA``: a PEM CA bundle to verify the server with;
+        - ``SESSION_MEMORY_CLIENT_CERT`` and ``SESSION_MEMORY_CLIENT_KEY``: a PEM client
+          certificate and its key, for a server that requires them (mTLS);
+        - ``SESSION_MEMORY_TLS_SERVER_NAME``: the name to check in the server's
+          certificate instead of the address's host.
+
+        Each of the last three turns TLS on by itself. A ``credentials=`` argument
+        wins over all of them (e.g. ``grpc.ssl_channel_credentials(ca, key, cert)``).
+
+        Raises:
+            ValueError: the TLS variables do not make a configuration (a file is
+                unreadable or not PEM, a certificate comes without its key, or
+                SESSION_MEMORY_TLS is not a boolean or is false while another
+                TLS variable is set).
+        """
         address, api_key = env_settings()
-        return cls(address, api_key=api_key, **kwargs)
+        return cls(address, api_key=api_key, **env_client_kwargs(kwargs))
 
     @property
     def stub(self) -> memory_service_pb2_grpc.MemoryServiceStub:

@@ -3,11 +3,15 @@
 The SDK is synchronous, so every call runs in a bounded thread pool: at most
 ``threads`` transfers at once, each holding at most one 5 MiB part in memory.
 Every request has a timeout (urllib3), so a dead store is UNAVAILABLE, not a hang.
+Each runs with the calling task's context variables, so with tracing on its
+HTTP request is a child span of the call's span.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -23,6 +27,12 @@ from minio.error import S3Error
 PART_SIZE = 5 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 _GONE = ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
+
+
+def _in_thread(pool: ThreadPoolExecutor, fn: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+    """``fn(*args, **kwargs)`` on ``pool``, in a copy of the caller's context variables."""
+    run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return asyncio.get_running_loop().run_in_executor(pool, run)
 
 
 class BlobStore:
@@ -79,12 +89,10 @@ class BlobStore:
         self._probe = ThreadPoolExecutor(1, thread_name_prefix="blobs-probe")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        return await _in_thread(self._pool, fn, *args, **kwargs)
 
     async def _run_small(self, fn: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._small, lambda: fn(*args))
+        return await _in_thread(self._small, fn, *args)
 
     async def check_bucket(self) -> None:
         """Raise unless the bucket exists and answers (readiness; bound it with a timeout).
@@ -97,8 +105,7 @@ class BlobStore:
             if not self._client.bucket_exists(self.bucket):
                 raise LookupError(f"bucket {self.bucket!r} does not exist")
 
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._probe, check)
+        await _in_thread(self._probe, check)
 
     async def ensure_bucket(self) -> None:
         """Create the bucket when it is missing."""
@@ -130,7 +137,7 @@ class BlobStore:
                     num_parallel_uploads=1,
                 )
 
-        done = asyncio.get_running_loop().run_in_executor(self._pool, put)
+        done = _in_thread(self._pool, put)
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:

@@ -719,6 +719,10 @@ class RedisStore:
             except redis.exceptions.OutOfMemoryError:
                 raise StoreFull from None
 
+    async def gc_due(self, now_ms: int) -> int:
+        """How many collection entries are due at ``now_ms`` (the collector's backlog)."""
+        return int(await self._redis.zcount(self._gc_key, "-inf", now_ms))
+
     async def gc_claim(self, lease_ms: int, batch: int) -> list[str]:
         """Claim due collection entries for one lease."""
         out = await self._gc_claim(keys=[self._gc_key], args=[lease_ms, batch])

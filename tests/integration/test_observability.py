@@ -276,6 +276,13 @@ def test_file_metrics_count_bytes_and_released_objects(observed: Observed, calle
     caller.upload("doc", data)
     assert caller.read("doc") == data
     caller.upload("doc", data[:1000])  # replaces the first object: deleted before the answer
+    # A stream's status is counted when its handler ends, a moment after the client
+    # has read its last message.
+    read_ok = grpc_labels("ReadFile", "SERVER_STREAM", grpc_code="OK")
+    deadline = time.monotonic() + 5
+    while not delta(before, observed.scrape())("grpc_server_handled_total", **read_ok):
+        assert time.monotonic() < deadline, "ReadFile was never counted"
+        time.sleep(0.05)
     d = delta(before, observed.scrape())
     assert d("sessionmemory_upload_bytes_total") == len(data) + 1000
     assert d("sessionmemory_download_bytes_total") == len(data)
@@ -432,18 +439,37 @@ def test_at_ratio_one_every_call_starts_a_trace_and_nothing_else_does(
 
 def test_a_failed_call_span_names_its_reason(observed: Observed, caller: Caller) -> None:
     trace_id = secrets.token_hex(16)
-    md = (("authorization", "Bearer nope"), traceparent(trace_id, secrets.token_hex(8)))
-    assert caller.get(md=md) == grpc.StatusCode.UNAUTHENTICATED
+    md = (*caller.md, traceparent(trace_id, secrets.token_hex(8)))
+    assert caller.set("k", "x" * 256, md=md) == grpc.StatusCode.INVALID_ARGUMENT
     [span] = [
         s
         for s in observed.spans()
         if format(s.context.trace_id, "032x") == trace_id and s.kind is SpanKind.SERVER
     ]
     attributes = dict(span.attributes or {})
-    assert attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
-    assert attributes["error.type"] == "API_KEY_INVALID"
+    assert attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert attributes["error.type"] == "VALUE_TOO_LONG"
     # The caller's fault, not the server's (gRPC semantic conventions for servers).
     assert span.status.status_code is StatusCode.UNSET
+
+
+def test_a_caller_without_a_valid_key_cannot_make_the_server_trace(
+    observed: Observed, caller: Caller
+) -> None:
+    """A sampled trace context is followed only once the caller is authenticated."""
+    trace_id = secrets.token_hex(16)
+    md = (("authorization", "Bearer nope"), traceparent(trace_id, secrets.token_hex(8)))
+    for _ in range(20):
+        assert caller.get(md=md) == grpc.StatusCode.UNAUTHENTICATED
+    assert caller.get(md=(*caller.md, traceparent(trace_id, secrets.token_hex(8)))) == (
+        grpc.StatusCode.OK
+    )
+    spans = [
+        s
+        for s in observed.spans()
+        if format(s.context.trace_id, "032x") == trace_id and s.kind is SpanKind.SERVER
+    ]
+    assert [dict(s.attributes or {})["rpc.grpc.status_code"] for s in spans] == [0]
 
 
 # --- the access log --------------------------------------------------------------------

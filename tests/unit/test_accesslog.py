@@ -143,12 +143,20 @@ def test_lines_over_the_cap_are_counted_not_written(lines: io.StringIO) -> None:
     clock = Clock()
     log = AccessLog(sample_rate=1.0, max_lines_per_second=2, hash_key=b"k", clock=clock)
     before = dropped()
-    written = [log.write("Get", "OK", 0.001) for _ in range(5)]
+    written = [log.write("Get", "OK", 0.001, tenant="acme") for _ in range(5)]
     assert written == [True, True, False, False, False]
     assert dropped() - before == 3
     clock.now += 0.5
-    assert log.write("Get", "OK", 0.001)
+    assert log.write("Get", "OK", 0.001, tenant="acme")
     assert len(lines.getvalue().splitlines()) == 3
+
+
+def test_calls_of_no_tenant_cannot_crowd_out_the_tenants_lines(lines: io.StringIO) -> None:
+    clock = Clock()
+    log = AccessLog(sample_rate=1.0, max_lines_per_second=20, hash_key=b"k", clock=clock)
+    keyless = [log.write("Get", "UNAUTHENTICATED", 0.001) for _ in range(100)]
+    assert sum(keyless) == 2  # a tenth of the cap, in a budget of its own
+    assert all(log.write("Get", "INVALID_ARGUMENT", 0.001, tenant="acme") for _ in range(20))
 
 
 def test_the_text_format_keeps_the_fields() -> None:

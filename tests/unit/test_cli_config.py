@@ -44,3 +44,18 @@ def test_bad_settings_are_named_and_refused(
     monkeypatch.delenv("SESSION_MEMORY_WORKERS")
     assert main(["serve", "--env-file", str(tmp_path / "missing.env"), "--check-config"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_secrets_in_url_queries_and_the_otlp_endpoint_are_redacted(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py reads ?password= too; an OTLP endpoint may carry user info.
+    monkeypatch.setenv("SESSION_MEMORY_REDIS_URL", "redis://redis:6379/0?password=hunter2&db=1")
+    monkeypatch.setenv("SESSION_MEMORY_OTLP_ENDPOINT", "http://user:otlpsecret@collector:4317")
+    assert main(["serve", "--check-config"]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert shown["redis_url"] == "redis://redis:6379/0?password=***&db=1"
+    assert shown["otlp_endpoint"] == "http://user:***@collector:4317"
+    for secret in ("hunter2", "otlpsecret"):
+        assert secret not in out

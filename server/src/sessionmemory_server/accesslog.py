@@ -19,13 +19,17 @@ trace_id       the call's trace id (32 hex digits) when it is traced: tracing
 pid, worker    added to every line by `logs` (worker under ``--workers``)
 =============  =============================================================
 
-Never logged: session ids, keys, values, API keys, session tokens, and the
-caller's address (personal data in many jurisdictions; the auth-failure
-throttle already acts on it, and a proxy in front would make it meaningless).
+Never logged here: session ids, keys, values, API keys, session tokens, and the
+caller's address (personal data in many jurisdictions; a proxy in front would
+make it meaningless). The one server line that names an address is the
+auth-failure throttle's warning, once per throttled address (an IPv6 /64) per
+window: the address is what an operator must act on.
 
 Sampling: every failed call gets a line; a successful one with probability
 ``access_log_sample_rate``. At most ``access_log_max_lines_per_second`` lines
-are written per process (a token bucket holding one second's worth); lines over
+are written per process (a token bucket holding one second's worth), and calls
+of no known tenant (no valid key, an undecodable body) have a tenth of that in a
+bucket of their own, so a keyless flood cannot crowd tenants' lines out; lines over
 the cap are counted (``sessionmemory_access_log_dropped_total``) and summarized
 in one throttled WARNING. With the logger above INFO nothing is formatted.
 """
@@ -50,6 +54,8 @@ _dropped = EventCounter(
 )
 
 SESSION_HASH_HEX: Final = 16
+# Calls of no known tenant get 1/ANONYMOUS_SHARE of the lines per second, apart.
+ANONYMOUS_SHARE: Final = 10
 _MAX_KEY_BYTES: Final = 64  # blake2b's key limit
 
 
@@ -114,6 +120,10 @@ class AccessLog:
         self._rng = rng
         self._clock = clock
         self._budget = LineBudget(max_lines_per_second, clock())
+        # Calls of no known tenant (no valid key, an undecodable body) draw from a
+        # budget of their own: anyone can send them, and they must not crowd the
+        # tenants' lines out (they are all counted in the metrics anyway).
+        self._anonymous = LineBudget(max(1, max_lines_per_second // ANONYMOUS_SHARE), clock())
         self._hash = session_hasher(hash_key)
 
     def wanted(self, ok: bool) -> bool:
@@ -140,7 +150,8 @@ class AccessLog:
         trace_id: str | None = None,
     ) -> bool:
         """Write one call's line unless the per-second cap is spent; True when written."""
-        if not self._budget.take(self._clock()):
+        budget = self._budget if tenant is not None else self._anonymous
+        if not budget.take(self._clock()):
             metrics.ACCESS_LOG_DROPPED.inc()
             _dropped.count("rate cap")
             return False

@@ -76,15 +76,38 @@ def _add_redis_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-timeout-seconds", type=float, help="timeout of every Redis call")
 
 
-def _redacted(settings: Settings) -> dict[str, Any]:
-    """The settings as JSON values, every secret replaced (a URL keeps all but its password)."""
-    shown: dict[str, Any] = settings.model_dump(mode="json")  # SecretStr -> "**********"
-    url = urllib.parse.urlsplit(settings.redis_url.get_secret_value())
+_SECRET_PARAMS: Final = ("pass", "secret", "token", "key", "auth", "credential")
+
+
+def _redact_url(text: str) -> str:
+    """``text`` with the password of its user info and secret-looking query values as ***.
+
+    redis-py also reads ``?password=`` from a URL, so the query counts too.
+    """
+    url = urllib.parse.urlsplit(text)
     if url.password is not None:
         netloc = f"{url.username or ''}:***@{url.hostname or ''}"
         netloc += f":{url.port}" if url.port else ""
         url = url._replace(netloc=netloc)
-    shown["redis_url"] = urllib.parse.urlunsplit(url)
+    if url.query:
+        pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
+        query = urllib.parse.urlencode(
+            [
+                (k, "***" if any(word in k.lower() for word in _SECRET_PARAMS) else v)
+                for k, v in pairs
+            ],
+            safe="*",
+        )
+        url = url._replace(query=query)
+    return urllib.parse.urlunsplit(url)
+
+
+def _redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON values, every secret replaced (a URL keeps all but its secrets)."""
+    shown: dict[str, Any] = settings.model_dump(mode="json")  # SecretStr -> "**********"
+    shown["redis_url"] = _redact_url(settings.redis_url.get_secret_value())
+    if settings.otlp_endpoint is not None:
+        shown["otlp_endpoint"] = _redact_url(settings.otlp_endpoint)
     return shown
 
 

@@ -19,6 +19,7 @@ its metrics, span and access log line are recorded once its status is known
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import logging
@@ -178,13 +179,20 @@ class _DecodedStream:
         return self._decode(await anext(self._it))
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
+def _note(err: DomainError) -> Call | None:
+    """Note ``err`` as the current call's outcome (before anything can interrupt it)."""
     call = _call.get()
     if call is not None:
         call.code = err.code
         call.reason = err.reason
         if err.reason == _RATE_LIMITED:
             call.bucket = err.metadata.get("limit", "")
+    return call
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
+    call = _note(err)
+    if call is not None:
         call.finish()  # before the client can see the status
     status = to_status(err)
     await context.abort(status.code, status.details, status.trailing_metadata)
@@ -273,6 +281,8 @@ async def _fail(
     if isinstance(exc, DomainError):
         if exc.reason == _BACKEND_UNAVAILABLE and on_down is not None:
             on_down()  # readiness checks the backends at once
+        # Noted first: a client whose deadline ends during the hold was still refused.
+        _note(exc)
         await _tarpit.hold(exc)
         if exc.code == grpc.StatusCode.UNAUTHENTICATED or exc.reason == _MALFORMED:
             _rejected.count(exc.reason)
@@ -399,6 +409,9 @@ def report_caller(tenant: str, session_id: str | None) -> None:
         call.tenant = tenant
         if session_id is not None:
             call.session_id = session_id
+        observer = call.observer
+        if observer is not None:
+            observer.authenticated(call, call.metadata)
 
 
 def report_bytes_in(size: int) -> None:
@@ -452,14 +465,16 @@ def _wrap(
         except grpc.aio.AbortError:
             _aborted(call, context)
             raise
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
         except Exception as exc:
             await _fail(context, method, exc, on_down)
+        except BaseException:
+            # Cancelled (by the client or its deadline), or a stream closed by grpc
+            # (GeneratorExit): never counted as OK.
+            _ended(call, context)
+            raise
         finally:
             call.finish()
-            _call.reset(token)
+            _reset(token)
 
     return handler
 
@@ -487,16 +502,38 @@ def _wrap_stream(
         except grpc.aio.AbortError:
             _aborted(call, context)
             raise
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
         except Exception as exc:
             await _fail(context, method, exc, on_down)
+        except BaseException:
+            # Cancelled (by the client or its deadline), or a stream closed by grpc
+            # (GeneratorExit): never counted as OK.
+            _ended(call, context)
+            raise
         finally:
             call.finish()
-            _call.reset(token)
+            _reset(token)
 
     return handler
+
+
+def _ended(call: Call, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Note the code of a call that ended by cancellation: its deadline's, or the client's."""
+    if call.code is None:
+        try:
+            left = context.time_remaining()
+        except Exception:  # a context grpc has already torn down
+            left = None
+        call.code = (
+            grpc.StatusCode.DEADLINE_EXCEEDED
+            if left is not None and left <= 0
+            else grpc.StatusCode.CANCELLED
+        )
+
+
+def _reset(token: contextvars.Token[Call | None]) -> None:
+    """Restore the context variable; a stream closed from another context cannot, harmlessly."""
+    with contextlib.suppress(ValueError):
+        _call.reset(token)
 
 
 def _aborted(call: Call, context: grpc.aio.ServicerContext[Any, Any]) -> None:

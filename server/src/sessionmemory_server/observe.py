@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
 _OK: Final = grpc.StatusCode.OK
+_TRIED: Final = object()  # Call.token once its span was considered and not started
 
 
 class Call:
@@ -121,15 +122,26 @@ class MethodObserver:
         self._bytes_out = method == "ReadFile"
 
     def begin(self, call: Call, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """A call started: count it, start its span (parent from its metadata)."""
+        """A call started: count it (its span waits until the caller is authenticated)."""
         call.start = time.perf_counter()
         if self._metrics is not None:
             self._metrics.start()
-        if self._tracer is not None:
-            call.metadata = context.invocation_metadata() or ()
-            started = self._tracer.start(call.metadata)
-            if started is not None:
-                call.span, call.token = started
+
+    def authenticated(self, call: Call, metadata: Any) -> None:
+        """The caller is known: start the call's span, dated from the call's start.
+
+        Not before: a caller's sampled trace context is followed (ParentBased), so
+        anyone who can reach the port could otherwise make every call, keyless
+        ones included, pay for a recorded and exported span.
+        """
+        tracer = self._tracer
+        if tracer is None or call.token is not None:
+            return
+        call.token = _TRIED
+        started_ns = time.time_ns() - int((time.perf_counter() - call.start) * 1e9)
+        started = tracer.start(metadata, start_time=started_ns)
+        if started is not None:
+            call.span, call.token = started
 
     def end(self, call: Call) -> None:
         """A call has its status: record it, end its span, maybe write its line."""

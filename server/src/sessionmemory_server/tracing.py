@@ -32,6 +32,7 @@ never set: tracing stays this server's, not the process's.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import random
 import threading
 from collections.abc import Iterator, Sequence
@@ -143,10 +144,13 @@ class MethodTracer:
             "rpc.method": method,
         }
 
-    def start(self, metadata: Any) -> tuple[trace.Span, object] | None:
+    def start(
+        self, metadata: Any, start_time: int | None = None
+    ) -> tuple[trace.Span, object] | None:
         """Start a call's span (parent: ``metadata``'s trace context) and make it current.
 
-        ``metadata`` is the call's invocation metadata: (key, value) pairs, or None.
+        ``metadata`` is the call's invocation metadata: (key, value) pairs, or None;
+        ``start_time`` the call's start in ns since the epoch (default: now).
 
         Returns the span and the token that `end` needs to restore the context;
         None when the call is not traced.
@@ -163,7 +167,7 @@ class MethodTracer:
             if ratio < 1.0 and (ratio <= 0.0 or random.random() >= ratio):
                 return None
         span = self._tracer.start_span(
-            self._name, parent, SpanKind.SERVER, attributes=self._attributes
+            self._name, parent, SpanKind.SERVER, attributes=self._attributes, start_time=start_time
         )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return span, token
@@ -178,7 +182,14 @@ class MethodTracer:
                 if code in _SERVER_FAULTS:
                     span.set_status(Status(StatusCode.ERROR, reason or code.name))
         span.end()
-        otel_context.detach(token)  # type: ignore[arg-type]  # the token attach returned
+        # A stream's generator may be closed from another context than the one it
+        # attached in; the context it left behind dies with that one anyway.
+        # (otel_context.detach would log a traceback for it, at a rate clients choose.)
+        if isinstance(token, contextvars.Token):
+            with contextlib.suppress(ValueError):
+                token.var.reset(token)
+        else:
+            otel_context.detach(token)  # type: ignore[arg-type]  # the token attach returned
 
 
 def trace_id(span: trace.Span) -> str | None:

@@ -45,13 +45,15 @@ COPY --from=build /opt/session-memory /opt/session-memory
 ENV PATH=/opt/session-memory/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    SESSION_MEMORY_LISTEN=0.0.0.0:50051
+    SESSION_MEMORY_LISTEN=0.0.0.0:50051 \
+    SESSION_MEMORY_HEALTH_LISTEN=127.0.0.1:8081
 USER 10001:10001
 # gRPC; Prometheus (SESSION_MEMORY_METRICS_LISTEN=0.0.0.0:9464); the plaintext probe
-# port serving only grpc.health.v1 (SESSION_MEMORY_HEALTH_LISTEN=0.0.0.0:8081).
+# port serving only grpc.health.v1 (SESSION_MEMORY_HEALTH_LISTEN=0.0.0.0:8081 to reach it).
 EXPOSE 50051 9464 8081
 # Readiness of sessionmemory.v1.MemoryService (Redis and the bucket answer), asked on
-# the probe port when there is one, else on the gRPC port; no API key needed. Every 2 s
+# the plaintext probe port (127.0.0.1:8081 by default, so the check keeps working with
+# TLS or mTLS on the gRPC port; 0.0.0.0:8081 for Kubernetes' probes); no API key needed. Every 2 s
 # while starting, then every 30 s (a check costs ~0.4 s of CPU: a Python start).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --start-interval=2s --retries=3 \
   CMD ["session-memory", "health"]

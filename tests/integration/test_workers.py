@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sessionmemory import MemoryClient, ServiceUnavailableError
 from sessionmemory_server.app import SERVICE_NAME
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
-from sessionmemory_server.supervisor import DRAIN_MARGIN_SECONDS
+from sessionmemory_server.supervisor import DRAIN_MARGIN_SECONDS, STALL_SECONDS
 
 from ..conftest import cli_env, wait_until
 
@@ -366,3 +366,42 @@ def test_the_parent_serves_every_workers_metrics(
     finally:
         srv.stop()
     assert srv.proc.returncode == 0
+
+
+def test_a_stalled_worker_is_killed_and_replaced(served: Served) -> None:
+    """A worker whose event loop stops (here: SIGSTOP) would hang every connection it gets."""
+    stuck, other = served.workers()
+    os.kill(stuck, signal.SIGSTOP)
+    assert wait_until(
+        lambda: served.logged("worker stalled; killing it", worker_pid=stuck),
+        timeout=STALL_SECONDS + 5,
+    )
+    assert wait_until(
+        lambda: served.logged("worker died", worker_pid=stuck, signal="SIGKILL"), timeout=5
+    )
+    assert wait_until(lambda: len(served.workers()) == 2 and stuck not in served.workers(), 10)
+    assert other in served.workers()
+    assert wait_until(lambda: all_say(served.address, SERVING), timeout=15)
+
+
+def test_workers_killed_from_outside_never_make_the_parent_give_up(served: Served) -> None:
+    """Deaths by a signal (the OOM killer) lengthen the back-off; only failures to start count."""
+    killed: set[int] = set()
+    for _ in range(4):
+        assert wait_until(lambda: len(set(served.workers()) - killed) == 2, timeout=30)
+        for pid in set(served.workers()) - killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+    assert wait_until(lambda: all_say(served.address, SERVING), timeout=40)
+    assert served.proc.poll() is None
+    assert not served.logged("no worker could start", workers=2)
+
+
+def test_sighup_drains_like_sigterm(served: Served) -> None:
+    workers = served.workers()
+    served.proc.send_signal(signal.SIGHUP)
+    assert served.proc.wait(GRACE + DRAIN_MARGIN_SECONDS + 5) == 0
+    served.stop()
+    assert served.logged("shutting down", logger="sessionmemory.supervisor", signal="SIGHUP")
+    for pid in workers:
+        assert served.logged("worker stopped", worker_pid=pid, exit_code=0)

@@ -366,7 +366,8 @@ async def _serve(settings: Settings, link: WorkerLink | None = None) -> None:
     log.info("serving", extra=serving)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP too: a server whose terminal went away drains instead of dying mid-call.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     if link is None:
         await stop.wait()

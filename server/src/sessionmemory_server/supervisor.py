@@ -64,8 +64,17 @@ GIVE_UP_AFTER: Final = 3
 # What stopping a worker may take beyond the calls' grace: closing Redis, the
 # change feed and the object store's pool, each bounded by its own timeout.
 DRAIN_MARGIN_SECONDS: Final = 5.0
-# How often a worker looks at its parent and its siblings.
+# How often a worker looks at its parent and its siblings, and proves it is alive.
 WATCH_SECONDS: Final = 0.25
+# A serving worker whose event loop has not beaten for this long is stuck (stopped,
+# deadlocked, blocked): it no longer counts as serving and the supervisor kills it
+# (SIGKILL), which respawns it. Connections the kernel gives it would hang otherwise.
+STALL_SECONDS: Final = 5.0
+# The supervisor looks for stalled workers at least this often.
+STALL_CHECK_SECONDS: Final = 1.0
+# Signals that stop the server like SIGTERM (SIGHUP: the terminal went away).
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+METRICS_DIR_PREFIX: Final = "session-memory-metrics-"
 
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -116,6 +125,8 @@ class WorkerLink:
     workers: int
     supervisor_pid: int
     states: ctypes.Array[ctypes.c_int]
+    # One per worker number: time.monotonic() (system-wide on Linux) of its last beat.
+    beats: ctypes.Array[ctypes.c_double]
 
     def attach(self) -> None:
         """First thing in the worker: get SIGTERM when the parent dies (Linux)."""
@@ -127,7 +138,12 @@ class WorkerLink:
 
     def serving(self) -> int:
         """How many workers serve now (this one included)."""
-        return sum(1 for i in range(len(self.states)) if self.states[i] > 0)
+        now = time.monotonic()
+        return sum(
+            1
+            for i in range(len(self.states))
+            if self.states[i] > 0 and now - self.beats[i] < STALL_SECONDS
+        )
 
     def parent_gone(self) -> bool:
         """The parent exited (this process was handed to another parent)."""
@@ -139,6 +155,7 @@ class WorkerLink:
         Returns once ``stop`` is set (a signal, or the parent is gone).
         """
         pid = os.getpid()
+        self.beats[self.number] = time.monotonic()
         self.states[self.number] = pid
         try:
             await readiness.require_workers(self.serving, self.workers)
@@ -147,6 +164,7 @@ class WorkerLink:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(WATCH_SECONDS):  # see Poller._run
                         await stop.wait()
+                self.beats[self.number] = time.monotonic()  # the event loop runs
                 now = self.serving()
                 if now != seen and not stop.is_set():
                     seen = now
@@ -191,6 +209,9 @@ class Supervisor:
         self._states: ctypes.Array[ctypes.c_int] = self._ctx.RawArray(
             ctypes.c_int, settings.workers
         )
+        self._beats: ctypes.Array[ctypes.c_double] = self._ctx.RawArray(
+            ctypes.c_double, settings.workers
+        )
         self._slots = [_Slot(i) for i in range(settings.workers)]
         self._signals: list[int] = []
         self._wake_r = self._wake_w = -1
@@ -212,7 +233,9 @@ class Supervisor:
                 },
             )
             status = self._supervise()
-            self._shutdown(self._signals[0] if self._signals else signal.SIGTERM)
+            # Workers drain on SIGTERM and SIGINT; any other stop signal becomes SIGTERM.
+            first = self._signals[0] if self._signals else signal.SIGTERM
+            self._shutdown(signal.SIGINT if first == signal.SIGINT else signal.SIGTERM)
             log.info("stopped", extra={"exit_status": status})
             return status
         finally:
@@ -232,10 +255,11 @@ class Supervisor:
                 if slot.proc is None and slot.due is not None and slot.due <= now:
                     self._spawn(slot)
             dues = [s.due for s in self._slots if s.proc is None and s.due is not None]
-            timeout = max(0.0, min(dues) - time.monotonic()) if dues else None
-            self._wait(timeout)
+            timeout = max(0.0, min(dues) - time.monotonic()) if dues else STALL_CHECK_SECONDS
+            self._wait(min(timeout, STALL_CHECK_SECONDS))
             if self._signals:
                 break
+            self._kill_stalled()
             for slot in self._slots:
                 if slot.proc is not None and slot.proc.exitcode is not None:
                     self._died(slot)
@@ -257,7 +281,7 @@ class Supervisor:
         return 0
 
     def _spawn(self, slot: _Slot) -> None:
-        link = WorkerLink(slot.number, len(self._slots), os.getpid(), self._states)
+        link = WorkerLink(slot.number, len(self._slots), os.getpid(), self._states, self._beats)
         proc = self._ctx.Process(
             target=self._target,
             args=(self._worker_settings, link),
@@ -271,11 +295,35 @@ class Supervisor:
             extra={"worker": slot.number, "worker_pid": proc.pid, "restarts": slot.spawned - 1},
         )
 
+    def _kill_stalled(self) -> None:
+        """SIGKILL every serving worker whose event loop stopped beating (see STALL_SECONDS)."""
+        now = time.monotonic()
+        for slot in self._slots:
+            proc = slot.proc
+            if proc is None or proc.pid is None or proc.exitcode is not None:
+                continue
+            if self._states[slot.number] != proc.pid:
+                continue  # not serving yet, or draining: its own timeouts apply
+            silent = now - self._beats[slot.number]
+            if silent >= STALL_SECONDS:
+                log.error(
+                    "worker stalled; killing it",
+                    extra={
+                        "worker": slot.number,
+                        "worker_pid": proc.pid,
+                        "silent_seconds": round(silent, 1),
+                    },
+                )
+                proc.kill()  # its exit is logged and it is respawned as any death
+
     def _died(self, slot: _Slot) -> None:
         """A worker exited while the server is not shutting down: log it, schedule the next."""
         pid, exit_fields, served = self._reap(slot)
         uptime = time.monotonic() - slot.started
-        delay = slot.restarts.exited(uptime=uptime, served=served)
+        # Killed by a signal (the OOM killer, an operator) is not a failure to start:
+        # it only lengthens the back-off, it never makes the supervisor give up.
+        killed = "signal" in exit_fields
+        delay = slot.restarts.exited(uptime=uptime, served=served or killed)
         slot.due = time.monotonic() + delay
         log.error(
             "worker died" if served else "worker failed to start",
@@ -355,9 +403,7 @@ class Supervisor:
         os.set_blocking(write, False)
         self._wake_r = read
         self._wake_w = write
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         signal.set_wakeup_fd(write, warn_on_full_buffer=False)
         return previous
 
@@ -387,7 +433,8 @@ class Supervisor:
             return
         from . import metrics  # noqa: PLC0415 - only with metrics on
 
-        self._metrics_dir = Path(tempfile.mkdtemp(prefix="session-memory-metrics-"))
+        _remove_stale_metrics_dirs(Path(tempfile.gettempdir()))
+        self._metrics_dir = Path(tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-"))
         metrics.prepare_multiprocess(self._metrics_dir)
         self._metrics = metrics.serve_metrics(listen, multiprocess=True)
         self._worker_settings = self._settings.model_copy(update={"metrics_listen": None})
@@ -414,5 +461,45 @@ def supervise(settings: Settings, target: Target) -> int:
     Returns:
         The exit status: 0 after SIGTERM/SIGINT, 1 when no worker could start.
     """
+    _open_standard_descriptors()
     logs.setup(settings.log_level, settings.log_format)
     return Supervisor(settings, target).run()
+
+
+def _open_standard_descriptors() -> None:
+    """Open /dev/null on a closed stdin, stdout or stderr.
+
+    Otherwise the next descriptor opened (the workers' shared memory) would take
+    its number, and a stray print would write into it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _remove_stale_metrics_dirs(tmp: Path) -> None:
+    """Remove metrics directories of supervisors that died without cleaning up.
+
+    A directory is named after its supervisor's pid; it is stale when that
+    process is gone, or is this one (a container restarted with the same pid).
+    """
+    for path in tmp.glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid_text = path.name[len(METRICS_DIR_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        alive = pid != os.getpid()
+        if alive:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                pass  # someone else's process: not ours to judge
+        if not alive:
+            shutil.rmtree(path, ignore_errors=True)

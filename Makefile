@@ -121,4 +121,8 @@ bench-limits: $(BIN)/.installed ## Rate limiter: cost per call on/off, accuracy 
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
 	$(BIN)/session-memory bench-limits $(BENCH_ARGS)
 
-.PHONY: help install dev gen check-gen lint test lock bench bench-files bench-watch bench-limits
+bench-obs: $(BIN)/.installed ## What metrics, tracing and the access log cost per Get at 16 in flight
+	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
+	$(BIN)/session-memory bench-observability $(BENCH_ARGS)
+
+.PHONY: help install dev gen check-gen lint test lock bench bench-files bench-watch bench-limits bench-obs

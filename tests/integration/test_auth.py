@@ -177,8 +177,10 @@ def test_a_flood_of_unknown_keys_makes_no_redis_call_per_attempt(
     total = sum(delta.values())
     # No key is looked up per attempt (the old code did one HGET each); what
     # remains is the server's background work (its polls, collector) and at
-    # most ten "is it a new key?" version reads a second (tokens.MissBudget).
-    assert delta.get("cmdstat_hget", 0) == 0 and delta.get("cmdstat_hgetall", 0) == 0, delta
+    # most ten "is it a new key?" version reads a second (tokens.MissBudget). The one
+    # HGET a second is the tenant-limits version poll (limits.LimitBook).
+    assert delta.get("cmdstat_hget", 0) <= took + 2, (took, delta)
+    assert delta.get("cmdstat_hgetall", 0) == 0, delta
     assert delta.get("cmdstat_get", 0) <= 10 * (took + 1) + 2, (took, delta)
     assert total <= 20 * (took + 1) + 10, (total, took, delta)
     assert total < attempts / 5, (total, delta)

@@ -374,7 +374,9 @@ async def test_over_maxmemory_each_process_still_holds_the_rate(
         expected = 2 * (rate * seconds + burst)
         print(f"\npassed {passed} of {passed + refused} in {took:.2f} s; expected {expected:.0f}")
         assert refused > 0
-        assert passed == pytest.approx(expected, rel=0.15)
+        # Never more than that; somewhat fewer on a loaded machine, where the
+        # tarpit holds all 8 flooding callers at once while the bucket refills.
+        assert 0.7 * expected <= passed <= 1.15 * expected
         assert plain.exists(key) == 0  # nothing was stored
 
         # Room again: the next refill stores the bucket, the limit is shared again.

@@ -161,7 +161,7 @@ UPLOAD_REJECTIONS: Final = Counter(
 )
 COLLECTOR_BACKLOG: Final = Gauge(
     "sessionmemory_collector_backlog",
-    "Blob collection entries due now, as seen after this process's last pass.",
+    "Blob collection entries that were due when this process's last collection pass started.",
     multiprocess_mode="livemax",
 )
 COLLECTOR_DELETED: Final = Counter(

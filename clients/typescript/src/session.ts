@@ -150,10 +150,16 @@ export class MemorySession {
     return coerce(entry.value, entry.kind, fallback, key);
   }
 
-  /** The JSON value of `key`, or `fallback` when missing. */
-  async getJson<T = unknown>(key: string, fallback?: T): Promise<T> {
+  /**
+   * The JSON value of `key`, or `fallback` when missing: typed `T` with a
+   * fallback, `T | null` without one (a miss is `null`). `T` is not checked at
+   * run time: validate it (e.g. with zod) where it matters.
+   */
+  getJson<T>(key: string, fallback: T): Promise<T>;
+  getJson<T = unknown>(key: string): Promise<T | null>;
+  async getJson<T>(key: string, fallback?: T): Promise<T | null> {
     const entry = await this.getEntry(key);
-    return (entry === undefined ? (fallback ?? null) : entry.value) as T;
+    return (entry === undefined ? (fallback ?? null) : entry.value) as T | null;
   }
 
   /**

@@ -173,3 +173,32 @@ func TestReadTokenFromEnvAndRevokingASession(t *testing.T) {
 		t.Fatalf("after revoking the session: %v", err)
 	}
 }
+
+func TestGetLimits(t *testing.T) {
+	ctx := context.Background()
+	limits, err := newClient(t, stack.APIKey).GetLimits(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limits.MaxStringLength != 255 || limits.MaxNumberDigits != 15 || limits.MaxJSONBytes != 5*1024 {
+		t.Fatalf("value limits: %+v", limits)
+	}
+	if limits.MaxFileBytes != 10*1024*1024 || limits.MaxFileTTL != 7*24*time.Hour || limits.MaxJSONTTL != 24*time.Hour {
+		t.Fatalf("file and JSON limits: %+v", limits)
+	}
+	if len(limits.AllowedMIMETypes) == 0 || limits.KeyPattern == "" || limits.MaxBatchKeys <= 0 {
+		t.Fatalf("keys and files: %+v", limits)
+	}
+	// The test stack turns rates off for the main tenant; the limited one has its own.
+	if limits.Tenant.ReadsPerSecond != 0 {
+		t.Fatalf("main tenant: %+v", limits.Tenant)
+	}
+	time.Sleep(1200 * time.Millisecond) // the limited tenant's bucket refills (5/s) after other tests
+	limited, err := newClient(t, stack.LimitedAPIKey).GetLimits(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limited.Tenant.ReadsPerSecond != 5 || limited.Tenant.ReadBurst != 5 || limited.Tenant.WritesPerSecond != 5 {
+		t.Fatalf("limited tenant: %+v", limited.Tenant)
+	}
+}

@@ -7,6 +7,7 @@ tests/integration/test_workers.py).
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import grpc
@@ -118,3 +119,35 @@ def test_one_process_exports_each_family_once() -> None:
         "sessionmemory_redis_command_seconds",
     ):
         assert text.count(f"# TYPE {family} ") == 1, family
+
+
+def test_idle_connections_to_the_endpoint_cannot_pile_up_threads() -> None:
+    import socket
+    import threading
+    import urllib.request
+
+    from sessionmemory_server.metrics import MAX_SCRAPE_CONNECTIONS, serve_metrics
+
+    server = serve_metrics("127.0.0.1:0", multiprocess=False)
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(50)]
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() <= before + MAX_SCRAPE_CONNECTIONS
+    finally:
+        for conn in idle:
+            conn.close()
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the slots come back as the idle connections end
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{server.port}/metrics", timeout=5
+                ) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        server.close()

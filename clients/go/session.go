@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"strconv"
+	"maps"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -158,59 +158,47 @@ func (s *Session) Get(ctx context.Context, key string) (*Entry, error) {
 		Version: e.GetVersion()}, nil
 }
 
-func typeError(key string, e *Entry, want string) error {
-	return fmt.Errorf("sessionmemory: key %q holds a %s value that cannot be read as %s exactly", key, e.Kind, want)
-}
-
-// GetString reads a value as a string (numbers and booleans convert); def when missing.
+// GetString reads a value as a string; def when the key (or path) is missing.
+// A number reads as JavaScript writes it ("7", "2.5", "1e-7"), a boolean as
+// "true" or "false"; a JSON object or array, or a file, is a *TypeError.
 func (s *Session) GetString(ctx context.Context, key, def string) (string, error) {
 	e, err := s.Get(ctx, key)
 	if err != nil || e == nil {
 		return def, err
 	}
-	switch v := e.Value.(type) {
-	case string:
+	if v, ok := asString(e.Value); ok {
 		return v, nil
-	case float64:
-		return strconv.FormatFloat(v, 'g', -1, 64), nil
-	case bool:
-		return strconv.FormatBool(v), nil
 	}
-	return def, typeError(key, e, "string")
+	return def, &TypeError{Key: key, Kind: e.Kind, Want: "string", Value: e.Value}
 }
 
-// GetNumber reads a value as a number (numeric strings convert exactly); def when missing.
+// GetNumber reads a value as a number; def when the key (or path) is missing.
+// A string reads only when it is a finite decimal numeral ("42", "-2.5",
+// "1e3", ".5"); anything else ("1_000", " 12", "0x10", "NaN", "true", a JSON
+// object) is a *TypeError.
 func (s *Session) GetNumber(ctx context.Context, key string, def float64) (float64, error) {
 	e, err := s.Get(ctx, key)
 	if err != nil || e == nil {
 		return def, err
 	}
-	switch v := e.Value.(type) {
-	case float64:
+	if v, ok := asNumber(e.Value); ok {
 		return v, nil
-	case string:
-		if n, err := strconv.ParseFloat(v, 64); err == nil && !math.IsInf(n, 0) && !math.IsNaN(n) {
-			return n, nil
-		}
 	}
-	return def, typeError(key, e, "number")
+	return def, &TypeError{Key: key, Kind: e.Kind, Want: "number", Value: e.Value}
 }
 
-// GetBool reads a value as a boolean ("true"/"false" strings convert); def when missing.
+// GetBool reads a value as a boolean; def when the key (or path) is missing.
+// Only a boolean and the strings "true" and "false" read; anything else is a
+// *TypeError.
 func (s *Session) GetBool(ctx context.Context, key string, def bool) (bool, error) {
 	e, err := s.Get(ctx, key)
 	if err != nil || e == nil {
 		return def, err
 	}
-	switch v := e.Value.(type) {
-	case bool:
+	if v, ok := asBool(e.Value); ok {
 		return v, nil
-	case string:
-		if v == "true" || v == "false" {
-			return v == "true", nil
-		}
 	}
-	return def, typeError(key, e, "bool")
+	return def, &TypeError{Key: key, Kind: e.Kind, Want: "boolean", Value: e.Value}
 }
 
 // GetJSON decodes a JSON value into out; found is false when the key is missing.
@@ -252,18 +240,12 @@ func (s *Session) Set(ctx context.Context, key string, value any, opts ...WriteO
 		req.Value = &pb.SetRequest_StringValue{StringValue: v}
 	case bool:
 		req.Value = &pb.SetRequest_BoolValue{BoolValue: v}
-	case float64:
-		req.Value = &pb.SetRequest_NumberValue{NumberValue: v}
-	case float32:
-		req.Value = &pb.SetRequest_NumberValue{NumberValue: float64(v)}
-	case int:
-		req.Value = &pb.SetRequest_NumberValue{NumberValue: float64(v)}
-	case int64:
-		req.Value = &pb.SetRequest_NumberValue{NumberValue: float64(v)}
-	case int32:
-		req.Value = &pb.SetRequest_NumberValue{NumberValue: float64(v)}
 	default:
-		return nil, fmt.Errorf("sessionmemory: Set takes a string, number or bool, not %T (use SetJSON)", value)
+		n, ok := number(value)
+		if !ok {
+			return nil, fmt.Errorf("sessionmemory: Set takes a string, number or bool, not %T (use SetJSON)", value)
+		}
+		req.Value = &pb.SetRequest_NumberValue{NumberValue: n}
 	}
 	r, err := call(ctx, s, o.ifVersion == nil, s.c.timeout, func(ctx context.Context) (*pb.SetResponse, error) {
 		return s.c.stub.Set(ctx, req)
@@ -289,6 +271,63 @@ func (s *Session) SetJSON(ctx context.Context, key string, value any, ttl time.D
 		return nil, err
 	}
 	return writeResult(r.GetResult()), nil
+}
+
+// number is a Go number as the float64 stored; false for anything else.
+func number(value any) (float64, bool) {
+	switch v := value.(type) {
+	case float64:
+		return v, true
+	case float32:
+		return float64(v), true
+	case int:
+		return float64(v), true
+	case int64:
+		return float64(v), true
+	case int32:
+		return float64(v), true
+	}
+	return 0, false
+}
+
+// SetMany stores up to 100 values all or nothing: when one is invalid or a
+// precondition fails, nothing is written. A string, bool or Go number is
+// stored as that kind, anything else as JSON (which needs a TTL). opts (TTL,
+// IfVersion, OnlyIfAbsent) apply to every value; the results are keyed by key.
+func (s *Session) SetMany(ctx context.Context, values map[string]any, opts ...WriteOption) (map[string]*WriteResult, error) {
+	o := options(opts)
+	req := &pb.SetManyRequest{SessionId: s.id}
+	for _, key := range slices.Sorted(maps.Keys(values)) { // a stable order: the same request every time
+		entry := &pb.SetManyEntry{Key: key, TtlSeconds: o.ttl, IfVersion: o.ifVersion}
+		switch v := values[key].(type) {
+		case string:
+			entry.Value = &pb.Value{Kind: &pb.Value_StringValue{StringValue: v}}
+		case bool:
+			entry.Value = &pb.Value{Kind: &pb.Value_BoolValue{BoolValue: v}}
+		default:
+			if n, ok := number(v); ok {
+				entry.Value = &pb.Value{Kind: &pb.Value_NumberValue{NumberValue: n}}
+				break
+			}
+			text, err := json.Marshal(v)
+			if err != nil {
+				return nil, fmt.Errorf("sessionmemory: SetMany: the value of %q: %w", key, err)
+			}
+			entry.Value = &pb.Value{Kind: &pb.Value_JsonValue{JsonValue: string(text)}}
+		}
+		req.Entries = append(req.Entries, entry)
+	}
+	r, err := call(ctx, s, o.ifVersion == nil, s.c.timeout, func(ctx context.Context) (*pb.SetManyResponse, error) {
+		return s.c.stub.SetMany(ctx, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*WriteResult, len(r.GetResults()))
+	for _, result := range r.GetResults() {
+		out[result.GetKey()] = writeResult(result)
+	}
+	return out, nil
 }
 
 // Delete removes up to 100 keys and returns how many existed.

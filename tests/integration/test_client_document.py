@@ -644,8 +644,8 @@ def test_breaking_out_of_a_watch_loop_cancels_the_call(sync_client: MemoryClient
     calls: list[Any] = []
     opener = sync_client._watcher
 
-    def capture(request: Any) -> Any:
-        calls.append(opener(request))
+    def capture(request: Any, timeout: float | None) -> Any:
+        calls.append(opener(request, timeout))
         return calls[-1]
 
     sync_client._watcher = capture  # type: ignore[method-assign]
@@ -666,8 +666,8 @@ async def test_breaking_out_of_an_async_watch_loop_cancels_the_call(
     calls: list[Any] = []
     opener = async_client._watcher
 
-    def capture(request: Any) -> Any:
-        calls.append(opener(request))
+    def capture(request: Any, timeout: float | None) -> Any:
+        calls.append(opener(request, timeout))
         return calls[-1]
 
     async_client._watcher = capture  # type: ignore[method-assign]

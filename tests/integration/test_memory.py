@@ -64,10 +64,12 @@ async def test_get_converts_to_the_default_type_exactly(memory: Any) -> None:
     assert await memory.get("n", "") == "3"
     assert await memory.get("n", 0) == 3
     assert await memory.get("yes", False) is True
+    assert await memory.get("half", 0) == 2.5  # a number default reads any number
+    assert await memory.get("half", "") == "2.5"
     with pytest.raises(MemoryTypeError):
         await memory.get("s", 0)
     with pytest.raises(MemoryTypeError):
-        await memory.get("half", 0)
+        await memory.get("half", False)
 
 
 async def test_every_write_changes_the_version(memory: Any) -> None:

@@ -1,16 +1,19 @@
-"""The shared vectors (tests/vectors/*.json), run through the Python client."""
+"""The shared vectors (tests/vectors/*.json), run through the sync and the async client."""
 
 from __future__ import annotations
 
 import json
 import math
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sessionmemory import AsyncMemoryClient, MemoryApiError
+from sessionmemory import AsyncMemoryClient, MemoryApiError, MemoryClient, MemoryTypeError
+
+from ..conftest import AsyncView, ServerThread
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 CASES = [case for path in sorted(VECTORS.glob("*.json")) for case in json.loads(path.read_text())]
@@ -33,10 +36,31 @@ def decode(value: Any) -> Any:
     return value
 
 
+def same(result: Any, expected: Any) -> bool:
+    """Deep JSON equality, numbers compared numerically, a boolean never equal to a number."""
+    if isinstance(expected, bool) or isinstance(result, bool):
+        return type(result) is type(expected) and result == expected
+    if isinstance(expected, int | float):
+        return isinstance(result, int | float) and result == expected
+    if isinstance(expected, dict):
+        return (
+            isinstance(result, dict)
+            and result.keys() == expected.keys()
+            and all(same(result[k], expected[k]) for k in expected)
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(result, list)
+            and len(result) == len(expected)
+            and all(same(r, e) for r, e in zip(result, expected, strict=True))
+        )
+    return type(result) is type(expected) and result == expected
+
+
 class CaseState:
     """What the steps of one case share: the schema-name suffix and the last revision."""
 
-    def __init__(self, client: AsyncMemoryClient) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
         # Schemas are tenant-wide and suites may share a tenant: one suffix per case.
         self.suffix = uuid.uuid4().hex[:8]
@@ -77,6 +101,8 @@ async def run_step(memory: Any, op: str, a: dict[str, Any], state: CaseState) ->
     if op == "set_json":
         return await memory.set_json(a["key"], a["value"], ttl=a["ttl"])
     if op == "get":
+        if "default" in a:  # read converted to the default's type (coercion.json)
+            return await memory.get(a["key"], a["default"])
         return await memory.get(a["key"])
     if op == "increment":
         return await memory.increment(
@@ -91,19 +117,43 @@ async def run_step(memory: Any, op: str, a: dict[str, Any], state: CaseState) ->
     raise AssertionError(f"unknown op {op}")
 
 
+@pytest.fixture(params=["sync", "async"])
+async def vector_client(
+    request: pytest.FixtureRequest, server: ServerThread, api_key: str
+) -> AsyncIterator[MemoryClient | AsyncMemoryClient]:
+    """The sync or the async client."""
+    if request.param == "sync":
+        with MemoryClient(server.address, api_key=api_key) as sync:
+            yield sync
+    else:
+        async with AsyncMemoryClient(server.address, api_key=api_key) as aio:
+            yield aio
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-async def test_vector(case: dict[str, Any], server: Any, api_key: str) -> None:
-    async with AsyncMemoryClient(server.address, api_key=api_key) as client:
-        memory = client.session(f"vector-{uuid.uuid4().hex}")
-        state = CaseState(client)
-        for i, step in enumerate(case["steps"]):
-            expect = decode(step["expect"])
-            try:
-                result = await run_step(memory, step["op"], decode(step["args"]), state)
-            except MemoryApiError as err:
-                assert "error" in expect, f"step {i}: unexpected {err}"
-                assert (err.code, err.status.name) == (expect["error"], expect["status"]), i
-                continue
-            assert "error" not in expect, f"step {i}: expected {expect['error']}, got {result}"
-            if "value" in expect:
-                assert result == expect["value"], f"step {i}"
+async def test_vector(
+    case: dict[str, Any], vector_client: MemoryClient | AsyncMemoryClient
+) -> None:
+    session = vector_client.session(f"vector-{uuid.uuid4().hex}")
+    if isinstance(vector_client, MemoryClient):  # the sync client, awaited like the async one
+        memory: Any = AsyncView(session)
+        state = CaseState(AsyncView(vector_client))
+    else:
+        memory = session
+        state = CaseState(vector_client)
+    for i, step in enumerate(case["steps"]):
+        expect = decode(step["expect"])
+        try:
+            result = await run_step(memory, step["op"], decode(step["args"]), state)
+        except MemoryApiError as err:
+            assert "error" in expect, f"step {i}: unexpected {err}"
+            assert (err.code, err.status.name) == (expect["error"], expect["status"]), i
+            continue
+        except MemoryTypeError as err:
+            assert expect.get("type_error"), f"step {i}: unexpected {err!r}"
+            assert "key " in str(err) and "cannot be read as" in str(err), err  # readable
+            continue
+        assert "error" not in expect, f"step {i}: expected {expect['error']}, got {result!r}"
+        assert not expect.get("type_error"), f"step {i}: expected a type error, got {result!r}"
+        if "value" in expect:
+            assert same(result, expect["value"]), f"step {i}: {result!r} != {expect['value']!r}"

@@ -52,6 +52,7 @@ def test_public_names_are_pinned() -> None:
             "FileInfo",
             "InternalServerError",
             "InvalidArgumentError",
+            "Json",
             "LimitExceededError",
             "Limits",
             "MemoryApiError",
@@ -69,6 +70,7 @@ def test_public_names_are_pinned() -> None:
             "SchemaViolationError",
             "Session",
             "SetItem",
+            "Value",
             "WriteResult",
         ]
     )
@@ -99,40 +101,57 @@ def test_sync_and_async_have_the_same_methods(sync: type, aio: type) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "kind", "default", "expected"),
+    ("value", "default", "expected"),
     [
-        ("3", "string", 0, 3),
-        ("-12", "string", 0, -12),
-        (3, "number", 0.0, 3.0),
-        (3, "number", "", "3"),
-        (2.5, "number", "", "2.5"),
-        (True, "boolean", "", "true"),
-        ("false", "string", True, False),
-        ("2.5", "string", 0.0, 2.5),
-        ({"a": 1}, "json", {}, {"a": 1}),
-        ("x", "string", None, "x"),
+        ("3", 0, 3),
+        ("-12", 0, -12),
+        ("2.5", 0, 2.5),  # a number default reads any number: no int-only rule
+        (2.5, 0, 2.5),
+        (3.0, 0, 3),  # whole: an int
+        (2.0**60, 0, 2.0**60),  # whole but past 2**53: stays a float
+        ("1e3", 0, 1000),
+        (3, 0.0, 3.0),  # a float default: always a float
+        ("7", 0.0, 7.0),
+        (3, "", "3"),
+        (2.5, "", "2.5"),
+        (1e-7, "", "1e-7"),
+        (-0.0, "", "0"),
+        (1e21, "", "1e+21"),
+        (True, "", "true"),
+        ("false", True, False),
+        ({"a": 1}, {}, {"a": 1}),
+        ([1], [], [1]),
+        ("x", None, "x"),
     ],
 )
-def test_coerce_exact(value: Any, kind: str, default: Any, expected: Any) -> None:
-    result = c.coerce(value, kind, default, "k")
+def test_coerce_exact(value: Any, default: Any, expected: Any) -> None:
+    result = c.coerce(value, default, "k")
     assert result == expected and type(result) is type(expected)
 
 
 @pytest.mark.parametrize(
-    ("value", "kind", "default"),
+    ("value", "default"),
     [
-        ("abc", "string", 0),
-        (2.5, "number", 0),
-        (True, "boolean", 0),
-        ("1", "string", True),
-        ({"a": 1}, "json", ""),
-        ("nan", "string", 0.0),
-        ("x", "string", {}),
+        ("abc", 0),
+        ("1_000", 0),  # float() would take these four
+        (" 12", 0),
+        ("\u0661\u0662", 0),
+        ("infinity", 0.0),
+        ("nan", 0.0),
+        ("1e400", 0),  # not finite
+        (True, 0),
+        (None, 0),  # JSON null
+        ("1", True),
+        ({"a": 1}, ""),
+        ([1], 0),
+        ("x", {}),
+        ([1], {}),  # a dict default reads an object only
+        ({"a": 1}, []),
     ],
 )
-def test_coerce_refuses_inexact(value: Any, kind: str, default: Any) -> None:
-    with pytest.raises(MemoryTypeError):
-        c.coerce(value, kind, default, "k")
+def test_coerce_refuses_inexact(value: Any, default: Any) -> None:
+    with pytest.raises(MemoryTypeError, match="key 'k' holds"):
+        c.coerce(value, default, "k")
 
 
 def test_set_rejects_non_scalars_and_conflicting_conditions() -> None:

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from sessionmemory import AsyncMemoryClient, MemoryClient
-from sessionmemory._base import env_client_kwargs, env_tls
+from sessionmemory._base import env_channel, env_tls
 
 from ..tls_certs import Authority, Issued
 
@@ -113,15 +113,18 @@ def test_other_configurations_that_do_not_fit(
 
 def test_explicit_credentials_win_over_the_environment(env: pytest.MonkeyPatch) -> None:
     env.setenv("SESSION_MEMORY_CLIENT_CERT", "/nowhere/cert.pem")  # would be an error
-    assert env_client_kwargs({"credentials": None, "timeout": 3}) == {
-        "credentials": None,
-        "timeout": 3,
-    }
+    mine = grpc.ssl_channel_credentials()
+    assert env_channel(mine, [("grpc.primary_user_agent", "x")]) == (
+        mine,
+        [("grpc.primary_user_agent", "x")],
+    )
+    with pytest.raises(ValueError, match="SESSION_MEMORY_CLIENT_CERT is set without"):
+        env_channel(None, ())  # no credentials given: the environment decides
     env.delenv("SESSION_MEMORY_CLIENT_CERT")
     env.setenv("SESSION_MEMORY_TLS_SERVER_NAME", "memory.internal")
-    kwargs = env_client_kwargs({"options": [("grpc.primary_user_agent", "x")]})
-    assert isinstance(kwargs["credentials"], grpc.ChannelCredentials)
-    assert kwargs["options"] == (
+    credentials, options = env_channel(None, [("grpc.primary_user_agent", "x")])
+    assert isinstance(credentials, grpc.ChannelCredentials)
+    assert options == (
         ("grpc.ssl_target_name_override", "memory.internal"),
         ("grpc.primary_user_agent", "x"),
     )

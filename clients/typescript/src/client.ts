@@ -5,7 +5,7 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { MemoryService, TokenPermission as PbTokenPermission } from "./gen/sessionmemory/v1/memory_service_pb.js";
-import { MemoryUnavailableError, fromConnectError } from "./errors.js";
+import { Connection } from "./connection.js";
 import { jsonSchemaOf, type JsonSchema, type MergePatch, type UpdateOptions, type ZodSchemaLike } from "./document.js";
 import { MemorySession } from "./session.js";
 import { nodeTlsOptions, tlsFromEnv, type TlsOptions } from "./tls.js";
@@ -36,16 +36,6 @@ export interface MemoryClientOptions {
   transport?: Transport;
 }
 
-/** Internal: what a call needs. */
-export interface CallContext {
-  headers: Record<string, string>;
-  timeoutMs: number;
-  fileTimeoutMs: number;
-  maxAttempts: number;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 const PERMISSIONS: Record<TokenPermission, PbTokenPermission> = {
   read: PbTokenPermission.READ,
   write: PbTokenPermission.WRITE,
@@ -56,10 +46,8 @@ const PERMISSIONS: Record<TokenPermission, PbTokenPermission> = {
 export class MemoryClient {
   /** The raw generated Connect client: an escape hatch for what this one does not wrap. */
   readonly raw: Client<typeof MemoryService>;
-  /** @internal */
-  readonly ctx: CallContext;
-  /** @internal */
-  readonly hasKey: boolean;
+  /** @internal Shared with the sessions: the call settings and the call loop. */
+  readonly connection: Connection;
 
   /** @throws TypeError `tls.cert` without `tls.key`, or the other way round. */
   constructor(address = "localhost:50051", options: MemoryClientOptions = {}) {
@@ -72,13 +60,16 @@ export class MemoryClient {
           : { baseUrl: `https://${address}`, nodeOptions: nodeTlsOptions(tls) },
       );
     this.raw = createClient(MemoryService, transport);
-    this.hasKey = Boolean(options.apiKey);
-    this.ctx = {
-      headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {},
-      timeoutMs: options.timeoutMs ?? 5000,
-      fileTimeoutMs: options.fileTimeoutMs ?? 300_000,
-      maxAttempts: Math.max(1, options.maxAttempts ?? 3),
-    };
+    this.connection = new Connection(
+      this.raw,
+      {
+        headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {},
+        timeoutMs: options.timeoutMs ?? 5000,
+        fileTimeoutMs: options.fileTimeoutMs ?? 300_000,
+        maxAttempts: Math.max(1, options.maxAttempts ?? 3),
+      },
+      Boolean(options.apiKey),
+    );
   }
 
   /**
@@ -102,12 +93,12 @@ export class MemoryClient {
 
   /** A handle on one conversation's memory. Does no I/O. */
   session(sessionId: string | null | undefined): MemorySession {
-    return new MemorySession(this, sessionId ?? "");
+    return new MemorySession(this.connection, sessionId ?? "");
   }
 
   /** The limits the server enforces, and the tenant's rate limits, quotas and usage. */
   async getLimits(): Promise<Limits> {
-    return limitsOf(await this.call(true, (o) => this.raw.getLimits({}, o), null));
+    return limitsOf(await this.connection.call(true, (o) => this.raw.getLimits({}, o), null));
   }
 
   /**
@@ -128,7 +119,7 @@ export class MemoryClient {
       return value;
     });
     const ttlSeconds = options.ttlSeconds === undefined ? undefined : BigInt(options.ttlSeconds);
-    const r = await this.call(
+    const r = await this.connection.call(
       false,
       (o) => this.raw.createSessionToken({ sessionId, permissions, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) }, o),
       sessionId,
@@ -151,7 +142,7 @@ export class MemoryClient {
       tokenId !== undefined
         ? { target: { case: "tokenId" as const, value: tokenId } }
         : { target: { case: "sessionId" as const, value: sessionId! } };
-    await this.call(true, (o) => this.raw.revokeSessionToken(request, o), null);
+    await this.connection.call(true, (o) => this.raw.revokeSessionToken(request, o), null);
   }
 
   /**
@@ -178,86 +169,25 @@ export class MemoryClient {
    */
   async putSchema(name: string, schema: JsonSchema | ZodSchemaLike): Promise<SchemaInfo> {
     const jsonSchema = JSON.stringify(await jsonSchemaOf(schema));
-    const r = await this.call(true, (o) => this.raw.putSchema({ name, jsonSchema }, o), null);
+    const r = await this.connection.call(true, (o) => this.raw.putSchema({ name, jsonSchema }, o), null);
     return schemaInfoOf(r.schema);
   }
 
   /** The registered schema `name`; `SCHEMA_NOT_FOUND` (NOT_FOUND) when there is none. */
   async getSchema(name: string): Promise<JsonSchema> {
-    const r = await this.call(true, (o) => this.raw.getSchema({ name }, o), null);
+    const r = await this.connection.call(true, (o) => this.raw.getSchema({ name }, o), null);
     return JSON.parse(r.jsonSchema) as JsonSchema;
   }
 
   /** Every schema of the tenant, sorted by name. */
   async listSchemas(): Promise<SchemaInfo[]> {
-    const r = await this.call(true, (o) => this.raw.listSchemas({}, o), null);
+    const r = await this.connection.call(true, (o) => this.raw.listSchemas({}, o), null);
     return r.schemas.map(schemaInfoOf);
   }
 
   /** Remove a schema; resolves to whether it existed. Bound sessions are no longer validated. */
   async deleteSchema(name: string): Promise<boolean> {
-    const r = await this.call(true, (o) => this.raw.deleteSchema({ name }, o), null);
+    const r = await this.connection.call(true, (o) => this.raw.deleteSchema({ name }, o), null);
     return r.deleted;
   }
-
-  /**
-   * Throw the error a call would get when the client has no API key or the
-   * session no id. `sessionId` is null for calls outside a session.
-   * @internal
-   */
-  check(sessionId: string | null): void {
-    if (!this.hasKey) {
-      throw new MemoryUnavailableError(
-        "no API key: pass apiKey or set SESSION_MEMORY_API_KEY",
-        "UNAUTHENTICATED",
-        "API_KEY_MISSING",
-      );
-    }
-    if (sessionId === "") {
-      throw new MemoryUnavailableError(
-        "no session id: memory is only available inside a conversation",
-        "INVALID_ARGUMENT",
-        "INVALID_SESSION_ID",
-      );
-    }
-  }
-
-  /**
-   * Run one call with the deadline, the API key and, when `idempotent`, retries
-   * of UNAVAILABLE after the server's RetryInfo (or a jittered 50 ms doubling).
-   * RATE_LIMITED is never retried here: it surfaces with `retryAfter`.
-   * `sessionId` is null for calls outside a session.
-   * @internal
-   */
-  async call<T>(
-    idempotent: boolean,
-    invoke: (options: { headers: Record<string, string>; timeoutMs: number }) => Promise<T>,
-    sessionId: string | null,
-    timeoutMs: number = this.ctx.timeoutMs,
-  ): Promise<T> {
-    this.check(sessionId);
-    const deadline = Date.now() + timeoutMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await invoke({
-          headers: this.ctx.headers,
-          timeoutMs: Math.max(deadline - Date.now(), 1),
-        });
-      } catch (err) {
-        const error = fromConnectError(err);
-        // The server's RetryInfo is the delay when it sent one; a delay past the
-        // deadline gives up at once (the error keeps its retryAfter).
-        const delay =
-          error.retryAfter !== undefined ? error.retryAfter * 1000 : 50 * 2 ** (attempt - 1) * (0.5 + Math.random());
-        const retry =
-          idempotent &&
-          error.status === "UNAVAILABLE" &&
-          attempt < this.ctx.maxAttempts &&
-          Date.now() + delay < deadline;
-        if (!retry) throw error;
-        await sleep(delay);
-      }
-    }
-  }
 }
-

@@ -1,10 +1,12 @@
 /**
  * Errors: every server rejection is a {@link MemoryApiError} carrying the gRPC
  * status, the `google.rpc.ErrorInfo` reason (`code`), its metadata and the
- * `RetryInfo` delay. Mapping happens once, in {@link fromConnectError}.
+ * `RetryInfo` delay, decoded with messages generated from googleapis'
+ * `google/rpc/error_details.proto`. Mapping happens once, in {@link fromConnectError}.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BinaryReader } from "@bufbuild/protobuf/wire";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 
 /** Thrown for every failed call. */
 export class MemoryApiError extends Error {
@@ -80,68 +82,21 @@ const STATUS_NAMES: Record<number, string> = {
   [Code.Unauthenticated]: "UNAUTHENTICATED",
 };
 
-const ERROR_INFO = "google.rpc.ErrorInfo";
-const RETRY_INFO = "google.rpc.RetryInfo";
-
-/** Decode a google.rpc.ErrorInfo (reason=1, domain=2, metadata=3 map<string,string>). */
-function decodeErrorInfo(bytes: Uint8Array): { reason: string; metadata: Record<string, string> } {
-  const reader = new BinaryReader(bytes);
-  let reason = "";
-  const metadata: Record<string, string> = {};
-  while (reader.pos < reader.len) {
-    const [field, wireType] = reader.tag();
-    if (field === 1) reason = reader.string();
-    else if (field === 3) {
-      const entry = new BinaryReader(reader.bytes());
-      let key = "";
-      let value = "";
-      while (entry.pos < entry.len) {
-        const [f] = entry.tag();
-        if (f === 1) key = entry.string();
-        else value = entry.string();
-      }
-      metadata[key] = value;
-    } else reader.skip(wireType);
-  }
-  return { reason, metadata };
-}
-
-/** Decode a google.rpc.RetryInfo into seconds (retry_delay=1: Duration{seconds=1, nanos=2}). */
-function decodeRetryInfo(bytes: Uint8Array): number {
-  const reader = new BinaryReader(bytes);
-  let seconds = 0;
-  while (reader.pos < reader.len) {
-    const [field, wireType] = reader.tag();
-    if (field !== 1) {
-      reader.skip(wireType);
-      continue;
-    }
-    const duration = new BinaryReader(reader.bytes());
-    while (duration.pos < duration.len) {
-      const [f, w] = duration.tag();
-      if (f === 1) seconds += Number(duration.int64());
-      else if (f === 2) seconds += duration.int32() / 1e9;
-      else duration.skip(w);
-    }
-  }
-  return seconds;
+/** Seconds of a google.protobuf.Duration. */
+function secondsOf(duration: Duration): number {
+  return Number(duration.seconds) + duration.nanos / 1e9;
 }
 
 /** Convert any error from a call into a {@link MemoryApiError}. */
 export function fromConnectError(err: unknown): MemoryApiError {
   if (err instanceof MemoryApiError) return err;
   const connectError = ConnectError.from(err);
-  let reason: string | undefined;
-  let metadata: Record<string, string> = {};
-  let retryAfter: number | undefined;
-  for (const detail of connectError.details) {
-    if (!("type" in detail) || !(detail.value instanceof Uint8Array)) continue;
-    if (detail.type === ERROR_INFO && reason === undefined) {
-      ({ reason, metadata } = decodeErrorInfo(detail.value));
-    } else if (detail.type === RETRY_INFO) {
-      retryAfter = decodeRetryInfo(detail.value);
-    }
-  }
+  // The first ErrorInfo is the reason; details that do not decode are skipped.
+  const info = connectError.findDetails(ErrorInfoSchema)[0];
+  const retry = connectError.findDetails(RetryInfoSchema).find((r) => r.retryDelay !== undefined);
+  const reason = info?.reason;
+  const metadata = { ...info?.metadata };
+  const retryAfter = retry?.retryDelay === undefined ? undefined : secondsOf(retry.retryDelay);
   return new MemoryApiError(
     connectError.rawMessage,
     STATUS_NAMES[connectError.code] ?? "UNKNOWN",

@@ -29,3 +29,9 @@ export type {
   TokenPermission,
   WriteResult,
 } from "./types.js";
+/**
+ * The generated `sessionmemory.v1` messages, enums and the `MemoryService` descriptor
+ * (protobuf-es): what {@link MemoryClient.raw} takes and returns, for calls the client
+ * does not wrap (`create(pb.GetRequestSchema, {...})`).
+ */
+export * as pb from "./pb.js";

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
-import type { MemoryClient } from "./client.js";
+import type { Connection } from "./connection.js";
 import { MemoryApiError, MemoryTypeError, fromConnectError } from "./errors.js";
 import type { SetFileRequest } from "./gen/sessionmemory/v1/memory_service_pb.js";
 import type { DocumentOptions, MergePatch, UpdateOptions } from "./document.js";
@@ -116,8 +116,9 @@ async function* chunksOf(data: FileData): AsyncIterable<Uint8Array> {
 export class MemorySession {
   private lastRevision: number | undefined;
 
+  /** @internal Use {@link MemoryClient.session}. */
   constructor(
-    private readonly client: MemoryClient,
+    private readonly client: Connection,
     /** The session (conversation) id. */
     readonly sessionId: string,
   ) {}
@@ -139,6 +140,22 @@ export class MemorySession {
    * The value of `key` typed like `fallback` (the fallback when missing).
    * `key` may be a path into a JSON value or a file's info
    * (`lastOrder.status`, `cart.items.0.name`); a missing path is a miss.
+   *
+   * The stored value is converted to the fallback's type exactly, as the Python
+   * and Go clients do: a number fallback reads any number, and a string only when
+   * it is a decimal numeral (`42`, `-2.5`, `1e3`, `.5`; no spaces, `_`, hex or
+   * words) with a finite value; a string fallback reads a string as is, a boolean
+   * as `"true"`/`"false"` and a number as `String(n)` writes it (`1e-7`, `-0` as
+   * `"0"`); a boolean fallback reads a boolean or the strings `"true"`/`"false"`.
+   * A JSON scalar converts like the scalar; a JSON object or array, or a file,
+   * never converts. Without a fallback the value is returned as stored (`null`
+   * when missing).
+   *
+   * @param key - The key, or a path into a JSON value.
+   * @param fallback - Returned when the key is missing; its type is the result's.
+   * @returns The value, converted to the fallback's type.
+   * @throws {@link MemoryTypeError} The value cannot be converted exactly; no call failed.
+   * @throws {@link MemoryApiError} The call failed.
    */
   get(key: string, fallback: string): Promise<string>;
   get(key: string, fallback: number): Promise<number>;
@@ -293,6 +310,35 @@ export class MemorySession {
     return writeResult(r.result);
   }
 
+  /**
+   * Store up to 100 values in one call, all or nothing: strings, numbers and
+   * booleans as themselves, anything else as JSON (which needs `ttlSeconds`).
+   * If one entry breaks a limit, none is written. Every value lives
+   * `ttlSeconds` (default one day for scalars).
+   *
+   * @param entries - Keys and their values, e.g. `{ step: "email", name: "Ada" }`.
+   * @param ttlSeconds - Seconds until every written value expires (1 to 86,400).
+   * @returns One result per entry, in the entries' order.
+   */
+  async setMany(entries: Record<string, unknown>, ttlSeconds?: number): Promise<WriteResult[]> {
+    const list = Object.entries(entries).map(([key, value]) => {
+      if (value === undefined || typeof value === "function" || typeof value === "symbol") {
+        throw new TypeError(`setMany: the value of '${key}' is ${typeof value}, which cannot be stored`);
+      }
+      const kind =
+        typeof value === "string" || typeof value === "number" || typeof value === "boolean"
+          ? scalarValue(value)
+          : { case: "jsonValue" as const, value: JSON.stringify(value) };
+      return { key, value: { kind }, ...ttlField(ttlSeconds) };
+    });
+    const r = await this.client.call(
+      true,
+      (o) => this.client.raw.setMany({ sessionId: this.sessionId, entries: list }, o),
+      this.sessionId,
+    );
+    return r.results.map(writeResult);
+  }
+
   /** Delete one key or up to 100; resolves to how many existed. */
   async delete(keys: string | string[]): Promise<number> {
     const list = typeof keys === "string" ? [keys] : keys;
@@ -380,8 +426,9 @@ export class MemorySession {
 
 /** A stored file: its `info`, a presigned URL, and its bytes on demand. */
 export class FileHandle {
+  /** @internal Returned by {@link MemorySession.getFile}. */
   constructor(
-    private readonly client: MemoryClient,
+    private readonly client: Connection,
     private readonly sessionId: string,
     /** The file's description. */
     readonly info: FileInfo,

@@ -6,7 +6,7 @@
  * the signal cancels the call.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import type { MemoryClient } from "./client.js";
+import type { Connection } from "./connection.js";
 import { MemoryApiError, fromConnectError } from "./errors.js";
 import type { Change } from "./types.js";
 import { changeOf, resetOf } from "./types.js";
@@ -44,7 +44,7 @@ function resumable(error: MemoryApiError): boolean {
 
 /** @internal The generator behind {@link MemorySession.watch}. */
 export async function* watchChanges(
-  client: MemoryClient,
+  client: Connection,
   sessionId: string,
   options: WatchOptions,
 ): AsyncGenerator<Change, void, undefined> {

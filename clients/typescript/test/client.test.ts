@@ -6,6 +6,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import net from "node:net";
 import { Readable } from "node:stream";
 import path from "node:path";
+import { inspect } from "node:util";
 import * as z from "zod";
 import { MemoryApiError, MemoryClient, MemoryTypeError, MemoryUnavailableError, type Change, type MemorySession } from "../src/index.js";
 import { repoRoot, startStack, type Stack } from "./stack.js";
@@ -84,6 +85,18 @@ describe("client behaviour", () => {
     await assert.rejects(memory.get("s", 0), MemoryTypeError);
     await memory.set("n", 3);
     assert.equal(await memory.get("n", ""), "3");
+  });
+
+  test("setMany writes scalars and JSON all or nothing", async () => {
+    const memory = fresh();
+    const results = await memory.setMany({ step: "email", n: 2, ok: true, profile: { name: "Ada" } }, 600);
+    assert.deepEqual(results.map((r) => r.key), ["step", "n", "ok", "profile"]);
+    assert.deepEqual(await memory.getMany(["step", "n", "ok", "profile"]), { step: "email", n: 2, ok: true, profile: { name: "Ada" } });
+    assert.deepEqual((await memory.list()).map((e) => e.kind), ["number", "boolean", "json", "string"]);
+    await rejects(memory.setMany({ fresh: "x", step: "y".repeat(256) }), "VALUE_TOO_LONG", "INVALID_ARGUMENT");
+    assert.equal(await memory.get("fresh"), null);
+    assert.equal(await memory.get("step", ""), "email");
+    await assert.rejects(memory.setMany({ k: undefined }), TypeError);
   });
 
   test("available is false without a session id or an API key", async () => {
@@ -538,7 +551,8 @@ describe("shared vectors", () => {
             case "set_json":
               return memory.setJson(a.key, a.value, a.ttl);
             case "get":
-              return memory.get(a.key);
+              // With a default: the value converted to the default's type (coercion.json).
+              return "default" in a ? memory.get(a.key, a.default) : memory.get(a.key);
             case "increment":
               return memory.increment(a.key, a.delta, a.ttl, { requestId: a.request_id });
             case "delete":
@@ -566,8 +580,10 @@ describe("shared vectors", () => {
         try {
           const result = await run();
           assert.ok(!("error" in expect), `step ${i}: expected ${expect.error}`);
+          if ("type_error" in expect) assert.fail(`step ${i}: expected a MemoryTypeError, got ${inspect(result)}`);
           if ("value" in expect) assert.deepEqual(result, expect.value, `step ${i}`);
         } catch (err) {
+          if (err instanceof MemoryTypeError && "type_error" in expect) continue;
           if (!(err instanceof MemoryApiError)) throw err;
           assert.ok("error" in expect, `step ${i}: unexpected ${err.message}`);
           assert.deepEqual([err.code, err.status], [expect.error, expect.status], `step ${i}`);

@@ -2,7 +2,8 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ErrorInfoSchema, RetryInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import { fromConnectError } from "../src/errors.js";
 import { ErrorReason } from "../src/gen/sessionmemory/v1/error_reason_pb.js";
 import { ChangeOperation, ValueKind } from "../src/gen/sessionmemory/v1/memory_pb.js";
@@ -11,18 +12,14 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as z from "zod";
 import { MemoryApiError, MemoryClient } from "../src/index.js";
 
-/** A ConnectError as the transport yields it: ErrorInfo (and RetryInfo) as raw details. */
-function rejection(code: Code, reason: ErrorReason, retrySeconds?: number): ConnectError {
+/** A ConnectError as the transport yields it: ErrorInfo (and RetryInfo) as encoded details. */
+function rejection(code: Code, reason: ErrorReason, retrySeconds?: number, retryNanos = 0): ConnectError {
   const err = new ConnectError("refused", code);
-  const info = new BinaryWriter()
-    .tag(1, WireType.LengthDelimited).string(ErrorReason[reason])
-    .tag(2, WireType.LengthDelimited).string("sessionmemory")
-    .finish();
-  err.details.push({ type: "google.rpc.ErrorInfo", value: info });
+  const info = create(ErrorInfoSchema, { reason: ErrorReason[reason], domain: "sessionmemory", metadata: { limit: "255" } });
+  err.details.push({ type: ErrorInfoSchema.typeName, value: toBinary(ErrorInfoSchema, info) });
   if (retrySeconds !== undefined) {
-    const delay = new BinaryWriter().tag(1, WireType.Varint).int64(retrySeconds).finish();
-    const retry = new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(delay).finish();
-    err.details.push({ type: "google.rpc.RetryInfo", value: retry });
+    const retry = create(RetryInfoSchema, { retryDelay: { seconds: BigInt(retrySeconds), nanos: retryNanos } });
+    err.details.push({ type: RetryInfoSchema.typeName, value: toBinary(RetryInfoSchema, retry) });
   }
   return err;
 }
@@ -55,8 +52,25 @@ describe("error mapping", () => {
       // A rate limit is exactly RATE_LIMITED: a RetryInfo alone (SERVER_BUSY) is not one.
       assert.equal(err.isRateLimit(), reason === ErrorReason.RATE_LIMITED);
       assert.equal(err.isQuotaExceeded(), reason === ErrorReason.QUOTA_EXCEEDED);
+      assert.deepEqual(err.metadata, { limit: "255" });
     });
   }
+
+  test("a RetryInfo's nanos count: 1.5 s is retryAfter 1.5", () => {
+    assert.equal(fromConnectError(rejection(Code.Unavailable, ErrorReason.SERVER_BUSY, 1, 500_000_000)).retryAfter, 1.5);
+  });
+
+  test("a detail that does not decode is skipped, not thrown", () => {
+    const err = new ConnectError("refused", Code.Internal);
+    err.details.push({ type: ErrorInfoSchema.typeName, value: new Uint8Array([0xff, 0xff, 0xff]) });
+    const mapped = fromConnectError(err);
+    assert.deepEqual([mapped.status, mapped.code, mapped.metadata, mapped.retryAfter], ["INTERNAL", undefined, {}, undefined]);
+  });
+
+  test("a transport failure without details has a status and no reason", () => {
+    const mapped = fromConnectError(new Error("socket hang up"));
+    assert.deepEqual([mapped.status, mapped.code, mapped.message], ["UNKNOWN", undefined, "socket hang up"]);
+  });
 });
 
 describe("retries", () => {

@@ -80,7 +80,7 @@ _GRPC_LABELS: Final = ("grpc_type", "grpc_service", "grpc_method")
 # touches, and `_LocalCollector` turns them into metrics when /metrics is read:
 # a call costs a few additions, where prometheus_client's objects would take a
 # lock per counter and per histogram bucket (a few percent of a Get's CPU,
-# measured with `session-memory bench-observability`). A worker of a supervisor
+# measured with `make bench-obs`). A worker of a supervisor
 # records into prometheus_client's objects below instead, whose multi-process
 # mode keeps them in the files the supervisor sums. The objects are registered
 # nowhere: in one process the collector exports these names.

@@ -8,7 +8,12 @@ Example:
     ...     memory.set("step", "name", ttl=3600)
     ...     memory.update({"order": {"status": "shipped"}}, ttl=3600)
     ...     status = memory.get("order.status", "")
+
+Retries are logged at DEBUG on the ``sessionmemory`` logger
+(``logging.getLogger("sessionmemory").setLevel(logging.DEBUG)`` to see them).
 """
+
+from importlib import metadata as _metadata
 
 from ._aio import AsyncMemoryClient, AsyncSession
 from ._convert import (
@@ -17,12 +22,14 @@ from ._convert import (
     Entry,
     EntryInfo,
     FileInfo,
+    Json,
     Limits,
     SchemaInfo,
     SessionToken,
     SetItem,
     TenantLimits,
     TenantUsage,
+    Value,
     WriteResult,
 )
 from ._files import AsyncFileHandle, FileHandle
@@ -46,6 +53,12 @@ from .errors import (
     ServiceUnavailableError,
 )
 
+try:
+    __version__: str = _metadata.version("session-memory-client")
+    """The installed distribution's version (``session-memory-client``)."""
+except _metadata.PackageNotFoundError:  # imported from a source tree, not installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "AsyncChangeStream",
     "AsyncFileHandle",
@@ -64,6 +77,7 @@ __all__ = [
     "FileInfo",
     "InternalServerError",
     "InvalidArgumentError",
+    "Json",
     "LimitExceededError",
     "Limits",
     "MemoryApiError",
@@ -81,5 +95,6 @@ __all__ = [
     "SetItem",
     "TenantLimits",
     "TenantUsage",
+    "Value",
     "WriteResult",
 ]

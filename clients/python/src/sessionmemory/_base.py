@@ -1,14 +1,15 @@
-"""What the sync and async clients share besides conversion: settings and checks."""
+"""What the sync and async clients share besides conversion: settings, checks, logging."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import grpc
 
-from .errors import MemoryUnavailableError
+from .errors import MemoryApiError, MemoryUnavailableError
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_TIMEOUT = 5.0
@@ -16,6 +17,11 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_UPLOAD_TIMEOUT = 300.0
 
 ChannelOptions = Sequence[tuple[str, Any]]
+
+LOGGER: Final = logging.getLogger("sessionmemory")
+"""The client's logger. Retries and stream resumes are logged at DEBUG, with the
+method, the attempt, the status and reason, and the backoff; never the API key, a
+value or a session id."""
 
 
 def env_settings() -> tuple[str, str | None]:
@@ -95,16 +101,98 @@ def env_tls() -> tuple[grpc.ChannelCredentials | None, ChannelOptions]:
     return credentials, options
 
 
-def env_client_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A from_env constructor's keyword arguments: the caller's, TLS from the environment.
+def env_channel(
+    credentials: grpc.ChannelCredentials | None, options: ChannelOptions
+) -> tuple[grpc.ChannelCredentials | None, ChannelOptions]:
+    """A from_env constructor's credentials and options: the caller's, else the environment's.
 
     Explicit ``credentials`` win over every SESSION_MEMORY_TLS* variable; the
     environment's channel options come before the caller's.
+
+    Raises:
+        ValueError: as `env_tls`, when ``credentials`` is None.
     """
-    if "credentials" in kwargs:
-        return kwargs
-    credentials, options = env_tls()
-    return {**kwargs, "credentials": credentials, "options": (*options, *kwargs.get("options", ()))}
+    if credentials is not None:
+        return credentials, options
+    env_credentials, env_options = env_tls()
+    return env_credentials, (*env_options, *options)
+
+
+def call_budget(timeout: float | None, default: float) -> float:
+    """Seconds one call may take, retries included: ``timeout``, else the client's default.
+
+    Raises:
+        ValueError: ``timeout`` is not a positive number of seconds.
+    """
+    if timeout is None:
+        return default
+    if not timeout > 0:  # also refuses NaN
+        raise ValueError(f"timeout={timeout!r}: a call's timeout is a positive number of seconds")
+    return float(timeout)
+
+
+def redacted_key(api_key: str | None) -> str | None:
+    """What a repr may show of an API key: its public part, never the secret.
+
+    ``smk_<id>_<secret>`` keeps ``smk_<id>_`` (the id names the key in ``keys
+    list``); a session token keeps ``smt_`` only (its payload names the session).
+    """
+    if api_key is None:
+        return None
+    parts = api_key.split("_", 2)
+    if len(parts) == 3 and parts[0] == "smk" and parts[1] and parts[2]:
+        return f"smk_{parts[1]}_\u2026(redacted)"
+    if api_key.startswith("smt_"):
+        return "smt_\u2026(redacted)"
+    return "\u2026(redacted)"
+
+
+def client_repr(
+    cls: type,
+    address: str,
+    tls: bool,
+    api_key: str | None,
+    timeout: float,
+) -> str:
+    """``MemoryClient(address='…', tls=False, api_key='smk_<id>_…(redacted)', timeout=5.0)``."""
+    return (
+        f"{cls.__name__}(address={address!r}, tls={tls}, api_key={redacted_key(api_key)!r},"
+        f" timeout={float(timeout)!r})"
+    )
+
+
+def log_retry(
+    method: str, attempt: int, error: MemoryApiError, delay: float | None, retryable: bool
+) -> None:
+    """Log at DEBUG that attempt ``attempt`` of ``method`` failed and is retried after ``delay``.
+
+    ``delay`` None: not retried. That is logged too when the failure was one a retry
+    could fix (UNAVAILABLE on a call safe to repeat) but the attempts or the deadline
+    are spent. Only the status and reason are logged: an error's message may quote a
+    value or a session id.
+    """
+    if not LOGGER.isEnabledFor(logging.DEBUG):
+        return
+    if delay is None and not (retryable and error.status == grpc.StatusCode.UNAVAILABLE):
+        return
+    reason = error.code or "-"
+    extra = {
+        "rpc_method": method,
+        "attempt": attempt,
+        "status": error.status.name,
+        "reason": reason,
+        "backoff_seconds": delay,
+    }
+    if delay is None:
+        LOGGER.debug(
+            "%s attempt %d failed with %s (%s); giving up: attempts or deadline spent",
+            method, attempt, error.status.name, reason, extra=extra,
+        )  # fmt: skip
+    else:
+        LOGGER.debug(
+            "%s attempt %d failed with %s (%s); retrying in %.3f s",
+            method, attempt, error.status.name, reason, delay, extra=extra,
+        )  # fmt: skip
 
 
 def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...] | None:

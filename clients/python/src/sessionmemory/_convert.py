@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import decimal
 import hashlib
 import json
 import math
@@ -18,13 +19,14 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Final, Generic, Literal, Protocol, TypeVar
+from typing import Any, BinaryIO, Final, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ._base import LOGGER, log_retry
 from .errors import MemoryApiError, MemoryTypeError, ServiceUnavailableError
 from .v1 import memory_pb2 as pb
 from .v1 import memory_service_pb2 as svc
@@ -32,7 +34,16 @@ from .v1 import memory_service_pb2 as svc
 T = TypeVar("T")
 Scalar = str | int | float | bool
 
-_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
+Json: TypeAlias = dict[str, "Json"] | list["Json"] | str | int | float | bool | None
+"""A parsed JSON value: what `Session.get_json` returns, and `set_json` takes."""
+
+# A decimal numeral, the only strings a number default reads (the shared vectors'
+# grammar, tests/vectors/coercion.json): no spaces, underscores, hex, words or
+# non-ASCII digits, all of which Python's float() would take.
+_NUMERAL: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Whole numbers up to this size come back as int: beyond it a double is no longer
+# exact to the unit, so an int would claim a precision the value does not have.
+MAX_SAFE_INTEGER: Final = 2**53
 _KIND_NAMES: Final = {
     pb.VALUE_KIND_STRING: "string",
     pb.VALUE_KIND_NUMBER: "number",
@@ -47,7 +58,7 @@ class Entry:
     """A stored value with its kind, expiry and version."""
 
     key: str
-    value: Any
+    value: Value
     kind: str
     expires_at: datetime
     version: int
@@ -64,6 +75,14 @@ class FileInfo:
     created_at: datetime
     expires_at: datetime
     version: int
+
+
+Value: TypeAlias = str | int | float | bool | dict[str, Json] | list[Json] | FileInfo
+"""A stored value as `Session.get` returns it without a default.
+
+A string, a number (an int when it is whole and within ±2**53, else a float), a
+boolean, a JSON value stored with `set_json` (parsed), or a file's `FileInfo`.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +193,8 @@ class SessionToken:
     permissions name on that one session until ``expires_at``.
     """
 
-    token: str
-    """The token (``smt_...``), sent like an API key."""
+    token: str = field(repr=False)
+    """The token (``smt_...``), sent like an API key (left out of the repr: it is a secret)."""
     token_id: str
     """Its id, for `MemoryClient.revoke_session_token`."""
     expires_at: datetime
@@ -197,11 +216,12 @@ def _time(ts: Timestamp) -> datetime:
 
 
 def _number(value: float) -> int | float:
-    return int(value) if value.is_integer() else value
+    """A stored number: an int when it is whole and within ±2**53, else the float."""
+    return int(value) if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER else value
 
 
-def value_of(value: pb.Value) -> Any:
-    """The Python value of a proto Value (numbers that are whole come back as int)."""
+def value_of(value: pb.Value) -> Value | None:
+    """The Python value of a proto Value (see `Value`; None for an unset Value)."""
     which = value.WhichOneof("kind")
     if which == "string_value":
         return value.string_value
@@ -210,7 +230,8 @@ def value_of(value: pb.Value) -> Any:
     if which == "bool_value":
         return value.bool_value
     if which == "json_value":
-        return json.loads(value.json_value)
+        parsed: Value = json.loads(value.json_value)
+        return parsed
     if which == "file_value":
         return file_info_of(value.file_value)
     return None
@@ -229,74 +250,173 @@ def file_info_of(info: pb.FileInfo) -> FileInfo:
     )
 
 
+def _rfc3339(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def file_json(info: FileInfo) -> dict[str, Json]:
+    """A file's description as JSON, as the session's document shows it."""
+    return {
+        "key": info.key,
+        "mime_type": info.mime_type,
+        "size_bytes": info.size_bytes,
+        "sha256": info.sha256,
+        "created_at": _rfc3339(info.created_at),
+        "expires_at": _rfc3339(info.expires_at),
+        "version": info.version,
+    }
+
+
 def entry_of(entry: pb.Entry) -> Entry:
     """Convert a proto Entry."""
     which = entry.value.WhichOneof("kind") or ""
     kind = which.removesuffix("_value").replace("bool", "boolean")
-    return Entry(entry.key, value_of(entry.value), kind, _time(entry.expires_at), entry.version)
+    value = value_of(entry.value)
+    if value is None:  # an unset Value: a server newer than this client, or a broken one
+        raise MemoryTypeError(f"key {entry.key!r} holds a value of a kind this client cannot read")
+    return Entry(entry.key, value, kind, _time(entry.expires_at), entry.version)
 
 
 def _write_result(result: pb.WriteResult) -> WriteResult:
     return WriteResult(result.key, result.version, _time(result.expires_at))
 
 
-def coerce(value: Any, kind: str, default: Any, key: str) -> Any:
+def number_text(number: float) -> str:
+    """``number`` as ECMAScript's ``Number.prototype.toString`` writes it.
+
+    So a number read with a string default is the same text in every client:
+    ``7`` (not ``7.0``), ``0.000001``, ``1e-7``, ``100000000000000``, ``1e+21``,
+    ``-0`` as ``0``. The digits are the shortest that read back as the same double
+    (Python's ``repr``), placed by the ECMAScript rules (ECMA-262, Number::toString).
+    """
+    number = float(number)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == 0:
+        return "0"
+    sign = "-" if number < 0 else ""
+    _, digit_tuple, exponent = decimal.Decimal(repr(abs(number))).as_tuple()
+    assert isinstance(exponent, int)  # finite, so never "n", "N" or "F"
+    digits = "".join(map(str, digit_tuple)).lstrip("0")
+    stripped = digits.rstrip("0")
+    exponent += len(digits) - len(stripped)
+    digits = stripped
+    k = len(digits)  # the value is 0.<digits> * 10**n
+    n = exponent + k
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = f"0.{'0' * -n}{digits}"
+    else:
+        e = n - 1
+        mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+        text = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + text
+
+
+def _finite(value: int | float) -> float | None:
+    """``value`` as a finite float, or None (a JSON integer too large for a double)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _read_number(value: object) -> float | None:
+    """A stored number, or a string holding a finite decimal numeral, as a float; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return _finite(value)
+    if isinstance(value, str) and _NUMERAL.fullmatch(value):
+        return _finite(float(value))
+    return None
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, FileInfo):
+        return "a file"
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON array"
+    if value is None:
+        return "JSON null"
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, int | float):
+        return f"the number {number_text(value)}"
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) <= 40 else f"a {len(value)}-character string"
+    return f"a {type(value).__name__}"
+
+
+_TARGETS: Final = (
+    (bool, "a boolean (true/false)"),
+    (int, "a number"),
+    (float, "a number"),
+    (str, "a string"),
+    (Mapping, "a JSON object"),
+    (list, "a JSON array"),
+)
+
+
+def coerce(value: Value, default: Any, key: str) -> Any:
     """Convert a stored value to the type of ``default``, exactly or not at all.
+
+    The rules every client follows (the shared vectors, tests/vectors/coercion.json):
+
+    - a bool default reads a boolean, or the strings ``"true"``/``"false"``;
+    - a number default reads any number, and a string holding a decimal numeral
+      (``[+-]?(digits[.digits?] | .digits)([eE][+-]?digits)?``: no spaces,
+      underscores, hex, words or non-ASCII digits) whose value is finite. An int
+      default gives an int when the number is whole and within ±2**53 and a float
+      otherwise (``get("n", 0)`` on 2.5 is 2.5); a float default always a float;
+    - a str default reads a string as is, a boolean as ``"true"``/``"false"`` and a
+      number as ECMAScript writes it (`number_text`: ``"7"``, ``"1e-7"``);
+    - a dict (any Mapping) default reads a JSON object, a list default a JSON array;
+    - a JSON scalar stored with ``set_json`` converts as the scalar does; a JSON
+      object or array never converts to a scalar, nor a file to anything;
+    - a None default returns the value as it is.
 
     Raises:
         MemoryTypeError: the value cannot be converted exactly.
     """
     if default is None:
         return value
-    target = type(default)
-
-    def fail() -> MemoryTypeError:
-        return MemoryTypeError(
-            f"key {key!r} holds a {kind} value {value!r} that cannot be read as"
-            f" {target.__name__} exactly"
-        )
-
+    result: Any = None
     if isinstance(default, bool):
         if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value in ("true", "false"):
-            return value == "true"
-        raise fail()
-    if isinstance(default, int):
-        if isinstance(value, bool):
-            raise fail()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and _INT_RE.fullmatch(value):
-            return int(value)
-        raise fail()
-    if isinstance(default, float):
-        if isinstance(value, bool):
-            raise fail()
-        if isinstance(value, int | float):
-            return float(value)
+            result = value
+        elif value in ("true", "false"):
+            result = value == "true"
+    elif isinstance(default, int | float):
+        number = _read_number(value)
+        if number is not None:
+            result = float(number) if isinstance(default, float) else _number(number)
+    elif isinstance(default, str):
         if isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                raise fail() from None
-            if math.isfinite(number):
-                return number
-        raise fail()
-    if isinstance(default, str):
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int | float):
-            return repr(value)
-        raise fail()
-    # dict, list and other JSON defaults: the stored JSON value as is.
-    if kind == "json":
-        return value
-    raise fail()
+            result = value
+        elif isinstance(value, bool):
+            result = "true" if value else "false"
+        elif isinstance(value, int | float) and _finite(value) is not None:
+            result = number_text(value)
+    elif isinstance(default, Mapping):
+        result = value if isinstance(value, dict) else None
+    elif isinstance(default, list):
+        result = value if isinstance(value, list) else None
+    if result is None:
+        target = next((name for t, name in _TARGETS if isinstance(default, t)), None)
+        wanted = f"as {target}" if target else f"as {type(default).__name__}"
+        raise MemoryTypeError(
+            f"key {key!r} holds {_describe(value)}, which cannot be read {wanted}"
+        )
+    return result
 
 
 def _apply(
@@ -348,22 +468,24 @@ def keys_list(keys: str | Iterable[str]) -> list[str]:
 
 
 def plan_get(session: str, key: str, default: Any) -> Plan[Any]:
-    """Get a value, typed by ``default``; the default itself when missing."""
+    """Get a value, converted to the type of ``default`` (`coerce`); the default when missing."""
 
     def convert(resp: svc.GetResponse) -> Any:
         if not resp.found:
             return default
-        entry = entry_of(resp.entry)
-        return coerce(entry.value, entry.kind, default, key)
+        return coerce(entry_of(resp.entry).value, default, key)
 
     return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
 
 
 def plan_get_json(session: str, key: str, default: Any) -> Plan[Any]:
-    """Get a JSON value (any stored kind is returned as its JSON equivalent)."""
+    """Get a JSON value (any stored kind as its JSON equivalent; a file as its description)."""
 
     def convert(resp: svc.GetResponse) -> Any:
-        return entry_of(resp.entry).value if resp.found else default
+        if not resp.found:
+            return default
+        value = entry_of(resp.entry).value
+        return file_json(value) if isinstance(value, FileInfo) else value
 
     return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
 
@@ -377,11 +499,12 @@ def plan_get_entry(session: str, key: str) -> Plan[Entry | None]:
     return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
 
 
-def plan_get_many(session: str, keys: Iterable[str]) -> Plan[dict[str, Any]]:
+def plan_get_many(session: str, keys: Iterable[str]) -> Plan[dict[str, Value]]:
     """Get several values; missing keys are left out of the result."""
 
-    def convert(resp: svc.GetManyResponse) -> dict[str, Any]:
-        return {e.key: value_of(e.value) for e in resp.entries}
+    def convert(resp: svc.GetManyResponse) -> dict[str, Value]:
+        values = ((e.key, value_of(e.value)) for e in resp.entries)
+        return {key: value for key, value in values if value is not None}
 
     return Plan("GetMany", svc.GetManyRequest(session_id=session, keys=list(keys)), True, convert)
 
@@ -877,12 +1000,25 @@ class WatchCursor:
     sleep; the resume rules live here.
     """
 
-    def __init__(self, session: str, after_revision: int | None, max_attempts: int) -> None:
+    def __init__(
+        self,
+        session: str,
+        after_revision: int | None,
+        max_attempts: int,
+        timeout: float | None = None,
+    ) -> None:
         self.session = session
         self.revision = after_revision
         self._max_attempts = max(1, max_attempts)
         self._failures = 0
         self._progress = False
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def call_timeout(self) -> float | None:
+        """The deadline of the next stream, in seconds from now; None: no deadline."""
+        if self._deadline is None:
+            return None
+        return max(self._deadline - time.monotonic(), 0.001)
 
     def request(self) -> svc.WatchRequest:
         """The request of the next stream: resume after the last revision seen."""
@@ -917,11 +1053,22 @@ class WatchCursor:
         else:
             self._failures += 1
             if self._failures >= self._max_attempts:
-                raise error or ServiceUnavailableError(
+                failure = error or ServiceUnavailableError(
                     f"the Watch stream ended {self._failures} times in a row without a message",
                     status=grpc.StatusCode.UNAVAILABLE,
                 )
-        return watch_backoff(self._failures, error.retry_after if error else None)
+                log_retry("Watch", self._failures, failure, None, True)
+                raise failure
+        delay = watch_backoff(self._failures, error.retry_after if error else None)
+        if error is not None:
+            log_retry("Watch", self._failures, error, delay, True)
+        else:
+            LOGGER.debug(
+                "Watch stream ended without a status; reopening in %.3f s",
+                delay,
+                extra={"rpc_method": "Watch", "attempt": self._failures, "backoff_seconds": delay},
+            )
+        return delay
 
 
 # --- files ----------------------------------------------------------------------

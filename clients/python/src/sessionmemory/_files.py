@@ -33,7 +33,7 @@ class _Handle:
         info: FileInfo,
         url: str,
         url_expires_at: datetime,
-        read: Callable[[Any], Any],
+        read: Callable[[Any, float | None], Any],
         session_id: str,
     ) -> None:
         self.info = info
@@ -46,12 +46,20 @@ class _Handle:
         """The presigned download URL (plain HTTP GET; no extra call)."""
         return self._url
 
+    def __repr__(self) -> str:
+        # Not the URL: it is a credential to the bytes until it expires.
+        return f"{type(self).__name__}(info={self.info!r}, url_expires_at={self.url_expires_at!r})"
+
 
 class FileHandle(_Handle):
     """A stored file: its `info`, a presigned URL, and its bytes on demand."""
 
-    def iter_chunks(self, offset: int = 0, limit: int | None = None) -> Iterator[bytes]:
+    def iter_chunks(
+        self, offset: int = 0, limit: int | None = None, *, timeout: float | None = None
+    ) -> Iterator[bytes]:
         """Stream the bytes (a range of them) without holding them all.
+
+        ``timeout`` bounds the whole read (None: the client's ``upload_timeout``).
 
         Raises:
             ConflictError: the file was replaced since `get_file`.
@@ -59,40 +67,47 @@ class FileHandle(_Handle):
         """
         request = read_file_request(self._session_id, self.info.key, offset, limit)
         try:
-            stream = iter(self._read(request))
+            stream = iter(self._read(request, timeout))
             _check_version(self.info, next(stream))
             for message in stream:
                 yield message.chunk
         except grpc.RpcError as err:
             raise from_grpc(err) from None
 
-    def to_raw(self) -> bytes:
-        """All the bytes.
+    def to_raw(self, *, timeout: float | None = None) -> bytes:
+        """All the bytes (``timeout``: as `iter_chunks`).
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return b"".join(self.iter_chunks())
+        return b"".join(self.iter_chunks(timeout=timeout))
 
-    def to_base64(self) -> str:
-        """All the bytes, base64-encoded.
+    def to_base64(self, *, timeout: float | None = None) -> str:
+        """All the bytes, base64-encoded (``timeout``: as `iter_chunks`).
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return base64.b64encode(self.to_raw()).decode("ascii")
+        return base64.b64encode(self.to_raw(timeout=timeout)).decode("ascii")
 
-    def save(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> int:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> int:
         """Stream the bytes to a file; returns how many were written.
 
-        ``progress(written, size)`` is called after each chunk.
+        ``progress(written, size)`` is called after each chunk; ``timeout`` as
+        `iter_chunks`.
 
         Raises:
             MemoryApiError: the call failed.
         """
         written = 0
         with open(path, "wb") as out:
-            for chunk in self.iter_chunks():
+            for chunk in self.iter_chunks(timeout=timeout):
                 out.write(chunk)
                 written += len(chunk)
                 if progress is not None:
@@ -103,8 +118,12 @@ class FileHandle(_Handle):
 class AsyncFileHandle(_Handle):
     """A stored file (asyncio): its `info`, a presigned URL, its bytes on demand."""
 
-    async def iter_chunks(self, offset: int = 0, limit: int | None = None) -> AsyncIterator[bytes]:
+    async def iter_chunks(
+        self, offset: int = 0, limit: int | None = None, *, timeout: float | None = None
+    ) -> AsyncIterator[bytes]:
         """Stream the bytes (a range of them) without holding them all.
+
+        ``timeout`` bounds the whole read (None: the client's ``upload_timeout``).
 
         Raises:
             ConflictError: the file was replaced since `get_file`.
@@ -113,7 +132,7 @@ class AsyncFileHandle(_Handle):
         request = read_file_request(self._session_id, self.info.key, offset, limit)
         try:
             first = True
-            async for message in self._read(request):
+            async for message in self._read(request, timeout):
                 if first:
                     _check_version(self.info, message)
                     first = False
@@ -122,33 +141,40 @@ class AsyncFileHandle(_Handle):
         except grpc.RpcError as err:
             raise from_grpc(err) from None
 
-    async def to_raw(self) -> bytes:
-        """All the bytes.
+    async def to_raw(self, *, timeout: float | None = None) -> bytes:
+        """All the bytes (``timeout``: as `iter_chunks`).
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return b"".join([chunk async for chunk in self.iter_chunks()])
+        return b"".join([chunk async for chunk in self.iter_chunks(timeout=timeout)])
 
-    async def to_base64(self) -> str:
-        """All the bytes, base64-encoded.
+    async def to_base64(self, *, timeout: float | None = None) -> str:
+        """All the bytes, base64-encoded (``timeout``: as `iter_chunks`).
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return base64.b64encode(await self.to_raw()).decode("ascii")
+        return base64.b64encode(await self.to_raw(timeout=timeout)).decode("ascii")
 
-    async def save(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> int:
+    async def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> int:
         """Stream the bytes to a file; returns how many were written.
 
-        ``progress(written, size)`` is called after each chunk.
+        ``progress(written, size)`` is called after each chunk; ``timeout`` as
+        `iter_chunks`.
 
         Raises:
             MemoryApiError: the call failed.
         """
         written = 0
         with open(path, "wb") as out:  # noqa: ASYNC230 - local disk, chunk by chunk
-            async for chunk in self.iter_chunks():
+            async for chunk in self.iter_chunks(timeout=timeout):
                 out.write(chunk)
                 written += len(chunk)
                 if progress is not None:

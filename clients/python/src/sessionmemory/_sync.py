@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -17,9 +18,12 @@ from ._base import (
     DEFAULT_UPLOAD_TIMEOUT,
     ChannelOptions,
     auth_metadata,
+    call_budget,
     check_available,
-    env_client_kwargs,
+    client_repr,
+    env_channel,
     env_settings,
+    log_retry,
 )
 from ._convert import (
     Document,
@@ -27,6 +31,7 @@ from ._convert import (
     EntryInfo,
     FileData,
     FileInfo,
+    Json,
     Limits,
     Partial,
     Plan,
@@ -36,6 +41,7 @@ from ._convert import (
     SessionToken,
     SetItem,
     TokenPermission,
+    Value,
     WriteResult,
 )
 from ._files import FileHandle
@@ -62,6 +68,12 @@ class MemoryClient:
         options: Extra gRPC channel options, e.g.
             ``[("grpc.ssl_target_name_override", name)]`` to check ``name`` in the
             server's certificate.
+
+    Every call method (here and on the sessions) takes a keyword-only ``timeout``:
+    the seconds that call may take, retries included (None: ``timeout``, or
+    ``upload_timeout`` for files). Past it the call raises `DeadlineExceededError`,
+    or the last retryable error when the next retry would not fit. Retries are
+    logged at DEBUG on the ``sessionmemory`` logger.
     """
 
     def __init__(
@@ -81,14 +93,27 @@ class MemoryClient:
             else grpc.insecure_channel(address, options)
         )
         self._stub = memory_service_pb2_grpc.MemoryServiceStub(self._channel)
+        self._address = address
+        self._tls = credentials is not None
+        self._api_key = api_key
         self._metadata = auth_metadata(api_key)
         self._timeout = timeout
         self._upload_timeout = upload_timeout
         self._max_attempts = max(1, max_attempts)
 
     @classmethod
-    def from_env(cls, **kwargs: Any) -> MemoryClient:
-        """A client configured by the environment; ``kwargs`` as for the constructor.
+    def from_env(
+        cls,
+        *,
+        address: str | None = None,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: ChannelOptions = (),
+    ) -> MemoryClient:
+        """A client configured by the environment; an argument given wins over its variable.
 
         ``SESSION_MEMORY_ADDR`` is the address (default ``localhost:50051``),
         ``SESSION_MEMORY_API_KEY`` the API key or session token. TLS:
@@ -103,14 +128,36 @@ class MemoryClient:
         Each of the last three turns TLS on by itself. A ``credentials=`` argument
         wins over all of them (e.g. ``grpc.ssl_channel_credentials(ca, key, cert)``).
 
+        Args:
+            address: ``host:port`` of the server, instead of ``SESSION_MEMORY_ADDR``.
+            api_key: The API key or session token, instead of ``SESSION_MEMORY_API_KEY``.
+            timeout: Default deadline of every call, in seconds (retries included).
+            upload_timeout: Deadline of a file upload or download, in seconds.
+            max_attempts: Attempts for calls that are safe to retry on UNAVAILABLE.
+            credentials: TLS credentials that win over the SESSION_MEMORY_TLS*
+                variables; None takes TLS (or plaintext) from them.
+            options: Extra gRPC channel options, after those the environment implies.
+
         Raises:
             ValueError: the TLS variables do not make a configuration (a file is
                 unreadable or not PEM, a certificate comes without its key, or
                 SESSION_MEMORY_TLS is not a boolean or is false while another
                 TLS variable is set).
         """
-        address, api_key = env_settings()
-        return cls(address, api_key=api_key, **env_client_kwargs(kwargs))
+        env_address, env_api_key = env_settings()
+        channel_credentials, channel_options = env_channel(credentials, options)
+        return cls(
+            address if address is not None else env_address,
+            api_key=api_key if api_key is not None else env_api_key,
+            timeout=timeout,
+            upload_timeout=upload_timeout,
+            max_attempts=max_attempts,
+            credentials=channel_credentials,
+            options=channel_options,
+        )
+
+    def __repr__(self) -> str:
+        return client_repr(type(self), self._address, self._tls, self._api_key, self._timeout)
 
     @property
     def stub(self) -> memory_service_pb2_grpc.MemoryServiceStub:
@@ -121,13 +168,13 @@ class MemoryClient:
         """A handle on one conversation's memory. Does no I/O."""
         return Session(self, session_id)
 
-    def get_limits(self) -> Limits:
+    def get_limits(self, *, timeout: float | None = None) -> Limits:
         """The limits the server enforces, and the tenant's rate limits, quotas and usage.
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(None, c.plan_limits())
+        return self._run(None, c.plan_limits(), timeout)
 
     def create_session_token(
         self,
@@ -135,6 +182,7 @@ class MemoryClient:
         permissions: Iterable[TokenPermission] = ("read",),
         *,
         ttl_seconds: int | None = None,
+        timeout: float | None = None,
     ) -> SessionToken:
         """Issue a token that authorizes only ``session_id`` and ``permissions``.
 
@@ -148,6 +196,7 @@ class MemoryClient:
                 ``"write"`` (Set, Increment, Delete, Touch, Clear, update) and
                 ``"files"`` (SetFile, GetFile, ReadFile).
             ttl_seconds: Lifetime, 1 to 3,600 seconds; None means 900.
+            timeout: Seconds this call may take; None: the client's ``timeout``.
 
         Returns:
             The token, its id (for `revoke_session_token`) and its expiry.
@@ -160,11 +209,15 @@ class MemoryClient:
             MemoryApiError: the call failed.
         """
         return self._run(
-            session_id, c.plan_create_session_token(session_id, permissions, ttl_seconds)
+            session_id, c.plan_create_session_token(session_id, permissions, ttl_seconds), timeout
         )
 
     def revoke_session_token(
-        self, *, token_id: str | None = None, session_id: str | None = None
+        self,
+        *,
+        token_id: str | None = None,
+        session_id: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Stop one token (``token_id``), or every token issued so far for ``session_id``.
 
@@ -178,7 +231,7 @@ class MemoryClient:
             PermissionDeniedError: the client holds a session token, not an API key.
             MemoryApiError: the call failed.
         """
-        self._run(None, c.plan_revoke_session_token(token_id, session_id))
+        self._run(None, c.plan_revoke_session_token(token_id, session_id), timeout)
 
     def update_memory(
         self,
@@ -189,6 +242,7 @@ class MemoryClient:
         schema: str | None = None,
         if_revision: int | None = None,
         must_exist: bool = True,
+        timeout: float | None = None,
     ) -> int:
         """Merge ``partial`` into a session's document from outside the conversation.
 
@@ -203,6 +257,8 @@ class MemoryClient:
             schema: The schema to validate against (binds an unbound session).
             if_revision: Apply only if the session's revision is this one.
             must_exist: Fail when the session has no live key (default True).
+            timeout: Seconds this call may take, retries included; None: the
+                client's ``timeout``.
 
         Returns:
             The session's revision after the update.
@@ -217,15 +273,20 @@ class MemoryClient:
         return self._run(
             session_id,
             c.plan_patch_document(session_id, partial, ttl, schema, if_revision, must_exist),
+            timeout,
         )
 
-    def put_schema(self, name: str, schema: Mapping[str, Any] | type) -> SchemaInfo:
+    def put_schema(
+        self, name: str, schema: Mapping[str, Any] | type, *, timeout: float | None = None
+    ) -> SchemaInfo:
         """Register or replace the tenant's JSON Schema ``name`` (draft 2020-12).
 
         Args:
             name: The schema's name (the key pattern: letters, digits, ``_``, ``-``).
             schema: A JSON Schema dict, or a pydantic model class (its
                 ``model_json_schema()``).
+            timeout: Seconds this call may take, retries included; None: the
+                client's ``timeout``.
 
         Raises:
             InvalidArgumentError: the schema is invalid, too large (64 KiB) or has a
@@ -233,32 +294,32 @@ class MemoryClient:
             LimitExceededError: the tenant has too many schemas (``TOO_MANY_SCHEMAS``).
             MemoryApiError: the call failed.
         """
-        return self._run(None, c.plan_put_schema(name, schema))
+        return self._run(None, c.plan_put_schema(name, schema), timeout)
 
-    def get_schema(self, name: str) -> dict[str, Any]:
+    def get_schema(self, name: str, *, timeout: float | None = None) -> dict[str, Any]:
         """The JSON Schema registered as ``name``.
 
         Raises:
             NotFoundError: no schema of that name (``SCHEMA_NOT_FOUND``).
             MemoryApiError: the call failed.
         """
-        return self._run(None, c.plan_get_schema(name))
+        return self._run(None, c.plan_get_schema(name), timeout)
 
-    def list_schemas(self) -> list[SchemaInfo]:
+    def list_schemas(self, *, timeout: float | None = None) -> list[SchemaInfo]:
         """Describe the tenant's schemas, sorted by name.
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(None, c.plan_list_schemas())
+        return self._run(None, c.plan_list_schemas(), timeout)
 
-    def delete_schema(self, name: str) -> bool:
+    def delete_schema(self, name: str, *, timeout: float | None = None) -> bool:
         """Remove a schema; True when it existed. Sessions bound to it are no longer validated.
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(None, c.plan_delete_schema(name))
+        return self._run(None, c.plan_delete_schema(name), timeout)
 
     def close(self) -> None:
         """Close the channel."""
@@ -275,7 +336,9 @@ class MemoryClient:
     ) -> None:
         self.close()
 
-    def _retrying(self, invoke: Callable[[float], Any], retryable: bool, budget: float) -> Any:
+    def _retrying(
+        self, method: str, invoke: Callable[[float], Any], retryable: bool, budget: float
+    ) -> Any:
         """Call ``invoke(timeout)``; retry UNAVAILABLE with backoff while ``retryable``."""
         deadline = time.monotonic() + budget
         attempt = 0
@@ -286,17 +349,20 @@ class MemoryClient:
             except grpc.RpcError as err:
                 error = from_grpc(err)
                 delay = c.retry_delay(error, attempt, self._max_attempts, retryable, deadline)
+                log_retry(method, attempt, error, delay, retryable)
                 if delay is None:
                     raise error from None
                 time.sleep(delay)
 
-    def _run(self, session_id: str | None, plan: Plan[T]) -> T:
+    def _run(self, session_id: str | None, plan: Plan[T], timeout: float | None) -> T:
+        budget = call_budget(timeout, self._timeout)
         check_available(session_id, self._metadata)
         method = getattr(self._stub, plan.method)
         response = self._retrying(
-            lambda timeout: method(plan.request, timeout=timeout, metadata=self._metadata),
+            plan.method,
+            lambda remaining: method(plan.request, timeout=remaining, metadata=self._metadata),
             plan.idempotent,
-            self._timeout,
+            budget,
         )
         return plan.convert(response)
 
@@ -312,7 +378,9 @@ class MemoryClient:
         if_version: int | None,
         only_if_absent: bool,
         progress: Progress | None,
+        timeout: float | None,
     ) -> FileInfo:
+        budget = call_budget(timeout, self._upload_timeout)
         check_available(session_id, self._metadata)
         plan = c.plan_set_file(
             session_id,
@@ -326,20 +394,22 @@ class MemoryClient:
             progress=progress,
         )
         response = self._retrying(
-            lambda timeout: self._stub.SetFile(
-                plan.requests(), timeout=timeout, metadata=self._metadata
+            "SetFile",
+            lambda remaining: self._stub.SetFile(
+                plan.requests(), timeout=remaining, metadata=self._metadata
             ),
             plan.retryable,
-            self._upload_timeout,
+            budget,
         )
         return c.file_info_of(response.file)
 
-    def _reader(self, request: Any) -> Any:
-        return self._stub.ReadFile(request, timeout=self._upload_timeout, metadata=self._metadata)
+    def _reader(self, request: Any, timeout: float | None) -> Any:
+        budget = call_budget(timeout, self._upload_timeout)
+        return self._stub.ReadFile(request, timeout=budget, metadata=self._metadata)
 
-    def _watcher(self, request: Any) -> Any:
-        # No deadline: a Watch stream lives as long as its reader wants it.
-        return self._stub.Watch(request, metadata=self._metadata)
+    def _watcher(self, request: Any, timeout: float | None) -> Any:
+        # No deadline by default: a Watch stream lives as long as its reader wants it.
+        return self._stub.Watch(request, timeout=timeout, metadata=self._metadata)
 
 
 class Session:
@@ -349,6 +419,9 @@ class Session:
         self._client = client
         self.session_id = session_id or ""
         self._revision: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Session(session_id={self.session_id!r})"
 
     @property
     def revision(self) -> int | None:
@@ -360,30 +433,92 @@ class Session:
         """False when the session id or the API key is missing; calls then raise."""
         return bool(self.session_id) and self._client._metadata is not None
 
-    def _run(self, plan: Plan[T]) -> T:
-        return self._client._run(self.session_id, plan)
+    def _run(self, plan: Plan[T], timeout: float | None) -> T:
+        return self._client._run(self.session_id, plan, timeout)
 
-    def get(self, key: str, default: Any = None) -> Any:
+    @overload
+    def get(
+        self, key: str, default: None = None, *, timeout: float | None = None
+    ) -> Value | None: ...
+
+    @overload
+    def get(self, key: str, default: bool, *, timeout: float | None = None) -> bool: ...
+
+    @overload
+    def get(self, key: str, default: int, *, timeout: float | None = None) -> int | float: ...
+
+    @overload
+    def get(self, key: str, default: float, *, timeout: float | None = None) -> float: ...
+
+    @overload
+    def get(self, key: str, default: str, *, timeout: float | None = None) -> str: ...
+
+    @overload
+    def get(
+        self, key: str, default: Mapping[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]: ...
+
+    @overload
+    def get(
+        self, key: str, default: builtins.list[Any], *, timeout: float | None = None
+    ) -> builtins.list[Any]: ...
+
+    def get(self, key: str, default: Any = None, *, timeout: float | None = None) -> Any:
         """The value of ``key`` converted to the type of ``default``; ``default`` when missing.
 
         ``key`` may be a path into a JSON value or a file's info: ``"lastOrder.status"``,
-        ``"cart.items.0.name"``; a missing path is a miss.
+        ``"cart.items.0.name"``; a missing path is a miss. The conversions (the same
+        in the TypeScript and Go clients):
+
+        - no default: the value as stored (`Value`); None when missing;
+        - ``False``/``True``: a boolean, or the string ``"true"``/``"false"``;
+        - an int (``get("n", 0)``): any number, and a string holding a decimal
+          numeral (``"42"``, ``"-2.5"``, ``"1e3"``; not ``" 12"``, ``"1_000"``,
+          ``"0x10"``, ``"inf"``) whose value is finite. The result is an int when
+          the number is whole and within ±2**53, else a float: 2.5 stays 2.5;
+        - a float (``get("x", 0.0)``): the same numbers, always as a float;
+        - a str: a string as is, a boolean as ``"true"``/``"false"``, a number as
+          JavaScript writes it (``"7"``, ``"2.5"``, ``"1e-7"``);
+        - a dict: a JSON object; a list: a JSON array.
+
+        A JSON scalar stored with `set_json` converts as the scalar does; a JSON
+        object or array never converts to a scalar.
+
+        Args:
+            key: The key, or a path into a JSON value.
+            default: What a miss returns; its type is the type asked for.
+            timeout: Seconds this call may take, retries included; None: the
+                client's ``timeout``.
 
         Raises:
             MemoryTypeError: the stored value cannot be converted exactly.
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_get(self.session_id, key, default))
+        return self._run(c.plan_get(self.session_id, key, default), timeout)
 
-    def get_json(self, key: str, default: Any = None) -> Any:
+    @overload
+    def get_json(
+        self, key: str, default: None = None, *, timeout: float | None = None
+    ) -> Json | None: ...
+
+    @overload
+    def get_json(self, key: str, default: T, *, timeout: float | None = None) -> T: ...
+
+    def get_json(self, key: str, default: Any = None, *, timeout: float | None = None) -> Any:
         """The JSON value of ``key`` (parsed); ``default`` when missing.
+
+        Typed as ``default`` (``get_json("cart", EMPTY_CART)`` is typed as
+        ``EMPTY_CART``), or ``Json | None`` without one. The stored value is not
+        checked against that type: validate it (e.g. with a pydantic model) when
+        another writer may store another shape. A string, number or boolean comes
+        back as itself, a file as its description (as in `document`).
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_get_json(self.session_id, key, default))
+        return self._run(c.plan_get_json(self.session_id, key, default), timeout)
 
-    def get_entry(self, key: str) -> Entry | None:
+    def get_entry(self, key: str, *, timeout: float | None = None) -> Entry | None:
         """The value with its kind, version and expiry; None when missing.
 
         ``key`` may be a path (``"lastOrder.status"``): the entry then holds the
@@ -392,15 +527,15 @@ class Session:
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_get_entry(self.session_id, key))
+        return self._run(c.plan_get_entry(self.session_id, key), timeout)
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+    def get_many(self, keys: Iterable[str], *, timeout: float | None = None) -> dict[str, Value]:
         """Up to 100 values (keys or paths) in one round trip; missing ones are left out.
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_get_many(self.session_id, keys))
+        return self._run(c.plan_get_many(self.session_id, keys), timeout)
 
     def set(
         self,
@@ -410,6 +545,7 @@ class Session:
         ttl: int | None = None,
         if_version: int | None = None,
         only_if_absent: bool = False,
+        timeout: float | None = None,
     ) -> WriteResult:
         """Store a string, number or boolean (``ttl`` seconds, default one day).
 
@@ -417,7 +553,9 @@ class Session:
             ConflictError: the precondition failed; nothing was written.
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_set(self.session_id, key, value, ttl, if_version, only_if_absent))
+        return self._run(
+            c.plan_set(self.session_id, key, value, ttl, if_version, only_if_absent), timeout
+        )
 
     def set_json(
         self,
@@ -427,6 +565,7 @@ class Session:
         ttl: int,
         if_version: int | None = None,
         only_if_absent: bool = False,
+        timeout: float | None = None,
     ) -> WriteResult:
         """Store any JSON-serializable value for ``ttl`` seconds (required, at most a day).
 
@@ -435,30 +574,40 @@ class Session:
             MemoryApiError: the call failed.
         """
         return self._run(
-            c.plan_set_json(self.session_id, key, value, ttl, if_version, only_if_absent)
+            c.plan_set_json(self.session_id, key, value, ttl, if_version, only_if_absent), timeout
         )
 
     def set_many(
-        self, entries: Mapping[str, Any] | Iterable[SetItem], *, ttl: int | None = None
-    ) -> list[WriteResult]:
+        self,
+        entries: Mapping[str, Any] | Iterable[SetItem],
+        *,
+        ttl: int | None = None,
+        timeout: float | None = None,
+    ) -> builtins.list[WriteResult]:
         """Store up to 100 values all or nothing (non-scalars are stored as JSON).
 
         Raises:
             ConflictError: a precondition failed; nothing was written.
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_set_many(self.session_id, entries, ttl))
+        return self._run(c.plan_set_many(self.session_id, entries, ttl), timeout)
 
-    def delete(self, keys: str | Iterable[str]) -> int:
+    def delete(self, keys: str | Iterable[str], *, timeout: float | None = None) -> int:
         """Delete one key or up to 100; returns how many existed.
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_delete(self.session_id, keys))
+        return self._run(c.plan_delete(self.session_id, keys), timeout)
 
     def increment(
-        self, key: str, delta: float = 1, *, ttl: int | None = None, request_id: str | None = None
+        self,
+        key: str,
+        delta: float = 1,
+        *,
+        ttl: int | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
     ) -> int | float:
         """Add ``delta`` atomically and return the new number (missing counts from 0).
 
@@ -473,31 +622,31 @@ class Session:
                 in this session for another key, delta or TTL (``REQUEST_ID_REUSED``).
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_increment(self.session_id, key, delta, ttl, request_id))
+        return self._run(c.plan_increment(self.session_id, key, delta, ttl, request_id), timeout)
 
-    def touch(self, keys: str | Iterable[str], *, ttl: int) -> int:
+    def touch(self, keys: str | Iterable[str], *, ttl: int, timeout: float | None = None) -> int:
         """Give keys a new TTL without rewriting them; returns how many existed.
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_touch(self.session_id, keys, ttl))
+        return self._run(c.plan_touch(self.session_id, keys, ttl), timeout)
 
-    def list(self) -> list[EntryInfo]:
+    def list(self, *, timeout: float | None = None) -> builtins.list[EntryInfo]:
         """Describe every live key (kind, size, expiry, version), sorted by key.
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_list(self.session_id))
+        return self._run(c.plan_list(self.session_id), timeout)
 
-    def clear(self) -> int:
+    def clear(self, *, timeout: float | None = None) -> int:
         """Delete the whole session; returns how many keys were deleted.
 
         Raises:
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_clear(self.session_id))
+        return self._run(c.plan_clear(self.session_id), timeout)
 
     @overload
     def document(
@@ -506,6 +655,7 @@ class Session:
         paths: str | Iterable[str] | None = None,
         model: None = None,
         defaults: bool = True,
+        timeout: float | None = None,
     ) -> Document: ...
 
     @overload
@@ -515,6 +665,7 @@ class Session:
         paths: str | Iterable[str] | None = None,
         model: type[M],
         defaults: bool = True,
+        timeout: float | None = None,
     ) -> M: ...
 
     def document(
@@ -523,6 +674,7 @@ class Session:
         paths: str | Iterable[str] | None = None,
         model: type[Any] | None = None,
         defaults: bool = True,
+        timeout: float | None = None,
     ) -> Any:
         """The whole session as one JSON object, with its revision (see `Document`).
 
@@ -534,6 +686,8 @@ class Session:
                 the document; missing ones are left out.
             model: A pydantic model class: return ``model.model_validate(document)``.
             defaults: Fill the bound schema's defaults into absent fields.
+            timeout: Seconds this call may take, retries included; None: the
+                client's ``timeout``.
 
         Returns:
             A `Document` (a ``dict``), or an instance of ``model``.
@@ -544,7 +698,7 @@ class Session:
             pydantic.ValidationError: the document does not fit ``model``.
             MemoryApiError: the call failed.
         """
-        document = self._run(c.plan_get_document(self.session_id, paths, defaults))
+        document = self._run(c.plan_get_document(self.session_id, paths, defaults), timeout)
         self._revision = document.revision
         return document if model is None else c.validate_model(model, document)
 
@@ -556,6 +710,7 @@ class Session:
         schema: str | None = None,
         if_revision: int | None = None,
         must_exist: bool = False,
+        timeout: float | None = None,
     ) -> int:
         """Merge ``partial`` into the session's document atomically (RFC 7396).
 
@@ -572,6 +727,8 @@ class Session:
             if_revision: Apply only if the session's revision is this one (e.g.
                 `revision` after `document`).
             must_exist: Fail when the session has no live key.
+            timeout: Seconds this call may take, retries included; None: the
+                client's ``timeout``.
 
         Returns:
             The session's revision after the update (also kept in `revision`).
@@ -587,12 +744,13 @@ class Session:
             MemoryApiError: the call failed.
         """
         revision = self._run(
-            c.plan_patch_document(self.session_id, partial, ttl, schema, if_revision, must_exist)
+            c.plan_patch_document(self.session_id, partial, ttl, schema, if_revision, must_exist),
+            timeout,
         )
         self._revision = revision
         return revision
 
-    def bind_schema(self, name: str | None) -> int:
+    def bind_schema(self, name: str | None, *, timeout: float | None = None) -> int:
         """Bind the session to schema ``name`` (None or ``""`` unbinds); the revision.
 
         From then on every write to the session is validated against it.
@@ -602,15 +760,19 @@ class Session:
             NotFoundError: no schema of that name (``SCHEMA_NOT_FOUND``).
             MemoryApiError: the call failed.
         """
-        return self._run(c.plan_bind_schema(self.session_id, name))
+        return self._run(c.plan_bind_schema(self.session_id, name), timeout)
 
-    def watch(self, *, after_revision: int | None = None) -> ChangeStream:
+    def watch(
+        self, *, after_revision: int | None = None, timeout: float | None = None
+    ) -> ChangeStream:
         """The session's changes as they happen, as an iterator of `Change`.
 
         Starts now, or, with ``after_revision``, first replays the later changes the
         server still has (a ``"reset"`` change says some are gone: re-read the
         document). Resumes by itself after a dropped stream. Stop it with ``close()``
         or a ``with`` block; breaking out of a loop over it also ends the call.
+        Without ``timeout`` it runs until stopped; with one, iterating raises
+        `DeadlineExceededError` once ``timeout`` seconds have passed since `watch`.
 
         Example:
             >>> with memory.watch() as changes:  # doctest: +SKIP
@@ -621,7 +783,8 @@ class Session:
             MemoryUnavailableError: no session id or no API key.
         """
         check_available(self.session_id, self._client._metadata)
-        cursor = c.WatchCursor(self.session_id, after_revision, self._client._max_attempts)
+        seconds = None if timeout is None else call_budget(timeout, 0.0)
+        cursor = c.WatchCursor(self.session_id, after_revision, self._client._max_attempts, seconds)
         return ChangeStream(self._client._watcher, cursor)
 
     def set_file(
@@ -635,6 +798,7 @@ class Session:
         if_version: int | None = None,
         only_if_absent: bool = False,
         progress: Progress | None = None,
+        timeout: float | None = None,
     ) -> FileInfo:
         """Upload a file (at most 10 MiB) for ``ttl`` seconds (required, at most a week).
 
@@ -642,7 +806,8 @@ class Session:
         iterable of byte chunks; it is streamed in 256 KiB chunks. ``progress``
         is called with (bytes sent, total or None). An upload id (generated when
         not given) makes a retry return the committed file instead of storing
-        it twice; bytes and paths are retried on UNAVAILABLE.
+        it twice; bytes and paths are retried on UNAVAILABLE. ``timeout`` bounds
+        the whole upload, retries included (None: the client's ``upload_timeout``).
 
         Raises:
             InvalidArgumentError: a limit, the MIME type or the content was refused.
@@ -659,16 +824,22 @@ class Session:
             if_version=if_version,
             only_if_absent=only_if_absent,
             progress=progress,
+            timeout=timeout,
         )
 
-    def get_file(self, key: str, *, url_ttl: int | None = None) -> FileHandle | None:
+    def get_file(
+        self, key: str, *, url_ttl: int | None = None, timeout: float | None = None
+    ) -> FileHandle | None:
         """A handle on the file under ``key`` (with a presigned URL), or None when missing.
+
+        ``timeout`` bounds this call; reading the bytes through the handle has its own
+        (``timeout=`` of its methods, by default the client's ``upload_timeout``).
 
         Raises:
             FailedPreconditionError: the key holds another kind of value.
             MemoryApiError: the call failed.
         """
-        found = self._run(c.plan_get_file(self.session_id, key, url_ttl))
+        found = self._run(c.plan_get_file(self.session_id, key, url_ttl), timeout)
         if found is None:
             return None
         info, url, url_expires_at = found

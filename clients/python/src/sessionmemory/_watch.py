@@ -28,7 +28,9 @@ from .v1 import memory_service_pb2 as svc
 class _Stream:
     """What both streams hold: the cursor, the changes not yet handed out, the call."""
 
-    def __init__(self, open_call: Callable[[svc.WatchRequest], Any], cursor: WatchCursor) -> None:
+    def __init__(
+        self, open_call: Callable[[svc.WatchRequest, float | None], Any], cursor: WatchCursor
+    ) -> None:
         self._open = open_call
         self._cursor = cursor
         self._pending: deque[Change] = deque()
@@ -64,6 +66,12 @@ class _Stream:
         self._delivered = self._cursor.revision
         self._pending.extend(self._cursor.receive(response))
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(session_id={self.session_id!r}, revision={self.revision!r},"
+            f" closed={self._closed})"
+        )
+
     def _cancel(self) -> None:
         call, self._call = self._call, None
         if call is not None:
@@ -89,7 +97,9 @@ class ChangeStream(_Stream):
             ``max_attempts``.
     """
 
-    def __init__(self, open_call: Callable[[svc.WatchRequest], Any], cursor: WatchCursor) -> None:
+    def __init__(
+        self, open_call: Callable[[svc.WatchRequest, float | None], Any], cursor: WatchCursor
+    ) -> None:
         super().__init__(open_call, cursor)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -130,7 +140,7 @@ class ChangeStream(_Stream):
             if self._closed:
                 return None
             if self._call is None:
-                self._call = self._open(self._cursor.request())
+                self._call = self._open(self._cursor.request(), self._cursor.call_timeout())
             return self._call
 
     def close(self) -> None:
@@ -166,7 +176,9 @@ class AsyncChangeStream(_Stream):
             ``max_attempts``.
     """
 
-    def __init__(self, open_call: Callable[[svc.WatchRequest], Any], cursor: WatchCursor) -> None:
+    def __init__(
+        self, open_call: Callable[[svc.WatchRequest, float | None], Any], cursor: WatchCursor
+    ) -> None:
         super().__init__(open_call, cursor)
         self._wake: asyncio.Event | None = None
 
@@ -180,7 +192,7 @@ class AsyncChangeStream(_Stream):
             if self._closed:
                 raise StopAsyncIteration
             if self._call is None:
-                self._call = self._open(self._cursor.request())
+                self._call = self._open(self._cursor.request(), self._cursor.call_timeout())
             call = self._call
             error = None
             try:

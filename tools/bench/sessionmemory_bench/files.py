@@ -1,4 +1,5 @@
-"""``session-memory bench-files``: server memory under 20 concurrent 10 MiB uploads.
+"""``make bench-files`` (``python -m sessionmemory_bench files``): server memory under 20
+concurrent 10 MiB uploads.
 
 Starts an embedded Redis and S3 server (SeaweedFS) and our server as its own
 process, uploads one small file to warm up, resets the server's peak-RSS mark
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from .embedded import EmbeddedRedis, EmbeddedS3, free_port
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
 
 MIB = 1024 * 1024
 
@@ -40,6 +41,12 @@ def _chunks(size: int) -> Iterator[bytes]:
     yield head + b"x" * (MIB - len(head))
     for _ in range(size // MIB - 1):
         yield b"x" * MIB
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command line of ``files``."""
+    p.add_argument("--uploads", type=int, default=20, help="concurrent uploads")
+    p.add_argument("--size-mib", type=int, default=10, help="size of each upload")
 
 
 def main(args: argparse.Namespace) -> int:

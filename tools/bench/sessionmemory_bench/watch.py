@@ -1,4 +1,5 @@
-"""``session-memory bench-watch``: what idle Watch streams cost, and how fast changes arrive.
+"""``make bench-watch`` (``python -m sessionmemory_bench watch``): what idle Watch streams
+cost, and how fast changes arrive.
 
 Starts an embedded redis-server (keyspace expiry notifications on) and our
 server as its own process. Client load runs in separate processes so it does
@@ -45,9 +46,8 @@ import redis
 
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
-
-from .core import LIMITS
-from .embedded import EmbeddedRedis, free_port
+from sessionmemory_server.core import LIMITS
+from sessionmemory_server.embedded import EmbeddedRedis, free_port
 
 MIB = 1024 * 1024
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -577,7 +577,7 @@ def _q(values: list[float], q: int) -> float:
 
 def _print(args: argparse.Namespace, redis_version: str, idle: list[Idle], d: Delivery) -> None:
     command = (
-        f"python -m sessionmemory_server.bench_watch --watchers {args.watchers}"
+        f"python -m sessionmemory_bench watch --watchers {args.watchers}"
         f" --rate {args.rate:g} --seconds {args.seconds:g} --settle {args.settle:g}"
         f" --cpu-window {args.cpu_window:g}"
     )
@@ -631,9 +631,3 @@ def _print(args: argparse.Namespace, redis_version: str, idle: list[Idle], d: De
         f"  time runnable but waiting for a CPU (run queue): server main thread"
         f" {d.server_waited * 1000:.0f} ms, Redis {d.redis_waited * 1000:.0f} ms"
     )
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m sessionmemory_server.bench_watch")
-    add_arguments(_parser)
-    sys.exit(main(_parser.parse_args()))

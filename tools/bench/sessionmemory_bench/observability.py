@@ -1,4 +1,5 @@
-"""``session-memory bench-observability``: what metrics, tracing and the access log cost.
+"""``make bench-obs`` (``python -m sessionmemory_bench observability``): what metrics,
+tracing and the access log cost.
 
 `Get` at 16 calls in flight (``--inflight``) against our server, driven by
 h2load (C, so the load generator takes no Python CPU) on one embedded
@@ -37,9 +38,9 @@ from pathlib import Path
 from typing import Final
 
 from sessionmemory.v1 import memory_service_pb2 as svc
+from sessionmemory_server.embedded import EmbeddedRedis, free_port
 
-from .bench import Op, Result, _calls, _cpu_seconds, _h2load, _process
-from .embedded import EmbeddedRedis, free_port
+from .calls import Op, Result, _calls, _cpu_seconds, _h2load, _process
 
 _SESSION = "bench-obs"
 _KEY = "step"

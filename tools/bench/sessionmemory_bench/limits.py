@@ -1,4 +1,5 @@
-"""``session-memory bench-limits``: the rate limiter's cost, accuracy and fairness.
+"""``make bench-limits`` (``python -m sessionmemory_bench limits``): the rate limiter's cost,
+accuracy and fairness.
 
 Everything runs as real processes on one embedded redis-server and is driven by
 h2load (C), so the load generator does not take the Python servers' CPU:
@@ -33,10 +34,10 @@ from pathlib import Path
 from typing import Final
 
 from sessionmemory.v1 import memory_service_pb2 as svc
+from sessionmemory_server.config import Settings
+from sessionmemory_server.embedded import EmbeddedRedis, free_port
 
-from .bench import Op, Result, _calls, _cpu_seconds, _h2load, _process
-from .config import Settings
-from .embedded import EmbeddedRedis, free_port
+from .calls import Op, Result, _calls, _cpu_seconds, _h2load, _process
 
 _SESSION = "bench-limits"
 _REFRESH_SECONDS = 2.5  # longer than the servers' poll of tenant limits

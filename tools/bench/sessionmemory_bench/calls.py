@@ -1,4 +1,5 @@
-"""``session-memory bench``: our server against the floor, and the document pairs.
+"""``make bench`` (``python -m sessionmemory_bench calls``): our server against the floor,
+and the document pairs.
 
 The floor is the bare minimum a Python developer would write: a grpc.aio server
 whose handlers make one Redis round trip each (Get: GET; Set: SET with EX;
@@ -49,8 +50,9 @@ from google.protobuf.message import Message
 
 from sessionmemory.v1 import memory_pb2 as pb
 from sessionmemory.v1 import memory_service_pb2 as svc
+from sessionmemory_server.embedded import EmbeddedRedis, free_port
 
-from .embedded import EmbeddedRedis, free_port
+from . import child_env
 
 _SERVICE = "sessionmemory.v1.MemoryService"
 _SESSION = "bench-session"
@@ -107,7 +109,7 @@ async def _floor(port: int, redis_url: str) -> None:
 
 
 def floor_main() -> None:
-    """Entry of the floor server process: ``python -m sessionmemory_server.bench PORT URL``."""
+    """Entry of the floor server process: ``python -m sessionmemory_bench.calls PORT URL``."""
     import asyncio  # noqa: PLC0415
 
     port, url = int(sys.argv[1]), sys.argv[2]
@@ -471,6 +473,29 @@ def _origin(args: argparse.Namespace) -> str:
     return " and ".join(out.stdout.split())
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command line of ``calls``."""
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per load level")
+    p.add_argument("--inflight", default="1,16,64", help="calls in flight, comma-separated")
+    p.add_argument("--workers", type=int, default=1, help="server processes for ours")
+    p.add_argument(
+        "--ops",
+        help="calls to measure against the floor, comma-separated from get,set,increment"
+        " (default: get, or none with --document)",
+    )
+    p.add_argument(
+        "--server-src",
+        metavar="DIR[:DIR...]",
+        help="run our server with these source dirs first on PYTHONPATH (an older checkout's"
+        " server/src:clients/python/src)",
+    )
+    p.add_argument(
+        "--document",
+        action="store_true",
+        help="PatchDocument vs SetJson and GetDocument vs GetMany on a 20-key session",
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark and print the tables."""
     if shutil.which("h2load") is None:
@@ -519,9 +544,9 @@ def _key_value(
     floor_addr = f"127.0.0.1:{floor_port}"
     floor: dict[str, Series] = {}
     ours: dict[str, Series] = {}
-    floor_cmd = [sys.executable, "-m", "sessionmemory_server.bench", str(floor_port), redis.url]
+    floor_cmd = [sys.executable, "-m", "sessionmemory_bench.calls", str(floor_port), redis.url]
     with (
-        _process(floor_cmd, tmp / "floor.log") as floor_pid,
+        _process(floor_cmd, tmp / "floor.log", child_env()) as floor_pid,
         _calls(floor_addr, api_key) as calls,
     ):
         target = _Target(

@@ -1,0 +1,101 @@
+"""The ``session-memory`` command: run a server, administer it, read and write sessions.
+
+Server: ``serve``, ``dev``, ``health``. Administration (Redis directly): ``keys``,
+``tokens``, ``tenants``. Data (gRPC, with the Python client): ``get``, ``set``,
+``set-json``, ``list``, ``delete``, ``clear``, ``touch``, ``limits``,
+``put-file``, ``get-file``. Every failure is one line on stderr,
+``error: <message> (<REASON>)``, and an exit code per class (`ExitCode`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Annotated
+
+import typer
+
+from . import _data, _files, _server
+from ._admin import keys_app, parse_duration, tenants_app, tokens_app
+from ._output import EXIT_CODES_HELP, ExitCode
+
+__all__ = ["ExitCode", "app", "main", "parse_duration", "version_text"]
+
+app = typer.Typer(
+    name="session-memory",
+    help="Typed, expiring, per-conversation memory over gRPC.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    # A failure is one line (see ExitCode); a traceback would be a bug in this command.
+    pretty_exceptions_enable=False,
+)
+
+
+def version_text() -> str:
+    """``session-memory X (client Y, Python Z)`` of what is installed."""
+    import sessionmemory  # noqa: PLC0415
+
+    try:
+        server = metadata.version("session-memory")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        server = "unknown"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"session-memory {server} (client {sessionmemory.__version__}, Python {python})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(version_text())
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="print the server's and the client's versions and exit",
+        ),
+    ] = False,
+) -> None:
+    """Typed, expiring, per-conversation memory over gRPC."""
+
+
+_SERVER = "Server"
+_ADMIN = "Administration (Redis)"
+_DATA = "Data (gRPC)"
+
+app.command("serve", rich_help_panel=_SERVER, epilog=EXIT_CODES_HELP)(_server.serve)
+app.command("dev", rich_help_panel=_SERVER)(_server.dev)
+app.command("health", rich_help_panel=_SERVER)(_server.health)
+app.add_typer(keys_app, name="keys", rich_help_panel=_ADMIN)
+app.add_typer(tokens_app, name="tokens", rich_help_panel=_ADMIN)
+app.add_typer(tenants_app, name="tenants", rich_help_panel=_ADMIN)
+for _name, _command in (
+    ("get", _data.get),
+    ("set", _data.set_value),
+    ("set-json", _data.set_json),
+    ("list", _data.list_keys),
+    ("delete", _data.delete),
+    ("clear", _data.clear),
+    ("touch", _data.touch),
+    ("limits", _data.limits),
+    ("put-file", _files.put_file),
+    ("get-file", _files.get_file),
+):
+    app.command(_name, rich_help_panel=_DATA, epilog=EXIT_CODES_HELP)(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``session-memory`` console script; returns the exit code."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="session-memory", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0

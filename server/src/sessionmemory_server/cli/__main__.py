@@ -1,0 +1,7 @@
+"""``python -m sessionmemory_server.cli``: the ``session-memory`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -216,6 +216,11 @@ async def make_memory(
 
 
 @pytest.fixture
-def memory(make_memory: MemoryFactory, sid: str) -> Any:
-    """A session of tenant "acme" with a fresh id, for the sync and the async client."""
+async def memory(make_memory: MemoryFactory, sid: str) -> Any:
+    """A session of tenant "acme" with a fresh id, for the sync and the async client.
+
+    Made on the tests' event loop: grpc.aio binds a channel to the running loop, and
+    outside one it asks for the main thread's current loop, which is gone once anything
+    in the process (the CLI's commands, run in-process by test_cli) used asyncio.run().
+    """
     return make_memory(sid)

@@ -47,13 +47,14 @@ class Cli:
     def __init__(self, server: ServerThread, api_key: str, session: str) -> None:
         self.address, self.api_key, self.session = server.address, api_key, session
         self.runner = CliRunner()
-
-    def __call__(self, *args: str, input: str | None = None, key: str | None = None) -> Result:
-        env = {
+        self.env = {
             "SESSION_MEMORY_ADDR": self.address,
-            "SESSION_MEMORY_API_KEY": key or self.api_key,
+            "SESSION_MEMORY_API_KEY": self.api_key,
             "SESSION_MEMORY_SESSION": self.session,
         }
+
+    def __call__(self, *args: str, input: str | None = None, key: str | None = None) -> Result:
+        env = {**self.env, "SESSION_MEMORY_API_KEY": key or self.api_key}
         return self.runner.invoke(app, list(args), env=env, input=input)
 
     def ok(self, *args: str, input: str | None = None) -> str:
@@ -425,3 +426,160 @@ def test_the_progress_bar_is_drawn_only_on_a_terminal(
     text = drawn.decode(errors="replace")
     assert "uploading notes.txt" in text and "100%" in text, text
     assert "MiB" in text and "/s" in text  # bytes done and the rate
+
+
+# --- what an operator or a script can get wrong: still one line, never a traceback ----
+
+
+def test_a_wrong_command_line_is_one_error_line_exit_2(cli: Cli) -> None:
+    # click's default is the usage, a hint and a framed message over five lines.
+    line = one_error_line(cli("set", "k", "v", "--ttl", "abc"), 2, "USAGE")
+    assert "not a duration" in line and "see 'session-memory set --help'" in line
+    for ttl in ("nan", "inf", "-5", "1e400"):
+        one_error_line(cli("set", "k", "v", "--ttl", ttl), 2, "USAGE")
+    # Past the wire's int64 protobuf itself refused it: "Value out of range: 1e20".
+    assert "longer than any TTL" in one_error_line(
+        cli("set", "k", "v", "--ttl", "1e20"), 2, "USAGE"
+    )
+    # A deadline of 0 or less was sent and came back as DEADLINE_EXCEEDED (exit 7).
+    for timeout in ("0", "-1", "nan"):
+        one_error_line(cli("get", "k", "--timeout", timeout), 2, "USAGE")
+    missing = cli.runner.invoke(app, ["get", "k"], env={"SESSION_MEMORY_SESSION": None})
+    assert "--session" in one_error_line(missing, 2, "USAGE")
+    assert "Did you mean 'set'?" in one_error_line(cli("sett"), 2, "USAGE")
+    one_error_line(cli("keys", "revoke"), 2, "USAGE")
+    # Asking for help is no error, and no command at all prints the help.
+    assert cli("set", "--help").exit_code == 0
+    bare = cli.runner.invoke(app, [])
+    assert bare.exit_code == 2 and "Usage: session-memory" in bare.stdout and bare.stderr == ""
+
+
+def test_json_input_is_strict_utf8_json(cli: Cli, tmp_path: Path) -> None:
+    # Python's json takes NaN, Infinity and 1e400 (inf); the client then refused them
+    # with "Out of range float values are not JSON compliant (INVALID_ARGUMENT)".
+    for text in ("NaN", "[Infinity]", '{"a": 1e400}'):
+        assert "not JSON" in one_error_line(
+            cli("set-json", "k", text, "--ttl", "1h"), 4, "INVALID_JSON"
+        )
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"name": "Käse"}'.encode("latin-1"))
+    line = one_error_line(cli("set-json", "k", f"@{latin1}", "--ttl", "1h"), 4, "INVALID_JSON")
+    assert "not UTF-8" in line and str(latin1) in line
+    piped = cli.runner.invoke(
+        app, ["set-json", "k", "-", "--ttl", "1h"], input=b"\xff", env=dict(cli.env)
+    )
+    assert "stdin is not UTF-8" in one_error_line(piped, 4, "INVALID_JSON")
+    cli.ok("set-json", "k", "-", "--ttl", "1h", input='{"name": "Käse"}')
+    assert cli.ok("get", "k.name") == "Käse\n"
+
+
+def _script(
+    env: dict[str, str], *args: str, shell_prefix: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """The installed script in a shell (for redirections Python cannot express)."""
+    command = " ".join([shell_prefix, str(SCRIPT), *(f"'{a}'" for a in args)])
+    return subprocess.run(
+        ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_stdin_closed_and_unencodable_output_are_no_tracebacks(
+    server: ServerThread, api_key: str, sid: str
+) -> None:
+    env = {**os.environ, "SESSION_MEMORY_ADDR": server.address, "SESSION_MEMORY_API_KEY": api_key}
+    closed = _script(env, "set-json", "-s", sid, "k", "-", "--ttl", "1h", shell_prefix="exec 0<&-;")
+    assert (closed.returncode, closed.stdout) == (2, ""), closed.stderr
+    assert closed.stderr == "error: stdin is closed: give the JSON inline or as @FILE (USAGE)\n"
+    assert _script(env, "set", "-s", sid, "cheese", "Käse 🧀").returncode == 0
+    # stdout that cannot hold the text (a C locale forced to ASCII, latin-1): the value
+    # escaped for people, JSON escapes in --json (still the same JSON value).
+    ascii_env = {**env, "PYTHONIOENCODING": "ascii"}
+    text = _script(ascii_env, "get", "-s", sid, "cheese")
+    assert (text.returncode, text.stdout, text.stderr) == (0, "K\\xe4se \\U0001f9c0\n", "")
+    latin = _script({**env, "PYTHONIOENCODING": "latin-1"}, "get", "-s", sid, "cheese", "--json")
+    assert latin.returncode == 0, latin.stderr
+    assert json.loads(latin.stdout)["value"] == "Käse 🧀" and latin.stdout.isascii()
+
+
+def test_get_file_to_stdout_writes_the_bytes_alone(
+    server: ServerThread, api_key: str, sid: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "SESSION_MEMORY_ADDR": server.address, "SESSION_MEMORY_API_KEY": api_key}
+    source = tmp_path / "scan.pdf"
+    source.write_bytes(b"%PDF-1.4\n" + os.urandom(3 * 1024 * 1024))
+    assert _script(env, "put-file", "-s", sid, "--key", "scan", str(source)).returncode == 0
+    got = subprocess.run(
+        [str(SCRIPT), "get-file", "-s", sid, "--key", "scan", "-o", "-"],
+        env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == source.read_bytes()  # nothing else on stdout: no summary, no bar
+    assert got.stderr.decode().startswith(f"wrote {source.stat().st_size} bytes to stdout")
+    assert not (Path.cwd() / "-").exists()
+    # A reader that stops early (`| head -c 10`) ends the command quietly.
+    cut = subprocess.run(
+        ["bash", "-c", f"{SCRIPT} get-file -s {sid} --key scan -o - | head -c 10 >/dev/null;"
+         " echo ${PIPESTATUS[0]}"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (cut.stdout, cut.stderr) == ("1\n", "")
+
+
+def test_admin_and_server_refusals_are_one_error_line(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    redis = ("--redis-url", redis_server.url)
+    # redis-py raises RedisClusterException (no RedisError) when the node is no cluster.
+    plain = runner.invoke(app, ["keys", "list", "--redis-cluster", *redis])
+    assert "Cluster" in one_error_line(plain, 7, "UNAVAILABLE")
+    one_error_line(runner.invoke(app, ["tenants", "set-limits", "t", *redis]), 2, "USAGE")
+    one_error_line(runner.invoke(app, ["keys", "create", *redis]), 2, "USAGE")
+    bad = runner.invoke(app, ["keys", "list", "--redis-timeout-seconds", "-1", *redis])
+    assert "redis_timeout_seconds" in one_error_line(bad, 2, "INVALID_SETTING")
+    missing = runner.invoke(
+        app, ["serve", "--env-file", str(tmp_path / "none.env"), "--check-config"]
+    )
+    assert "no such file" in one_error_line(missing, 2, "USAGE")
+    two = runner.invoke(
+        app,
+        ["serve", "--check-config"],
+        env={"SESSION_MEMORY_WORKERS": "0", "SESSION_MEMORY_GRACE_SECONDS": "x"},
+    )
+    line = one_error_line(two, 2, "INVALID_SETTING")
+    assert "setting workers:" in line and "setting grace_seconds:" in line
+
+
+def test_the_bench_harness_lives_outside_the_server_package() -> None:
+    root = Path(__file__).resolve().parents[2]
+    server_src = root / "server" / "src" / "sessionmemory_server"
+    assert not list(server_src.glob("bench*")), "benchmarks ship in the server wheel again"
+    for source in server_src.rglob("*.py"):
+        assert "sessionmemory_bench" not in source.read_text(), source
+    env = {**os.environ, "PYTHONPATH": str(root / "tools" / "bench")}
+    for name in ("calls", "files", "watch", "limits", "observability"):
+        done = subprocess.run(
+            [sys.executable, "-m", "sessionmemory_bench", name, "--help"],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0 and "usage: python -m sessionmemory_bench" in done.stdout, (
+            done.stderr
+        )
+
+
+def test_health_failures_are_one_line(server: ServerThread, tmp_path: Path) -> None:
+    runner = CliRunner()
+    # NOT_FOUND from the health service carries no details: str() of the error was a
+    # five-line dump of the RPC error.
+    unknown = runner.invoke(app, ["health", "--addr", server.address, "--service", "nope"])
+    assert unknown.exit_code == 1 and unknown.stdout == ""
+    assert unknown.stderr == (
+        f"NOT_FOUND: service 'nope' at {server.address}: the server does not serve this service\n"
+    )
+    # pydantic-settings skips a missing env file without a word: the probe then asked
+    # the default address and blamed the server.
+    missing = tmp_path / "server.env"
+    lost = runner.invoke(app, ["health", "--env-file", str(missing)])
+    assert lost.exit_code == 1
+    assert lost.stderr.count("\n") == 1 and f"--env-file {missing}: no such file" in lost.stderr
+    assert runner.invoke(app, ["health", "--addr", server.address, "--timeout", "0"]).exit_code == 2

@@ -128,7 +128,7 @@ async def test_an_async_watch_with_a_timeout_ends_with_deadline_exceeded(
 
 def test_a_timeout_must_be_positive(server: ServerThread, api_key: str) -> None:
     with MemoryClient(server.address, api_key=api_key) as client:
-        with pytest.raises(ValueError, match="timeout=0: a call's timeout is a positive number"):
+        with pytest.raises(ValueError, match="timeout=0: a timeout is a positive number"):
             client.session("s").get("k", timeout=0)
         with pytest.raises(ValueError, match="timeout=-1"):
             client.session("s").watch(timeout=-1)

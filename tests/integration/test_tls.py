@@ -412,7 +412,8 @@ def test_the_command_says_what_is_wrong_without_a_traceback(tmp_path: Path, pki:
             env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
-        assert done.stderr.startswith("TLS: tls_cert "), done.stderr
+        assert done.stderr.startswith("error: TLS: tls_cert "), done.stderr
+        assert done.stderr.endswith(" (TLS_INVALID)\n") and done.stderr.count("\n") == 1
         assert "does not belong to the certificate" in done.stderr
         assert "Traceback" not in done.stderr
 

@@ -30,6 +30,11 @@ async def check_get_json(memory: AsyncSession) -> None:
     assert_type(await memory.get_json("k"), Json | None)
     reveal_type(await memory.get_json("cart", EMPTY_CART))  # N: Revealed type is "TypedDict(tests.typing.check_async.Cart, {'items': list[str], 'total': float})"
     assert_type(await memory.get_json("cart", EMPTY_CART, timeout=1), Cart)
+    # A JSON null is a value (None), present in get_many's result and in an Entry.
+    assert_type(await memory.get_many(["a", "b"]), dict[str, Value | None])
+    entry = await memory.get_entry("k")
+    assert entry is not None
+    assert_type(entry.value, Value | None)
 
 
 async def check_from_env() -> None:

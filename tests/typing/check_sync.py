@@ -33,6 +33,11 @@ def check_get_json(memory: Session) -> None:
     reveal_type(memory.get_json("cart", EMPTY_CART))  # N: Revealed type is "TypedDict(tests.typing.check_sync.Cart, {'items': list[str], 'total': float})"
     assert_type(memory.get_json("cart", EMPTY_CART, timeout=1), Cart)
     assert_type(memory.get_json("n", 0), int)
+    # A JSON null is a value (None), present in get_many's result and in an Entry.
+    assert_type(memory.get_many(["a", "b"]), dict[str, Value | None])
+    entry = memory.get_entry("k")
+    assert entry is not None
+    assert_type(entry.value, Value | None)
 
 
 def check_from_env() -> None:

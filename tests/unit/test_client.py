@@ -109,6 +109,16 @@ def test_sync_and_async_have_the_same_methods(sync: type, aio: type) -> None:
         (2.5, 0, 2.5),
         (3.0, 0, 3),  # whole: an int
         (2.0**60, 0, 2.0**60),  # whole but past 2**53: stays a float
+        (2.0**53 - 1, 0, 2**53 - 1),  # the largest whole number a double holds exactly
+        # 2**53 is also what 2**53 + 1 reads as: an int would claim a unit it lacks
+        # (the server's JSON writes integers below 2**53 only, too).
+        (2.0**53, 0, 2.0**53),
+        ("9007199254740993", 0, 2.0**53),
+        (-(2.0**53), 0, -(2.0**53)),
+        ("1e-400", 0, 0),  # underflows to 0, as Number() and ParseFloat do
+        ("+.5", 0, 0.5),
+        ("5.e3", 0, 5000),
+        ("-0", 0.0, -0.0),
         ("1e3", 0, 1000),
         (3, 0.0, 3.0),  # a float default: always a float
         ("7", 0.0, 7.0),

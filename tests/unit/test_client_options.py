@@ -98,3 +98,53 @@ def test_from_env_takes_only_named_keywords() -> None:
 def test_the_package_version_is_the_distributions() -> None:
     assert sessionmemory.__version__ == metadata.version("session-memory-client")
     assert re.fullmatch(r"\d+\.\d+\.\d+([.-]?\w+)*", sessionmemory.__version__)
+
+
+# --- timeouts as arguments ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [MemoryClient, AsyncMemoryClient])
+@pytest.mark.parametrize("name", ["timeout", "upload_timeout"])
+@pytest.mark.parametrize("bad", [0, -1, float("nan")])
+async def test_a_client_refuses_a_timeout_that_is_not_a_positive_duration(
+    cls: type[MemoryClient] | type[AsyncMemoryClient], name: str, bad: float
+) -> None:
+    """Before, timeout=0 or -1 was taken and every call got a 1 ms deadline."""
+    with pytest.raises(ValueError, match=f"{name}="):
+        cls("127.0.0.1:1", **{name: bad})  # type: ignore[arg-type]
+
+
+def test_a_timeout_of_the_wrong_type_says_so() -> None:
+    with pytest.raises(TypeError, match=r"timeout='3': a number of seconds, not str"):
+        MemoryClient("127.0.0.1:1", timeout="3")  # type: ignore[arg-type]
+    with (
+        MemoryClient("127.0.0.1:1", api_key=KEY) as client,
+        pytest.raises(TypeError, match="timeout='3'"),
+    ):
+        client.session("s").get("k", timeout="3")  # type: ignore[arg-type]
+
+
+def test_an_infinite_or_huge_timeout_is_capped_below_what_grpc_can_carry() -> None:
+    """gRPC fails a call at once (DEADLINE_EXCEEDED) past ~9e9 s: inf meant "no deadline"."""
+    from sessionmemory._base import MAX_TIMEOUT, call_budget
+
+    assert MAX_TIMEOUT < 9e9
+    assert call_budget(float("inf"), 5.0) == MAX_TIMEOUT
+    assert call_budget(1e12, 5.0) == MAX_TIMEOUT
+    assert call_budget(None, 5.0) == 5.0
+    assert call_budget(0.25, 5.0) == 0.25
+    with MemoryClient("127.0.0.1:1", timeout=float("inf")) as client:
+        assert f"timeout={MAX_TIMEOUT!r}" in repr(client)
+
+
+def test_a_watch_never_sleeps_past_its_timeout_before_resuming() -> None:
+    """A dropped stream's backoff (here the server's 10 s RetryInfo) is cut to the time left."""
+    from sessionmemory import ServiceUnavailableError
+    from sessionmemory._convert import WatchCursor
+
+    cursor = WatchCursor("s", None, max_attempts=5, timeout=0.5)
+    dropped = ServiceUnavailableError(
+        "server going away", status=grpc.StatusCode.UNAVAILABLE, retry_after=10.0
+    )
+    assert 0 <= cursor.ended(dropped) <= 0.5
+    assert WatchCursor("s", None, max_attempts=5).ended(dropped) == 10.0  # no timeout: as sent

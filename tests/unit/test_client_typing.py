@@ -11,6 +11,7 @@ all fail it, as does any unexpected error (an ``assert_type`` that no longer hol
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,14 +74,20 @@ def test_mypy_strict_reveals_exactly_the_marked_types_and_errors(
         "ignore_missing_imports = True\n"
     )
     cache = pytestconfig.cache.mkdir("mypy-typing") if pytestconfig.cache else tmp_path
-    stdout, stderr, status = mypy_api.run(
-        [
-            "--config-file", str(config),
-            "--cache-dir", str(cache),
-            "--no-error-summary", "--show-error-codes", "--no-pretty", "--no-color-output",
-            *[str(p.relative_to(ROOT)) for p in CHECKS],
-        ]
-    )  # fmt: skip
+    # mypy raises the interpreter's recursion limit for good (sys.setrecursionlimit);
+    # tests that run after this one in the process measure recursion (test_schemas).
+    limit = sys.getrecursionlimit()
+    try:
+        stdout, stderr, status = mypy_api.run(
+            [
+                "--config-file", str(config),
+                "--cache-dir", str(cache),
+                "--no-error-summary", "--show-error-codes", "--no-pretty", "--no-color-output",
+                *[str(p.relative_to(ROOT)) for p in CHECKS],
+            ]
+        )  # fmt: skip
+    finally:
+        sys.setrecursionlimit(limit)
     assert not stderr, stderr
     assert status == 1, stdout  # the marked errors are there, so mypy fails
     assert sorted(reported(stdout)) == sorted(expected(CHECKS)), stdout

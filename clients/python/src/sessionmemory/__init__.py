@@ -9,8 +9,11 @@ Example:
     ...     memory.update({"order": {"status": "shipped"}}, ttl=3600)
     ...     status = memory.get("order.status", "")
 
-Retries are logged at DEBUG on the ``sessionmemory`` logger
-(``logging.getLogger("sessionmemory").setLevel(logging.DEBUG)`` to see them).
+Retries are logged at DEBUG on the ``sessionmemory`` logger, which has no handler of
+its own: to see them, give the process one and lower that logger's level::
+
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("sessionmemory").setLevel(logging.DEBUG)
 """
 
 from importlib import metadata as _metadata

@@ -25,6 +25,7 @@ from ._base import (
     env_channel,
     env_settings,
     log_retry,
+    seconds,
 )
 from ._convert import (
     Document,
@@ -72,9 +73,14 @@ class AsyncMemoryClient:
 
     Every call method (here and on the sessions) takes a keyword-only ``timeout``:
     the seconds that call may take, retries included (None: ``timeout``, or
-    ``upload_timeout`` for files). Past it the call raises `DeadlineExceededError`,
+    ``upload_timeout`` for files; ``math.inf``: no deadline in practice, capped at
+    about three years). Past it the call raises `DeadlineExceededError`,
     or the last retryable error when the next retry would not fit. Retries are
     logged at DEBUG on the ``sessionmemory`` logger.
+
+    Raises:
+        ValueError: ``timeout`` or ``upload_timeout`` is zero, negative or NaN.
+        TypeError: ``timeout`` or ``upload_timeout`` is not a number.
     """
 
     def __init__(
@@ -88,6 +94,9 @@ class AsyncMemoryClient:
         credentials: grpc.ChannelCredentials | None = None,
         options: ChannelOptions = (),
     ) -> None:
+        # Checked before the channel exists: a refused argument leaves nothing to close.
+        self._timeout = seconds("timeout", timeout)
+        self._upload_timeout = seconds("upload_timeout", upload_timeout)
         self._channel = (
             grpc.aio.secure_channel(address, credentials, options)
             if credentials is not None
@@ -98,8 +107,6 @@ class AsyncMemoryClient:
         self._tls = credentials is not None
         self._api_key = api_key
         self._metadata = auth_metadata(api_key)
-        self._timeout = timeout
-        self._upload_timeout = upload_timeout
         self._max_attempts = max(1, max_attempts)
 
     @classmethod
@@ -475,23 +482,27 @@ class AsyncSession:
         ``"cart.items.0.name"``; a missing path is a miss. The conversions (the same
         in the TypeScript and Go clients):
 
-        - no default: the value as stored (`Value`); None when missing;
+        - no default: the value as stored (`Value`); None when missing (or a
+          JSON null);
         - ``False``/``True``: a boolean, or the string ``"true"``/``"false"``;
         - an int (``get("n", 0)``): any number, and a string holding a decimal
           numeral (``"42"``, ``"-2.5"``, ``"1e3"``; not ``" 12"``, ``"1_000"``,
           ``"0x10"``, ``"inf"``) whose value is finite. The result is an int when
-          the number is whole and within ±2**53, else a float: 2.5 stays 2.5;
+          the number is whole and below 2**53 in magnitude, else a float: 2.5
+          stays 2.5;
         - a float (``get("x", 0.0)``): the same numbers, always as a float;
         - a str: a string as is, a boolean as ``"true"``/``"false"``, a number as
           JavaScript writes it (``"7"``, ``"2.5"``, ``"1e-7"``);
         - a dict: a JSON object; a list: a JSON array.
 
         A JSON scalar stored with `set_json` converts as the scalar does; a JSON
-        object or array never converts to a scalar.
+        object or array never converts to a scalar, nor a JSON null to anything.
 
         Args:
             key: The key, or a path into a JSON value.
-            default: What a miss returns; its type is the type asked for.
+            default: What a miss returns (a dict or list default as a fresh copy,
+                so changing the result never changes the default); its type is
+                the type asked for.
             timeout: Seconds this call may take, retries included; None: the
                 client's ``timeout``.
 
@@ -516,7 +527,10 @@ class AsyncSession:
         ``EMPTY_CART``), or ``Json | None`` without one. The stored value is not
         checked against that type: validate it (e.g. with a pydantic model) when
         another writer may store another shape. A string, number or boolean comes
-        back as itself, a file as its description (as in `document`).
+        back as itself, a file as its description (as in `document`), a stored JSON
+        null as None. A miss returns ``default`` itself, or a fresh copy of it when
+        it is a dict or a list (``cart["items"].append(...)`` on the result never
+        changes ``EMPTY_CART``).
 
         Raises:
             MemoryApiError: the call failed.
@@ -536,8 +550,10 @@ class AsyncSession:
 
     async def get_many(
         self, keys: Iterable[str], *, timeout: float | None = None
-    ) -> dict[str, Value]:
+    ) -> dict[str, Value | None]:
         """Up to 100 values (keys or paths) in one round trip; missing ones are left out.
+
+        A key holding a JSON null is in the result, as None.
 
         Raises:
             MemoryApiError: the call failed.

@@ -118,17 +118,36 @@ def env_channel(
     return env_credentials, (*env_options, *options)
 
 
+# The longest deadline sent: gRPC's deadline arithmetic overflows a little above 9e9
+# seconds and then fails the call at once (DEADLINE_EXCEEDED), so ``timeout=math.inf``
+# (or 1e12) is taken as this, about three years: no deadline in practice.
+MAX_TIMEOUT: Final = 1e8
+
+
+def seconds(name: str, value: float) -> float:
+    """``value`` checked as a duration in seconds: positive, at most `MAX_TIMEOUT` (inf too).
+
+    Raises:
+        TypeError: ``value`` is not a number.
+        ValueError: ``value`` is zero, negative or NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name}={value!r}: a number of seconds, not {type(value).__name__}")
+    if not value > 0:  # also refuses NaN
+        raise ValueError(f"{name}={value!r}: a timeout is a positive number of seconds")
+    return min(float(value), MAX_TIMEOUT)
+
+
 def call_budget(timeout: float | None, default: float) -> float:
     """Seconds one call may take, retries included: ``timeout``, else the client's default.
 
     Raises:
+        TypeError: ``timeout`` is not a number.
         ValueError: ``timeout`` is not a positive number of seconds.
     """
     if timeout is None:
         return default
-    if not timeout > 0:  # also refuses NaN
-        raise ValueError(f"timeout={timeout!r}: a call's timeout is a positive number of seconds")
-    return float(timeout)
+    return seconds("timeout", timeout)
 
 
 def redacted_key(api_key: str | None) -> str | None:

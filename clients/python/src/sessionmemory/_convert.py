@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import decimal
 import hashlib
 import json
@@ -41,8 +42,9 @@ Json: TypeAlias = dict[str, "Json"] | list["Json"] | str | int | float | bool | 
 # grammar, tests/vectors/coercion.json): no spaces, underscores, hex, words or
 # non-ASCII digits, all of which Python's float() would take.
 _NUMERAL: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-# Whole numbers up to this size come back as int: beyond it a double is no longer
-# exact to the unit, so an int would claim a precision the value does not have.
+# Whole numbers below this size come back as int (as the server's JSON does): from it
+# on a double is no longer exact to the unit (2**53 + 1 reads as 2**53), so an int
+# would claim a precision the value does not have.
 MAX_SAFE_INTEGER: Final = 2**53
 _KIND_NAMES: Final = {
     pb.VALUE_KIND_STRING: "string",
@@ -58,7 +60,8 @@ class Entry:
     """A stored value with its kind, expiry and version."""
 
     key: str
-    value: Value
+    value: Value | None
+    """The value (see `Value`); None for a JSON ``null`` stored with ``set_json``."""
     kind: str
     expires_at: datetime
     version: int
@@ -80,8 +83,10 @@ class FileInfo:
 Value: TypeAlias = str | int | float | bool | dict[str, Json] | list[Json] | FileInfo
 """A stored value as `Session.get` returns it without a default.
 
-A string, a number (an int when it is whole and within ±2**53, else a float), a
-boolean, a JSON value stored with `set_json` (parsed), or a file's `FileInfo`.
+A string, a number (an int when it is whole and below 2**53 in magnitude, else a
+float), a boolean, a JSON value stored with `set_json` (parsed), or a file's
+`FileInfo`. A JSON ``null`` (stored with ``set_json``, or found at a path) reads as
+None, as a miss does: `Session.get_entry` tells them apart.
 """
 
 
@@ -216,12 +221,15 @@ def _time(ts: Timestamp) -> datetime:
 
 
 def _number(value: float) -> int | float:
-    """A stored number: an int when it is whole and within ±2**53, else the float."""
-    return int(value) if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER else value
+    """A stored number: an int when it is whole and below 2**53 in magnitude, else the float."""
+    return int(value) if value.is_integer() and abs(value) < MAX_SAFE_INTEGER else value
 
 
 def value_of(value: pb.Value) -> Value | None:
-    """The Python value of a proto Value (see `Value`; None for an unset Value)."""
+    """The Python value of a proto Value (see `Value`; None for a JSON null or an unset Value).
+
+    Callers that must tell those two apart check ``value.WhichOneof("kind")`` (`entry_of`).
+    """
     which = value.WhichOneof("kind")
     if which == "string_value":
         return value.string_value
@@ -271,10 +279,10 @@ def entry_of(entry: pb.Entry) -> Entry:
     """Convert a proto Entry."""
     which = entry.value.WhichOneof("kind") or ""
     kind = which.removesuffix("_value").replace("bool", "boolean")
-    value = value_of(entry.value)
-    if value is None:  # an unset Value: a server newer than this client, or a broken one
+    if not which:  # an unset Value: a server newer than this client, or a broken one
         raise MemoryTypeError(f"key {entry.key!r} holds a value of a kind this client cannot read")
-    return Entry(entry.key, value, kind, _time(entry.expires_at), entry.version)
+    # value_of is None here only for a JSON null, which is a value like any other.
+    return Entry(entry.key, value_of(entry.value), kind, _time(entry.expires_at), entry.version)
 
 
 def _write_result(result: pb.WriteResult) -> WriteResult:
@@ -366,7 +374,7 @@ _TARGETS: Final = (
 )
 
 
-def coerce(value: Value, default: Any, key: str) -> Any:
+def coerce(value: Value | None, default: Any, key: str) -> Any:
     """Convert a stored value to the type of ``default``, exactly or not at all.
 
     The rules every client follows (the shared vectors, tests/vectors/coercion.json):
@@ -375,13 +383,14 @@ def coerce(value: Value, default: Any, key: str) -> Any:
     - a number default reads any number, and a string holding a decimal numeral
       (``[+-]?(digits[.digits?] | .digits)([eE][+-]?digits)?``: no spaces,
       underscores, hex, words or non-ASCII digits) whose value is finite. An int
-      default gives an int when the number is whole and within ±2**53 and a float
-      otherwise (``get("n", 0)`` on 2.5 is 2.5); a float default always a float;
+      default gives an int when the number is whole and below 2**53 in magnitude
+      and a float otherwise (``get("n", 0)`` on 2.5 is 2.5); a float default always a float;
     - a str default reads a string as is, a boolean as ``"true"``/``"false"`` and a
       number as ECMAScript writes it (`number_text`: ``"7"``, ``"1e-7"``);
     - a dict (any Mapping) default reads a JSON object, a list default a JSON array;
     - a JSON scalar stored with ``set_json`` converts as the scalar does; a JSON
-      object or array never converts to a scalar, nor a file to anything;
+      object or array never converts to a scalar, nor a JSON null or a file to
+      anything;
     - a None default returns the value as it is.
 
     Raises:
@@ -467,23 +476,46 @@ def keys_list(keys: str | Iterable[str]) -> list[str]:
 # --- plans --------------------------------------------------------------------
 
 
+def missing(default: T) -> T:
+    """What a miss returns: ``default``, or a deep copy of it when it is a dict or a list.
+
+    A module-level ``EMPTY_CART = {"items": []}`` passed as the default would otherwise
+    be handed out itself, and a caller's ``cart["items"].append(...)`` would change what
+    every later miss returns. Any other default (a sentinel object too) is returned as is.
+    """
+    if isinstance(default, dict | list):
+        fresh: T = copy.deepcopy(default)
+        return fresh
+    return default
+
+
 def plan_get(session: str, key: str, default: Any) -> Plan[Any]:
-    """Get a value, converted to the type of ``default`` (`coerce`); the default when missing."""
+    """Get a value, converted to the type of ``default`` (`coerce`); the default when missing.
+
+    A miss returns a fresh copy of a dict or list default (`missing`); any other
+    Mapping default comes back as a dict, as the overloads type it.
+    """
 
     def convert(resp: svc.GetResponse) -> Any:
         if not resp.found:
-            return default
+            if isinstance(default, Mapping) and not isinstance(default, dict):
+                return copy.deepcopy(dict(default))
+            return missing(default)
         return coerce(entry_of(resp.entry).value, default, key)
 
     return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
 
 
 def plan_get_json(session: str, key: str, default: Any) -> Plan[Any]:
-    """Get a JSON value (any stored kind as its JSON equivalent; a file as its description)."""
+    """Get a JSON value (any stored kind as its JSON equivalent; a file as its description).
+
+    A miss returns ``default`` (a fresh copy of a dict or list: `missing`); a stored
+    JSON null returns None.
+    """
 
     def convert(resp: svc.GetResponse) -> Any:
         if not resp.found:
-            return default
+            return missing(default)
         value = entry_of(resp.entry).value
         return file_json(value) if isinstance(value, FileInfo) else value
 
@@ -499,12 +531,12 @@ def plan_get_entry(session: str, key: str) -> Plan[Entry | None]:
     return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
 
 
-def plan_get_many(session: str, keys: Iterable[str]) -> Plan[dict[str, Value]]:
-    """Get several values; missing keys are left out of the result."""
+def plan_get_many(session: str, keys: Iterable[str]) -> Plan[dict[str, Value | None]]:
+    """Get several values; missing keys are left out of the result (a JSON null is None)."""
 
-    def convert(resp: svc.GetManyResponse) -> dict[str, Value]:
-        values = ((e.key, value_of(e.value)) for e in resp.entries)
-        return {key: value for key, value in values if value is not None}
+    def convert(resp: svc.GetManyResponse) -> dict[str, Value | None]:
+        # An unset Value (a kind this client does not know) is left out; a JSON null is not.
+        return {e.key: value_of(e.value) for e in resp.entries if e.value.WhichOneof("kind")}
 
     return Plan("GetMany", svc.GetManyRequest(session_id=session, keys=list(keys)), True, convert)
 
@@ -1060,6 +1092,8 @@ class WatchCursor:
                 log_retry("Watch", self._failures, failure, None, True)
                 raise failure
         delay = watch_backoff(self._failures, error.retry_after if error else None)
+        if self._deadline is not None:  # never sleep past the watch's timeout
+            delay = min(delay, max(self._deadline - time.monotonic(), 0.0))
         if error is not None:
             log_retry("Watch", self._failures, error, delay, True)
         else:

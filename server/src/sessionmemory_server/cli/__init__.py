@@ -12,17 +12,72 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from importlib import metadata
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from . import _data, _files, _server
 from ._admin import keys_app, parse_duration, tenants_app, tokens_app
-from ._output import EXIT_CODES_HELP, ExitCode
+from ._output import EXIT_CODES_HELP, ExitCode, print_error, tolerate_unencodable_output
 
 __all__ = ["ExitCode", "app", "main", "parse_duration", "version_text"]
 
+
+class _Root(TyperGroup):
+    """The ``session-memory`` group: a wrong command line is one error line too.
+
+    click (typer's) prints a usage error as the usage, a hint and a framed
+    message over several lines; here it is ``error: <message>; see '<command>
+    --help' (USAGE)``, exit 2, like every other failure. Text that the output's
+    encoding cannot hold is escaped instead of raising.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; in standalone mode exit with its code (`ExitCode`)."""
+        tolerate_unencodable_output()
+        try:
+            result = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,  # errors come back here, not to click's printer
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        except typer.TyperException as exc:  # click's UsageError, BadParameter, ...
+            code = getattr(exc, "exit_code", int(ExitCode.ERROR))
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help
+                message = exc.format_message().rstrip(".")
+                context = getattr(exc, "ctx", None)
+                if context is not None:  # "...; see '...'" or "Did you mean 'set'? See '...'"
+                    see = " See" if message.endswith("?") else "; see"
+                    message += f"{see} '{context.command_path} --help'"
+                print_error(message, "USAGE" if code == ExitCode.USAGE else "ERROR")
+            return _finish(code, standalone_mode)
+        except typer.Abort:
+            print_error("aborted", "ABORTED")
+            return _finish(ExitCode.ERROR, standalone_mode)
+        # Not standalone, click returns the code of a typer.Exit, else the command's value.
+        return _finish(result if isinstance(result, int) else 0, standalone_mode)
+
+
+def _finish(code: int, standalone_mode: bool) -> int:
+    if standalone_mode:
+        sys.exit(code)
+    return code
+
+
 app = typer.Typer(
+    cls=_Root,
     name="session-memory",
     help="Typed, expiring, per-conversation memory over gRPC.",
     epilog=EXIT_CODES_HELP,

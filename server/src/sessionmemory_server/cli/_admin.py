@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import inspect
 import json
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -44,11 +45,11 @@ def parse_duration(text: str | float) -> float:
     try:
         seconds = float(text[:-1] if unit else text) * (unit or 1)
     except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not a duration: use e.g. 30d, 12h, 90m, 45s or 3600"
-        ) from None
-    if seconds < 0 or seconds != seconds:  # noqa: PLR0124 -- NaN
-        raise typer.BadParameter("a duration is 0 or more seconds")
+        seconds = math.nan
+    if not math.isfinite(seconds):  # "abc", "nan", "inf", "1e400"
+        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 30d, 12h, 90m, 45s or 3600")
+    if seconds < 0:
+        raise typer.BadParameter(f"{text!r}: a duration is 0 or more seconds")
     return seconds
 
 
@@ -112,8 +113,7 @@ def keys_create(
     """Create a key for a tenant and print it (it is shown only once)."""
     name = tenant or tenant_flag
     if not name:
-        print("name the tenant: session-memory keys create <tenant>", file=sys.stderr)
-        raise typer.Exit(int(ExitCode.USAGE))
+        fail("name the tenant: session-memory keys create <tenant>", "USAGE", ExitCode.USAGE)
 
     async def work(client: Redis | RedisCluster, _: Settings) -> str:
         return await ApiKeys(client).create(name, expires_in=expires_in)
@@ -300,8 +300,7 @@ def _set_limits(
 ) -> None:
     given = {name: value for name, value in values.items() if value is not None}
     if not given:
-        print("name at least one limit, e.g. --reads-per-second 100", file=sys.stderr)
-        raise typer.Exit(int(ExitCode.USAGE))
+        fail("name at least one limit, e.g. --reads-per-second 100", "USAGE", ExitCode.USAGE)
 
     async def work(client: Redis | RedisCluster, settings: Settings) -> _Overrides:
         await limits.set_overrides(client, tenant, given)

@@ -29,6 +29,7 @@ from ._output import (
     fail,
     iso,
     number_text,
+    parse_timeout,
     print_json,
     print_table,
     table,
@@ -54,9 +55,15 @@ ApiKey = Annotated[
         show_default=False,
     ),
 ]
+
+
 Timeout = Annotated[
     float | None,
-    typer.Option(metavar="SECONDS", help="deadline of the call, retries included (default 5)"),
+    typer.Option(
+        parser=parse_timeout,
+        metavar="SECONDS",
+        help="deadline of the call, retries included (default 5)",
+    ),
 ]
 SessionId = Annotated[
     str,
@@ -83,7 +90,12 @@ def parse_ttl(text: str) -> int:
     seconds = parse_duration(text)
     if not seconds.is_integer():
         raise typer.BadParameter(f"{text!r} is not a whole number of seconds")
+    if seconds > _MAX_TTL:  # past the wire's int64: the server could not even be asked
+        raise typer.BadParameter(f"{text!r} is longer than any TTL the server accepts")
     return int(seconds)
+
+
+_MAX_TTL: Final = 2**63 - 1
 
 
 Ttl = Annotated[
@@ -167,12 +179,52 @@ def typed_value(text: str, kind: ValueType) -> str | int | float | bool:
 
 
 def _read_json_text(source: str) -> str:
-    """JSON text given inline, as ``@path`` (a file) or ``-`` (stdin)."""
+    """JSON text given inline, as ``@path`` (a file) or ``-`` (stdin), read as UTF-8.
+
+    Raises:
+        OSError: the file cannot be read.
+        typer.Exit: stdin is closed, or the bytes are not UTF-8 (after the error line).
+    """
     if source == "-":
-        return sys.stdin.read()
-    if source.startswith("@"):
-        return Path(source[1:]).read_text(encoding="utf-8")
-    return source
+        stdin = getattr(sys.stdin, "buffer", sys.stdin)
+        if stdin is None:  # started with stdin closed (<&-)
+            fail("stdin is closed: give the JSON inline or as @FILE", "USAGE", ExitCode.USAGE)
+        data: bytes | str = stdin.read()
+        where = "stdin"
+    elif source.startswith("@"):
+        data, where = Path(source[1:]).read_bytes(), source[1:]
+    else:
+        return source
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(
+            f"{where} is not UTF-8 text (byte {exc.start}); JSON is UTF-8",
+            "INVALID_JSON",
+            ExitCode.INVALID,
+        )
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large a number for JSON's doubles")
+    return number
+
+
+def parse_json(text: str) -> Any:
+    """The value of JSON text, strictly: no NaN or Infinity, no number beyond a double.
+
+    Raises:
+        ValueError: ``text`` is not such JSON (json.JSONDecodeError is one).
+    """
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
 
 
 # --- output -------------------------------------------------------------------------
@@ -317,8 +369,8 @@ def set_json(
     with errors_as_lines():
         text = _read_json_text(value)
     try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
+        parsed = parse_json(text)
+    except ValueError as exc:  # JSONDecodeError, NaN, 1e400, an integer of 5,000 digits
         fail(f"the value is not JSON: {exc}", "INVALID_JSON", ExitCode.INVALID)
     with errors_as_lines(), connect(addr, api_key, timeout) as client:
         result = client.session(session).set_json(

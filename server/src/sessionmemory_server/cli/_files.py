@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +23,9 @@ from rich.progress import (
 
 from ._data import Addr, ApiKey, AsJson, SessionId, connect, file_line, parse_ttl
 from ._output import ExitCode, errors_as_lines, fail, iso, print_json
+
+if TYPE_CHECKING:
+    from sessionmemory import FileHandle
 
 FileKey = Annotated[str, typer.Option("--key", "-k", help="the key of the file")]
 
@@ -104,7 +108,10 @@ def get_file(
     session: SessionId,
     key: FileKey,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="where to save it (default: the key)")
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="where to save it (default: the key); - writes it to stdout"
+        ),
     ] = None,
     url: Annotated[
         bool, typer.Option("--url", help="print the presigned download URL instead")
@@ -126,5 +133,24 @@ def get_file(
             return
         target = output or Path(key)
         with progress_bar(f"downloading {key}") as progress:
-            done = handle.save(target, progress=progress)
-    print(f"saved {target} ({done} bytes, sha256 {handle.info.sha256})")
+            if str(target) == "-":
+                done = _to_stdout(handle, progress)
+            else:
+                done = handle.save(target, progress=progress)
+    if str(target) == "-":  # stdout holds the file's bytes and nothing else
+        print(f"wrote {done} bytes to stdout, sha256 {handle.info.sha256}", file=sys.stderr)
+    else:
+        print(f"saved {target} ({done} bytes, sha256 {handle.info.sha256})")
+
+
+def _to_stdout(handle: FileHandle, progress: Callable[[int, int | None], None] | None) -> int:
+    """Stream the file's bytes to stdout as they are; returns how many were written."""
+    out = sys.stdout.buffer
+    written = 0
+    for chunk in handle.iter_chunks():
+        out.write(chunk)
+        written += len(chunk)
+        if progress is not None:
+            progress(written, handle.info.size_bytes)
+    out.flush()
+    return written

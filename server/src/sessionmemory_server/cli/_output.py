@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -66,11 +68,16 @@ def exit_code_of(status: grpc.StatusCode) -> ExitCode:
     return _BY_STATUS.get(status, ExitCode.ERROR)
 
 
-def fail(message: str, reason: str, code: ExitCode) -> NoReturn:
-    """Print ``error: <message> (<REASON>)`` on stderr and exit with ``code``."""
+def print_error(message: str, reason: str) -> None:
+    """Print ``error: <message> (<REASON>)`` on stderr, as one line."""
     # One line: a message from a server or a library may hold newlines of its own.
     text = " ".join(message.split())
     print(f"error: {text} ({reason})", file=sys.stderr, flush=True)
+
+
+def fail(message: str, reason: str, code: ExitCode) -> NoReturn:
+    """Print ``error: <message> (<REASON>)`` on stderr and exit with ``code``."""
+    print_error(message, reason)
     raise typer.Exit(int(code))
 
 
@@ -84,7 +91,7 @@ def errors_as_lines() -> Iterator[None]:
     UNAVAILABLE and NOT_FOUND.
     """
     from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
-    from redis.exceptions import RedisError  # noqa: PLC0415
+    from redis.exceptions import RedisClusterException, RedisError  # noqa: PLC0415
     from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: PLC0415
 
     from sessionmemory import MemoryApiError, MemoryTypeError  # noqa: PLC0415
@@ -101,8 +108,14 @@ def errors_as_lines() -> Iterator[None]:
         fail(str(exc), "TYPE_MISMATCH", ExitCode.INVALID)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         fail(f"Redis did not answer: {exc}", "UNAVAILABLE", ExitCode.UNAVAILABLE)
+    except RedisClusterException as exc:  # not a RedisError: e.g. no cluster at that URL
+        fail(f"Redis Cluster: {exc}", "UNAVAILABLE", ExitCode.UNAVAILABLE)
     except RedisError as exc:
         fail(f"Redis refused the command: {exc}", "REDIS_ERROR", ExitCode.ERROR)
+    except BrokenPipeError:
+        # The reader went away (`| head`): no message, as typer does for a print.
+        quiet_stdout()
+        raise typer.Exit(int(ExitCode.ERROR)) from None
     except FileNotFoundError as exc:
         fail(f"{exc.strerror}: {exc.filename}", "NOT_FOUND", ExitCode.NOT_FOUND)
     except OSError as exc:
@@ -110,6 +123,29 @@ def errors_as_lines() -> Iterator[None]:
         fail(f"{exc.strerror or exc}{where}", "OS_ERROR", ExitCode.ERROR)
     except ValueError as exc:  # what the client refuses before sending (e.g. a timeout)
         fail(str(exc), "INVALID_ARGUMENT", ExitCode.INVALID)
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the flush at exit must not fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def parse_timeout(text: str) -> float:
+    """Seconds of a deadline: a finite number above 0.
+
+    Raises:
+        typer.BadParameter: not a number, or not above 0.
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds < math.inf:
+        raise typer.BadParameter(f"{text!r}: a timeout is a number of seconds above 0")
+    return seconds
 
 
 def iso(when: datetime | float | None, *, precise: bool = False) -> str | None:
@@ -123,8 +159,26 @@ def iso(when: datetime | float | None, *, precise: bool = False) -> str | None:
 
 
 def print_json(document: Any) -> None:
-    """One JSON document on stdout (keys in the order given, non-ASCII kept)."""
-    print(json.dumps(document, ensure_ascii=False, default=_json_default))
+    """One JSON document on stdout (keys in the order given).
+
+    Non-ASCII text is kept as it is on a UTF-8 output and written as JSON's own
+    escapes on any other, so that the document stays valid JSON.
+    """
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("_", "-")
+    ascii_only = not encoding.startswith("utf")
+    print(json.dumps(document, ensure_ascii=ascii_only, default=_json_default))
+
+
+def tolerate_unencodable_output() -> None:
+    """Escape what stdout cannot encode (a key in a C or latin-1 locale) instead of failing.
+
+    Python's stdout is strict: one emoji in a value under ``PYTHONIOENCODING=ascii``
+    would end the command with a traceback after the call succeeded.
+    """
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        with contextlib.suppress(ValueError, io.UnsupportedOperation):  # closed or detached
+            reconfigure(errors="backslashreplace")
 
 
 def _json_default(value: Any) -> Any:

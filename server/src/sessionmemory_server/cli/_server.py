@@ -19,7 +19,7 @@ from sessionmemory.v1 import memory_service_pb2
 
 from ..auth import ApiKeys
 from ..config import Settings
-from ._output import ExitCode, print_json
+from ._output import ExitCode, fail, parse_timeout, print_error, print_json
 
 _DEV_KEY_FILE = "dev-api-key"
 _SECRET_PARAMS: Final = ("pass", "secret", "token", "key", "auth", "credential")
@@ -127,14 +127,18 @@ def make_settings(given: dict[str, Any], **fixed: Any) -> Settings:
 
 
 def settings_or_exit(given: dict[str, Any], **fixed: Any) -> Settings:
-    """`make_settings`, an invalid setting printed as ``setting <name>: <why>`` (exit 2)."""
+    """`make_settings`, invalid settings printed as one line (exit 2).
+
+    ``error: setting <name>: <why>; setting ...: ... (INVALID_SETTING)``.
+    """
     try:
         return make_settings(given, **fixed)
     except pydantic.ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            print(f"setting {where}: {error['msg']}", file=sys.stderr)
-        raise typer.Exit(int(ExitCode.USAGE)) from None
+        why = "; ".join(
+            f"setting {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+    fail(why, "INVALID_SETTING", ExitCode.USAGE)
 
 
 def _tls_files_fit(settings: Settings) -> bool:
@@ -144,7 +148,7 @@ def _tls_files_fit(settings: Settings) -> bool:
     try:
         check(settings)
     except TlsConfigError as exc:
-        print(f"TLS: {exc}", file=sys.stderr)
+        print_error(f"TLS: {exc}", "TLS_INVALID")
         return False
     return True
 
@@ -197,8 +201,7 @@ def serve(
     for name in ("env_file", "check_config"):
         given.pop(name)
     if env_file is not None and not env_file.is_file():
-        print(f"--env-file {env_file}: no such file", file=sys.stderr)
-        raise typer.Exit(int(ExitCode.USAGE))
+        fail(f"--env-file {env_file}: no such file", "USAGE", ExitCode.USAGE)
     settings = settings_or_exit(given, _env_file=env_file)
     if not _tls_files_fit(settings):
         raise typer.Exit(int(ExitCode.USAGE))
@@ -332,6 +335,9 @@ def _health_channel(addr: str | None, settings: Settings) -> tuple[str, grpc.Cha
     return address, grpc.secure_channel(address, grpc.ssl_channel_credentials(pem))
 
 
+_HEALTH_ERRORS: Final = {"NOT_FOUND": "the server does not serve this service"}
+
+
 def health(
     addr: Annotated[
         str | None,
@@ -348,7 +354,12 @@ def health(
             help='the service whose status is asked: the default is readiness; "" is liveness'
         ),
     ] = _MEMORY_SERVICE,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 3.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            parser=parse_timeout, metavar="SECONDS", help="seconds to wait for the answer"
+        ),
+    ] = 3.0,
     env_file: Annotated[
         Path | None, typer.Option(help="the SESSION_MEMORY_* file the server was started with")
     ] = None,
@@ -385,6 +396,8 @@ def health(
         raise typer.Exit(0 if serving else int(ExitCode.ERROR))
 
     try:
+        if env_file is not None and not env_file.is_file():  # pydantic would skip it silently
+            raise FileNotFoundError(f"--env-file {env_file}: no such file")
         settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
         address, channel = _health_channel(addr, settings)
     except (ValueError, OSError) as exc:  # pydantic.ValidationError is a ValueError
@@ -408,7 +421,9 @@ def health(
                 (exc.code(), exc.details()) if isinstance(exc, grpc.Call) else (None, "")
             )
             name = code.name if code is not None else "ERROR"
-            text = str(details or exc)
+            # The health service answers an unknown service with NOT_FOUND and no details;
+            # str() of the error is a multi-line dump.
+            text = details or _HEALTH_ERRORS.get(name, name)
             report(name, address, f"{name}: {what} at {address}: {text}", text)
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     report(status, address, f"{status}: {what} at {address}")

@@ -190,7 +190,7 @@ def test_a_flood_of_unknown_keys_makes_no_redis_call_per_attempt(
 def test_failures_from_one_address_are_throttled_and_logged_once(
     servers: Any, own_redis: EmbeddedRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sessionmemory.auth")
+    caplog.set_level(logging.WARNING, logger="sessionmemory_server.auth")
     _, caller = servers(own_redis.url, auth_failure_window_seconds=2.0)
     key = _admin(own_redis.url)("create", "throttled")
     assert caller.get(key).found is False

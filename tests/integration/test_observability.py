@@ -120,7 +120,7 @@ def observed(redis_server: EmbeddedRedis, s3_server: EmbeddedS3) -> Iterator[Obs
 
 @pytest.fixture(scope="module")
 def access(observed: Observed) -> Iterator[Lines]:
-    logger = logging.getLogger("sessionmemory.access")
+    logger = logging.getLogger("sessionmemory_server.access")
     handler, level = Lines(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -513,7 +513,7 @@ def test_access_log_lines_have_the_fields_and_no_secrets(
         caller.sid.encode(), key=HASH_KEY.encode(), digest_size=8
     ).hexdigest()
     for line in lines:
-        assert line["logger"] == "sessionmemory.access"
+        assert line["logger"] == "sessionmemory_server.access"
         assert line["level"] == "INFO"
         assert isinstance(line["pid"], int)
         assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0

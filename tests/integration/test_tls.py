@@ -342,7 +342,7 @@ def test_a_rotated_certificate_is_served_to_new_connections(
     pki: Pki,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sessionmemory.tls")
+    caplog.set_level(logging.INFO, logger="sessionmemory_server.tls")
     live = pki.ca.issue("live", server=True)
     first = live.serial
     server = start_server(

@@ -435,7 +435,7 @@ async def test_a_new_process_refuses_tokens_until_it_has_read_every_revocation(
 async def test_revocations_of_all_tenants_together_are_capped(
     clients: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sessionmemory.tokens")
+    caplog.set_level(logging.WARNING, logger="sessionmemory_server.tokens")
     capped = SessionTokens(clients(), max_held=3)
     issued = await capped.create("c", "s", [Permission.READ], 600)
     await capped.revoke_session("a", "s")

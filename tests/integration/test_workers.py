@@ -213,7 +213,7 @@ def test_a_killed_worker_is_logged_and_respawned_while_the_port_answers(
         # The parent logs the death with the pid, the worker's number and the signal.
         assert wait_until(lambda: served.logged("worker died", worker_pid=victim), timeout=5)
         (died,) = served.logged("worker died", worker_pid=victim)
-        assert died["level"] == "ERROR" and died["logger"] == "sessionmemory.supervisor"
+        assert died["level"] == "ERROR" and died["logger"] == "sessionmemory_server.supervisor"
         assert died["pid"] == served.proc.pid
         assert died["worker"] == numbers[victim] and died["signal"] == "SIGKILL"
         assert died["respawn_in_seconds"] == 0.5
@@ -255,12 +255,12 @@ def test_sigterm_drains_every_worker_and_exits_0(served: Served) -> None:
     assert served.proc.wait(GRACE + DRAIN_MARGIN_SECONDS + 5) == 0
     assert not [pid for pid in workers if alive(pid)]
     served.stop()  # collects the rest of the log
-    assert served.logged("shutting down", logger="sessionmemory.supervisor", signal="SIGTERM")
+    assert served.logged("shutting down", logger="sessionmemory_server.supervisor", signal="SIGTERM")
     stopped = {line["worker_pid"]: line for line in served.logged("worker stopped")}
     assert set(stopped) == set(workers), "\n".join(served.raw)
     assert all(line["exit_code"] == 0 for line in stopped.values()), stopped
     assert not served.logged("worker died") and not served.logged("worker failed to start")
-    assert served.logged("stopped", logger="sessionmemory.supervisor", exit_status=0)
+    assert served.logged("stopped", logger="sessionmemory_server.supervisor", exit_status=0)
 
 
 def test_a_worker_that_does_not_drain_is_killed_after_the_grace_period(served: Served) -> None:
@@ -288,7 +288,7 @@ def test_a_second_interrupt_kills_the_workers_at_once(served: Served) -> None:
     assert time.monotonic() - started < GRACE
     assert not alive(stuck)
     served.stop()
-    assert served.logged("shutting down", logger="sessionmemory.supervisor", signal="SIGINT")
+    assert served.logged("shutting down", logger="sessionmemory_server.supervisor", signal="SIGINT")
     (killed,) = served.logged("worker killed: a second interrupt")
     assert killed["worker_pid"] == stuck
 
@@ -402,6 +402,6 @@ def test_sighup_drains_like_sigterm(served: Served) -> None:
     served.proc.send_signal(signal.SIGHUP)
     assert served.proc.wait(GRACE + DRAIN_MARGIN_SECONDS + 5) == 0
     served.stop()
-    assert served.logged("shutting down", logger="sessionmemory.supervisor", signal="SIGHUP")
+    assert served.logged("shutting down", logger="sessionmemory_server.supervisor", signal="SIGHUP")
     for pid in workers:
         assert served.logged("worker stopped", worker_pid=pid, exit_code=0)

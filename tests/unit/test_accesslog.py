@@ -37,7 +37,7 @@ def lines() -> Iterator[io.StringIO]:
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("sessionmemory.access")
+    logger = logging.getLogger("sessionmemory_server.access")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)
@@ -86,7 +86,7 @@ def test_rates_zero_and_one_draw_nothing(lines: io.StringIO) -> None:
 
 
 def test_nothing_is_wanted_when_the_logger_is_above_info() -> None:
-    logger = logging.getLogger("sessionmemory.access")
+    logger = logging.getLogger("sessionmemory_server.access")
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
@@ -122,7 +122,7 @@ def test_a_line_has_the_fields_and_never_the_session_id(lines: io.StringIO) -> N
     raw = lines.getvalue()
     assert "conv-secret-id" not in raw
     first, second = (json.loads(line) for line in raw.splitlines())
-    assert first["logger"] == "sessionmemory.access"
+    assert first["logger"] == "sessionmemory_server.access"
     assert first["msg"] == "call"
     assert {k: first[k] for k in ("method", "code", "tenant", "duration_ms", "bytes_out")} == {
         "method": "ReadFile",
@@ -160,7 +160,7 @@ def test_calls_of_no_tenant_cannot_crowd_out_the_tenants_lines(lines: io.StringI
 
 
 def test_the_text_format_keeps_the_fields() -> None:
-    record = logging.LogRecord("sessionmemory.access", logging.INFO, "", 0, "call", None, None)
+    record = logging.LogRecord("sessionmemory_server.access", logging.INFO, "", 0, "call", None, None)
     for k, v in {"method": "Get", "code": "OK", "tenant": "acme", "session": "ab" * 8}.items():
         setattr(record, k, v)
     line = TextFormatter(worker=1).format(record)

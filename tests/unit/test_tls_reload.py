@@ -90,7 +90,7 @@ def test_rotated_files_are_read_once_the_interval_passed(live: Issued, ca: Autho
 def test_a_pair_that_does_not_fit_keeps_the_old_one_and_warns_once(
     live: Issued, ca: Authority, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sessionmemory.tls")
+    caplog.set_level(logging.WARNING, logger="sessionmemory_server.tls")
     clock = Clock()
     fetch = reloader(live, clock)
     new, stray = ca.issue("new", server=True), ca.issue("stray", server=True)
@@ -109,7 +109,7 @@ def test_a_pair_that_does_not_fit_keeps_the_old_one_and_warns_once(
 def test_missing_files_keep_the_old_pair_and_never_raise(
     live: Issued, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sessionmemory.tls")
+    caplog.set_level(logging.WARNING, logger="sessionmemory_server.tls")
     clock = Clock()
     fetch = reloader(live, clock)
     live.key.unlink()

@@ -1,6 +1,6 @@
 """The access log: one structured line per call, sampled and capped so it can stay on.
 
-Lines go to the logger ``sessionmemory.access`` at INFO, message ``call``, with
+Lines go to the logger ``sessionmemory_server.access`` at INFO, message ``call``, with
 these fields (absent ones are left out):
 
 =============  =============================================================
@@ -46,9 +46,9 @@ from typing import Any, Final
 from . import metrics
 from .logs import EventCounter
 
-log = logging.getLogger("sessionmemory.access")
+log = logging.getLogger("sessionmemory_server.access")
 _dropped = EventCounter(
-    logging.getLogger("sessionmemory.server"),
+    logging.getLogger("sessionmemory_server.server"),
     "access log lines dropped (over the per-second cap)",
     interval_seconds=60.0,
 )

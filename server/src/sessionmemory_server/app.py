@@ -54,7 +54,7 @@ from .tracing import Tracing
 from .uploads import UploadCaps
 from .watch import ChangeHub
 
-log = logging.getLogger("sessionmemory.server")
+log = logging.getLogger("sessionmemory_server.server")
 
 SERVICE = memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"]
 SERVICE_NAME = SERVICE.full_name

@@ -56,7 +56,7 @@ from .stores.redis_store import retry_stale
 from .tokens import PREFIX as TOKEN_PREFIX
 from .tokens import MissBudget, SessionTokens
 
-log = logging.getLogger("sessionmemory.auth")
+log = logging.getLogger("sessionmemory_server.auth")
 
 KEYS_HASH: Final = "sm:apikeys"
 KEYS_VERSION: Final = "sm:apikeys:version"

@@ -40,7 +40,7 @@ from .core import Kind
 from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore
 
-log = logging.getLogger("sessionmemory.collector")
+log = logging.getLogger("sessionmemory_server.collector")
 
 _BATCH = 100
 _SWEPT = metrics.COLLECTOR_DELETED.labels("sweep")

@@ -43,7 +43,7 @@ from .errors import BUSY_RETRY_SECONDS, DOMAIN, DomainError, unavailable
 from .logs import EventCounter
 from .observe import OFF, Call, MethodObserver, Observer
 
-log = logging.getLogger("sessionmemory.rpc")
+log = logging.getLogger("sessionmemory_server.rpc")
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Decode = Callable[[bytes], Any]

@@ -30,7 +30,7 @@ from .config import Settings
 from .logs import EventCounter
 from .polling import Poller
 
-log = logging.getLogger("sessionmemory.limits")
+log = logging.getLogger("sessionmemory_server.limits")
 
 
 @dataclass(frozen=True, slots=True)

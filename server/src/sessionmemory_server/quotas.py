@@ -84,7 +84,7 @@ from .limits import LimitBook
 from .stores.redis_store import QuotaExceeded, QuotaOp, RedisStore, StoreFull
 from .values import Cleared, Erase, Touched, Write, Written, named_bytes, stored_bytes
 
-log = logging.getLogger("sessionmemory.quotas")
+log = logging.getLogger("sessionmemory_server.quotas")
 
 # How often each process sends its bookkeeping (the stored-bytes lag).
 FLUSH_SECONDS: Final = 0.25

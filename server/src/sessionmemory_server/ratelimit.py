@@ -64,7 +64,7 @@ from .limits import LimitBook, TenantLimits
 from .logs import EventCounter
 from .stores.redis_store import Status
 
-log = logging.getLogger("sessionmemory.ratelimit")
+log = logging.getLogger("sessionmemory_server.ratelimit")
 
 # A lease is this much of the rate (and at most burst / LEASE_BURST_SHARE, at
 # least 1 token): 2 processes hold at most 2 leases unused, ~10 % of 1 s of the

@@ -30,7 +30,7 @@ from .logs import EventCounter
 from .polling import Poller
 from .stores.blob_store import BlobStore
 
-log = logging.getLogger("sessionmemory.health")
+log = logging.getLogger("sessionmemory_server.health")
 _failed = EventCounter(log, "readiness check failed", interval_seconds=60.0)
 
 INTERVAL_SECONDS: Final = 2.0

@@ -53,7 +53,7 @@ from .config import Settings
 if TYPE_CHECKING:
     from .readiness import Readiness
 
-log = logging.getLogger("sessionmemory.supervisor")
+log = logging.getLogger("sessionmemory_server.supervisor")
 
 INITIAL_DELAY_SECONDS: Final = 0.5
 MAX_DELAY_SECONDS: Final = 30.0

@@ -26,7 +26,7 @@ import grpc
 
 from .config import Settings
 
-log = logging.getLogger("sessionmemory.tls")
+log = logging.getLogger("sessionmemory_server.tls")
 
 _PEM_BEGIN = b"-----BEGIN "
 

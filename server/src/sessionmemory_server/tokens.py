@@ -75,7 +75,7 @@ from .logs import EventCounter
 from .polling import BACKOFF_SECONDS, Poller, SingleFlight
 from .stores.redis_store import Status, _script, retry_stale
 
-log = logging.getLogger("sessionmemory.tokens")
+log = logging.getLogger("sessionmemory_server.tokens")
 
 PREFIX: Final = "smt_"
 VERSION: Final = 1

@@ -32,7 +32,7 @@ from .logs import EventCounter
 from .stores.redis_store import RedisStore, decode_change
 from .values import Change
 
-log = logging.getLogger("sessionmemory.watch")
+log = logging.getLogger("sessionmemory_server.watch")
 
 _EXPIRED: Final = "__keyevent@*__:expired"
 # Changes a stream may have waiting before it is marked behind (and catches up

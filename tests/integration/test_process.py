@@ -221,7 +221,9 @@ def test_serve_exports_metrics_and_writes_access_log_lines(own_redis: EmbeddedRe
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
-    access = [json.loads(line) for line in err.splitlines() if '"sessionmemory_server.access"' in line]
+    access = [
+        json.loads(line) for line in err.splitlines() if '"sessionmemory_server.access"' in line
+    ]
     assert [(a["method"], a["code"], a["tenant"]) for a in access] == [
         ("Set", "OK", "acme"),
         ("Get", "OK", "acme"),

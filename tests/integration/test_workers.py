@@ -255,7 +255,9 @@ def test_sigterm_drains_every_worker_and_exits_0(served: Served) -> None:
     assert served.proc.wait(GRACE + DRAIN_MARGIN_SECONDS + 5) == 0
     assert not [pid for pid in workers if alive(pid)]
     served.stop()  # collects the rest of the log
-    assert served.logged("shutting down", logger="sessionmemory_server.supervisor", signal="SIGTERM")
+    assert served.logged(
+        "shutting down", logger="sessionmemory_server.supervisor", signal="SIGTERM"
+    )
     stopped = {line["worker_pid"]: line for line in served.logged("worker stopped")}
     assert set(stopped) == set(workers), "\n".join(served.raw)
     assert all(line["exit_code"] == 0 for line in stopped.values()), stopped

@@ -160,7 +160,9 @@ def test_calls_of_no_tenant_cannot_crowd_out_the_tenants_lines(lines: io.StringI
 
 
 def test_the_text_format_keeps_the_fields() -> None:
-    record = logging.LogRecord("sessionmemory_server.access", logging.INFO, "", 0, "call", None, None)
+    record = logging.LogRecord(
+        "sessionmemory_server.access", logging.INFO, "", 0, "call", None, None
+    )
     for k, v in {"method": "Get", "code": "OK", "tenant": "acme", "session": "ab" * 8}.items():
         setattr(record, k, v)
     line = TextFormatter(worker=1).format(record)

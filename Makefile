@@ -68,8 +68,8 @@ $(DEPLOY)/.bin/deploycheck: $(DEPLOY)/go.mod $(DEPLOY)/go.sum $(wildcard $(DEPLO
 
 install: $(BIN)/.installed $(TS)/node_modules/.installed $(GO_PLUGINS) $(SYSTEM_REDIS) $(DEPLOY_TOOLS) ## Create .venv, node_modules, the Go plugins and deploy tools; Redis 7
 
-dev: $(BIN)/.installed-run ## Run the server with embedded Redis + S3 and print a dev API key (Python only)
-	$(BIN)/session-memory dev
+dev: $(BIN)/.installed-run ## Run the server with embedded Redis + S3 and print a dev API key; DEV_ARGS="--listen 127.0.0.1:50052"
+	$(BIN)/session-memory dev $(DEV_ARGS)
 
 gen: install ## Regenerate the stubs from proto/ (buf generate, local plugins only)
 	buf generate

@@ -179,6 +179,53 @@ func TestSetManyIsAllOrNothing(t *testing.T) {
 	}
 }
 
+// botStep is a bot's state as Go code names it: a string of its own type.
+type botStep string
+
+// Set and SetMany store the same Go values as the same kinds: a named string
+// type, a uint8 or a json.Number is a scalar in both (SetMany once stored them
+// as JSON, which Set refused), and -0 read back by GetNumber is 0.
+func TestSetAndSetManyStoreGoScalarsAlike(t *testing.T) {
+	ctx := context.Background()
+	memory := fresh(t)
+	values := map[string]any{
+		"step": botStep("email"), "verified": flag(true), "age": uint8(36), "big": uint64(1 << 40),
+		"small": int16(-3), "price": json.Number("2.5"), "zero": "-0",
+	}
+	want := map[string]string{"step": "string", "verified": "boolean", "age": "number", "big": "number",
+		"small": "number", "price": "number", "zero": "string"}
+	if _, err := memory.SetMany(ctx, values, sm.TTL(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for key, kind := range want {
+		e, err := memory.Get(ctx, key)
+		if err != nil || e == nil || e.Kind != kind {
+			t.Fatalf("SetMany %s = %+v, %v; want a %s", key, e, err, kind)
+		}
+		if _, err := memory.Set(ctx, key+"-set", values[key], sm.TTL(time.Minute)); err != nil {
+			t.Fatalf("Set(%T): %v", values[key], err)
+		}
+		if e, err := memory.Get(ctx, key+"-set"); err != nil || e == nil || e.Kind != kind {
+			t.Fatalf("Set %s = %+v, %v; want a %s", key, e, err, kind)
+		}
+	}
+	if s, err := memory.GetString(ctx, "step", ""); err != nil || s != "email" {
+		t.Fatalf("step = %q, %v", s, err)
+	}
+	if n, err := memory.GetNumber(ctx, "price", 0); err != nil || n != 2.5 {
+		t.Fatalf("price = %v, %v", n, err)
+	}
+	if n, err := memory.GetNumber(ctx, "zero", 1); err != nil || n != 0 || math.Signbit(n) {
+		t.Fatalf(`"-0" read as %v, %v; want 0`, n, err)
+	}
+	if _, err := memory.Set(ctx, "list", []string{"a"}); err == nil || !strings.Contains(err.Error(), "use SetJSON") {
+		t.Fatalf("Set of a slice: %v", err)
+	}
+}
+
+// flag is a named bool.
+type flag bool
+
 func TestErrorsAreErrorsIsFriendly(t *testing.T) {
 	ctx := context.Background()
 	memory := fresh(t)

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // TypeError is the error of GetString, GetNumber and GetBool when the stored
@@ -40,8 +41,8 @@ func (e *TypeError) Error() string {
 func describe(kind string, value any) string {
 	switch v := value.(type) {
 	case string:
-		if len(v) > 40 {
-			v = v[:37] + "..."
+		if n := utf8.RuneCountInString(v); n > 40 {
+			return fmt.Sprintf("a %d-character string", n) // as the Python and TypeScript clients say
 		}
 		return fmt.Sprintf("the string %q", v)
 	case float64:
@@ -100,22 +101,32 @@ func asString(value any) (string, bool) {
 	return "", false
 }
 
-// asNumber converts a stored value for GetNumber.
+// asNumber converts a stored value for GetNumber. "-0" reads as 0, as it
+// does in Python (an int) and TypeScript.
 func asNumber(value any) (float64, bool) {
+	var n float64
 	switch v := scalar(value).(type) {
 	case float64:
-		return v, true
+		n = v
 	case string:
 		if !numeral.MatchString(v) {
 			return 0, false
 		}
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil || math.IsInf(n, 0) { // ParseFloat gives ±Inf and ErrRange past float64
+		var err error
+		n, err = strconv.ParseFloat(v, 64) // "1e-400" is 0, as in Python and JavaScript
+		if err != nil {                    // ±Inf with ErrRange past float64
 			return 0, false
 		}
-		return n, true
+	default:
+		return 0, false
 	}
-	return 0, false
+	if math.IsInf(n, 0) || math.IsNaN(n) {
+		return 0, false
+	}
+	if n == 0 {
+		return 0, true // not -0
+	}
+	return n, true
 }
 
 // asBool converts a stored value for GetBool.

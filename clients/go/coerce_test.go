@@ -6,7 +6,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 )
 
 // The outputs of JavaScript's String(n) (node -p), which every client's
@@ -115,6 +118,48 @@ func TestTypeErrorSaysWhatTheKeyHolds(t *testing.T) {
 	} {
 		if got := e.Error(); got != want {
 			t.Errorf("got  %s\nwant %s", got, want)
+		}
+	}
+}
+
+// "-0" and "-0.0" read as 0, not -0 (fmt prints -0 as "-0"), as Python's int
+// and TypeScript read them; the map above cannot tell, since -0 == 0.
+func TestAsNumberReadsMinusZeroAsZero(t *testing.T) {
+	for _, value := range []any{"-0", "-0.0", "-.0e5", math.Copysign(0, -1), json.RawMessage(`"-0"`)} {
+		if n, ok := asNumber(value); !ok || n != 0 || math.Signbit(n) {
+			t.Errorf("asNumber(%#v) = %v, %v; want 0", value, n, ok)
+		}
+	}
+}
+
+// A long string is named by its length in characters, never cut inside a
+// character (the message once showed half a UTF-8 sequence as \xe2\x82).
+func TestTypeErrorNamesALongStringByItsLength(t *testing.T) {
+	for value, want := range map[string]string{
+		strings.Repeat("€", 41): `holds a 41-character string,`,
+		strings.Repeat("€", 40): `holds the string "` + strings.Repeat("€", 40) + `",`,
+	} {
+		got := (&TypeError{Key: "k", Kind: "string", Want: "number", Value: value}).Error()
+		if !strings.Contains(got, want) || !utf8.ValidString(got) {
+			t.Errorf("got %s\nwant it to contain %s", got, want)
+		}
+	}
+}
+
+func TestScalarValueTakesEveryGoScalarType(t *testing.T) {
+	type named string
+	for _, value := range []any{int8(1), int16(1), int32(1), int64(1), 1, uint(1), uint8(1), uint16(1),
+		uint32(1), uint64(1), float32(1), 1.0, json.Number("1"), time.Duration(1)} {
+		if v, ok := scalarValue(value); !ok || v.GetNumberValue() != 1 {
+			t.Errorf("scalarValue(%T) = %v, %v; want the number 1", value, v, ok)
+		}
+	}
+	if v, ok := scalarValue(named("x")); !ok || v.GetStringValue() != "x" {
+		t.Errorf("a named string: %v, %v", v, ok)
+	}
+	for _, value := range []any{nil, []string{"a"}, map[string]int{}, struct{}{}, json.Number("1x"), new(int)} {
+		if v, ok := scalarValue(value); ok {
+			t.Errorf("scalarValue(%#v) = %v; want no scalar", value, v)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"reflect"
 	"slices"
 	"time"
 
@@ -231,21 +232,22 @@ func (s *Session) GetMany(ctx context.Context, keys ...string) (map[string]any, 
 	return out, nil
 }
 
-// Set stores a string, number (any Go integer or float) or bool.
+// Set stores a string, number (any Go integer or float) or bool, of a named
+// type too (`type Step string`).
 func (s *Session) Set(ctx context.Context, key string, value any, opts ...WriteOption) (*WriteResult, error) {
 	o := options(opts)
 	req := &pb.SetRequest{SessionId: s.id, Key: key, TtlSeconds: o.ttl, IfVersion: o.ifVersion}
-	switch v := value.(type) {
-	case string:
-		req.Value = &pb.SetRequest_StringValue{StringValue: v}
-	case bool:
-		req.Value = &pb.SetRequest_BoolValue{BoolValue: v}
-	default:
-		n, ok := number(value)
-		if !ok {
-			return nil, fmt.Errorf("sessionmemory: Set takes a string, number or bool, not %T (use SetJSON)", value)
-		}
-		req.Value = &pb.SetRequest_NumberValue{NumberValue: n}
+	scalar, ok := scalarValue(value)
+	if !ok {
+		return nil, fmt.Errorf("sessionmemory: Set takes a string, number or bool, not %T (use SetJSON)", value)
+	}
+	switch v := scalar.GetKind().(type) {
+	case *pb.Value_StringValue:
+		req.Value = &pb.SetRequest_StringValue{StringValue: v.StringValue}
+	case *pb.Value_BoolValue:
+		req.Value = &pb.SetRequest_BoolValue{BoolValue: v.BoolValue}
+	case *pb.Value_NumberValue:
+		req.Value = &pb.SetRequest_NumberValue{NumberValue: v.NumberValue}
 	}
 	r, err := call(ctx, s, o.ifVersion == nil, s.c.timeout, func(ctx context.Context) (*pb.SetResponse, error) {
 		return s.c.stub.Set(ctx, req)
@@ -273,21 +275,32 @@ func (s *Session) SetJSON(ctx context.Context, key string, value any, ttl time.D
 	return writeResult(r.GetResult()), nil
 }
 
-// number is a Go number as the float64 stored; false for anything else.
-func number(value any) (float64, bool) {
-	switch v := value.(type) {
-	case float64:
-		return v, true
-	case float32:
-		return float64(v), true
-	case int:
-		return float64(v), true
-	case int64:
-		return float64(v), true
-	case int32:
-		return float64(v), true
+// scalarValue is a string, bool or Go number (any int, uint or float type,
+// named types such as `type Step string` too) as the Value Set and SetMany
+// store; false for anything else. Both store the same values as scalars, so a
+// value Set takes is never JSON in SetMany.
+func scalarValue(value any) (*pb.Value, bool) {
+	if n, ok := value.(json.Number); ok { // a number, though its Kind is string
+		f, err := n.Float64()
+		if err != nil {
+			return nil, false
+		}
+		return &pb.Value{Kind: &pb.Value_NumberValue{NumberValue: f}}, true
 	}
-	return 0, false
+	v := reflect.ValueOf(value)
+	switch v.Kind() {
+	case reflect.String:
+		return &pb.Value{Kind: &pb.Value_StringValue{StringValue: v.String()}}, true
+	case reflect.Bool:
+		return &pb.Value{Kind: &pb.Value_BoolValue{BoolValue: v.Bool()}}, true
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return &pb.Value{Kind: &pb.Value_NumberValue{NumberValue: float64(v.Int())}}, true
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return &pb.Value{Kind: &pb.Value_NumberValue{NumberValue: float64(v.Uint())}}, true
+	case reflect.Float32, reflect.Float64:
+		return &pb.Value{Kind: &pb.Value_NumberValue{NumberValue: v.Float()}}, true
+	}
+	return nil, false
 }
 
 // SetMany stores up to 100 values all or nothing: when one is invalid or a
@@ -299,17 +312,10 @@ func (s *Session) SetMany(ctx context.Context, values map[string]any, opts ...Wr
 	req := &pb.SetManyRequest{SessionId: s.id}
 	for _, key := range slices.Sorted(maps.Keys(values)) { // a stable order: the same request every time
 		entry := &pb.SetManyEntry{Key: key, TtlSeconds: o.ttl, IfVersion: o.ifVersion}
-		switch v := values[key].(type) {
-		case string:
-			entry.Value = &pb.Value{Kind: &pb.Value_StringValue{StringValue: v}}
-		case bool:
-			entry.Value = &pb.Value{Kind: &pb.Value_BoolValue{BoolValue: v}}
-		default:
-			if n, ok := number(v); ok {
-				entry.Value = &pb.Value{Kind: &pb.Value_NumberValue{NumberValue: n}}
-				break
-			}
-			text, err := json.Marshal(v)
+		if scalar, ok := scalarValue(values[key]); ok {
+			entry.Value = scalar
+		} else {
+			text, err := json.Marshal(values[key])
 			if err != nil {
 				return nil, fmt.Errorf("sessionmemory: SetMany: the value of %q: %w", key, err)
 			}

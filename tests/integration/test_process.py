@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -175,6 +176,24 @@ def test_dev_mode_starts_redis_prints_a_key_and_stops_cleanly(tmp_path: Path) ->
     assert (tmp_path / "dev-api-key").read_text().strip() == key
     # Dev data survives a restart: Redis logged the write in its append-only file.
     assert marker.encode() in _aof(tmp_path / "redis")
+
+
+def test_a_taken_metrics_port_fails_the_start_in_one_line(tmp_path: Path) -> None:
+    # Regression: the metrics port was bound after the gRPC server started; a taken one
+    # raised into a half-started server that never said "serving" and never exited.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "sessionmemory_server.cli", "dev", "--listen",
+             f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path), "--metrics-listen", metrics],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "(LISTEN_FAILED)" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def _aof(directory: Path) -> bytes:

@@ -95,6 +95,18 @@ def proto_reference(out: Path) -> None:
         [buf, "generate", "--template", DOCS_TOOLS / "buf.gen.docs.yaml", "-o", out],
         "protoc-gen-doc",
     )
+    # protoc-gen-doc's page loads a web font from Google and a stylesheet.css it does
+    # not write (its styles are inline): drop both links, so the page works offline.
+    page = out / "index.html"
+    html = page.read_text(encoding="utf-8")
+    for link in (
+        '<link rel="stylesheet" type="text/css" href="https://fonts.googleapis.com/css?family=Ubuntu:400,700,400italic"/>',
+        '<link rel="stylesheet" type="text/css" href="stylesheet.css"/>',
+    ):
+        if link not in html:
+            raise DocsError(f"protoc-gen-doc's page changed: no {link}")
+        html = html.replace(link, "")
+    page.write_text(html, encoding="utf-8")
     reference = json.loads((out / "reference.json").read_text(encoding="utf-8"))
     missing = list(undocumented(reference))
     if missing:

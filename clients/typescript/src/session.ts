@@ -68,25 +68,54 @@ function scalarValue(value: Scalar) {
   }
 }
 
+/**
+ * A stored value named for an error message, as the Python and Go clients name
+ * it: `the string '1_000'`, `the number 7`, `a JSON object`, `a file`. Never
+ * throws (a file's info holds bigints, which JSON.stringify refuses) and stays
+ * short (a JSON value may be kilobytes).
+ */
+function describe(value: unknown, kind: string): string {
+  if (kind === "file") return "a file";
+  if (typeof value === "string") return value.length <= 40 ? `the string ${JSON.stringify(value)}` : `a ${value.length}-character string`;
+  if (typeof value === "number") return `the number ${String(value)}`;
+  if (typeof value === "boolean") return `the boolean ${value}`;
+  if (value === null) return "JSON null";
+  if (Array.isArray(value)) return "a JSON array";
+  if (typeof value === "object") return "a JSON object";
+  return `a ${kind} value`;
+}
+
+/** What a fallback's type reads as, for an error message. */
+const TARGETS: Record<string, string> = { string: "a string", number: "a number", boolean: "a boolean (true/false)" };
+
+/** A number read with a number fallback: finite only, and -0 as 0 (as Python's int and Go read it). */
+function finite(n: number): number | undefined {
+  return Number.isFinite(n) ? n + 0 : undefined;
+}
+
 /** Convert a stored value to the type of `fallback`, exactly or not at all. */
 function coerce(value: unknown, kind: string, fallback: unknown, key: string): unknown {
   if (fallback === undefined || fallback === null) return value;
   const fail = () =>
     new MemoryTypeError(
-      `key '${key}' holds a ${kind} value ${JSON.stringify(value)} that cannot be read as ${typeof fallback} exactly`,
+      `key '${key}' holds ${describe(value, kind)}, which cannot be read as ${TARGETS[typeof fallback] ?? typeof fallback}`,
     );
   switch (typeof fallback) {
     case "string":
       if (typeof value === "string") return value;
-      if (typeof value === "number" || typeof value === "boolean") return String(value);
+      if (typeof value === "number" && Number.isFinite(value)) return String(value);
+      if (typeof value === "boolean") return String(value);
       throw fail();
-    case "number":
-      if (typeof value === "number") return value;
-      if (typeof value === "string" && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value)) {
-        const n = Number(value);
-        if (Number.isFinite(n)) return n;
-      }
+    case "number": {
+      const n =
+        typeof value === "number"
+          ? finite(value)
+          : typeof value === "string" && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value)
+            ? finite(Number(value))
+            : undefined;
+      if (n !== undefined) return n;
       throw fail();
+    }
     case "boolean":
       if (typeof value === "boolean") return value;
       if (value === "true" || value === "false") return value === "true";

@@ -6,11 +6,11 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { ErrorInfoSchema, RetryInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import { fromConnectError } from "../src/errors.js";
 import { ErrorReason } from "../src/gen/sessionmemory/v1/error_reason_pb.js";
-import { ChangeOperation, ValueKind } from "../src/gen/sessionmemory/v1/memory_pb.js";
+import { ChangeOperation, ValueKind, type ValueSchema } from "../src/gen/sessionmemory/v1/memory_pb.js";
 import { MemoryService, TokenPermission, type WatchResponseSchema } from "../src/gen/sessionmemory/v1/memory_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as z from "zod";
-import { MemoryApiError, MemoryClient } from "../src/index.js";
+import { MemoryApiError, MemoryClient, MemoryTypeError } from "../src/index.js";
 
 /** A ConnectError as the transport yields it: ErrorInfo (and RetryInfo) as encoded details. */
 function rejection(code: Code, reason: ErrorReason, retrySeconds?: number, retryNanos = 0): ConnectError {
@@ -65,6 +65,16 @@ describe("error mapping", () => {
     err.details.push({ type: ErrorInfoSchema.typeName, value: new Uint8Array([0xff, 0xff, 0xff]) });
     const mapped = fromConnectError(err);
     assert.deepEqual([mapped.status, mapped.code, mapped.metadata, mapped.retryAfter], ["INTERNAL", undefined, {}, undefined]);
+  });
+
+  test("detail types this client does not know are ignored; the ErrorInfo and RetryInfo after them count", () => {
+    const err = rejection(Code.ResourceExhausted, ErrorReason.RATE_LIMITED, 3);
+    err.details.unshift(
+      { type: "google.rpc.DebugInfo", value: new Uint8Array([0x0a, 0x01, 0x78]) },
+      { type: "sessionmemory.v2.SomethingNew", value: new Uint8Array([0xff]) },
+    );
+    const mapped = fromConnectError(err);
+    assert.deepEqual([mapped.code, mapped.retryAfter, mapped.isRateLimit()], ["RATE_LIMITED", 3, true]);
   });
 
   test("a transport failure without details has a status and no reason", () => {
@@ -335,5 +345,50 @@ describe("watch", () => {
       for await (const _ of flaky.memory.watch({ maxReconnects: 2 })) void _;
     }, { status: "UNAVAILABLE" });
     assert.equal(flaky.calls.length, 3);
+  });
+});
+
+describe("get with a fallback: values the shared vectors cannot store", () => {
+  /** A session whose server answers every `get` with `value` (a file, or JSON the real server refuses). */
+  function storing(value: MessageInitShape<typeof ValueSchema>["kind"]) {
+    const transport = createRouterTransport(({ service }) => {
+      service(MemoryService, { get: () => ({ found: true, entry: { key: "k", value: { kind: value } } }) });
+    });
+    return new MemoryClient("unused", { apiKey: "smt_a-session-token", transport }).session("s");
+  }
+
+  test("a file read with a fallback is a MemoryTypeError naming a file (its info holds bigints)", async () => {
+    const memory = storing({ case: "fileValue", value: { key: "k", mimeType: "image/png", sizeBytes: 3n, version: 2n } });
+    for (const [fallback, target] of [["", "a string"], [0, "a number"], [false, "a boolean (true/false)"]] as const) {
+      await assert.rejects(memory.get("k", fallback as never), (err: unknown) => {
+        assert.ok(err instanceof MemoryTypeError, `${fallback}: ${String(err)}`);
+        assert.equal(err.message, `key 'k' holds a file, which cannot be read as ${target}`);
+        return true;
+      });
+    }
+  });
+
+  test("a non-finite JSON number reads as neither a number nor its text, as in Python and Go", async () => {
+    for (const json of ["1e400", "-1e400", "1" + "0".repeat(400)]) {
+      const memory = storing({ case: "jsonValue", value: json });
+      await assert.rejects(memory.get("k", 0), MemoryTypeError, json);
+      await assert.rejects(memory.get("k", ""), MemoryTypeError, json);
+    }
+  });
+
+  test("'-0' read with a number fallback is 0, not -0 (Python's int and Go's read)", async () => {
+    for (const text of ["-0", "-0.0", "-.0e5"]) {
+      assert.ok(Object.is(await storing({ case: "stringValue", value: text }).get("k", 0), 0), text);
+    }
+  });
+
+  test("the error names a long value by its length, not the whole of it", async () => {
+    const long = storing({ case: "stringValue", value: "x".repeat(255) });
+    await assert.rejects(long.get("k", 0), { message: "key 'k' holds a 255-character string, which cannot be read as a number" });
+    const object = storing({ case: "jsonValue", value: JSON.stringify({ items: "y".repeat(5000) }) });
+    await assert.rejects(object.get("k", ""), { message: "key 'k' holds a JSON object, which cannot be read as a string" });
+    await assert.rejects(storing({ case: "stringValue", value: "1_000" }).get("k", 0), {
+      message: `key 'k' holds the string "1_000", which cannot be read as a number`,
+    });
   });
 });

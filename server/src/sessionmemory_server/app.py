@@ -208,7 +208,7 @@ async def build_server(
 
     Raises:
         TlsConfigError: a TLS file is missing, unreadable, or does not fit.
-        OSError: ``listen`` or ``health_listen`` cannot be bound.
+        OSError: ``listen``, ``health_listen`` or ``metrics_listen`` cannot be bound.
     """
     # Read first: TLS files that do not fit stop the start before anything opens.
     port_tls = server_tls(settings)
@@ -317,6 +317,10 @@ async def build_server(
         port = server.add_secure_port(settings.listen, port_tls.credentials)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
+    # Bound before anything starts: a taken metrics port fails the start like a taken
+    # gRPC port (it used to be bound after server.start(), and the error was lost in a
+    # half-started server that never logged "serving").
+    metrics_server = observer.serve_metrics(settings.metrics_listen)
     probe, probe_port = (
         (None, None)
         if settings.health_listen is None
@@ -352,7 +356,7 @@ async def build_server(
         tls=port_tls,
         health_server=probe,
         health_port=probe_port,
-        metrics_server=observer.serve_metrics(settings.metrics_listen),
+        metrics_server=metrics_server,
         tracing=observer.tracing,
     )
 

@@ -208,9 +208,17 @@ def serve(
     if check_config:
         print(json.dumps(redacted(settings), indent=2, sort_keys=True))
         return
-    from ..app import serve as run  # noqa: PLC0415
+    _run(settings)
 
-    run(settings)
+
+def _run(settings: Settings) -> None:
+    """Serve until stopped; a port that cannot be bound is one error line and exit 1."""
+    from ..app import serve  # noqa: PLC0415
+
+    try:
+        serve(settings)
+    except OSError as exc:
+        fail(f"cannot start the server: {exc}", "LISTEN_FAILED", ExitCode.ERROR)
 
 
 async def _dev_key(url: str, data_dir: Path) -> str:
@@ -255,7 +263,6 @@ def dev(
     given = dict(locals())
     for name in ("data_dir", "redis_port", "metrics_listen", "access_log_sample_rate"):
         given.pop(name)
-    from ..app import serve as run  # noqa: PLC0415
     from ..embedded import EmbeddedRedis, EmbeddedS3  # noqa: PLC0415
 
     data_dir = data_dir.resolve()
@@ -287,6 +294,10 @@ def dev(
         )
         if not _tls_files_fit(settings):
             raise typer.Exit(int(ExitCode.USAGE))
+        # The CLI by its path: `make dev` runs it from .venv/bin, which another shell's
+        # PATH does not have.
+        script = Path(sys.argv[0])
+        cli = str(script.resolve()) if script.name == "session-memory" else "session-memory"
         print(
             f"Session Memory dev server\n"
             f"  gRPC address : {settings.listen}\n"
@@ -294,13 +305,13 @@ def dev(
             f"  Redis        : {embedded.url} (data in {embedded.data_dir})\n"
             f"  S3 (files)   : http://{s3.endpoint} (SeaweedFS, data in {s3.data_dir})\n"
             f"  Metrics      : http://{settings.metrics_listen}/metrics\n"
-            f"Try: export SESSION_MEMORY_ADDR={settings.listen} SESSION_MEMORY_API_KEY={key}\n"
-            "     session-memory set --session demo step name && session-memory list"
-            " --session demo\n"
+            f"Try: export SESSION_MEMORY_ADDR={_loopback(settings.listen)}"
+            f" SESSION_MEMORY_API_KEY={key}\n"
+            f"     {cli} set --session demo step name && {cli} list --session demo\n"
             "Stop with Ctrl-C.",
             flush=True,
         )
-        run(settings)
+        _run(settings)
 
 
 def _loopback(address: str) -> str:

@@ -36,7 +36,7 @@ type ErrorReason int32
 const (
 	// Never sent. Present because proto3 enums must start at zero.
 	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
-	// UNAUTHENTICATED. The call carried no `authorization: Bearer <api-key>`
+	// UNAUTHENTICATED. The call carried no `authorization: Bearer {api_key}`
 	// metadata, or it was malformed.
 	ErrorReason_API_KEY_MISSING ErrorReason = 1
 	// UNAUTHENTICATED. The API key is unknown or has been revoked.

@@ -3268,7 +3268,7 @@ func (x *CreateSessionTokenRequest) GetTtlSeconds() int64 {
 // CreateSessionTokenResponse is the result of CreateSessionToken.
 type CreateSessionTokenResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The token: send it as `authorization: Bearer <token>` (every client takes
+	// The token: send it as `authorization: Bearer {token}` (every client takes
 	// it in place of an API key). It starts with `smt_`.
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// The token's id, for RevokeSessionToken.

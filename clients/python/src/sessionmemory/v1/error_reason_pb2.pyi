@@ -25,7 +25,7 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
     """Never sent. Present because proto3 enums must start at zero."""
     API_KEY_MISSING: _ErrorReason.ValueType  # 1
-    """UNAUTHENTICATED. The call carried no `authorization: Bearer <api-key>`
+    """UNAUTHENTICATED. The call carried no `authorization: Bearer {api_key}`
     metadata, or it was malformed.
     """
     API_KEY_INVALID: _ErrorReason.ValueType  # 2
@@ -317,7 +317,7 @@ class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
 """Never sent. Present because proto3 enums must start at zero."""
 API_KEY_MISSING: ErrorReason.ValueType  # 1
-"""UNAUTHENTICATED. The call carried no `authorization: Bearer <api-key>`
+"""UNAUTHENTICATED. The call carried no `authorization: Bearer {api_key}`
 metadata, or it was malformed.
 """
 API_KEY_INVALID: ErrorReason.ValueType  # 2

@@ -1702,7 +1702,7 @@ class CreateSessionTokenResponse(_message.Message):
     TOKEN_ID_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     token: _builtins.str
-    """The token: send it as `authorization: Bearer <token>` (every client takes
+    """The token: send it as `authorization: Bearer {token}` (every client takes
     it in place of an API key). It starts with `smt_`.
     """
     token_id: _builtins.str

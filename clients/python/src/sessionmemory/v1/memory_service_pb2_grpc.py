@@ -30,7 +30,7 @@ class MemoryServiceStub:
     functions: typed, expiring values scoped to a tenant and a session.
 
     Authentication: every call carries the metadata
-    `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
+    `authorization: Bearer {api_key}`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
     A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
     session token from CreateSessionToken authorizes the calls its permissions
@@ -191,7 +191,7 @@ class MemoryServiceServicer:
     functions: typed, expiring values scoped to a tenant and a session.
 
     Authentication: every call carries the metadata
-    `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
+    `authorization: Bearer {api_key}`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
     A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
     session token from CreateSessionToken authorizes the calls its permissions
@@ -566,7 +566,7 @@ class MemoryService:
     functions: typed, expiring values scoped to a tenant and a session.
 
     Authentication: every call carries the metadata
-    `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
+    `authorization: Bearer {api_key}`. The key identifies a tenant; a tenant
     only ever sees its own data, so another tenant's session is simply empty.
     A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
     session token from CreateSessionToken authorizes the calls its permissions

@@ -34,7 +34,7 @@ export enum ErrorReason {
   ERROR_REASON_UNSPECIFIED = 0,
 
   /**
-   * UNAUTHENTICATED. The call carried no `authorization: Bearer <api-key>`
+   * UNAUTHENTICATED. The call carried no `authorization: Bearer {api_key}`
    * metadata, or it was malformed.
    *
    * @generated from enum value: API_KEY_MISSING = 1;

@@ -1726,7 +1726,7 @@ export const CreateSessionTokenRequestSchema: GenMessage<CreateSessionTokenReque
  */
 export type CreateSessionTokenResponse = Message<"sessionmemory.v1.CreateSessionTokenResponse"> & {
   /**
-   * The token: send it as `authorization: Bearer <token>` (every client takes
+   * The token: send it as `authorization: Bearer {token}` (every client takes
    * it in place of an API key). It starts with `smt_`.
    *
    * @generated from field: string token = 1;
@@ -1855,7 +1855,7 @@ export const TokenPermissionSchema: GenEnum<TokenPermission> = /*@__PURE__*/
  * functions: typed, expiring values scoped to a tenant and a session.
  *
  * Authentication: every call carries the metadata
- * `authorization: Bearer <api-key>`. The key identifies a tenant; a tenant
+ * `authorization: Bearer {api_key}`. The key identifies a tenant; a tenant
  * only ever sees its own data, so another tenant's session is simply empty.
  * A missing or unknown key fails with UNAUTHENTICATED. In place of the key, a
  * session token from CreateSessionToken authorizes the calls its permissions

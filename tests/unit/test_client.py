@@ -157,6 +157,8 @@ def test_coerce_exact(value: Any, default: Any, expected: Any) -> None:
         ("x", {}),
         ([1], {}),  # a dict default reads an object only
         ({"a": 1}, []),
+        (10**400, ""),  # a JSON integer no double holds: a type error, not OverflowError
+        (10**400, 0),
     ],
 )
 def test_coerce_refuses_inexact(value: Any, default: Any) -> None:

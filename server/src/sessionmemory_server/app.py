@@ -198,7 +198,7 @@ class Built:
             self.metrics_server.close()
 
 
-async def build_server(
+async def build_server(  # noqa: PLR0915 - the one place that wires the server
     settings: Settings,
     *,
     api_keys_cache: float | None = None,

@@ -358,7 +358,12 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"the boolean {'true' if value else 'false'}"
     if isinstance(value, int | float):
-        return f"the number {number_text(value)}"
+        finite = _finite(value)
+        return (
+            "a number too large for a double"
+            if finite is None
+            else f"the number {number_text(finite)}"
+        )
     if isinstance(value, str):
         return f"the string {value!r}" if len(value) <= 40 else f"a {len(value)}-character string"
     return f"a {type(value).__name__}"

@@ -59,6 +59,14 @@ _BACKEND_DOWN = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    # Redis Cluster in transition, nothing ran: CLUSTERDOWN and MASTERDOWN during a
+    # failover, TRYAGAIN while a slot's keys are split by a migration (and redis-py's
+    # "TTL exhausted" once its redirects and retries of one command ran out), a slot
+    # no known node serves, and a topology refresh that reached no node.
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
     asyncio.TimeoutError,
     OSError,
     urllib3.exceptions.HTTPError,

@@ -100,6 +100,7 @@ lint: install ## buf lint/format/breaking, ruff, mypy --strict, tsc, gofmt, go v
 	cd examples/go && test -z "$$(gofmt -l .)" && go vet ./...
 
 test: install lint check-gen docs ## Install everything, lint, check generated code, run all suites
+	$(H2LOAD)
 	cd $(TS) && npm run build --silent
 	$(BIN)/pytest -q
 	cd $(TS) && npm test --silent
@@ -144,12 +145,14 @@ lock: ## Re-lock the image's dependencies (deploy/*.lock) from pyproject.toml; L
 # The benchmark harness lives in tools/bench (not in the server distribution); it runs
 # the installed server as its own processes.
 BENCH := PYTHONPATH=$(CURDIR)/tools/bench $(BIN)/python -m sessionmemory_bench
+# h2load (Debian's nghttp2-client) drives the call benchmarks: installed when root.
+H2LOAD := @command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
 
 release-check: ## Check that every version (server, clients, image tag) agrees; RELEASING.md
 	$(PYTHON) tools/release.py --check
 
 bench: $(BIN)/.installed ## Benchmark calls against a bare grpc.aio floor (needs h2load); BENCH_ARGS="--ops get,set,increment --document"
-	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
+	$(H2LOAD)
 	$(BENCH) calls $(BENCH_ARGS)
 
 bench-files: $(BIN)/.installed ## Server peak RSS under 20 concurrent 10 MiB uploads
@@ -159,11 +162,15 @@ bench-watch: $(BIN)/.installed ## Watch: 1,000 idle watchers' RSS/CPU, delivery 
 	$(BENCH) watch $(BENCH_ARGS)
 
 bench-limits: $(BIN)/.installed ## Rate limiter: cost per call on/off, accuracy over 2 processes, fairness
-	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
+	$(H2LOAD)
 	$(BENCH) limits $(BENCH_ARGS)
 
 bench-obs: $(BIN)/.installed ## What metrics, tracing and the access log cost per Get at 16 in flight
-	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nghttp2-client || (apt-get update -q && apt-get install -y -q nghttp2-client)); }
+	$(H2LOAD)
 	$(BENCH) observability $(BENCH_ARGS)
 
-.PHONY: help install dev gen check-gen lint test docs lock release-check bench bench-files bench-watch bench-limits bench-obs
+bench-matrix: $(BIN)/.installed ## Every call, files and workers against their floors, one table (~8 min; build/bench-matrix.md); BENCH_ARGS=--quick
+	$(H2LOAD)
+	$(BENCH) matrix --out build/bench-matrix.md $(BENCH_ARGS)
+
+.PHONY: help install dev gen check-gen lint test docs lock release-check bench bench-files bench-watch bench-limits bench-obs bench-matrix

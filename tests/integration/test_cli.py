@@ -557,7 +557,7 @@ def test_the_bench_harness_lives_outside_the_server_package() -> None:
     for source in server_src.rglob("*.py"):
         assert "sessionmemory_bench" not in source.read_text(), source
     env = {**os.environ, "PYTHONPATH": str(root / "tools" / "bench")}
-    for name in ("calls", "files", "watch", "limits", "observability"):
+    for name in ("calls", "files", "watch", "limits", "observability", "matrix"):
         done = subprocess.run(
             [sys.executable, "-m", "sessionmemory_bench", name, "--help"],
             env=env, capture_output=True, text=True, timeout=60, check=False,

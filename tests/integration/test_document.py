@@ -470,7 +470,13 @@ async def test_watch_reports_expiries_live(api: Api, sid: str) -> None:
     call = api.stub.Watch(svc.WatchRequest(session_id=sid), metadata=api.md, timeout=20)
     first = await call.read()
     assert first.revision == start + 1
-    reply = await asyncio.wait_for(call.read(), 10)  # Redis expires it within ~1-2 s
+    # Redis raises the expiry when it expires the key: when something reads it, or when
+    # its background cycle samples it, which in the suite's large shared keyspace can take
+    # longer than the test's wait. A read after the TTL makes the expiry happen now.
+    await asyncio.sleep(1.2)
+    missed = await api.stub.Get(svc.GetRequest(session_id=sid, key="brief"), metadata=api.md)
+    assert not missed.found
+    reply = await asyncio.wait_for(call.read(), 10)
     [change] = reply.changes
     assert (change.key, change.operation) == ("brief", pb.CHANGE_OPERATION_EXPIRE)
     assert change.revision == start + 1 and change.version == 0

@@ -1,9 +1,9 @@
 """Session Memory's benchmark harness: not part of the server distribution.
 
 Run from the repository with ``make bench``, ``make bench-files``, ``make bench-watch``,
-``make bench-limits`` and ``make bench-obs`` (``BENCH_ARGS`` passes flags), or as
-``PYTHONPATH=tools/bench python -m sessionmemory_bench <calls|files|watch|limits|
-observability> --help``. Each starts the server it measures as its own process
+``make bench-limits``, ``make bench-obs`` and ``make bench-matrix`` (``BENCH_ARGS``
+passes flags), or as ``PYTHONPATH=tools/bench python -m sessionmemory_bench <calls|files|
+watch|limits|observability|matrix> --help``. Each starts the server it measures as its own process
 (``python -m sessionmemory_server.cli serve``) from the installed server package.
 """
 

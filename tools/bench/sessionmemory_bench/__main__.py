@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from . import calls, files, limits, observability, watch
+from . import calls, files, limits, matrix, observability, watch
 
 _BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "calls": (calls, "Get/Set/Increment against a bare grpc.aio + Redis floor, and the document"),
@@ -15,6 +15,7 @@ _BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "watch": (watch, "Watch: idle watchers' cost and delivery latency under writes"),
     "limits": (limits, "the rate limiter: cost per call, accuracy over 2 processes, fairness"),
     "observability": (observability, "what metrics, tracing and the access log cost per Get"),
+    "matrix": (matrix, "every call, files and workers against their floors: one Markdown table"),
 }
 
 

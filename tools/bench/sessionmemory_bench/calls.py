@@ -3,13 +3,18 @@ and the document pairs.
 
 The floor is the bare minimum a Python developer would write: a grpc.aio server
 whose handlers make one Redis round trip each (Get: GET; Set: SET with EX;
-Increment: INCRBYFLOAT and EXPIRE pipelined) and return the response message.
+Increment: INCRBYFLOAT and EXPIRE pipelined; Delete: DEL; SetJson: json.loads
+and SET with EX; GetMany: MGET; List: HGETALL of a hash holding the session)
+and return the response message.
 Ours is the real server (auth, validation, error mapping, record encoding). Both
 run as their own processes against one embedded redis-server; h2load (C, from
 Debian's nghttp2-client) drives both with identical gRPC requests at 1, 16 and
 64 calls in flight, so the load generator does not steal the Python servers'
 CPU. Prints p50/p99 latency, calls/s, server CPU per call and the ratios to the
-floor, one table per operation (``--ops get,set,increment``).
+floor, one table per operation (``--ops get,set,increment,delete,set_json,
+get_many,list``; GetMany reads 20 keys, List a session of 50, SetJson writes
+1 KiB). ``python -m sessionmemory_bench matrix`` runs all of them, files and
+workers in one command and writes one table.
 
 ``--server-src`` runs our server from other source trees (an older checkout, to
 measure before/after with one driver). ``--document`` measures the document view
@@ -39,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,7 +67,12 @@ _COUNTER = "counter"
 _TICKS = os.sysconf("SC_CLK_TCK")
 _WARM_UP_SECONDS = 1.0
 _SETTLE_SECONDS = 1.0
-_OPS = ("get", "set", "increment")
+_OPS = ("get", "set", "increment", "delete", "set_json", "get_many", "list")
+_GONE = "gone"  # Delete's key: never written, so every call deletes nothing
+_PAYLOAD = "payload"  # SetJson's key
+_MANY = "bench-many"  # GetMany's session: the 20 keys of _SEED
+_LIST = "bench-list"  # List's session: _LIST_KEYS string keys
+_LIST_KEYS = 50
 
 _M = TypeVar("_M", bound=Message)
 
@@ -89,6 +99,33 @@ async def _floor(port: int, redis_url: str) -> None:
             value, _ = await pipe.execute()
         return svc.IncrementResponse(value=float(value))
 
+    async def delete(request: svc.DeleteRequest, context: object) -> svc.DeleteResponse:
+        return svc.DeleteResponse(deleted_count=await redis.delete(*request.keys))
+
+    async def set_json(request: svc.SetJsonRequest, context: object) -> svc.SetJsonResponse:
+        json.loads(request.json)  # is it JSON at all
+        await redis.set(request.key, request.json, ex=request.ttl_seconds or 86_400)
+        return svc.SetJsonResponse()
+
+    async def get_many(request: svc.GetManyRequest, context: object) -> svc.GetManyResponse:
+        values = await redis.mget(request.keys)
+        return svc.GetManyResponse(
+            entries=[
+                pb.Entry(key=key, value=pb.Value(string_value=_text(value)))
+                for key, value in zip(request.keys, values, strict=True)
+                if value is not None
+            ]
+        )
+
+    async def list_(request: svc.ListRequest, context: object) -> svc.ListResponse:
+        fields = await redis.hgetall(request.session_id)  # the session is one hash
+        return svc.ListResponse(
+            entries=[
+                pb.EntryInfo(key=_text(key), kind=pb.VALUE_KIND_STRING, size_bytes=len(value))
+                for key, value in fields.items()
+            ]
+        )
+
     def unary(handler: Any, request: type[Message], response: type[Message]) -> Any:
         return grpc.unary_unary_rpc_method_handler(
             handler,
@@ -100,12 +137,20 @@ async def _floor(port: int, redis_url: str) -> None:
         "Get": unary(get, svc.GetRequest, svc.GetResponse),
         "Set": unary(set_, svc.SetRequest, svc.SetResponse),
         "Increment": unary(increment, svc.IncrementRequest, svc.IncrementResponse),
+        "Delete": unary(delete, svc.DeleteRequest, svc.DeleteResponse),
+        "SetJson": unary(set_json, svc.SetJsonRequest, svc.SetJsonResponse),
+        "GetMany": unary(get_many, svc.GetManyRequest, svc.GetManyResponse),
+        "List": unary(list_, svc.ListRequest, svc.ListResponse),
     }
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode()
 
 
 def floor_main() -> None:
@@ -219,7 +264,16 @@ def _revision(session: str) -> Callable[[_Calls], float]:
     return read
 
 
+def _json_1k() -> str:
+    """A compact JSON object of exactly 1,024 bytes (an order with its lines)."""
+    lines = [{"sku": f"SKU-{i:04d}", "qty": i % 3 + 1, "price": 9.99 + i} for i in range(14)]
+    value: dict[str, Any] = {"order": "ORD-123", "lines": lines, "note": ""}
+    value["note"] = "x" * (1024 - len(_compact(value)))
+    return _compact(value)
+
+
 def _key_value_op(name: str) -> Op:
+    """The Op of one ``--ops`` name; the floor answers the same request (see _FLOOR_DOES)."""
     if name == "get":
         return Op(
             svc.GetRequest(session_id=_SESSION, key=_KEY), svc.GetResponse, ok=lambda r: r.found
@@ -229,8 +283,55 @@ def _key_value_op(name: str) -> Op:
             session_id=_SESSION, key=_NOTE, string_value="left a voicemail", ttl_seconds=3600
         )
         return Op(request, svc.SetResponse, effects=_version(_SESSION, _NOTE))
-    request_i = svc.IncrementRequest(session_id=_SESSION, key=_COUNTER, delta=1)
-    return Op(request_i, svc.IncrementResponse, effects=_number(_SESSION, _COUNTER))
+    if name == "increment":
+        request_i = svc.IncrementRequest(session_id=_SESSION, key=_COUNTER, delta=1)
+        return Op(request_i, svc.IncrementResponse, effects=_number(_SESSION, _COUNTER))
+    if name == "delete":
+        request_d = svc.DeleteRequest(session_id=_SESSION, keys=[_GONE])
+        return Op(request_d, svc.DeleteResponse, ok=lambda r: r.deleted_count == 0)
+    if name == "set_json":
+        request_j = svc.SetJsonRequest(
+            session_id=_SESSION, key=_PAYLOAD, json=_json_1k(), ttl_seconds=3600
+        )
+        return Op(request_j, svc.SetJsonResponse, effects=_version(_SESSION, _PAYLOAD))
+    if name == "get_many":
+        request_m = svc.GetManyRequest(session_id=_MANY, keys=list(_SEED))
+        return Op(request_m, svc.GetManyResponse, ok=lambda r: len(r.entries) == len(_SEED))
+    if name == "list":
+        return Op(
+            svc.ListRequest(session_id=_LIST),
+            svc.ListResponse,
+            ok=lambda r: len(r.entries) == _LIST_KEYS,
+        )
+    raise ValueError(f"unknown op {name!r}; choose from {','.join(_OPS)}")
+
+
+def _list_values() -> dict[str, str]:
+    return {f"item-{i:02d}": f"value {i:02d} of the listed session" for i in range(_LIST_KEYS)}
+
+
+def seed_floor(url: str) -> None:
+    """Write what the floor's reads find: Get's key, GetMany's 20 keys, List's hash."""
+    with contextlib.closing(redis_sync.Redis.from_url(url)) as client:
+        client.set(_KEY, "floor")
+        client.mset({k: v if isinstance(v, str) else _compact(v) for k, v in _SEED.items()})
+        client.delete(_LIST)
+        for field, value in _list_values().items():
+            client.hset(_LIST, field, value)
+
+
+def seed_ours(calls: _Calls) -> None:
+    """Write what our server's reads find: Get's key, GetMany's 20 keys, List's 50 keys."""
+    calls(
+        svc.SetRequest(session_id=_SESSION, key=_KEY, string_value="name", ttl_seconds=3600),
+        svc.SetResponse,
+    )
+    _seed_document(calls, _MANY)
+    entries = [
+        svc.SetManyEntry(key=k, value=pb.Value(string_value=v), ttl_seconds=3600)
+        for k, v in _list_values().items()
+    ]
+    calls(svc.SetManyRequest(session_id=_LIST, entries=entries), svc.SetManyResponse)
 
 
 # --- measuring -------------------------------------------------------------------
@@ -292,7 +393,7 @@ def _h2load(
         "-c", str(conns),
         "-m", str(streams),
         "-t", "1",
-        "-D", f"{duration:g}",
+        "-D", f"{round(duration * 1000)}ms",  # whole seconds or ms: "1.5" is refused
     ]  # fmt: skip
     if log is not None:
         log.unlink(missing_ok=True)
@@ -383,30 +484,47 @@ def _commands_sent(target: _Target, op: Op, samples: int = 50) -> str:
     return ", ".join(f"{name} {n / samples:.2f}" for name, n in sorted(sent.items()))
 
 
+def measure(
+    target: _Target, op: Op, inflight: int, duration: float, tmp: Path, warm_up: float
+) -> Result:
+    """One load level: ``warm_up`` seconds unmeasured, then ``duration`` seconds of h2load.
+
+    The call's effects are counted before and after (our server only): a shortfall
+    is reported as failed calls. Write ``op``'s body first (``_write_body``).
+    """
+    load = (target.address, op.method, _body_path(tmp, op), target.api_key, inflight)
+    if warm_up > 0:
+        _h2load(*load, warm_up, None)
+    effects = op.effects if target.ours else None
+    start = effects(target.calls) if effects else 0.0
+    before = _cpu_seconds(target.pid), _cpu_seconds(target.redis_pid)
+    r = _h2load(*load, duration, tmp / f"{target.name}-{op.method}-{inflight}.log")
+    cpu = _cpu_seconds(target.pid) - before[0]
+    redis_cpu = _cpu_seconds(target.redis_pid) - before[1]
+    # Calls still in flight when h2load stops are not logged but may take
+    # effect: a shortfall, never an excess, is a failed call.
+    done = effects(target.calls) - start if effects else r.calls
+    return replace(
+        r,
+        cpu_us_per_call=cpu / r.calls * 1e6,
+        redis_us_per_call=redis_cpu / r.calls * 1e6,
+        failed=max(0, r.calls - round(done)),
+    )
+
+
+def _body_path(tmp: Path, op: Op) -> Path:
+    return tmp / f"{op.method}.grpc"
+
+
+def write_body(tmp: Path, op: Op) -> None:
+    """Write the request body h2load sends for ``op`` (once per op and folder)."""
+    _body_path(tmp, op).write_bytes(op.body())
+
+
 def _run_levels(target: _Target, op: Op, levels: list[int], duration: float, tmp: Path) -> Series:
-    body = tmp / f"{op.method}.grpc"
-    body.write_bytes(op.body())
+    write_body(tmp, op)
     op.check(target.calls, target.name)
-    results = {}
-    for inflight in levels:
-        load = (target.address, op.method, body, target.api_key, inflight)
-        _h2load(*load, _WARM_UP_SECONDS, None)
-        effects = op.effects if target.ours else None
-        start = effects(target.calls) if effects else 0.0
-        before = _cpu_seconds(target.pid), _cpu_seconds(target.redis_pid)
-        r = _h2load(*load, duration, tmp / f"{target.name}-{op.method}-{inflight}.log")
-        cpu = _cpu_seconds(target.pid) - before[0]
-        redis_cpu = _cpu_seconds(target.redis_pid) - before[1]
-        # Calls still in flight when h2load stops are not logged but may take
-        # effect: a shortfall, never an excess, is a failed call.
-        done = effects(target.calls) - start if effects else r.calls
-        failed = max(0, r.calls - round(done))
-        results[inflight] = replace(
-            r,
-            cpu_us_per_call=cpu / r.calls * 1e6,
-            redis_us_per_call=redis_cpu / r.calls * 1e6,
-            failed=failed,
-        )
+    results = {n: measure(target, op, n, duration, tmp, _WARM_UP_SECONDS) for n in levels}
     op.check(target.calls, target.name)
     if not target.ours:
         return Series(results, "")
@@ -436,20 +554,62 @@ def _process(args: list[str], log: Path, env: dict[str, str] | None = None) -> I
 
 @contextlib.contextmanager
 def _ours(
-    args: argparse.Namespace, redis: EmbeddedRedis, api_key: str, tmp: Path
+    args: argparse.Namespace,
+    redis: EmbeddedRedis,
+    api_key: str,
+    tmp: Path,
+    *,
+    workers: int | None = None,
+    pin: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    name: str = "ours",
 ) -> Iterator[_Target]:
-    """Our server process (from --server-src when given), ready for calls."""
+    """Our server process (from --server-src when given), ready for calls.
+
+    ``workers`` overrides ``args.workers``; ``pin`` prefixes the command (taskset);
+    ``env`` adds SESSION_MEMORY_* settings.
+    """
     address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "SESSION_MEMORY_LOG_LEVEL": "WARNING"}
+    environ = {**os.environ, "SESSION_MEMORY_LOG_LEVEL": "WARNING", **(env or {})}
     if args.server_src:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [args.server_src, env["PYTHONPATH"]] if env.get("PYTHONPATH") else [args.server_src]
+        environ["PYTHONPATH"] = os.pathsep.join(
+            [args.server_src, environ["PYTHONPATH"]]
+            if environ.get("PYTHONPATH")
+            else [args.server_src]
         )
-    serve = [sys.executable, "-m", "sessionmemory_server.cli", "serve",
+    serve = [*pin, sys.executable, "-m", "sessionmemory_server.cli", "serve",
              "--listen", address, "--redis-url", redis.url,
-             "--workers", str(args.workers)]  # fmt: skip
-    with _process(serve, tmp / "ours.log", env) as pid, _calls(address, api_key) as calls:
-        yield _Target("ours", pid, address, api_key, calls, True, redis.url, _pid(redis))
+             "--workers", str(workers or args.workers)]  # fmt: skip
+    with _process(serve, tmp / f"{name}.log", environ) as pid, _calls(address, api_key) as calls:
+        yield _Target(name, pid, address, api_key, calls, True, redis.url, _pid(redis))
+
+
+@contextlib.contextmanager
+def _floor_server(
+    redis: EmbeddedRedis, api_key: str, tmp: Path, pin: Sequence[str] = ()
+) -> Iterator[_Target]:
+    """The floor server process, ready for calls (``pin`` prefixes its command)."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    command = [*pin, sys.executable, "-m", "sessionmemory_bench.calls", str(port), redis.url]
+    with _process(command, tmp / "floor.log", child_env()) as pid, _calls(address, api_key) as c:
+        yield _Target("floor", pid, address, api_key, c, False, redis.url, _pid(redis))
+
+
+def pinning(workers: int) -> tuple[list[str], str]:
+    """The server command's prefix that pins it to CPU 0, and a note of what was pinned.
+
+    A lone server gets a core of its own, and this process (with Redis and
+    h2load, which inherit it) the last one: where the scheduler happens to put
+    them otherwise moves CPU per call by more than what is measured. Several
+    workers, one core or no taskset: nothing is pinned.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    taskset = shutil.which("taskset")
+    if workers != 1 or len(cpus) < 2 or taskset is None:
+        return [], "not pinned"
+    os.sched_setaffinity(0, {cpus[-1]})
+    return [taskset, "-c", str(cpus[0])], f"server on CPU {cpus[0]}, Redis + h2load on {cpus[-1]}"
 
 
 def _pid(redis: EmbeddedRedis) -> int:
@@ -480,7 +640,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="server processes for ours")
     p.add_argument(
         "--ops",
-        help="calls to measure against the floor, comma-separated from get,set,increment"
+        help=f"calls to measure against the floor, comma-separated from {','.join(_OPS)}"
         " (default: get, or none with --document)",
     )
     p.add_argument(
@@ -527,6 +687,10 @@ _FLOOR_DOES = {
     "get": "one Redis GET",
     "set": "one Redis SET with EX",
     "increment": "INCRBYFLOAT + EXPIRE, one pipelined round trip",
+    "delete": "one Redis DEL",
+    "set_json": "json.loads + one Redis SET with EX",
+    "get_many": "one Redis MGET",
+    "list": "one Redis HGETALL of a 50-field hash",
 }
 
 
@@ -538,27 +702,14 @@ def _key_value(
     api_key: str,
     tmp: Path,
 ) -> None:
-    with contextlib.closing(redis_sync.Redis.from_url(redis.url)) as client:
-        client.set(_KEY, "floor")
-    floor_port = free_port()
-    floor_addr = f"127.0.0.1:{floor_port}"
+    seed_floor(redis.url)
     floor: dict[str, Series] = {}
     ours: dict[str, Series] = {}
-    floor_cmd = [sys.executable, "-m", "sessionmemory_bench.calls", str(floor_port), redis.url]
-    with (
-        _process(floor_cmd, tmp / "floor.log", child_env()) as floor_pid,
-        _calls(floor_addr, api_key) as calls,
-    ):
-        target = _Target(
-            "floor", floor_pid, floor_addr, api_key, calls, False, redis.url, _pid(redis)
-        )
+    with _floor_server(redis, api_key, tmp) as target:
         for name in ops:
             floor[name] = _run_levels(target, _key_value_op(name), levels, args.duration, tmp)
     with _ours(args, redis, api_key, tmp) as target:
-        target.calls(
-            svc.SetRequest(session_id=_SESSION, key=_KEY, string_value="name", ttl_seconds=3600),
-            svc.SetResponse,
-        )
+        seed_ours(target.calls)
         for name in ops:
             ours[name] = _run_levels(target, _key_value_op(name), levels, args.duration, tmp)
     for name in ops:

@@ -40,7 +40,7 @@ from typing import Final
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory_server.embedded import EmbeddedRedis, free_port
 
-from .calls import Op, Result, _calls, _cpu_seconds, _h2load, _process
+from .calls import Op, Result, _calls, _cpu_seconds, _h2load, _process, pinning
 
 _SESSION = "bench-obs"
 _KEY = "step"
@@ -88,21 +88,6 @@ def _env(config: str) -> dict[str, str]:
     if config in ("access", "all"):
         settings["ACCESS_LOG"] = "true"  # at the default sample rate
     return {f"SESSION_MEMORY_{k}": v for k, v in settings.items()}
-
-
-def _pinning(workers: int) -> tuple[list[str], str]:
-    """The server command's prefix that pins it to CPU 0, and a note of what was pinned.
-
-    A lone server gets a core of its own, and this process (with Redis and
-    h2load, which inherit it) the last one: where the scheduler happens to put
-    them otherwise moves CPU per call by more than what is measured here.
-    """
-    cpus = sorted(os.sched_getaffinity(0))
-    taskset = shutil.which("taskset")
-    if workers != 1 or len(cpus) < 2 or taskset is None:
-        return [], "not pinned"
-    os.sched_setaffinity(0, {cpus[-1]})
-    return [taskset, "-c", str(cpus[0])], f"server on CPU {cpus[0]}, Redis + h2load on {cpus[-1]}"
 
 
 @contextlib.contextmanager
@@ -153,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
     if unknown or "off" not in configs:
         print(f"--configs: choose from {','.join(CONFIGS)}, including off", file=sys.stderr)
         return 2
-    args.pin, pinned = _pinning(args.workers)
+    args.pin, pinned = pinning(args.workers)
     results: dict[str, list[Result]] = {c: [] for c in configs}
     log_bytes: dict[str, list[float]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmpdir:

@@ -26,7 +26,7 @@ from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, redis_serve
 from sessionmemory_server.limits import REFRESH_SECONDS, clear_overrides, overrides, set_overrides
 
 from ..conftest import ServerThread, start_server
-from .test_cluster import cluster_server  # noqa: F401 - the one-node cluster fixture
+from .test_cluster import cluster, cluster_server  # noqa: F401 - the 6-node cluster fixtures
 
 KIB = 1024
 

@@ -178,21 +178,27 @@ def test_dev_mode_starts_redis_prints_a_key_and_stops_cleanly(tmp_path: Path) ->
     assert marker.encode() in _aof(tmp_path / "redis")
 
 
-def test_a_taken_metrics_port_fails_the_start_in_one_line(tmp_path: Path) -> None:
-    # Regression: the metrics port was bound after the gRPC server started; a taken one
-    # raised into a half-started server that never said "serving" and never exited.
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        metrics = f"127.0.0.1:{taken.getsockname()[1]}"
+@pytest.mark.parametrize("taken", ["metrics", "grpc", "health"])
+def test_a_taken_port_fails_the_start_in_one_line(tmp_path: Path, taken: str) -> None:
+    # Regressions: the metrics port was bound after the gRPC server started, and a taken
+    # one raised into a half-started server that never said "serving" nor exited; a
+    # taken gRPC port was a traceback (grpcio raises RuntimeError, not OSError).
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        held = f"127.0.0.1:{holder.getsockname()[1]}"
+        listen = {"grpc": "127.0.0.1:0", "metrics": "127.0.0.1:0", "health": "127.0.0.1:0"}
+        listen[taken] = held
         done = subprocess.run(
-            [sys.executable, "-m", "sessionmemory_server.cli", "dev", "--listen",
-             f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path), "--metrics-listen", metrics],
+            [sys.executable, "-m", "sessionmemory_server.cli", "dev", "--listen", listen["grpc"],
+             "--data-dir", str(tmp_path), "--metrics-listen", listen["metrics"]],
+            env={**os.environ, "SESSION_MEMORY_HEALTH_LISTEN": listen["health"]},
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "(LISTEN_FAILED)" in errors[0], done.stderr
+    assert (held in errors[0]) == (taken != "metrics"), errors  # the metrics error names errno
     assert "Traceback" not in done.stderr, done.stderr
 
 

@@ -311,12 +311,15 @@ async def build_server(  # noqa: PLR0915 - the one place that wires the server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_reflection(server, (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME))
-    if port_tls is None:
-        port = server.add_insecure_port(settings.listen)
-    else:
-        port = server.add_secure_port(settings.listen, port_tls.credentials)
+    try:
+        if port_tls is None:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, port_tls.credentials)
+    except RuntimeError:  # grpcio's "Failed to bind to address" (it used to return 0)
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {settings.listen}")
+        raise OSError(f"cannot listen on {settings.listen}: taken, or not this host's address")
     # Bound before anything starts: a taken metrics port fails the start like a taken
     # gRPC port (it used to be bound after server.start(), and the error was lost in a
     # half-started server that never logged "serving").

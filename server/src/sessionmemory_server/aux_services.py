@@ -97,7 +97,10 @@ def probe_server(
     """
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=2 * MAX_STREAMS)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpcio's "Failed to bind to address" (it used to return 0)
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen} (health_listen)")
+        raise OSError(f"cannot listen on {listen} (health_listen): taken, or not this host's")
     return server, port

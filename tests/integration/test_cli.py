@@ -391,6 +391,21 @@ def _upload(
     )
 
 
+def test_a_file_reads_as_the_same_json_from_the_cli_and_the_client(
+    cli: Cli, server: ServerThread, api_key: str, sid: str
+) -> None:
+    with sessionmemory.MemoryClient(server.address, api_key=api_key) as client:
+        memory = client.session(sid)
+        memory.set_file("receipt", b"%PDF-1.4\n", ttl=600, mime="application/pdf")
+        described = memory.get_json("receipt")
+    got = cli.json("get", "receipt")
+    assert got["kind"] == "file" and got["value"] == described  # type: ignore[index]
+    assert set(described) == {  # type: ignore[arg-type]
+        "key", "mime_type", "size_bytes", "sha256", "created_at", "expires_at", "version",
+    }  # fmt: skip
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", described["expires_at"])  # type: ignore[index]
+
+
 def test_the_progress_bar_is_drawn_only_on_a_terminal(
     server: ServerThread, api_key: str, sid: str, tmp_path: Path
 ) -> None:

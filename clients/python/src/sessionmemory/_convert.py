@@ -79,6 +79,21 @@ class FileInfo:
     expires_at: datetime
     version: int
 
+    def to_json(self) -> dict[str, Json]:
+        """This description as JSON, as the session's document shows it.
+
+        Times are RFC 3339 UTC with milliseconds (``2025-06-01T12:00:00.000Z``).
+        """
+        return {
+            "key": self.key,
+            "mime_type": self.mime_type,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "created_at": _rfc3339(self.created_at),
+            "expires_at": _rfc3339(self.expires_at),
+            "version": self.version,
+        }
+
 
 Value: TypeAlias = str | int | float | bool | dict[str, Json] | list[Json] | FileInfo
 """A stored value as `Session.get` returns it without a default.
@@ -260,19 +275,6 @@ def file_info_of(info: pb.FileInfo) -> FileInfo:
 
 def _rfc3339(moment: datetime) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-
-
-def file_json(info: FileInfo) -> dict[str, Json]:
-    """A file's description as JSON, as the session's document shows it."""
-    return {
-        "key": info.key,
-        "mime_type": info.mime_type,
-        "size_bytes": info.size_bytes,
-        "sha256": info.sha256,
-        "created_at": _rfc3339(info.created_at),
-        "expires_at": _rfc3339(info.expires_at),
-        "version": info.version,
-    }
 
 
 def entry_of(entry: pb.Entry) -> Entry:
@@ -522,7 +524,7 @@ def plan_get_json(session: str, key: str, default: Any) -> Plan[Any]:
         if not resp.found:
             return missing(default)
         value = entry_of(resp.entry).value
-        return file_json(value) if isinstance(value, FileInfo) else value
+        return value.to_json() if isinstance(value, FileInfo) else value
 
     return Plan("Get", svc.GetRequest(session_id=session, key=key), True, convert)
 

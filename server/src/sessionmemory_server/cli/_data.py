@@ -230,18 +230,6 @@ def parse_json(text: str) -> Any:
 # --- output -------------------------------------------------------------------------
 
 
-def _file_json(info: FileInfo) -> dict[str, Any]:
-    return {
-        "key": info.key,
-        "mime_type": info.mime_type,
-        "size_bytes": info.size_bytes,
-        "sha256": info.sha256,
-        "created_at": iso(info.created_at, precise=True),
-        "expires_at": iso(info.expires_at, precise=True),
-        "version": info.version,
-    }
-
-
 def file_line(info: FileInfo) -> str:
     """A file's info in one line, for people."""
     return (
@@ -253,7 +241,7 @@ def file_line(info: FileInfo) -> str:
 def _entry_json(entry: Entry) -> dict[str, Any]:
     value = entry.value
     if isinstance(value, FileInfo):
-        value = _file_json(value)
+        value = value.to_json()
     return {
         "key": entry.key,
         "kind": entry.kind,

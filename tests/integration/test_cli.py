@@ -473,7 +473,7 @@ def test_json_input_is_strict_utf8_json(cli: Cli, tmp_path: Path) -> None:
     # Python's json takes NaN, Infinity and 1e400 (inf); the client then refused them
     # with "Out of range float values are not JSON compliant (INVALID_ARGUMENT)".
     for text in ("NaN", "[Infinity]", '{"a": 1e400}'):
-        assert "not JSON" in one_error_line(
+        assert "value is not valid JSON" in one_error_line(
             cli("set-json", "k", text, "--ttl", "1h"), 4, "INVALID_JSON"
         )
     latin1 = tmp_path / "latin1.json"

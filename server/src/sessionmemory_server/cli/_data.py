@@ -22,6 +22,7 @@ import typer
 
 from sessionmemory import FileInfo
 
+from ..core import parse_json
 from ._admin import parse_duration
 from ._output import (
     ExitCode,
@@ -207,26 +208,6 @@ def _read_json_text(source: str) -> str:
         )
 
 
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"{text} is too large a number for JSON's doubles")
-    return number
-
-
-def parse_json(text: str) -> Any:
-    """The value of JSON text, strictly: no NaN or Infinity, no number beyond a double.
-
-    Raises:
-        ValueError: ``text`` is not such JSON (json.JSONDecodeError is one).
-    """
-    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
-
-
 # --- output -------------------------------------------------------------------------
 
 
@@ -356,10 +337,8 @@ def set_json(
     """Store a JSON value (an object, array or any JSON) for --ttl (at most a day)."""
     with errors_as_lines():
         text = _read_json_text(value)
-    try:
-        parsed = parse_json(text)
-    except ValueError as exc:  # JSONDecodeError, NaN, 1e400, an integer of 5,000 digits
-        fail(f"the value is not JSON: {exc}", "INVALID_JSON", ExitCode.INVALID)
+    with errors_as_lines():  # the server's own strict parser: INVALID_JSON, JSON_TOO_DEEP
+        parsed = parse_json(text, field="value")
     with errors_as_lines(), connect(addr, api_key, timeout) as client:
         result = client.session(session).set_json(
             key, parsed, ttl=ttl, if_version=if_version, only_if_absent=only_if_absent

@@ -6,7 +6,10 @@ checks what they print with `check_transcript`.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +38,51 @@ def check_transcript(flow: str, stdout: str) -> None:
     want = transcript(flow).splitlines()
     got = stdout.replace("\r\n", "\n").splitlines()
     assert got == want, f"{flow}: printed\n" + "\n".join(got) + "\nexpected\n" + "\n".join(want)
+
+
+# A key of the right shape that no tenant holds.
+WRONG_KEY = "smk_notakey_0000"
+
+
+def run_example(
+    argv: Sequence[str | Path],
+    address: str,
+    api_key: str,
+    *,
+    base_env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run one example program against ``address`` as ``api_key``, in a fresh session."""
+    return subprocess.run(
+        [str(arg) for arg in argv],
+        env=example_env(dict(os.environ if base_env is None else base_env), address, api_key),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+
+
+def check_example(
+    flow: str,
+    argv: Sequence[str | Path],
+    address: str,
+    api_key: str,
+    *,
+    base_env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
+    """The program exits 0 having printed the flow's transcript exactly."""
+    done = run_example(argv, address, api_key, base_env=base_env, cwd=cwd)
+    assert done.returncode == 0, f"{flow} exited {done.returncode}:\n{done.stderr}"
+    check_transcript(flow, done.stdout)
+
+
+def refused_line(argv: Sequence[str | Path], address: str) -> str:
+    """Run the program with a wrong key: it must exit 1 with one line on stderr, returned."""
+    done = run_example(argv, address, WRONG_KEY)
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    return line

@@ -10,14 +10,19 @@ against the real server. What it prints must be examples/transcripts/<flow>.txt 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from ..conftest import ServerThread
-from ..examples import EXAMPLES, FLOWS, RUN_TIMEOUT, check_transcript, example_env
+from ..examples import (
+    EXAMPLES,
+    FLOWS,
+    RUN_TIMEOUT,
+    check_example,
+    refused_line,
+)
 
 GO_EXAMPLES = EXAMPLES / "go"
 BUILD_TIMEOUT = 540  # seconds: the first build compiles grpc-go from cold caches
@@ -57,31 +62,13 @@ def test_every_flow_has_a_go_program() -> None:
 def test_example_prints_its_transcript(
     flow: str, binaries: Path, server: ServerThread, example_key: str
 ) -> None:
-    done = subprocess.run(
-        [str(binaries / flow)],
-        env=example_env(dict(os.environ), server.address, example_key),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, f"{flow} exited {done.returncode}:\n{done.stderr}"
-    check_transcript(flow, done.stdout)
+    check_example(flow, [binaries / flow], server.address, example_key)
 
 
 def test_a_failing_call_exits_non_zero_with_one_readable_line(
     binaries: Path, server: ServerThread
 ) -> None:
     """A wrong key: the program says why in one line and exits 1."""
-    done = subprocess.run(
-        [str(binaries / "registration")],
-        env=example_env(dict(os.environ), server.address, "smk_notakey_0000"),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 1
-    (line,) = done.stderr.strip().splitlines()
+    line = refused_line([binaries / "registration"], server.address)
     assert line.startswith("registration: sessionmemory: Unauthenticated: "), line
     assert line.endswith("[API_KEY_INVALID]"), line

@@ -9,14 +9,13 @@ tenant per run and a fresh session per program keep runs apart.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from ..conftest import ServerThread
-from ..examples import EXAMPLES, FLOWS, RUN_TIMEOUT, check_transcript, example_env
+from ..examples import EXAMPLES, FLOWS, check_example, refused_line
 
 
 @pytest.fixture(scope="module")
@@ -32,33 +31,14 @@ def test_every_flow_has_a_python_program() -> None:
 
 @pytest.mark.parametrize("flow", FLOWS)
 def test_example_prints_its_transcript(flow: str, server: ServerThread, example_key: str) -> None:
-    env = example_env(dict(os.environ), server.address, example_key)
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "python" / f"{flow}.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
+    check_example(
+        flow, [sys.executable, EXAMPLES / "python" / f"{flow}.py"], server.address, example_key
     )
-    assert done.returncode == 0, f"{flow} exited {done.returncode}:\n{done.stderr}"
-    check_transcript(flow, done.stdout)
 
 
 def test_a_failing_call_exits_non_zero_with_one_readable_line(server: ServerThread) -> None:
     """A wrong key: the program says why in one line, no traceback, and exits 1."""
-    env = example_env(dict(os.environ), server.address, "smk_notakey_0000")
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "python" / "registration.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    (line,) = done.stderr.strip().splitlines()
+    line = refused_line([sys.executable, EXAMPLES / "python" / "registration.py"], server.address)
     assert line.startswith("registration: AuthenticationError: "), line
 
 

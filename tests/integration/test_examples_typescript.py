@@ -11,13 +11,16 @@ server. What it prints must be examples/transcripts/<flow>.txt exactly
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
 from ..conftest import ServerThread
-from ..examples import EXAMPLES, FLOWS, RUN_TIMEOUT, check_transcript, example_env
+from ..examples import (
+    EXAMPLES,
+    FLOWS,
+    RUN_TIMEOUT,
+    check_example,
+    refused_line,
+)
 from .test_typescript_package import INSTALL_TIMEOUT, Scratch, scratch_install
 
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + RUN_TIMEOUT)
@@ -44,25 +47,13 @@ def test_every_flow_has_a_typescript_program() -> None:
 def test_example_prints_its_transcript(
     flow: str, scratch: Scratch, server: ServerThread, example_key: str
 ) -> None:
-    done = subprocess.run(
-        ["node", str(scratch.program(flow))],
-        env=example_env(dict(os.environ), server.address, example_key),
-        capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"{flow} exited {done.returncode}:\n{done.stderr}"
-    check_transcript(flow, done.stdout)
+    check_example(flow, ["node", scratch.program(flow)], server.address, example_key)
 
 
 def test_a_failing_call_exits_non_zero_with_one_readable_line(
     scratch: Scratch, server: ServerThread
 ) -> None:
     """A wrong key: the program says why in one line and exits 1."""
-    done = subprocess.run(
-        ["node", str(scratch.program("registration"))],
-        env=example_env(dict(os.environ), server.address, "smk_notakey_0000"),
-        capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
-    )  # fmt: skip
-    assert done.returncode == 1, done.stderr
-    (line,) = done.stderr.strip().splitlines()
+    line = refused_line(["node", scratch.program("registration")], server.address)
     assert line.startswith("registration: MemoryApiError: "), line
     assert line.endswith("[API_KEY_INVALID]"), line

@@ -23,7 +23,10 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ServerThread
-from ..examples import EXAMPLES, RUN_TIMEOUT, check_transcript, example_env
+from ..examples import (
+    EXAMPLES,
+    check_example,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "go"
@@ -85,13 +88,6 @@ def test_a_scratch_module_runs_the_registration_flow(tmp_path: Path, server: Ser
     go("vet", "./...", cwd=scratch, env=env)
     go("build", "-o", "registration", ".", cwd=scratch, env=env)
 
-    done = subprocess.run(
-        [str(scratch / "registration")],
-        env=example_env(dict(os.environ), server.address, server.create_key("newcomer-go")),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
+    check_example(
+        "registration", [scratch / "registration"], server.address, server.create_key("newcomer-go")
     )
-    assert done.returncode == 0, f"registration exited {done.returncode}:\n{done.stderr}"
-    check_transcript("registration", done.stdout)

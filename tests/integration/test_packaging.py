@@ -33,7 +33,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from ..conftest import ServerThread
-from ..examples import EXAMPLES, RUN_TIMEOUT, check_transcript, example_env
+from ..examples import (
+    EXAMPLES,
+    check_example,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_PROJECT = ROOT / "clients" / "python"
@@ -245,17 +248,14 @@ def test_the_registration_example_runs_on_the_client_alone(
     client_venv: Path, server: ServerThread, tmp_path: Path
 ) -> None:
     key = server.create_key("packaging")
-    done = subprocess.run(
+    check_example(
+        "registration",
         [client_venv, EXAMPLES / "python" / "registration.py"],
-        env=example_env(clean_env(), server.address, key),
+        server.address,
+        key,
+        base_env=clean_env(),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr
-    check_transcript("registration", done.stdout)
 
 
 @pytest.fixture

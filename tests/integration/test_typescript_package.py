@@ -29,7 +29,12 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ServerThread
-from ..examples import EXAMPLES, FLOWS, RUN_TIMEOUT, check_transcript, example_env
+from ..examples import (
+    EXAMPLES,
+    FLOWS,
+    RUN_TIMEOUT,
+    check_example,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "typescript"
@@ -186,13 +191,9 @@ def test_the_examples_compiled_against_the_esm_build(scratch: Scratch) -> None:
 def test_registration_runs_from_the_installed_package(
     scratch: Scratch, server: ServerThread, newcomer_key: str
 ) -> None:
-    done = subprocess.run(
-        ["node", str(scratch.program("registration"))],
-        env=example_env(dict(os.environ), server.address, newcomer_key),
-        capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"registration exited {done.returncode}:\n{done.stderr}"
-    check_transcript("registration", done.stdout)
+    check_example(
+        "registration", ["node", scratch.program("registration")], server.address, newcomer_key
+    )
 
 
 def test_registration_compiled_as_commonjs_runs_with_require(
@@ -212,13 +213,9 @@ def test_registration_compiled_as_commonjs_runs_with_require(
     assert not [f for f in read if "/dist/esm/" in f], read
     compiled = (cjs / "out" / "registration.js").read_text(encoding="utf-8")
     assert 'require("@session-memory/client")' in compiled
-    done = subprocess.run(
-        ["node", str(cjs / "out" / "registration.js")],
-        env=example_env(dict(os.environ), server.address, newcomer_key),
-        capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"registration (CJS) exited {done.returncode}:\n{done.stderr}"
-    check_transcript("registration", done.stdout)
+    check_example(
+        "registration", ["node", cjs / "out" / "registration.js"], server.address, newcomer_key
+    )
     resolved = subprocess.run(
         ["node", "-p", "require.resolve('@session-memory/client')"],
         cwd=cjs, capture_output=True, text=True, check=True,

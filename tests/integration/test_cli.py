@@ -484,6 +484,12 @@ def test_json_input_is_strict_utf8_json(cli: Cli, tmp_path: Path) -> None:
         app, ["set-json", "k", "-", "--ttl", "1h"], input=b"\xff", env=dict(cli.env)
     )
     assert "stdin is not UTF-8" in one_error_line(piped, 4, "INVALID_JSON")
+    # Endless or oversized input: refused after a bounded read, nothing sent.
+    assert "more than" in one_error_line(
+        cli("set-json", "k", "@/dev/zero", "--ttl", "1h"), 4, "JSON_TOO_LARGE"
+    )
+    big = json.dumps({"text": "x" * 6000})  # over 5 KiB as compact JSON
+    one_error_line(cli("set-json", "k", big, "--ttl", "1h"), 4, "JSON_TOO_LARGE")
     cli.ok("set-json", "k", "-", "--ttl", "1h", input='{"name": "Käse"}')
     assert cli.ok("get", "k.name") == "Käse\n"
 

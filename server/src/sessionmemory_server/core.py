@@ -75,8 +75,9 @@ class Limits:
 LIMITS: Final = Limits()
 
 _KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
-# JSON text this much longer than the compact limit is refused before parsing.
-_MAX_RAW_JSON: Final = 16 * LIMITS.max_json_bytes
+# JSON text (in characters) this much longer than the compact limit is refused before
+# parsing: JSON_TOO_LARGE however much of it is whitespace.
+MAX_JSON_TEXT: Final = 16 * LIMITS.max_json_bytes
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -370,7 +371,7 @@ def json_value(text: str, field: str = "json") -> str:
     Rejects NaN/Infinity, duplicate object keys, lone surrogates, numbers that do
     not fit a double, more than 32 levels of nesting and more than 5 KiB compact.
     """
-    if len(text) > _MAX_RAW_JSON:
+    if len(text) > MAX_JSON_TEXT:
         raise invalid(
             "JSON_TOO_LARGE",
             f"{field} is {len(text)} characters of text; the limit is"

@@ -22,7 +22,7 @@ import typer
 
 from sessionmemory import FileInfo
 
-from ..core import parse_json
+from ..core import MAX_JSON_TEXT, json_value
 from ._admin import parse_duration
 from ._output import (
     ExitCode,
@@ -179,6 +179,10 @@ def typed_value(text: str, kind: ValueType) -> str | int | float | bool:
     raise ValueError(f"{text!r} is not a number: write it as JSON does (42, -2.5, 1e6)")
 
 
+# The most JSON text read from a file or stdin: the server's text bound in UTF-8's widest.
+_MAX_READ: Final = 4 * MAX_JSON_TEXT
+
+
 def _read_json_text(source: str) -> str:
     """JSON text given inline, as ``@path`` (a file) or ``-`` (stdin), read as UTF-8.
 
@@ -190,12 +194,20 @@ def _read_json_text(source: str) -> str:
         stdin = getattr(sys.stdin, "buffer", sys.stdin)
         if stdin is None:  # started with stdin closed (<&-)
             fail("stdin is closed: give the JSON inline or as @FILE", "USAGE", ExitCode.USAGE)
-        data: bytes | str = stdin.read()
+        data: bytes | str = stdin.read(_MAX_READ + 1)
         where = "stdin"
     elif source.startswith("@"):
-        data, where = Path(source[1:]).read_bytes(), source[1:]
+        where = source[1:]
+        with Path(where).open("rb") as file:
+            data = file.read(_MAX_READ + 1)
     else:
         return source
+    if len(data) > _MAX_READ:  # endless input (/dev/zero, a stream) is not read to its end
+        fail(
+            f"{where} holds more than {_MAX_READ} bytes, past any JSON value the server keeps",
+            "JSON_TOO_LARGE",
+            ExitCode.INVALID,
+        )
     if isinstance(data, str):
         return data
     try:
@@ -337,8 +349,8 @@ def set_json(
     """Store a JSON value (an object, array or any JSON) for --ttl (at most a day)."""
     with errors_as_lines():
         text = _read_json_text(value)
-    with errors_as_lines():  # the server's own strict parser: INVALID_JSON, JSON_TOO_DEEP
-        parsed = parse_json(text, field="value")
+    with errors_as_lines():  # the server's own checks: INVALID_JSON, JSON_TOO_DEEP/LARGE
+        parsed = json.loads(json_value(text, field="value"))
     with errors_as_lines(), connect(addr, api_key, timeout) as client:
         result = client.session(session).set_json(
             key, parsed, ttl=ttl, if_version=if_version, only_if_absent=only_if_absent

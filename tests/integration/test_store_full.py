@@ -25,6 +25,8 @@ from ..samples import SAMPLES
 # quota bookkeeping (quotas.py), then Redis is full.
 HEADROOM = 4 * 1024 * 1024
 BLOB = "x" * 5000
+# How far past maxmemory the last admitted write may take Redis (see below).
+OVERSHOOT = 256 * 1024
 
 
 @pytest.fixture(params=sorted(redis_server_binaries()))
@@ -78,7 +80,10 @@ def test_writes_stop_at_maxmemory_and_resume_after_deletes(
         assert refused.code == "STORE_FULL"
         assert written > 100  # it did fill first
         used = int(plain.info("memory")["used_memory"])
-        assert used <= maxmemory + 64 * 1024, f"Redis grew to {used} over maxmemory {maxmemory}"
+        # Redis admits a command while it is under maxmemory, and that one command
+        # may grow a hash table (a rehash doubles it: 64 KiB for 4,096 keys) or
+        # a client buffer past the limit; beyond that slack nothing more lands.
+        assert used <= maxmemory + OVERSHOOT, f"Redis grew to {used} over maxmemory {maxmemory}"
 
         # Keep it firmly over the limit (a refused call's own buffers, once freed,
         # can leave it a few bytes under), so every check below sees a full Redis.

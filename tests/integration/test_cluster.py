@@ -29,9 +29,13 @@ from typing import Any
 
 import grpc
 import pytest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 
 from sessionmemory import AsyncMemoryClient, MemoryApiError, MemoryClient
 from sessionmemory_server.embedded import EmbeddedS3
+from sessionmemory_server.stores.autopipeline import AutoPipelineRedisCluster
 
 from ..cluster import LocalCluster, Node, session_slot
 from ..conftest import ServerThread, start_server
@@ -270,6 +274,72 @@ async def clients(
         AsyncMemoryClient(address, api_key=cluster_key, timeout=30, max_attempts=100) as patient,
     ):
         yield raw, patient
+
+
+def _pipelined(cluster: LocalCluster, name: str) -> AutoPipelineRedisCluster:
+    """The server's cluster client (app.redis_client's options), named to find its connections."""
+    return AutoPipelineRedisCluster.from_url(
+        cluster.url,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
+        client_name=name,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+    )
+
+
+def _named(node: Node, name: str) -> int:
+    return sum(1 for c in node.admin().client_list() if c.get("name") == name)
+
+
+async def test_auto_pipelining_sends_one_batch_per_node(cluster: LocalCluster) -> None:
+    name = f"ap-{uuid.uuid4().hex[:8]}"
+    client = _pipelined(cluster, name)
+    try:
+        keys = [f"ap:{name}:{i}" for i in range(300)]
+        await client.ping()  # the slot table is known: every command below is batched
+        await asyncio.gather(*(client.set(k, k) for k in keys))
+        assert await asyncio.gather(*(client.get(k) for k in keys)) == [k.encode() for k in keys]
+        primaries = cluster.primaries()
+        assert {cluster.primary_of(client.keyslot(k)).port for k in keys} == {
+            p.port for p in primaries
+        }
+        # 300 concurrent commands, one connection per node (the slot-table
+        # discovery may add one); redis-py alone opens one per command in flight.
+        assert all(_named(p, name) <= 2 for p in primaries), [_named(p, name) for p in primaries]
+    finally:
+        await client.aclose()
+
+
+async def test_auto_pipelining_follows_moved_and_ask(cluster: LocalCluster) -> None:
+    client = _pipelined(cluster, "ap-moves")
+    try:
+        others = [f"ap-other-{i}" for i in range(30)]
+        key = f"ap-moving-{uuid.uuid4().hex}"
+        slot = client.keyslot(key)
+        await asyncio.gather(client.set(key, "v"), *(client.set(k, k) for k in others))
+        source = cluster.primary_of(slot)
+        target = next(p for p in cluster.primaries() if p is not source)
+
+        async def a_tick() -> None:
+            got = await asyncio.gather(client.get(key), *(client.get(k) for k in others))
+            assert got == [b"v", *(k.encode() for k in others)]
+
+        # Half-moved: the source answers ASK for the moved key.
+        await asyncio.to_thread(cluster.begin_migration, slot, target)
+        try:
+            assert await asyncio.to_thread(cluster.move_keys, slot, source, target, 100) >= 1
+            await a_tick()
+        finally:
+            await asyncio.to_thread(cluster.finish_migration, slot, source, target)
+        # Moved: the client's table is stale, MOVED puts it right.
+        await a_tick()
+        await a_tick()
+        assert client.nodes_manager.get_node_from_slot(slot).port == target.port
+        await client.set(key, "w")
+        assert target.cmd("GET", key) == b"w"
+    finally:
+        await client.aclose()
 
 
 async def test_slot_migration_while_a_session_is_in_use(

@@ -45,6 +45,7 @@ from .ratelimit import RateLimiter
 from .readiness import Readiness
 from .schema_registry import SchemaRegistry
 from .servicer import MemoryServicer
+from .stores.autopipeline import AutoPipelineRedis, AutoPipelineRedisCluster
 from .stores.blob_store import BlobStore
 from .stores.redis_store import RedisStore
 from .supervisor import WorkerLink, supervise
@@ -67,7 +68,9 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     Retries are the caller's business: a blind retry of a timed-out Increment
     could count twice, so the server fails fast with UNAVAILABLE instead.
     """
-    cls: type[Redis] | type[RedisCluster] = RedisCluster if settings.redis_cluster else Redis
+    cls: type[Redis] | type[RedisCluster] = (
+        AutoPipelineRedisCluster if settings.redis_cluster else AutoPipelineRedis
+    )
     return cls.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=settings.redis_timeout_seconds,

@@ -31,6 +31,7 @@ per caller address and per key id, see `FailureThrottle`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -166,6 +167,8 @@ class ApiKeys:
     def __init__(self, client: Redis | RedisCluster, *, refresh_seconds: float = 1.0) -> None:
         self._redis = client
         self._records: dict[str, _Record] = {}
+        # Keys checked against the current records: key -> the record it matched.
+        self._accepted: dict[str, _Record] = {}
         self._version: bytes | None = None
         self._loaded = False
         self._misses = MissBudget()
@@ -319,6 +322,7 @@ class ApiKeys:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 records[key_id.decode()] = _decode(value)
         self._records, self._version, self._loaded = records, version, True
+        self._accepted = {}
 
     # -- verify ----------------------------------------------------------------
 
@@ -340,12 +344,16 @@ class ApiKeys:
             )
         key_id, secret = parts
         record = self._records.get(key_id)
-        # Always compare, also for unknown ids, so timing says nothing.
-        matches = hmac.compare_digest(
-            _digest(secret), record.digest if record is not None else _NO_DIGEST
-        )
-        if record is None or not matches:
-            raise unauthenticated("API_KEY_INVALID", "the API key is unknown or was revoked")
+        # A key seen to match this very record needs no hashing again (the
+        # cache holds at most one entry per record and is emptied on reload).
+        if record is None or self._accepted.get(api_key) is not record:
+            # Always compare, also for unknown ids, so timing says nothing.
+            matches = hmac.compare_digest(
+                _digest(secret), record.digest if record is not None else _NO_DIGEST
+            )
+            if record is None or not matches:
+                raise unauthenticated("API_KEY_INVALID", "the API key is unknown or was revoked")
+            self._accepted[api_key] = record
         if record.expires is not None and time.time() >= record.expires:
             raise unauthenticated(
                 "API_KEY_EXPIRED",
@@ -373,6 +381,7 @@ class ApiKeys:
         return self.check(api_key)
 
 
+@functools.lru_cache(maxsize=4096)  # one entry per connection: parsed once, not per call
 def peer_address(peer: str) -> str:
     """The part of ``context.peer()`` failures are counted by.
 

@@ -102,6 +102,27 @@ async def test_an_error_reply_fails_only_its_own_command(
     assert "not an integer" in str(replies[2])
 
 
+async def test_an_argument_redis_cannot_take_fails_only_its_own_command(
+    pipelined: tuple[AutoPipelineRedis, str], redis: Redis
+) -> None:
+    client, _ = pipelined
+    prefix = uuid.uuid4().hex
+    await redis.set(f"{prefix}:s", "ok")
+    replies = await asyncio.gather(
+        client.set(f"{prefix}:none", None),  # type: ignore[arg-type]
+        client.get(f"{prefix}:s"),
+        client.set(f"{prefix}:bad", "\udcff"),  # a lone surrogate: no UTF-8 for it
+        client.set(f"{prefix}:float", 0.1 + 0.2),
+        return_exceptions=True,
+    )
+    assert isinstance(replies[0], rexc.DataError), replies[0]
+    assert replies[1] == b"ok"
+    assert isinstance(replies[2], rexc.DataError | UnicodeError), replies[2]
+    assert replies[3] is True
+    assert await redis.get(f"{prefix}:float") == b"0.30000000000000004"  # as redis-py packs it
+    assert await redis.exists(f"{prefix}:none", f"{prefix}:bad") == 0
+
+
 async def test_a_flushed_script_is_reloaded_for_every_caller(
     pipelined: tuple[AutoPipelineRedis, str], redis: Redis
 ) -> None:

@@ -47,6 +47,7 @@ import math
 from collections.abc import Coroutine
 from typing import Any, Final, cast
 
+import hiredis
 import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -74,6 +75,28 @@ _REDIRECTED: Final = (
 # The only option redis-py's commands pass that the mux handles: the keys, for
 # client-side caching, which it does not use.
 _KEYS_ONLY: Final = frozenset({"keys"})
+
+
+def _pack(connection: AbstractConnection, args: tuple[Any, ...]) -> list[bytes]:
+    """One command in the Redis protocol.
+
+    hiredis packs str, bytes, int and float (as ``repr``) as redis-py's encoder
+    does, 9x faster (1 vs 9 us for a write's EVALSHA); anything else, and a
+    command name of two words ("SCRIPT LOAD"), takes redis-py's packer.
+    """
+    name = args[0]
+    if isinstance(name, str) and " " not in name:
+        try:
+            return [hiredis.pack_command(args)]
+        except (TypeError, UnicodeError):
+            pass  # redis-py's packer raises its own DataError for it
+    return connection.pack_command(*args)
+
+
+def _data_error(error: Exception) -> Exception:
+    if isinstance(error, redis.exceptions.RedisError):
+        return error
+    return redis.exceptions.DataError(str(error))
 
 
 class _Waiting:
@@ -183,8 +206,18 @@ class _Mux:
             self._unsent = unsent + self._unsent  # not sent: the next connection sends them
             self._break(redis.exceptions.ConnectionError("the Redis connection closed"))
             return
-        writer.writelines(connection.pack_commands([waiting.args for waiting in unsent]))
-        self._sent.extend(unsent)
+        packed: list[bytes] = []
+        for waiting in unsent:
+            try:
+                packed.extend(_pack(connection, waiting.args))
+            except Exception as error:  # an argument Redis cannot take
+                if not waiting.future.done():
+                    waiting.future.set_exception(_data_error(error))
+                continue
+            self._sent.append(waiting)
+        if not packed:
+            return
+        writer.writelines(packed)
         if self._watchdog is None and self._timeout:
             self._seen = self._replies
             self._watchdog = self._loop.call_later(self._timeout, self._check)

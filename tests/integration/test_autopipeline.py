@@ -24,7 +24,11 @@ from redis.maint_notifications import MaintNotificationsConfig
 from sessionmemory_server.app import redis_client
 from sessionmemory_server.config import Settings
 from sessionmemory_server.embedded import EmbeddedRedis
-from sessionmemory_server.stores.autopipeline import AutoPipelineRedis, AutoPipelineRedisCluster
+from sessionmemory_server.stores.autopipeline import (
+    AutoPipelineRedis,
+    AutoPipelineRedisCluster,
+    LuaScript,
+)
 
 
 def _client(url: str, name: str, timeout: float = 2.0) -> AutoPipelineRedis:
@@ -127,7 +131,7 @@ async def test_a_flushed_script_is_reloaded_for_every_caller(
     pipelined: tuple[AutoPipelineRedis, str], redis: Redis
 ) -> None:
     client, _ = pipelined
-    script = client.register_script(f"-- {uuid.uuid4().hex}\nreturn ARGV[1] .. KEYS[1]")
+    script = LuaScript(client, f"-- {uuid.uuid4().hex}\nreturn ARGV[1] .. KEYS[1]")
     assert await script(keys=["k"], args=["a"]) == b"ak"
     await redis.script_flush()
     # Every EVALSHA of the tick gets NOSCRIPT, each reloads and runs once.

@@ -35,7 +35,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from sessionmemory import AsyncMemoryClient, MemoryApiError, MemoryClient
 from sessionmemory_server.embedded import EmbeddedS3
-from sessionmemory_server.stores.autopipeline import AutoPipelineRedisCluster
+from sessionmemory_server.stores.autopipeline import AutoPipelineRedisCluster, LuaScript
 
 from ..cluster import LocalCluster, Node, session_slot
 from ..conftest import ServerThread, start_server
@@ -307,6 +307,23 @@ async def test_auto_pipelining_sends_one_batch_per_node(cluster: LocalCluster) -
         # 300 concurrent commands, one connection per node (the slot-table
         # discovery may add one); redis-py alone opens one per command in flight.
         assert all(_named(p, name) <= 2 for p in primaries), [_named(p, name) for p in primaries]
+    finally:
+        await client.aclose()
+
+
+async def test_a_script_lost_by_every_node_is_loaded_again(cluster: LocalCluster) -> None:
+    client = _pipelined(cluster, "ap-scripts")
+    try:
+        script = LuaScript(client, f"-- {uuid.uuid4().hex}\nreturn KEYS[1]")
+        keys = [f"ap-script-{i}" for i in range(30)]  # on every primary
+        assert await asyncio.gather(*(script(keys=[k], args=[]) for k in keys)) == [
+            k.encode() for k in keys
+        ]
+        for node in cluster.primaries():
+            node.cmd("SCRIPT", "FLUSH")
+        assert await asyncio.gather(*(script(keys=[k], args=[]) for k in keys)) == [
+            k.encode() for k in keys
+        ]
     finally:
         await client.aclose()
 

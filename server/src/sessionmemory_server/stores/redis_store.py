@@ -48,7 +48,6 @@ from typing import Any, Final, TypeVar, cast
 
 import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
-from redis.commands.core import AsyncScript
 
 from ..core import KIND_BY_TAG, LIMITS, Kind, RequestId
 from ..values import (
@@ -66,6 +65,7 @@ from ..values import (
     Write,
     Written,
 )
+from .autopipeline import LuaScript
 
 _ESCAPES: Final = str.maketrans({"%": "%25", "}": "%7D"})
 T = TypeVar("T")
@@ -314,20 +314,20 @@ class RedisStore:
         # One collection set per bucket: servers that share Redis but not a bucket
         # must never collect each other's objects.
         self._gc_key = f"sm:gc:{bucket}"
-        self._write: AsyncScript = client.register_script(_script("write"))
-        self._incr: AsyncScript = client.register_script(_script("incr"))
-        self._touch: AsyncScript = client.register_script(_script("touch"))
-        self._request: AsyncScript = client.register_script(_script("request"))
-        self._doc: AsyncScript = client.register_script(_script("doc"))
-        self._changes: AsyncScript = client.register_script(_script("changes"))
-        self._schema_put: AsyncScript = client.register_script(_script("schema_put"))
-        self._schema_list: AsyncScript = client.register_script(_script("schema_list"))
-        self._list: AsyncScript = client.register_script(_script("list"))
-        self._clear: AsyncScript = client.register_script(_script("clear"))
-        self._gc_claim: AsyncScript = client.register_script(_script("gc_claim"))
-        self._quota_session: AsyncScript = client.register_script(_script("quota_session"))
-        self._quota_upload: AsyncScript = client.register_script(_script("quota_upload"))
-        self._quota_flush: AsyncScript = client.register_script(_script("quota_flush"))
+        self._write = LuaScript(client, _script("write"))
+        self._incr = LuaScript(client, _script("incr"))
+        self._touch = LuaScript(client, _script("touch"))
+        self._request = LuaScript(client, _script("request"))
+        self._doc = LuaScript(client, _script("doc"))
+        self._changes = LuaScript(client, _script("changes"))
+        self._schema_put = LuaScript(client, _script("schema_put"))
+        self._schema_list = LuaScript(client, _script("schema_list"))
+        self._list = LuaScript(client, _script("list"))
+        self._clear = LuaScript(client, _script("clear"))
+        self._gc_claim = LuaScript(client, _script("gc_claim"))
+        self._quota_session = LuaScript(client, _script("quota_session"))
+        self._quota_upload = LuaScript(client, _script("quota_upload"))
+        self._quota_flush = LuaScript(client, _script("quota_flush"))
 
     @staticmethod
     def prefix(tenant: str, session: str) -> str:

@@ -60,6 +60,53 @@ def test_json_rules() -> None:
     assert reason(core.json_value, " " * 100_000 + "1") == "JSON_TOO_LARGE"
 
 
+def test_json_edges_of_the_fast_paths() -> None:
+    # Brackets inside strings count toward the shortcut, never toward depth.
+    deep_looking = json.dumps({"a": "[" * 100 + "{" * 100})
+    assert core.json_value(deep_looking) == deep_looking.replace(" ", "")
+    nested = "[" * 32 + json.dumps("[[[[") + "]" * 32
+    assert core.json_value(nested) == nested
+    assert reason(core.json_value, "[" * 33 + json.dumps("]]") + "]" * 33) == "JSON_TOO_DEEP"
+    # A byte-order mark is refused as json.loads refuses it.
+    assert reason(core.json_value, "\ufeff{}") == "INVALID_JSON"
+    # Integers fit a double up to 308 digits; 309 nines overflow it.
+    assert core.json_value("9" * 308) == "9" * 308
+    assert reason(core.json_value, "9" * 309) == "INVALID_JSON"
+    assert reason(core.json_value, "-" + "9" * 309) == "INVALID_JSON"
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+def _reference_depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_reference_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_reference_depth, value), default=0)
+    return 0
+
+
+@given(_JSON_VALUES, st.integers(min_value=0, max_value=6))
+def test_parse_json_depth_matches_a_full_walk(value: object, max_depth: int) -> None:
+    text = json.dumps(value)
+    if _reference_depth(value) > max_depth:
+        with pytest.raises(DomainError) as info:
+            core.parse_json(text, max_depth=max_depth)
+        assert info.value.reason == "JSON_TOO_DEEP"
+    else:
+        assert core.parse_json(text, max_depth=max_depth) == json.loads(text)
+
+
 def test_ttl_rules() -> None:
     assert core.ttl(Kind.STRING, None) == 86_400
     assert core.ttl(Kind.NUMBER, 1) == 1

@@ -308,11 +308,15 @@ def _finite_float(text: str) -> float:
 
 def _checked_int(text: str) -> int:
     number = int(text)
-    try:
-        float(number)
-    except OverflowError:
-        raise ValueError(f"number {text[:32]}... does not fit a double") from None
+    if len(text) > _DOUBLE_DIGITS:  # shorter ones all fit (a double reaches 1.8e308)
+        try:
+            float(number)
+        except OverflowError:
+            raise ValueError(f"number {text[:32]}... does not fit a double") from None
     return number
+
+
+_DOUBLE_DIGITS: Final = 308
 
 
 def _depth(root: Any) -> int:
@@ -330,6 +334,26 @@ def _depth(root: Any) -> int:
     return deepest
 
 
+# Built once: json.loads and json.dumps build a new one per call when given options.
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_pairs,
+    parse_constant=no_constant,
+    parse_float=_finite_float,
+    parse_int=_checked_int,
+)
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def compact_json(value: Any) -> str:
+    """The compact JSON text of a parsed value (no spaces, UTF-8 characters kept).
+
+    Raises:
+        ValueError: NaN or an infinity in ``value``.
+        RecursionError: ``value`` nests too deep to encode.
+    """
+    return _COMPACT.encode(value)
+
+
 def parse_json(text: str, field: str = "json", max_depth: int = LIMITS.max_json_depth) -> Any:
     """Parse JSON text strictly (RFC 8259); the caller bounds the text's size first.
 
@@ -340,20 +364,19 @@ def parse_json(text: str, field: str = "json", max_depth: int = LIMITS.max_json_
         DomainError: INVALID_JSON or JSON_TOO_DEEP, naming ``field``.
     """
     try:
-        parsed = json.loads(
-            text,
-            object_pairs_hook=_pairs,
-            parse_constant=no_constant,
-            parse_float=_finite_float,
-            parse_int=_checked_int,
-        )
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        parsed = _DECODER.decode(text)
     except RecursionError:
         raise _too_deep(field, limit=max_depth) from None
     except ValueError as exc:
         raise invalid("INVALID_JSON", f"{field} is not valid JSON: {exc}", field) from None
-    depth = _depth(parsed)
-    if depth > max_depth:
-        raise _too_deep(field, depth, max_depth)
+    # Each level of nesting opens with its own bracket: text with no more
+    # brackets than the limit (in strings or not) cannot nest deeper.
+    if text.count("[") + text.count("{") > max_depth:
+        depth = _depth(parsed)
+        if depth > max_depth:
+            raise _too_deep(field, depth, max_depth)
     # A lone surrogate can only arrive as a \u escape (the text itself is valid UTF-8).
     if _SURROGATE_ESCAPE.search(text):
         try:
@@ -381,7 +404,7 @@ def json_value(text: str, field: str = "json") -> str:
             actual=len(text.encode("utf-8", "surrogatepass")),
         )
     parsed = parse_json(text, field)
-    compact = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    compact = compact_json(parsed)
     try:
         size = len(compact.encode("utf-8"))
     except UnicodeEncodeError:

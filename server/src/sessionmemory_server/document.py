@@ -366,7 +366,7 @@ def to_stored(key: str, value: Any, field: str = "merge_patch") -> tuple[Kind, s
             return Kind.STRING, core.string_value(value, label)
         if isinstance(value, dict | list):
             try:
-                text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+                text = core.compact_json(value)
             except RecursionError:
                 raise invalid(
                     "JSON_TOO_DEEP",
@@ -419,4 +419,4 @@ def json_type(value: Any) -> str:
 
 def dumps(document: Any) -> str:
     """Compact JSON text of a document value (UTF-8 characters kept as they are)."""
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return core.compact_json(document)

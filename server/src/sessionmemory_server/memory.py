@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -862,7 +861,7 @@ def _typed(value: Any) -> tuple[Kind, str]:
         return Kind.STRING, value
     if isinstance(value, float) or (isinstance(value, int) and abs(value) < _JSON_INT_BOUND):
         return Kind.NUMBER, repr(float(value))
-    return Kind.JSON, json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return Kind.JSON, core.compact_json(value)
 
 
 def _under_any(path: str, prefixes: Sequence[str]) -> bool:

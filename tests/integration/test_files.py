@@ -411,6 +411,19 @@ def test_replacement_while_a_reader_streams(memory: Any, server: ServerThread) -
         b"".join(handle.iter_chunks())  # a stale handle is told, not given the new bytes
 
 
+def test_readers_that_stop_early_leave_nothing_running(memory: Any, server: ServerThread) -> None:
+    """The server reads a chunk ahead: a reader that stops leaves no read behind."""
+    data = pdf_of(4 * MIB)
+    memory.set_file("ahead", data, ttl=600, mime="application/pdf")
+    for _ in range(12):  # three times the store's transfer threads
+        chunks = memory.get_file("ahead").iter_chunks()
+        next(chunks)
+        chunks.close()
+    start = time.monotonic()
+    assert memory.get_file("ahead").to_raw() == data
+    assert time.monotonic() - start < 10
+
+
 async def test_async_client_files(server: ServerThread, api_key: str, tmp_path: Path) -> None:
     from sessionmemory import AsyncMemoryClient
 

@@ -134,7 +134,7 @@ class BlobStore:
                     size,
                     content_type=content_type,
                     part_size=PART_SIZE,
-                    num_parallel_uploads=1,
+                    num_parallel_uploads=2,
                 )
 
         done = _in_thread(self._pool, put)
@@ -194,13 +194,25 @@ class BlobStore:
         response = await self._run(
             self._client.get_object, self.bucket, name, offset=offset, length=length
         )
+        # One chunk read ahead: the store's next read overlaps the sending of
+        # this one (at most two chunks of memory per read).
+        ahead = _in_thread(self._pool, response.read, READ_CHUNK)
         try:
             while True:
-                chunk: bytes = await self._run(response.read, READ_CHUNK)
+                # Shielded: a cancelled call leaves the thread's read to finish
+                # (waited for below) instead of closing the response under it.
+                chunk: bytes = await asyncio.shield(ahead)
                 if not chunk:
                     break
+                ahead = _in_thread(self._pool, response.read, READ_CHUNK)
                 yield chunk
         finally:
+            if not ahead.done():
+                # A reader that stopped early: the thread's read ends (bounded by the
+                # store's timeouts) before the response is closed under it.
+                await asyncio.wait({ahead}, timeout=4 * self._timeout)
+            if ahead.done() and not ahead.cancelled():
+                ahead.exception()  # retrieved: a failed read-ahead nobody wanted
             response.close()
             response.release_conn()
 

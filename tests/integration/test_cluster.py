@@ -423,11 +423,10 @@ async def test_slot_migration_while_a_session_is_in_use(
     assert cluster.primary_of(slot) is target
     assert target.cmd("CLUSTER", "COUNTKEYSINSLOT", slot) > 0
     assert source.cmd("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
-    # Reads never see a wrong value or an error other than a retryable UNAVAILABLE:
-    # redis-py follows MOVED and ASK, but under concurrency it may send ASKING and
-    # the redirected GET on two pooled connections (the target then answers MOVED
-    # back, until its redirect budget runs out), so a read can need a retry.
-    assert reads and set(reads) <= ALLOWED, sorted(set(reads))
+    # Single-key reads never fail: MOVED and ASK are followed (the server sends
+    # ASKING and the read on one connection; redis-py 8.2 alone may use two, and
+    # then bounces until its redirect budget runs out).
+    assert reads and set(reads) == {"OK"}, sorted(set(reads))
     assert not unexpected([writer]), unexpected([writer])
     # Once the slot is settled every call succeeds again.
     settled = writer.outcomes(since=steps["done"] + 0.5)

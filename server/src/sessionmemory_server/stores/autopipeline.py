@@ -94,6 +94,12 @@ def _pack(connection: AbstractConnection, args: tuple[Any, ...]) -> list[bytes]:
     return connection.pack_command(*args)
 
 
+def _command_name(args: tuple[Any, ...]) -> str:
+    """A command's name as redis-py's response callbacks know it ("GET")."""
+    name = args[0]
+    return (name.decode() if isinstance(name, bytes) else str(name)).upper()
+
+
 def _data_error(error: Exception) -> Exception:
     if isinstance(error, redis.exceptions.RedisError):
         return error
@@ -107,7 +113,7 @@ class _Waiting:
 
     def __init__(self, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
         self.args = args
-        self.name = str(args[0]).upper()
+        self.name = _command_name(args)
         self.future = future
 
 
@@ -329,7 +335,7 @@ class AutoPipelineRedis(Redis):
         if (
             options.keys() - _KEYS_ONLY
             or self.single_connection_client
-            or str(args[0]).upper() in DIRECT
+            or _command_name(args) in DIRECT
         ):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         # Bound to the loop of its first command, like redis-py's connections; a
@@ -369,7 +375,7 @@ class AutoPipelineRedisCluster(RedisCluster):
         """Run one command: on its key's node's shared connection, or alone."""
         # Until the first topology is known, and for commands aimed at chosen
         # nodes or that must run alone, redis-py's own path.
-        if not self._topology_ready or kwargs.keys() - _KEYS_ONLY or str(args[0]).upper() in DIRECT:
+        if not self._topology_ready or kwargs.keys() - _KEYS_ONLY or _command_name(args) in DIRECT:
             return await super().execute_command(*args, **kwargs)
         if self._initialize_due():  # a refresh was asked for (an error) and is due
             await self.initialize()

@@ -31,7 +31,7 @@ from sessionmemory_server.stores.autopipeline import (
 )
 
 
-def _client(url: str, name: str, timeout: float = 2.0) -> AutoPipelineRedis:
+def _client(url: str, name: str, timeout: float = 2.0, **options: Any) -> AutoPipelineRedis:
     """The client as app.redis_client builds it, with a name to find its connections."""
     return AutoPipelineRedis.from_url(
         url,
@@ -40,7 +40,21 @@ def _client(url: str, name: str, timeout: float = 2.0) -> AutoPipelineRedis:
         retry=Retry(NoBackoff(), 0),
         client_name=name,
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        **options,
     )
+
+
+async def _connection_ids(plain: Redis, name: str) -> list[int]:
+    return [int(c["id"]) for c in await plain.client_list() if c.get("name") == name]
+
+
+# A script that keeps Redis busy for ~ARGV[1] ms (TIME is allowed in scripts).
+_BUSY = """
+local start = redis.call('TIME')
+local until_us = start[1] * 1000000 + start[2] + ARGV[1] * 1000
+repeat local now = redis.call('TIME') until now[1] * 1000000 + now[2] >= until_us
+return 1
+"""
 
 
 @pytest.fixture
@@ -215,3 +229,51 @@ async def test_blocking_commands_take_their_own_connection(
     assert time.monotonic() - start < 0.5
     await redis.rpush(key, "x")
     assert await waiting == (key.encode(), b"x")
+
+
+async def test_a_busy_redis_times_out_late_commands_but_keeps_the_connection(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    """Commands of 60 ms, 20 at once, 0.5 s timeout: late ones fail, the stream stays."""
+    name = f"ap-{uuid.uuid4().hex[:8]}"
+    client = _client(redis_server.url, name, timeout=0.5)
+    try:
+        busy = LuaScript(client, _BUSY)
+        await busy(keys=[], args=[1])
+        [before] = await _connection_ids(redis, name)
+        start = time.monotonic()
+        replies = await asyncio.gather(
+            *(busy(keys=[], args=[60]) for _ in range(20)), return_exceptions=True
+        )
+        took = time.monotonic() - start
+        assert all(r == 1 or isinstance(r, rexc.TimeoutError) for r in replies), replies
+        assert any(isinstance(r, rexc.TimeoutError) for r in replies)
+        assert took < 1.5, f"answered after {took:.2f} s with a 0.5 s timeout"
+        assert await client.get("ap-busy-after") is None
+        assert await _connection_ids(redis, name) == [before], "the connection was dropped"
+    finally:
+        await client.aclose()
+
+
+async def test_commands_cancelled_before_they_are_written_never_run(
+    pipelined: tuple[AutoPipelineRedis, str], redis: Redis
+) -> None:
+    client, _ = pipelined
+    key = f"ap-cancelled-{uuid.uuid4().hex}"
+    tasks = [asyncio.ensure_future(client.incr(key)) for _ in range(10)]
+    await asyncio.sleep(0)  # each has queued its INCR; the tick's write has not run
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert await client.incr(key) == 1
+    assert await redis.get(key) == b"1"
+
+
+async def test_a_client_encoding_other_than_utf8_is_kept(redis_server: EmbeddedRedis) -> None:
+    client = _client(redis_server.url, "ap-latin1", encoding="latin-1")
+    try:
+        key = f"ap-latin1-{uuid.uuid4().hex}"
+        await client.set(key, "é")
+        assert await client.get(key) == b"\xe9"  # as redis-py packs it
+    finally:
+        await client.aclose()

@@ -25,16 +25,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from redis import exceptions as redis_exceptions
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 
 from sessionmemory import AsyncMemoryClient, MemoryApiError, MemoryClient
-from sessionmemory_server.embedded import EmbeddedS3
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
 from sessionmemory_server.stores.autopipeline import AutoPipelineRedisCluster, LuaScript
 
 from ..cluster import LocalCluster, Node, session_slot
@@ -328,24 +331,51 @@ async def test_a_script_lost_by_every_node_is_loaded_again(cluster: LocalCluster
         await client.aclose()
 
 
-async def test_auto_pipelining_follows_moved_and_ask(cluster: LocalCluster) -> None:
-    client = _pipelined(cluster, "ap-moves")
+async def test_a_node_that_refuses_connections_serves_again_once_it_is_back(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Failed connects give their connection back: the node's cap is never used up."""
+    client = _pipelined(cluster, "ap-refused")
     try:
+        await client.ping()
+        port = free_port()
+        node = ClusterNode("127.0.0.1", port, max_connections=4, socket_connect_timeout=0.5)
+        mux = client.mux_for(node)
+        for _ in range(8):  # a connect attempt each, twice the node's cap
+            replies = await asyncio.gather(
+                *(mux.add(("GET", "k")) for _ in range(10)), return_exceptions=True
+            )
+            assert all(isinstance(r, redis_exceptions.ConnectionError) for r in replies)
+            await asyncio.sleep(0.05)  # the failed connections are given back
+        with EmbeddedRedis(tmp_path / "refused", port=port):
+            assert await mux.add(("GET", "k")) is None
+    finally:
+        await client.aclose()
+
+
+async def test_auto_pipelining_follows_moved_and_ask(cluster: LocalCluster) -> None:
+    name = f"ap-moves-{uuid.uuid4().hex[:8]}"
+    client = _pipelined(cluster, name)
+    try:
+        tag = uuid.uuid4().hex
+        moving = [f"{{ap-moving-{tag}}}:{i}" for i in range(200)]  # one slot
         others = [f"ap-other-{i}" for i in range(30)]
-        key = f"ap-moving-{uuid.uuid4().hex}"
-        slot = client.keyslot(key)
-        await asyncio.gather(client.set(key, "v"), *(client.set(k, k) for k in others))
+        slot = client.keyslot(moving[0])
+        await client.ping()  # the slot table is known: every command below is pipelined
+        await asyncio.gather(*(client.set(k, k) for k in [*moving, *others]))
         source = cluster.primary_of(slot)
         target = next(p for p in cluster.primaries() if p is not source)
 
         async def a_tick() -> None:
-            got = await asyncio.gather(client.get(key), *(client.get(k) for k in others))
-            assert got == [b"v", *(k.encode() for k in others)]
+            keys = [*moving, *others]
+            assert await asyncio.gather(*(client.get(k) for k in keys)) == [
+                k.encode() for k in keys
+            ]
 
-        # Half-moved: the source answers ASK for the moved key.
+        # Half-moved: the source answers ASK for the keys already moved.
         await asyncio.to_thread(cluster.begin_migration, slot, target)
         try:
-            assert await asyncio.to_thread(cluster.move_keys, slot, source, target, 100) >= 1
+            assert await asyncio.to_thread(cluster.move_keys, slot, source, target, 100) == 100
             await a_tick()
         finally:
             await asyncio.to_thread(cluster.finish_migration, slot, source, target)
@@ -353,8 +383,11 @@ async def test_auto_pipelining_follows_moved_and_ask(cluster: LocalCluster) -> N
         await a_tick()
         await a_tick()
         assert client.nodes_manager.get_node_from_slot(slot).port == target.port
-        await client.set(key, "w")
-        assert target.cmd("GET", key) == b"w"
+        await client.set(moving[0], "w")
+        assert target.cmd("GET", moving[0]) == b"w"
+        # 100 ASKed and 200 MOVED commands took no connection of their own.
+        counts = [_named(p, name) for p in cluster.primaries()]
+        assert all(n <= 2 for n in counts), counts
     finally:
         await client.aclose()
 

@@ -24,7 +24,11 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         1.0, gt=0, description="timeout of every Redis command and connect"
     )
-    redis_max_connections: int = Field(256, gt=0, description="Redis connections per process")
+    redis_max_connections: int = Field(
+        256,
+        ge=2,
+        description="Redis connections per process (one per node is the calls' shared one)",
+    )
     workers: int = Field(1, ge=1, le=64, description="server processes sharing the port")
     grace_seconds: float = Field(10.0, ge=0, description="shutdown grace for in-flight calls")
     # Authentication (auth.py, tokens.py).

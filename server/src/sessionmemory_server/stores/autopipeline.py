@@ -65,33 +65,32 @@ DIRECT: Final = frozenset(
     }
 )  # fmt: skip
 
-# Replies of a cluster node that mean "not run here": safe to send again.
-_REDIRECTED: Final = (
-    redis.exceptions.MovedError,
-    redis.exceptions.AskError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
-
 # The only option redis-py's commands pass that the mux handles: the keys, for
 # client-side caching, which it does not use.
 _KEYS_ONLY: Final = frozenset({"keys"})
 
 
-def _pack(connection: AbstractConnection, args: tuple[Any, ...]) -> list[bytes]:
+def _pack(connection: AbstractConnection, args: tuple[Any, ...], fast: bool) -> list[bytes]:
     """One command in the Redis protocol.
 
+    With ``fast`` (the client encodes strictly as UTF-8, redis-py's default),
     hiredis packs str, bytes, int and float (as ``repr``) as redis-py's encoder
     does, 9x faster (1 vs 9 us for a write's EVALSHA); anything else, and a
     command name of two words ("SCRIPT LOAD"), takes redis-py's packer.
     """
     name = args[0]
-    if isinstance(name, str) and " " not in name:
+    if fast and isinstance(name, str) and " " not in name:
         try:
             return [hiredis.pack_command(args)]
         except (TypeError, UnicodeError):
             pass  # redis-py's packer raises its own DataError for it
     return connection.pack_command(*args)
+
+
+def _utf8(encoder: Any) -> bool:
+    """True when ``encoder`` (redis-py's) writes strings as strict UTF-8, as hiredis does."""
+    name = str(getattr(encoder, "encoding", "")).lower().replace("-", "").replace("_", "")
+    return name == "utf8" and getattr(encoder, "encoding_errors", "") == "strict"
 
 
 def _command_name(args: tuple[Any, ...]) -> str:
@@ -106,31 +105,46 @@ def _data_error(error: Exception) -> Exception:
     return redis.exceptions.DataError(str(error))
 
 
-class _Waiting:
-    """One command on the wire: what it was, and who waits for its reply."""
-
-    __slots__ = ("args", "future", "name")
-
-    def __init__(self, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
-        self.args = args
-        self.name = _command_name(args)
-        self.future = future
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """A done callback for a future nobody awaits: its exception counts as seen."""
+    if not future.cancelled():
+        future.exception()
 
 
-def _settle(future: asyncio.Future[Any], task: asyncio.Future[Any]) -> None:
-    """Hand ``task``'s outcome to ``future`` (a caller that may have stopped waiting)."""
-    if task.cancelled():
+def _chain(outer: asyncio.Future[Any], inner: asyncio.Future[Any]) -> None:
+    """Hand ``inner``'s outcome to ``outer`` (a caller that may have stopped waiting)."""
+    if inner.cancelled():
         failure: BaseException | None = redis.exceptions.ConnectionError(
             "the Redis call was cancelled"
         )
     else:
-        failure = task.exception()  # retrieved even when nobody waits any more
-    if future.done():
+        failure = inner.exception()  # retrieved even when nobody waits any more
+    if outer.done():
         return
     if failure is not None:
-        future.set_exception(failure)
+        outer.set_exception(failure)
     else:
-        future.set_result(task.result())
+        outer.set_result(inner.result())
+
+
+class _Waiting:
+    """One command on the wire: what it was, and who waits for its reply."""
+
+    __slots__ = ("args", "future", "name", "redirects", "written")
+
+    def __init__(self, args: tuple[Any, ...], future: asyncio.Future[Any], redirects: int) -> None:
+        self.args = args
+        self.name = _command_name(args)
+        self.future = future
+        self.redirects = redirects  # MOVED/ASK followed so far (Cluster)
+        self.written = 0.0  # loop time it was written at
+
+
+# Silent checks (one per socket timeout, no reply at all) before the watchdog
+# drops a connection: a busy Redis that answers late keeps it.
+_STALLS_TO_DROP: Final = 3
+# MOVED/ASK redirects one command may follow before it fails (a topology in flux).
+MAX_REDIRECTS: Final = 5
 
 
 class _Mux:
@@ -141,9 +155,12 @@ class _Mux:
     on it; commands not yet written go out on the next connection.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, timeout: float | None, *, fast_pack: bool
+    ) -> None:
         self._loop = loop
         self._timeout = timeout
+        self._fast_pack = fast_pack
         self._connection: AbstractConnection | None = None
         self._unsent: list[_Waiting] = []
         self._sent: collections.deque[_Waiting] = collections.deque()
@@ -152,8 +169,9 @@ class _Mux:
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._replies = 0  # replies read so far (the watchdog's sign of life)
-        self.retired = False  # replaced: close the connection once it is idle
         self._seen = 0
+        self._stalls = 0
+        self.retired = False  # replaced: close the connection once it is idle
         # Strong references to background tasks (the loop keeps only weak ones).
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -168,20 +186,18 @@ class _Mux:
     def _callbacks(self) -> dict[Any, Any]:
         raise NotImplementedError
 
-    def _refused(
-        self, args: tuple[Any, ...], future: asyncio.Future[Any], error: Exception
-    ) -> None:
-        future.set_exception(error)
+    def _refused(self, waiting: _Waiting, error: Exception) -> None:
+        waiting.future.set_exception(error)
 
     def _lost(self, error: BaseException) -> None:
-        """The connection broke or timed out (after its commands were failed)."""
+        """The connection broke, timed out or could not be made."""
 
     # -- the queue -----------------------------------------------------------------
 
-    def add(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def add(self, args: tuple[Any, ...], redirects: int = 0) -> asyncio.Future[Any]:
         """Queue one command; its reply (or error) comes in the future."""
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._unsent.append(_Waiting(args, future))
+        self._unsent.append(_Waiting(args, future, redirects))
         if not self._write_scheduled:
             self._write_scheduled = True
             self._loop.call_soon(self._write)
@@ -195,7 +211,7 @@ class _Mux:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if future is not None:
-            task.add_done_callback(functools.partial(_settle, future))
+            task.add_done_callback(functools.partial(_chain, future))
 
     def _write(self) -> None:
         self._write_scheduled = False
@@ -214,34 +230,41 @@ class _Mux:
             self._break(redis.exceptions.ConnectionError("the Redis connection closed"))
             return
         packed: list[bytes] = []
+        now = self._loop.time()
         for waiting in unsent:
+            if waiting.future.cancelled():
+                continue  # its caller gave up before it was sent: it never runs
             try:
-                packed.extend(_pack(connection, waiting.args))
+                packed.extend(_pack(connection, waiting.args, self._fast_pack))
             except Exception as error:  # an argument Redis cannot take
-                if not waiting.future.done():
-                    waiting.future.set_exception(_data_error(error))
+                waiting.future.set_exception(_data_error(error))
                 continue
+            waiting.written = now
             self._sent.append(waiting)
         if not packed:
             return
         writer.writelines(packed)
         if self._watchdog is None and self._timeout:
-            self._seen = self._replies
+            self._seen, self._stalls = self._replies, 0
             self._watchdog = self._loop.call_later(self._timeout, self._check)
 
     async def _connect(self) -> None:
+        connection: AbstractConnection | None = None
         try:
             connection = await self._acquire()
             if not connection.is_connected:
                 await connection.connect()  # type: ignore[no-untyped-call]
         except BaseException as error:
             self._connecting = False
+            if connection is not None:  # made but not connected: give it back
+                self.spawn(self._close(connection))
             unsent, self._unsent = self._unsent, []
             for waiting in unsent:
                 if not waiting.future.done():
                     waiting.future.set_exception(error)
             if not isinstance(error, Exception):
                 raise
+            self._lost(error)
             return
         self._connection = connection
         self._connecting = False
@@ -260,43 +283,63 @@ class _Mux:
                     self._replies += 1
                     waiting = sent.popleft()
                     if not waiting.future.done():
-                        self._refused(waiting.args, waiting.future, refused)
-                    continue
-                self._replies += 1
-                waiting = sent.popleft()
-                if not waiting.future.done():
-                    callback = callbacks.get(waiting.name)
-                    try:
-                        waiting.future.set_result(reply if callback is None else callback(reply))
-                    except Exception as error:  # a callback that cannot parse it
-                        waiting.future.set_exception(error)
+                        self._refused(waiting, refused)
+                else:
+                    self._replies += 1
+                    waiting = sent.popleft()
+                    if not waiting.future.done():
+                        callback = callbacks.get(waiting.name)
+                        try:
+                            result = reply if callback is None else callback(reply)
+                        except Exception as error:  # a callback that cannot parse it
+                            waiting.future.set_exception(error)
+                        else:
+                            waiting.future.set_result(result)
                 if self.retired and not sent and not self._unsent:
                     self._break(redis.exceptions.ConnectionError("retired"), reading=True)
                     return
         except IndexError:  # a reply nobody asked for: the stream is out of step
             if self._connection is connection:
                 self._break(redis.exceptions.ConnectionError("Redis sent an unexpected reply"))
-        except BaseException as error:  # broken, timed out (cancelled by _check), closed
+        except BaseException as error:  # broken, silent (cancelled by _check), closed
             # A reader cancelled by _break has nothing left to do: its connection
             # is already replaced, and must not be broken again.
             if self._connection is connection:
                 failure: BaseException = error
                 if isinstance(error, asyncio.CancelledError):
                     failure = redis.exceptions.TimeoutError(
-                        f"no reply from Redis within {self._timeout} s"
+                        f"no reply from Redis for {_STALLS_TO_DROP} x {self._timeout} s"
                     )
                 self._break(failure, reading=True)
 
     def _check(self) -> None:
-        """The watchdog: a reply must arrive every socket timeout while some are awaited."""
+        """The watchdog, every socket timeout while replies are awaited.
+
+        A command waiting longer than the timeout fails with TimeoutError (its
+        reply is still read when it comes, so the connection stays in step); a
+        connection with no reply at all for several timeouts is dropped.
+        """
         self._watchdog = None
-        if not self._sent:
+        if not self._sent or self._timeout is None:
             return
-        if self._replies == self._seen and self._reader is not None:
-            self._reader.cancel()  # _read breaks the connection with a TimeoutError
-            return
-        self._seen = self._replies
-        self._watchdog = self._loop.call_later(self._timeout or 0, self._check)
+        if self._replies != self._seen:
+            self._seen, self._stalls = self._replies, 0
+        else:
+            self._stalls += 1
+            if self._stalls >= _STALLS_TO_DROP and self._reader is not None:
+                self._reader.cancel()  # _read breaks the connection with a TimeoutError
+                return
+        overdue = self._loop.time() - self._timeout
+        late: BaseException | None = None
+        for waiting in self._sent:
+            if waiting.written > overdue:
+                break  # written in order: the rest are younger
+            if not waiting.future.done():
+                late = late or redis.exceptions.TimeoutError(
+                    f"no reply from Redis within {self._timeout} s"
+                )
+                waiting.future.set_exception(late)
+        self._watchdog = self._loop.call_later(self._timeout, self._check)
 
     def _break(self, error: BaseException, *, reading: bool = False) -> None:
         """Drop the connection: fail what was sent on it, keep what was not."""
@@ -313,7 +356,8 @@ class _Mux:
                 waiting.future.set_exception(error)
         if connection is not None:
             self.spawn(self._close(connection))
-        self._lost(error)
+        if not self.retired:
+            self._lost(error)
         if self._unsent and not self._write_scheduled:
             self._write_scheduled = True
             self._loop.call_soon(self._write)
@@ -349,7 +393,11 @@ class AutoPipelineRedis(Redis):
 class _PoolMux(_Mux):
     def __init__(self, client: AutoPipelineRedis) -> None:
         pool = client.connection_pool
-        super().__init__(asyncio.get_running_loop(), pool.connection_kwargs.get("socket_timeout"))
+        super().__init__(
+            asyncio.get_running_loop(),
+            pool.connection_kwargs.get("socket_timeout"),
+            fast_pack=_utf8(pool.get_encoder()),  # type: ignore[no-untyped-call]
+        )
         self._client = client
 
     async def _acquire(self) -> AbstractConnection:
@@ -384,18 +432,25 @@ class AutoPipelineRedisCluster(RedisCluster):
         except redis.exceptions.RedisClusterException:
             # Keyless or cross-slot: redis-py decides where it goes.
             return await super().execute_command(*args, **kwargs)
-        node = self.nodes_manager.get_node_from_slot(slot)
+        return await self.mux_for(self.nodes_manager.get_node_from_slot(slot)).add(args)
+
+    def mux_for(self, node: ClusterNode) -> _NodeMux:
+        """The shared connection of ``node`` (a replaced node object gets a new one)."""
         mux = self._muxes.get(node.name)
         if mux is None or mux.node is not node:
             if mux is not None:
                 mux.retire()
             mux = self._muxes[node.name] = _NodeMux(self, node)
-        return await mux.add(args)
+        return mux
 
 
 class _NodeMux(_Mux):
     def __init__(self, client: AutoPipelineRedisCluster, node: ClusterNode) -> None:
-        super().__init__(asyncio.get_running_loop(), node.connection_kwargs.get("socket_timeout"))
+        super().__init__(
+            asyncio.get_running_loop(),
+            node.connection_kwargs.get("socket_timeout"),
+            fast_pack=_utf8(node.get_encoder()),
+        )
         self._client = client
         self.node = node
 
@@ -414,19 +469,44 @@ class _NodeMux(_Mux):
         if self._connection is not None and not self._sent and not self._unsent:
             self._break(redis.exceptions.ConnectionError("the node was replaced"))
 
-    def _refused(
-        self, args: tuple[Any, ...], future: asyncio.Future[Any], error: Exception
-    ) -> None:
-        client = self._client
-        moved = isinstance(error, redis.exceptions.MovedError)  # an AskError subclass
-        if isinstance(error, redis.exceptions.AskError) and not moved:
-            self.spawn(_ask(client, error, args, {}), future)
-        elif isinstance(error, _REDIRECTED):
-            # Not run: redis-py's own path follows MOVED (and corrects the slot
-            # table), TRYAGAIN and CLUSTERDOWN.
-            self.spawn(RedisCluster.execute_command(client, *args), future)
+    def _refused(self, waiting: _Waiting, error: Exception) -> None:
+        """Follow MOVED and ASK on the shared connections; TRYAGAIN/CLUSTERDOWN fail.
+
+        Redis ran none of these commands. TRYAGAIN (a multi-key command whose
+        keys a reshard split) and CLUSTERDOWN answer the caller at once (the
+        server makes them a retryable UNAVAILABLE); CLUSTERDOWN also asks for a
+        topology refresh.
+        """
+        client, future = self._client, waiting.future
+        is_redirect = isinstance(error, redis.exceptions.AskError)  # MOVED is one too
+        if is_redirect and waiting.redirects >= MAX_REDIRECTS:
+            future.set_exception(
+                redis.exceptions.ClusterError(f"more than {MAX_REDIRECTS} redirects: {error}")
+            )
+        elif isinstance(error, redis.exceptions.MovedError):
+            self.spawn(self._moved(waiting, error), future)
+        elif isinstance(error, redis.exceptions.AskError):
+            target = client.nodes_manager.get_node(error.host, error.port)
+            if target is None:  # a node the slot table does not know yet
+                self.spawn(_ask(client, error, waiting.args, {}), future)
+                return
+            # ASKING admits only the next command of its connection: both go in
+            # the same write on the target's shared connection.
+            mux = client.mux_for(target)
+            mux.add(("ASKING",), waiting.redirects + 1).add_done_callback(_retrieve)
+            asked = mux.add(waiting.args, waiting.redirects + 1)
+            asked.add_done_callback(functools.partial(_chain, future))
         else:
+            if isinstance(error, redis.exceptions.ClusterDownError):
+                client._request_refresh()
             future.set_exception(error)
+
+    async def _moved(self, waiting: _Waiting, error: redis.exceptions.MovedError) -> Any:
+        """Correct the slot table (as redis-py does) and send the command where it says."""
+        client = self._client
+        await client.nodes_manager.move_slot(error)
+        node = client.nodes_manager.get_node_from_slot(error.slot_id)
+        return await client.mux_for(node).add(waiting.args, waiting.redirects + 1)
 
     def _lost(self, error: BaseException) -> None:
         # As redis-py's cluster path does: the node may be gone (a failover), so

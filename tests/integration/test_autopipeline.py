@@ -8,6 +8,7 @@ what they must. (Cluster routing is tested in test_cluster.py.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +30,16 @@ from sessionmemory_server.stores.autopipeline import (
     AutoPipelineRedisCluster,
     LuaScript,
 )
+
+
+@contextlib.asynccontextmanager
+async def _owned(url: str, name: str, **options: Any) -> AsyncIterator[AutoPipelineRedis]:
+    """A client of the test's own (``_client``'s options), closed after it."""
+    client = _client(url, name, **options)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def _client(url: str, name: str, timeout: float = 2.0, **options: Any) -> AutoPipelineRedis:
@@ -236,8 +247,7 @@ async def test_a_busy_redis_times_out_late_commands_but_keeps_the_connection(
 ) -> None:
     """Commands of 60 ms, 20 at once, 0.5 s timeout: late ones fail, the stream stays."""
     name = f"ap-{uuid.uuid4().hex[:8]}"
-    client = _client(redis_server.url, name, timeout=0.5)
-    try:
+    async with _owned(redis_server.url, name, timeout=0.5) as client:
         busy = LuaScript(client, _BUSY)
         await busy(keys=[], args=[1])
         [before] = await _connection_ids(redis, name)
@@ -251,8 +261,6 @@ async def test_a_busy_redis_times_out_late_commands_but_keeps_the_connection(
         assert took < 1.5, f"answered after {took:.2f} s with a 0.5 s timeout"
         assert await client.get("ap-busy-after") is None
         assert await _connection_ids(redis, name) == [before], "the connection was dropped"
-    finally:
-        await client.aclose()
 
 
 async def test_commands_cancelled_before_they_are_written_never_run(
@@ -270,10 +278,7 @@ async def test_commands_cancelled_before_they_are_written_never_run(
 
 
 async def test_a_client_encoding_other_than_utf8_is_kept(redis_server: EmbeddedRedis) -> None:
-    client = _client(redis_server.url, "ap-latin1", encoding="latin-1")
-    try:
+    async with _owned(redis_server.url, "ap-latin1", encoding="latin-1") as client:
         key = f"ap-latin1-{uuid.uuid4().hex}"
         await client.set(key, "é")
         assert await client.get(key) == b"\xe9"  # as redis-py packs it
-    finally:
-        await client.aclose()

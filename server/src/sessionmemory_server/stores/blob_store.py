@@ -1,7 +1,8 @@
 """File bytes in an S3-compatible object store, through the minio SDK.
 
 The SDK is synchronous, so every call runs in a bounded thread pool: at most
-``threads`` transfers at once, each holding at most one 5 MiB part in memory.
+``threads`` transfers at once, an upload holding at most two 5 MiB parts in
+memory, a read two 256 KiB chunks.
 Every request has a timeout (urllib3), so a dead store is UNAVAILABLE, not a hang.
 Each runs with the calling task's context variables, so with tracing on its
 HTTP request is a child span of the call's span.
@@ -125,8 +126,9 @@ class BlobStore:
 
         def put() -> None:
             with path.open("rb") as f:
-                # One part at a time per transfer: the pool bounds the transfers, so
-                # memory is at most threads x one part.
+                # Two parts at a time per transfer, as put_object's default does (the
+                # two halves of a 10 MiB file go up together); the pool bounds the
+                # transfers, so memory is at most threads x two parts (40 MiB).
                 self._client.put_object(
                     self.bucket,
                     name,

@@ -34,11 +34,12 @@ from redis import exceptions as redis_exceptions
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import MovedError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from sessionmemory import AsyncMemoryClient, MemoryApiError, MemoryClient
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
-from sessionmemory_server.stores.autopipeline import AutoPipelineRedisCluster, LuaScript
+from sessionmemory_server.stores.autopipeline import AutoPipelineRedisCluster, LuaScript, _Waiting
 
 from ..cluster import LocalCluster, Node, session_slot
 from ..conftest import ServerThread, start_server
@@ -388,6 +389,26 @@ async def test_auto_pipelining_follows_moved_and_ask(cluster: LocalCluster) -> N
         # 100 ASKed and 200 MOVED commands took no connection of their own.
         counts = [_named(p, name) for p in cluster.primaries()]
         assert all(n <= 2 for n in counts), counts
+    finally:
+        await client.aclose()
+
+
+async def test_a_redirect_without_a_host_means_the_same_host(cluster: LocalCluster) -> None:
+    """A node with an unknown endpoint redirects as "MOVED 3999 :6381" (Redis 7)."""
+    client = _pipelined(cluster, "ap-no-host")
+    try:
+        await client.ping()
+        key = f"ap-no-host-{uuid.uuid4().hex}"
+        await client.set(key, "v")
+        slot = client.keyslot(key)
+        owner = cluster.primary_of(slot)
+        other = next(p for p in cluster.primaries() if p is not owner)
+        asked = client.mux_for(client.nodes_manager.get_node("127.0.0.1", other.port))
+        future = asyncio.get_running_loop().create_future()
+        # As if `other` had answered the GET with a redirect that names no host.
+        asked._refused(_Waiting(("GET", key), future, 0), MovedError(f"{slot} :{owner.port}"))
+        assert await future == b"v"
+        assert client.nodes_manager.get_node_from_slot(slot).host == "127.0.0.1"
     finally:
         await client.aclose()
 

@@ -485,6 +485,10 @@ class _NodeMux(_Mux):
         """
         client, future = self._client, waiting.future
         is_redirect = isinstance(error, redis.exceptions.AskError)  # MOVED is one too
+        if isinstance(error, redis.exceptions.AskError) and not error.host:
+            # "MOVED 3999 :6381" (an unknown endpoint): the host of this node.
+            error.host = self.node.host
+            error.node_addr = error.host, error.port
         if is_redirect and waiting.redirects >= MAX_REDIRECTS:
             future.set_exception(
                 redis.exceptions.ClusterError(f"more than {MAX_REDIRECTS} redirects: {error}")

@@ -501,7 +501,9 @@ class _NodeMux(_Mux):
                 self.spawn(_ask(client, error, waiting.args, {}), future)
                 return
             # ASKING admits only the next command of its connection: both go in
-            # the same write on the target's shared connection.
+            # the same write on the target's shared connection. Neither future is
+            # a caller's (the caller's is chained), so _write never skips one and
+            # sends the other: ASKING cannot open the slot to an unrelated command.
             mux = client.mux_for(target)
             mux.add(("ASKING",), waiting.redirects + 1).add_done_callback(_retrieve)
             asked = mux.add(waiting.args, waiting.redirects + 1)

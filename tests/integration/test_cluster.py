@@ -413,6 +413,43 @@ async def test_a_redirect_without_a_host_means_the_same_host(cluster: LocalClust
         await client.aclose()
 
 
+async def test_a_replaced_node_object_lets_its_connection_go(cluster: LocalCluster) -> None:
+    """Retired while connecting, its only command cancelled: the connection closes."""
+    name = f"ap-retired-{uuid.uuid4().hex[:8]}"
+    client = _pipelined(cluster, name)
+    try:
+        await client.ping()
+        key = f"ap-retired-{uuid.uuid4().hex}"
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+        primary = next(p for p in cluster.primaries() if p.port == node.port)
+        before = _named(primary, name)  # redis-py's own connections (PING, discovery)
+        old = client.mux_for(node)
+        task = asyncio.ensure_future(client.get(key))
+        for _ in range(50):  # until the old connection is being made
+            await asyncio.sleep(0)
+            if old._connecting:
+                break
+        task.cancel()  # the caller's deadline passes meanwhile
+        # A topology refresh replaces the node object (it left the cache and came back).
+        new = ClusterNode(
+            node.host, node.port, node.server_type, **client.nodes_manager.connection_kwargs
+        )
+        client.nodes_manager.nodes_cache[node.name] = new
+        for owners in client.nodes_manager.slots_cache.values():
+            if owners[0] is node:
+                owners[0] = new
+        assert await client.get(key) is None  # through the new node's connection
+        assert old.retired
+        for _ in range(50):
+            if old._connection is None:
+                break
+            await asyncio.sleep(0.05)
+        assert old._connection is None, "the retired connection is still open"
+        assert _named(primary, name) <= before + 1  # the new node's shared one at most
+    finally:
+        await client.aclose()
+
+
 async def test_slot_migration_while_a_session_is_in_use(
     cluster: LocalCluster, clients: tuple[AsyncMemoryClient, AsyncMemoryClient]
 ) -> None:

@@ -23,8 +23,9 @@ What stays as it was:
   timeout: a command written longer ago than that fails with ``TimeoutError``
   (the server maps it to UNAVAILABLE) while its reply, when it comes, is still
   read, so the connection stays in step; a connection with no reply at all for
-  3 timeouts, or one that breaks, is closed and every command on it fails. A
-  command waits at most two timeouts; the next command reconnects.
+  3 timeouts, or one that breaks, is closed and every command on it fails; the
+  next command reconnects. Once written, a command waits at most two timeouts
+  (before that, at most the connect timeout; each redirect starts anew).
 * **Commands cancelled before they are written** (a caller whose deadline
   passed while the connection was being made) are never sent.
 * **Cancellation.** A caller that stops waiting (a gRPC deadline) only drops
@@ -248,6 +249,7 @@ class _Mux:
             waiting.written = now
             self._sent.append(waiting)
         if not packed:
+            self._close_if_retired()  # all cancelled: nothing will ever reply
             return
         writer.writelines(packed)
         if self._watchdog is None and self._timeout:
@@ -270,12 +272,19 @@ class _Mux:
                     waiting.future.set_exception(error)
             if not isinstance(error, Exception):
                 raise
-            self._lost(error)
+            if not self.retired:
+                self._lost(error)
             return
         self._connection = connection
         self._connecting = False
         self._reader = self._loop.create_task(self._read(connection))
         self._write()
+        self._close_if_retired()
+
+    def _close_if_retired(self) -> None:
+        """Close a replaced node's connection once nothing is pending on it."""
+        if self.retired and self._connection is not None and not self._sent and not self._unsent:
+            self._break(redis.exceptions.ConnectionError("the node was replaced"))
 
     async def _read(self, connection: AbstractConnection) -> None:
         """Read replies as long as the connection lives, each to its command."""
@@ -472,8 +481,7 @@ class _NodeMux(_Mux):
     def retire(self) -> None:
         """The node object was replaced (a topology refresh): let the connection go."""
         self.retired = True
-        if self._connection is not None and not self._sent and not self._unsent:
-            self._break(redis.exceptions.ConnectionError("the node was replaced"))
+        self._close_if_retired()
 
     def _refused(self, waiting: _Waiting, error: Exception) -> None:
         """Follow MOVED and ASK on the shared connections; TRYAGAIN/CLUSTERDOWN fail.
@@ -497,8 +505,8 @@ class _NodeMux(_Mux):
             self.spawn(self._moved(waiting, error), future)
         elif isinstance(error, redis.exceptions.AskError):
             target = client.nodes_manager.get_node(error.host, error.port)
-            if target is None:  # a node the slot table does not know yet
-                self.spawn(_ask(client, error, waiting.args, {}), future)
+            if target is None:  # a node the slot table does not know: redis-py's path
+                self.spawn(RedisCluster.execute_command(client, *waiting.args), future)
                 return
             # ASKING admits only the next command of its connection: both go in
             # the same write on the target's shared connection. Neither future is
@@ -527,44 +535,6 @@ class _NodeMux(_Mux):
         if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
             client.nodes_manager.move_node_to_end_of_cached_nodes(node.name)
             client._request_refresh(last_failed_node_name=node.name)
-
-
-async def _ask(
-    client: RedisCluster,
-    error: redis.exceptions.AskError,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Send a command ASKed to another node: ASKING and the command on one connection.
-
-    ASKING lets only the next command of its connection into an importing slot.
-    redis-py 8.2 sends the two through its pool, which may hand out two
-    different connections under load; then the target answers MOVED back to the
-    source, which answers ASK again until the redirect budget is spent.
-    """
-    target = client.nodes_manager.get_node(error.host, error.port)
-    if target is None:  # a node the slot table does not know yet
-        return await RedisCluster.execute_command(client, *args, **kwargs)
-    connection = target.acquire_connection()
-    replies: list[Any] = []
-    try:
-        await connection.send_packed_command(
-            connection.pack_commands([("ASKING",), args]), check_health=False
-        )
-        for name, options in (("ASKING", {}), (args[0], kwargs)):
-            try:
-                replies.append(await target.parse_response(connection, name, **options))
-            except redis.exceptions.ResponseError as refused:
-                replies.append(refused)
-    except BaseException:
-        await connection.disconnect(nowait=True)
-        raise
-    finally:
-        target.release(connection)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies[1]
 
 
 class LuaScript:

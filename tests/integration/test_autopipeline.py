@@ -32,19 +32,12 @@ from sessionmemory_server.stores.autopipeline import (
 )
 
 
-@contextlib.asynccontextmanager
-async def _owned(url: str, name: str, **options: Any) -> AsyncIterator[AutoPipelineRedis]:
-    """A client of the test's own (``_client``'s options), closed after it."""
-    client = _client(url, name, **options)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-def _client(url: str, name: str, timeout: float = 2.0, **options: Any) -> AutoPipelineRedis:
+def pipelined_client(
+    url: str, name: str, *, cluster: bool = False, timeout: float = 2.0, **options: Any
+) -> Any:
     """The client as app.redis_client builds it, with a name to find its connections."""
-    return AutoPipelineRedis.from_url(
+    cls = AutoPipelineRedisCluster if cluster else AutoPipelineRedis
+    return cls.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -53,6 +46,18 @@ def _client(url: str, name: str, timeout: float = 2.0, **options: Any) -> AutoPi
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
         **options,
     )
+
+
+@contextlib.asynccontextmanager
+async def owned_client(url: str, name: str, **options: Any) -> AsyncIterator[Any]:
+    """A connected client of the test's own (on a Cluster the slot table is known,
+    so every command is pipelined), closed after it."""
+    client = pipelined_client(url, name, **options)
+    try:
+        await client.ping()
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def _connection_ids(plain: Redis, name: str) -> list[int]:
@@ -71,7 +76,7 @@ return 1
 @pytest.fixture
 async def pipelined(redis_server: EmbeddedRedis) -> AsyncIterator[tuple[AutoPipelineRedis, str]]:
     name = f"ap-{uuid.uuid4().hex[:8]}"
-    client = _client(redis_server.url, name)
+    client = pipelined_client(redis_server.url, name)
     yield client, name
     await client.aclose()
 
@@ -168,7 +173,7 @@ async def test_a_stalled_redis_times_out_every_waiting_command_then_recovers(
     redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
     name = f"ap-{uuid.uuid4().hex[:8]}"
-    client = _client(redis_server.url, name, timeout=0.3)
+    client = pipelined_client(redis_server.url, name, timeout=0.3)
     try:
         await client.set("ap-stall", "v")
         await redis.client_pause(1500)
@@ -209,7 +214,7 @@ async def test_a_dead_redis_fails_the_batch_and_a_restarted_one_serves_again(
     tmp_path: Path,
 ) -> None:
     with EmbeddedRedis(tmp_path / "redis") as server:
-        client = _client(server.url, "ap-dead", timeout=0.5)
+        client = pipelined_client(server.url, "ap-dead", timeout=0.5)
         try:
             await client.set("k", "v")
             server.stop()
@@ -247,7 +252,7 @@ async def test_a_busy_redis_times_out_late_commands_but_keeps_the_connection(
 ) -> None:
     """Commands of 60 ms, 20 at once, 0.5 s timeout: late ones fail, the stream stays."""
     name = f"ap-{uuid.uuid4().hex[:8]}"
-    async with _owned(redis_server.url, name, timeout=0.5) as client:
+    async with owned_client(redis_server.url, name, timeout=0.5) as client:
         busy = LuaScript(client, _BUSY)
         await busy(keys=[], args=[1])
         [before] = await _connection_ids(redis, name)
@@ -278,7 +283,7 @@ async def test_commands_cancelled_before_they_are_written_never_run(
 
 
 async def test_a_client_encoding_other_than_utf8_is_kept(redis_server: EmbeddedRedis) -> None:
-    async with _owned(redis_server.url, "ap-latin1", encoding="latin-1") as client:
+    async with owned_client(redis_server.url, "ap-latin1", encoding="latin-1") as client:
         key = f"ap-latin1-{uuid.uuid4().hex}"
         await client.set(key, "é")
         assert await client.get(key) == b"\xe9"  # as redis-py packs it

@@ -32,18 +32,16 @@ import grpc
 import pytest
 from redis import exceptions as redis_exceptions
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import MovedError
-from redis.maint_notifications import MaintNotificationsConfig
 
 from sessionmemory import AsyncMemoryClient, MemoryApiError, MemoryClient
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
-from sessionmemory_server.stores.autopipeline import AutoPipelineRedisCluster, LuaScript, _Waiting
+from sessionmemory_server.stores.autopipeline import LuaScript, _Waiting
 
 from ..cluster import LocalCluster, Node, session_slot
 from ..conftest import ServerThread, start_server
 from . import test_document, test_files, test_flows, test_memory
+from .test_autopipeline import owned_client
 
 TENANT = "acme"
 # Generous on a loaded 2-core machine: a kill -9 is detected after
@@ -280,28 +278,14 @@ async def clients(
         yield raw, patient
 
 
-def _pipelined(cluster: LocalCluster, name: str) -> AutoPipelineRedisCluster:
-    """The server's cluster client (app.redis_client's options), named to find its connections."""
-    return AutoPipelineRedisCluster.from_url(
-        cluster.url,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        retry=Retry(NoBackoff(), 0),
-        client_name=name,
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
-    )
-
-
 def _named(node: Node, name: str) -> int:
     return sum(1 for c in node.admin().client_list() if c.get("name") == name)
 
 
 async def test_auto_pipelining_sends_one_batch_per_node(cluster: LocalCluster) -> None:
     name = f"ap-{uuid.uuid4().hex[:8]}"
-    client = _pipelined(cluster, name)
-    try:
+    async with owned_client(cluster.url, name, cluster=True) as client:
         keys = [f"ap:{name}:{i}" for i in range(300)]
-        await client.ping()  # the slot table is known: every command below is batched
         await asyncio.gather(*(client.set(k, k) for k in keys))
         assert await asyncio.gather(*(client.get(k) for k in keys)) == [k.encode() for k in keys]
         primaries = cluster.primaries()
@@ -311,13 +295,10 @@ async def test_auto_pipelining_sends_one_batch_per_node(cluster: LocalCluster) -
         # 300 concurrent commands, one connection per node (the slot-table
         # discovery may add one); redis-py alone opens one per command in flight.
         assert all(_named(p, name) <= 2 for p in primaries), [_named(p, name) for p in primaries]
-    finally:
-        await client.aclose()
 
 
 async def test_a_script_lost_by_every_node_is_loaded_again(cluster: LocalCluster) -> None:
-    client = _pipelined(cluster, "ap-scripts")
-    try:
+    async with owned_client(cluster.url, "ap-scripts", cluster=True) as client:
         script = LuaScript(client, f"-- {uuid.uuid4().hex}\nreturn KEYS[1]")
         keys = [f"ap-script-{i}" for i in range(30)]  # on every primary
         assert await asyncio.gather(*(script(keys=[k], args=[]) for k in keys)) == [
@@ -328,17 +309,13 @@ async def test_a_script_lost_by_every_node_is_loaded_again(cluster: LocalCluster
         assert await asyncio.gather(*(script(keys=[k], args=[]) for k in keys)) == [
             k.encode() for k in keys
         ]
-    finally:
-        await client.aclose()
 
 
 async def test_a_node_that_refuses_connections_serves_again_once_it_is_back(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     """Failed connects give their connection back: the node's cap is never used up."""
-    client = _pipelined(cluster, "ap-refused")
-    try:
-        await client.ping()
+    async with owned_client(cluster.url, "ap-refused", cluster=True) as client:
         port = free_port()
         node = ClusterNode("127.0.0.1", port, max_connections=4, socket_connect_timeout=0.5)
         mux = client.mux_for(node)
@@ -350,19 +327,15 @@ async def test_a_node_that_refuses_connections_serves_again_once_it_is_back(
             await asyncio.sleep(0.05)  # the failed connections are given back
         with EmbeddedRedis(tmp_path / "refused", port=port):
             assert await mux.add(("GET", "k")) is None
-    finally:
-        await client.aclose()
 
 
 async def test_auto_pipelining_follows_moved_and_ask(cluster: LocalCluster) -> None:
     name = f"ap-moves-{uuid.uuid4().hex[:8]}"
-    client = _pipelined(cluster, name)
-    try:
+    async with owned_client(cluster.url, name, cluster=True) as client:
         tag = uuid.uuid4().hex
         moving = [f"{{ap-moving-{tag}}}:{i}" for i in range(200)]  # one slot
         others = [f"ap-other-{i}" for i in range(30)]
         slot = client.keyslot(moving[0])
-        await client.ping()  # the slot table is known: every command below is pipelined
         await asyncio.gather(*(client.set(k, k) for k in [*moving, *others]))
         source = cluster.primary_of(slot)
         target = next(p for p in cluster.primaries() if p is not source)
@@ -389,15 +362,11 @@ async def test_auto_pipelining_follows_moved_and_ask(cluster: LocalCluster) -> N
         # 100 ASKed and 200 MOVED commands took no connection of their own.
         counts = [_named(p, name) for p in cluster.primaries()]
         assert all(n <= 2 for n in counts), counts
-    finally:
-        await client.aclose()
 
 
 async def test_a_redirect_without_a_host_means_the_same_host(cluster: LocalCluster) -> None:
     """A node with an unknown endpoint redirects as "MOVED 3999 :6381" (Redis 7)."""
-    client = _pipelined(cluster, "ap-no-host")
-    try:
-        await client.ping()
+    async with owned_client(cluster.url, "ap-no-host", cluster=True) as client:
         key = f"ap-no-host-{uuid.uuid4().hex}"
         await client.set(key, "v")
         slot = client.keyslot(key)
@@ -409,16 +378,12 @@ async def test_a_redirect_without_a_host_means_the_same_host(cluster: LocalClust
         asked._refused(_Waiting(("GET", key), future, 0), MovedError(f"{slot} :{owner.port}"))
         assert await future == b"v"
         assert client.nodes_manager.get_node_from_slot(slot).host == "127.0.0.1"
-    finally:
-        await client.aclose()
 
 
 async def test_a_replaced_node_object_lets_its_connection_go(cluster: LocalCluster) -> None:
     """Retired while connecting, its only command cancelled: the connection closes."""
     name = f"ap-retired-{uuid.uuid4().hex[:8]}"
-    client = _pipelined(cluster, name)
-    try:
-        await client.ping()
+    async with owned_client(cluster.url, name, cluster=True) as client:
         key = f"ap-retired-{uuid.uuid4().hex}"
         node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
         primary = next(p for p in cluster.primaries() if p.port == node.port)
@@ -446,8 +411,6 @@ async def test_a_replaced_node_object_lets_its_connection_go(cluster: LocalClust
             await asyncio.sleep(0.05)
         assert old._connection is None, "the retired connection is still open"
         assert _named(primary, name) <= before + 1  # the new node's shared one at most
-    finally:
-        await client.aclose()
 
 
 async def test_slot_migration_while_a_session_is_in_use(

@@ -375,7 +375,9 @@ async def test_a_redirect_without_a_host_means_the_same_host(cluster: LocalClust
         asked = client.mux_for(client.nodes_manager.get_node("127.0.0.1", other.port))
         future = asyncio.get_running_loop().create_future()
         # As if `other` had answered the GET with a redirect that names no host.
-        asked._refused(_Waiting(("GET", key), future, 0), MovedError(f"{slot} :{owner.port}"))
+        asked._refused(
+            _Waiting(("GET", key), future, 0, "GET"), MovedError(f"{slot} :{owner.port}")
+        )
         assert await future == b"v"
         assert client.nodes_manager.get_node_from_slot(slot).host == "127.0.0.1"
 

@@ -139,9 +139,11 @@ class _Waiting:
 
     __slots__ = ("args", "future", "name", "redirects", "written")
 
-    def __init__(self, args: tuple[Any, ...], future: asyncio.Future[Any], redirects: int) -> None:
+    def __init__(
+        self, args: tuple[Any, ...], future: asyncio.Future[Any], redirects: int, name: str
+    ) -> None:
         self.args = args
-        self.name = _command_name(args)
+        self.name = name
         self.future = future
         self.redirects = redirects  # MOVED/ASK followed so far (Cluster)
         self.written = 0.0  # loop time it was written at
@@ -201,10 +203,12 @@ class _Mux:
 
     # -- the queue -----------------------------------------------------------------
 
-    def add(self, args: tuple[Any, ...], redirects: int = 0) -> asyncio.Future[Any]:
+    def add(
+        self, args: tuple[Any, ...], redirects: int = 0, name: str | None = None
+    ) -> asyncio.Future[Any]:
         """Queue one command; its reply (or error) comes in the future."""
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._unsent.append(_Waiting(args, future, redirects))
+        self._unsent.append(_Waiting(args, future, redirects, name or _command_name(args)))
         if not self._write_scheduled:
             self._write_scheduled = True
             self._loop.call_soon(self._write)
@@ -391,18 +395,15 @@ class AutoPipelineRedis(Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command: on the shared connection, or alone when it must be."""
-        if (
-            options.keys() - _KEYS_ONLY
-            or self.single_connection_client
-            or _command_name(args) in DIRECT
-        ):
+        name = _command_name(args)
+        if options.keys() - _KEYS_ONLY or self.single_connection_client or name in DIRECT:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         # Bound to the loop of its first command, like redis-py's connections; a
         # command from another loop fails ("attached to a different loop").
         mux = self._mux
         if mux is None:
             mux = self._mux = _PoolMux(self)
-        return await mux.add(args)
+        return await mux.add(args, name=name)
 
 
 class _PoolMux(_Mux):
@@ -438,7 +439,8 @@ class AutoPipelineRedisCluster(RedisCluster):
         """Run one command: on its key's node's shared connection, or alone."""
         # Until the first topology is known, and for commands aimed at chosen
         # nodes or that must run alone, redis-py's own path.
-        if not self._topology_ready or kwargs.keys() - _KEYS_ONLY or _command_name(args) in DIRECT:
+        name = _command_name(args)
+        if not self._topology_ready or kwargs.keys() - _KEYS_ONLY or name in DIRECT:
             return await super().execute_command(*args, **kwargs)
         if self._initialize_due():  # a refresh was asked for (an error) and is due
             await self.initialize()
@@ -447,7 +449,8 @@ class AutoPipelineRedisCluster(RedisCluster):
         except redis.exceptions.RedisClusterException:
             # Keyless or cross-slot: redis-py decides where it goes.
             return await super().execute_command(*args, **kwargs)
-        return await self.mux_for(self.nodes_manager.get_node_from_slot(slot)).add(args)
+        node = self.nodes_manager.get_node_from_slot(slot)
+        return await self.mux_for(node).add(args, name=name)
 
     def mux_for(self, node: ClusterNode) -> _NodeMux:
         """The shared connection of ``node`` (a replaced node object gets a new one)."""

@@ -29,6 +29,7 @@ from redis.asyncio import Redis, RedisCluster
 from .config import Settings
 from .logs import EventCounter
 from .polling import Poller
+from .stores.autopipeline import LuaScript
 
 log = logging.getLogger("sessionmemory_server.limits")
 
@@ -124,7 +125,7 @@ def apply_overrides(defaults: TenantLimits, values: Mapping[str, float | int]) -
 async def _run_script(
     client: Redis | RedisCluster, tenant: str, set_json: str, clear: Sequence[str]
 ) -> None:
-    script = client.register_script(_SCRIPT)
+    script = LuaScript(client, _SCRIPT)
     await script(keys=[OVERRIDES_KEY], args=[VERSION_FIELD, tenant, set_json, *clear])
 
 

@@ -62,6 +62,7 @@ from .access import Bucket
 from .errors import DomainError
 from .limits import LimitBook, TenantLimits
 from .logs import EventCounter
+from .stores.autopipeline import LuaScript
 from .stores.redis_store import Status
 
 log = logging.getLogger("sessionmemory_server.ratelimit")
@@ -184,7 +185,7 @@ class RateLimiter:
 
     def __init__(self, book: LimitBook, client: Redis | RedisCluster | None = None) -> None:
         self._book = book
-        self._script: Script | None = None if client is None else client.register_script(_SCRIPT)
+        self._script: Script | None = None if client is None else LuaScript(client, _SCRIPT)
         self._states: OrderedDict[tuple[str, Bucket], _State] = OrderedDict()
         self._tasks: set[asyncio.Task[Exception | None]] = set()
 

@@ -73,6 +73,7 @@ from .access import Permission, Principal
 from .errors import DomainError, invalid, store_full, unauthenticated, unavailable
 from .logs import EventCounter
 from .polling import BACKOFF_SECONDS, Poller, SingleFlight
+from .stores.autopipeline import LuaScript
 from .stores.redis_store import Status, _script, retry_stale
 
 log = logging.getLogger("sessionmemory_server.tokens")
@@ -320,12 +321,13 @@ class SessionTokens:
         self._redis = client
         self._max_revocations = max_revocations
         self._max_held = MAX_REVOCATIONS_HELD if max_held is None else max_held
-        self._revoke = client.register_script(
+        self._revoke = LuaScript(
+            client,
             f"local REVOCATIONS_FULL = {_REVOCATIONS_FULL}\n"
-            f"local REVOCATIONS_FULL_TOTAL = {_REVOCATIONS_FULL_TOTAL}\n" + _script("token_revoke")
+            f"local REVOCATIONS_FULL_TOTAL = {_REVOCATIONS_FULL_TOTAL}\n" + _script("token_revoke"),
         )
-        self._ensure = client.register_script(
-            (resources.files(__package__) / "stores" / "token_key.lua").read_text()
+        self._ensure = LuaScript(
+            client, (resources.files(__package__) / "stores" / "token_key.lua").read_text()
         )
         self._keys: dict[str, bytes] = {}
         self._created: dict[str, float] = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -287,3 +289,31 @@ async def test_a_client_encoding_other_than_utf8_is_kept(redis_server: EmbeddedR
         key = f"ap-latin1-{uuid.uuid4().hex}"
         await client.set(key, "é")
         assert await client.get(key) == b"\xe9"  # as redis-py packs it
+
+
+async def test_a_redis_that_stops_reading_does_not_fill_memory(tmp_path: Path) -> None:
+    """Commands Redis does not read fail at once past the unsent-bytes bound."""
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        async with owned_client(server.url, "ap-unread", timeout=3) as client:
+            mux = client._mux
+            assert mux is not None
+            mux.max_unsent_bytes = 1024 * 1024
+            value = "x" * (512 * 1024)
+            assert server.process is not None
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                writes = [asyncio.ensure_future(client.set(f"k{i}", value)) for i in range(64)]
+                for _ in range(40):  # a write per tick until the bound is reached
+                    await asyncio.sleep(0.01)
+                    if any(w.done() for w in writes):
+                        break
+                refused = [w for w in writes if w.done()]
+                assert refused, "every command was buffered"
+                assert all(isinstance(w.exception(), rexc.ConnectionError) for w in refused)
+                assert "not reading" in str(refused[0].exception())
+                buffered = client._mux._connection._writer.transport.get_write_buffer_size()
+                assert buffered < 4 * 1024 * 1024
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            await asyncio.gather(*writes, return_exceptions=True)
+            assert await client.set("after", "v") is True

@@ -26,6 +26,10 @@ What stays as it was:
   3 timeouts, or one that breaks, is closed and every command on it fails; the
   next command reconnects. Once written, a command waits at most two timeouts
   (before that, at most the connect timeout; each redirect starts anew).
+* **Memory.** A connection holds at most ``MAX_UNSENT_BYTES`` (32 MiB) that
+  Redis has not read yet; past it (a stopped Redis, a stalled network) further
+  commands fail at once with ``ConnectionError`` (UNAVAILABLE) instead of
+  queueing.
 * **Commands cancelled before they are written** (a caller whose deadline
   passed while the connection was being made) are never sent.
 * **Cancellation.** A caller that stops waiting (a gRPC deadline) only drops
@@ -154,6 +158,9 @@ class _Waiting:
 _STALLS_TO_DROP: Final = 3
 # MOVED/ASK redirects one command may follow before it fails (a topology in flux).
 MAX_REDIRECTS: Final = 5
+# Bytes a connection may hold unsent (Redis not reading: stopped, or a network
+# stall) before further commands fail at once instead of queueing in memory.
+MAX_UNSENT_BYTES: Final = 32 * 1024 * 1024
 
 
 class _Mux:
@@ -181,6 +188,7 @@ class _Mux:
         self._seen = 0
         self._stalls = 0
         self.retired = False  # replaced: close the connection once it is idle
+        self.max_unsent_bytes = MAX_UNSENT_BYTES
         # Strong references to background tasks (the loop keeps only weak ones).
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -241,15 +249,26 @@ class _Mux:
             self._break(redis.exceptions.ConnectionError("the Redis connection closed"))
             return
         packed: list[bytes] = []
+        room = self.max_unsent_bytes - writer.transport.get_write_buffer_size()
         now = self._loop.time()
         for waiting in unsent:
             if waiting.future.cancelled():
                 continue  # its caller gave up before it was sent: it never runs
             try:
-                packed.extend(_pack(connection, waiting.args, self._fast_pack))
+                command = _pack(connection, waiting.args, self._fast_pack)
             except Exception as error:  # an argument Redis cannot take
                 waiting.future.set_exception(_data_error(error))
                 continue
+            size = sum(map(len, command))
+            if size > room:  # Redis is not reading what was sent: do not pile up more
+                waiting.future.set_exception(
+                    redis.exceptions.ConnectionError(
+                        f"Redis is not reading: over {self.max_unsent_bytes} bytes wait to be sent"
+                    )
+                )
+                continue
+            room -= size
+            packed.extend(command)
             waiting.written = now
             self._sent.append(waiting)
         if not packed:

@@ -550,6 +550,20 @@ def _aborted(call: Call, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         call.code = context.code() or grpc.StatusCode.UNKNOWN
 
 
+def _or_encoded(encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A stream's serializer that also sends messages a handler yields already encoded.
+
+    A handler streaming large payloads (ReadFile's chunks) may yield the wire
+    bytes of a message instead of the message, which saves copying each payload
+    into a message and out again.
+    """
+
+    def serialize(message: Any) -> bytes:
+        return message if message.__class__ is bytes else encode(message)
+
+    return serialize
+
+
 def _handler(
     servicer: object,
     m: MethodDescriptor,
@@ -569,7 +583,7 @@ def _handler(
     encode = GetMessageClass(m.output_type).SerializeToString
     if m.server_streaming and not m.client_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(behavior, path, decode, cap, on_down, watch), None, encode
+            _wrap_stream(behavior, path, decode, cap, on_down, watch), None, _or_encoded(encode)
         )
     if m.client_streaming and not m.server_streaming:
 

@@ -238,6 +238,97 @@ def test_client_cancel_mid_stream_stores_nothing(memory: Any, server: ServerThre
     assert objects(server) == before
 
 
+def uploads_in_progress(server: ServerThread) -> list[str]:
+    """Object names of the multipart uploads the store holds under files/ (begun, not ended)."""
+    blobs = server.built.blobs
+
+    def listing() -> list[str]:
+        result = blobs._client._list_multipart_uploads(blobs.bucket, prefix="files/")
+        return [u.object_name for u in result.uploads]
+
+    names: list[str] = server.run(asyncio.to_thread(listing))
+    return names
+
+
+def _large_upload(
+    memory: Any, data: bytes, gate: threading.Event, **header: Any
+) -> Iterator[svc.SetFileRequest]:
+    """A SetFile stream of ``data`` in 1 MiB chunks that waits at ``gate`` after 6 MiB."""
+    yield svc.SetFileRequest(
+        header=svc.FileHeader(
+            session_id=memory.session_id,
+            key="big",
+            mime_type="application/pdf",
+            ttl_seconds=60,
+            **header,
+        )
+    )
+    for start in range(0, len(data), MIB):
+        if start == 6 * MIB:
+            gate.wait(20)
+        end = start + MIB
+        yield svc.SetFileRequest(chunk=data[start:end], finish_write=end >= len(data))
+
+
+def test_a_large_upload_sends_its_first_part_while_the_rest_arrives(
+    memory: Any, server: ServerThread
+) -> None:
+    stub = svc_grpc.MemoryServiceStub(memory._client._channel)
+    data = pdf_of(9 * MIB + 123)
+    gate = threading.Event()
+    call = stub.SetFile.future(
+        _large_upload(memory, data, gate), metadata=memory._client._metadata, timeout=30
+    )
+    try:
+        # The client has sent 6 MiB and waits: the first 5 MiB are in the store
+        # as a part, and no object exists yet.
+        assert wait_until(lambda: len(uploads_in_progress(server)) == 1, timeout=10)
+        [name] = uploads_in_progress(server)
+        assert name not in objects(server)
+        assert memory.get("big") is None
+    finally:
+        gate.set()
+    stored = call.result()
+    assert stored.file.size_bytes == len(data)
+    assert stored.file.sha256 == hashlib.sha256(data).hexdigest()
+    handle = memory.get_file("big")
+    assert handle is not None and handle.to_raw() == data
+    assert uploads_in_progress(server) == []
+
+
+@pytest.mark.parametrize("how", ["checksum", "cancel", "too-short"])
+def test_a_large_upload_that_fails_after_its_first_part_leaves_nothing(
+    memory: Any, server: ServerThread, how: str
+) -> None:
+    stub = svc_grpc.MemoryServiceStub(memory._client._channel)
+    data = pdf_of(8 * MIB)
+    header: dict[str, Any] = {
+        "checksum": {"sha256": hashlib.sha256(b"other").hexdigest()},
+        "cancel": {},
+        "too-short": {"size_bytes": len(data) + 1},
+    }[how]
+    before = objects(server)
+    gate = threading.Event()
+    call = stub.SetFile.future(
+        _large_upload(memory, data, gate, **header), metadata=memory._client._metadata, timeout=30
+    )
+    try:
+        assert wait_until(lambda: len(uploads_in_progress(server)) == 1, timeout=10)
+        if how == "cancel":
+            call.cancel()
+    finally:
+        gate.set()
+    with pytest.raises((grpc.RpcError, grpc.FutureCancelledError)) as info:
+        call.result()
+    if how != "cancel":
+        assert isinstance(info.value, grpc.RpcError)
+        assert _reason(info.value) == "CHECKSUM_MISMATCH"
+    # The abort runs before the call ends; a cancelled call ends at once.
+    assert wait_until(lambda: uploads_in_progress(server) == [], timeout=10)
+    assert memory.get("big") is None
+    assert objects(server) == before
+
+
 def test_upload_id_makes_retries_store_once(memory: Any, server: ServerThread) -> None:
     data = SAMPLES["image/png"]
     first = memory.set_file("pic", data, ttl=60, mime="image/png", upload_id="u-1")

@@ -397,7 +397,7 @@ def _tune_malloc() -> None:
     the 256 KiB chunks files move in (READ_CHUNK, the clients' upload chunks):
     at 128 KiB every such buffer was a fresh mmap, zeroed and faulted in, which
     cost a 10 MiB ReadFile about 4 ms of the event loop's CPU. Upload memory
-    measured the same at both (``sessionmemory_bench files``).
+    measured the same at both (`make bench-files`).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

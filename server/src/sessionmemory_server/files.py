@@ -5,8 +5,11 @@ atomically.
 
 Memory stays flat: chunks go to a spool file as they arrive (hashing, counting
 and content-checking on the way) and the object store reads the spool in 5 MiB
-parts from a bounded pool. Nothing reaches the store before the whole upload
-has passed every check, so a failed, cancelled or oversized upload stores nothing.
+parts from a bounded pool. A part that cannot be the last goes up while the
+rest still arrives; the last one only once the whole upload has passed every
+check, and the object exists only when that last part completes it. A failed,
+cancelled or oversized upload stores nothing: its multipart upload is aborted,
+which drops the parts sent.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from .core import LIMITS, Kind, RequestId
 from .errors import DomainError, invalid, store_full, unavailable
 from .memory import Memory
 from .quotas import Quotas
-from .stores.blob_store import BlobStore
+from .stores.blob_store import PART_SIZE, BlobStore, Upload
 from .stores.redis_store import RedisStore, Replayed, StoreFull
 from .uploads import (
     DISK_FULL_ERRNOS,
@@ -248,10 +251,11 @@ class Files:
                 raise spool_full() from exc
             raise
         spool = Path(spool_name)
+        upload = self._blobs.upload(f"files/{tenant}/{uuid.uuid4().hex}", spool, header.mime_type)
         try:
             try:
                 with os.fdopen(fd, "wb") as out:
-                    size, digest, check = await self._receive(header, chunks, out, slot)
+                    size, digest, check = await self._receive(header, chunks, out, slot, upload)
             except OSError as exc:
                 if exc.errno in DISK_FULL_ERRNOS:
                     raise spool_full() from exc
@@ -275,12 +279,23 @@ class Files:
                 await asyncio.to_thread(check.finish, spool)
             except ContentMismatch as exc:
                 raise self._mismatch(header.mime_type, str(exc)) from None
-            return await self._store_and_switch(tenant, header, ttl, spool, size, digest, cancelled)
+            return await self._store_and_switch(
+                tenant, header, ttl, upload, size, digest, cancelled
+            )
         finally:
+            if not upload.completed:
+                # Shielded: a second cancel cannot stop the abort half-way. Parts
+                # read the spool, so the abort (which waits for them) comes first.
+                await asyncio.shield(upload.abort())
             spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
 
     async def _receive(
-        self, header: FileHeaderSpec, chunks: AsyncIterator[bytes], out: BinaryIO, slot: UploadSlot
+        self,
+        header: FileHeaderSpec,
+        chunks: AsyncIterator[bytes],
+        out: BinaryIO,
+        slot: UploadSlot,
+        upload: Upload,
     ) -> tuple[int, str, ContentCheck]:
         sha = hashlib.sha256()
         check = ContentCheck(header.mime_type)
@@ -313,6 +328,9 @@ class Files:
                         raise self._mismatch(header.mime_type, str(exc)) from None
                     slot.spool(len(chunk))
                     write(chunk)
+                    if size - upload.sent > PART_SIZE:
+                        out.flush()  # the part's thread reads the spool file
+                        await upload.received(size)
                     if floor.feed(len(chunk), clock()):
                         window.reschedule(floor.deadline)
                 out.flush()  # a full disk shows here, not when the file is closed
@@ -337,20 +355,20 @@ class Files:
         tenant: str,
         header: FileHeaderSpec,
         ttl: int,
-        spool: Path,
+        upload: Upload,
         size: int,
         digest: str,
         cancelled: Callable[[], bool],
     ) -> FileMeta:
         session = header.session_id
-        name = f"files/{tenant}/{uuid.uuid4().hex}"
+        name = upload.name
         created = int(time.time() * 1000)
         payload = file_payload(name, header.mime_type, size, digest, created, header.upload_id)
         value_key = RedisStore.value_key(tenant, session, header.key)
         request = upload_request(header, ttl)
         try:
             async with self._collector.lease(name, value_key) as lease:
-                await self._blobs.put(name, spool, size, header.mime_type)
+                await upload.finish(size)
                 if cancelled():
                     raise asyncio.CancelledError("the client cancelled the upload")
                 if not self._collector.lease_is_safe(lease):

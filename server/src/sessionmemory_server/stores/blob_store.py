@@ -1,8 +1,8 @@
 """File bytes in an S3-compatible object store, through the minio SDK.
 
 The SDK is synchronous, so every call runs in a bounded thread pool: at most
-``threads`` transfers at once, an upload holding at most two 5 MiB parts in
-memory, a read two 256 KiB chunks.
+``threads`` transfers at once, each holding at most one 5 MiB part (an upload
+at most two) or two 256 KiB chunks (a read) in memory.
 Every request has a timeout (urllib3), so a dead store is UNAVAILABLE, not a hang.
 Each runs with the calling task's context variables, so with tracing on its
 HTTP request is a child span of the call's span.
@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
+import os
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -22,12 +25,17 @@ from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
+from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 PART_SIZE = 5 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 _GONE = ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
+# Parts of one upload being sent at once; a 10 MiB file has at most two parts.
+_PARTS_IN_FLIGHT = 2
+
+log = logging.getLogger("sessionmemory_server.blobs")
 
 
 def _in_thread(pool: ThreadPoolExecutor, fn: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
@@ -148,6 +156,10 @@ class BlobStore:
             await asyncio.wait({done}, timeout=4 * self._timeout)
             raise
 
+    def upload(self, name: str, spool: Path, content_type: str) -> Upload:
+        """Start putting object ``name`` while its bytes still arrive in ``spool``."""
+        return Upload(self, name, spool, content_type)
+
     async def delete(self, name: str) -> None:
         """Delete an object (deleting a missing one is fine)."""
         await self._run_small(self._client.remove_object, self.bucket, name)
@@ -223,3 +235,126 @@ class BlobStore:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._small.shutdown(wait=False, cancel_futures=True)
         self._probe.shutdown(wait=False, cancel_futures=True)
+
+
+class Upload:
+    """One object put while its bytes still arrive in a spool file, part by part.
+
+    `received` sends each whole 5 MiB part that cannot be the last as soon as
+    the spool holds it, so the store takes the upload while the client still
+    sends. `finish` sends the rest, only once the caller's checks passed, and
+    completes the multipart upload: the one moment the object becomes visible.
+    `abort` (after a failure or cancel) waits for the parts in flight, then
+    aborts the multipart upload, which makes the store drop its parts. An upload
+    of at most one part is a single PUT at `finish`, as before.
+
+    minio-py has no public call for parts sent as they arrive: put_object reads a
+    stream, and a stream that fails leaves its part threads waiting forever. So
+    this uses its multipart requests (``_create_multipart_upload``,
+    ``_upload_part``, ``_complete_multipart_upload``, ``_abort_multipart_upload``),
+    the ones put_object is built on; the dependency is held below minio 8.
+    """
+
+    def __init__(self, store: BlobStore, name: str, spool: Path, content_type: str) -> None:
+        self._store = store
+        self.name = name
+        self._spool = spool
+        self._type = content_type
+        self._lock = threading.Lock()
+        self._upload_id: str | None = None
+        self._parts: list[asyncio.Future[str]] = []
+        self.sent = 0  # bytes of the spool handed to part uploads
+        self.completed = False
+
+    async def received(self, size: int) -> None:
+        """The spool holds ``size`` bytes (flushed): send the whole parts that cannot be last."""
+        while size - self.sent > PART_SIZE:
+            await self._send(PART_SIZE)
+
+    async def finish(self, size: int) -> None:
+        """Send the rest of the ``size`` bytes and make the object."""
+        if not self._parts:
+            await self._store.put(self.name, self._spool, size, self._type)
+            self.completed = True
+            return
+        await self.received(size)
+        await self._send(size - self.sent)  # the last part: 1 byte to 5 MiB
+        etags = [await asyncio.shield(part) for part in self._parts]
+        upload_id = self._upload_id
+        if upload_id is None:  # set by the first part's thread before it returned
+            raise RuntimeError("a multipart upload without an id")
+        parts = [Part(number, etag) for number, etag in enumerate(etags, 1)]
+        client, bucket = self._store._client, self._store.bucket
+        done = _in_thread(
+            self._store._pool,
+            client._complete_multipart_upload,
+            bucket,
+            self.name,
+            upload_id,
+            parts,
+        )
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            # As in `BlobStore.put`: the caller's cleanup deletes the object after
+            # it exists, not before.
+            await asyncio.wait({done}, timeout=4 * self._store._timeout)
+            raise
+        self.completed = True
+
+    async def abort(self) -> None:
+        """Drop an upload that will not be finished (never raises; bounded in time).
+
+        Waits for the parts in flight, so none lands after the abort.
+        """
+        if self.completed or not self._parts:
+            return
+        pending = [part for part in self._parts if not part.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=4 * self._store._timeout)
+        for part in self._parts:
+            if part.done() and not part.cancelled():
+                part.exception()  # retrieved: a failed part nobody waits for now
+        upload_id = self._upload_id
+        if upload_id is None:
+            return
+        client, bucket = self._store._client, self._store.bucket
+        try:
+            await self._store._run(
+                client._abort_multipart_upload,
+                bucket,
+                self.name,
+                upload_id,
+            )
+        except Exception as exc:  # the store drops stale multipart uploads itself
+            log.warning(
+                "could not abort a multipart upload",
+                extra={"object": self.name, "error": repr(exc)},
+            )
+
+    async def _send(self, length: int) -> None:
+        if len(self._parts) >= _PARTS_IN_FLIGHT:
+            oldest = self._parts[-_PARTS_IN_FLIGHT]
+            await asyncio.wait({oldest})
+        number, offset = len(self._parts) + 1, self.sent
+        self._parts.append(_in_thread(self._store._pool, self._put_part, number, offset, length))
+        self.sent += length
+
+    def _put_part(self, number: int, offset: int, length: int) -> str:
+        """In a thread: part ``number`` from the spool (the first one starts the upload)."""
+        client, bucket = self._store._client, self._store.bucket
+        with self._lock:
+            if self._upload_id is None:
+                self._upload_id = client._create_multipart_upload(
+                    bucket, self.name, {"Content-Type": self._type}
+                )
+            upload_id = self._upload_id
+        fd = os.open(self._spool, os.O_RDONLY)
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if len(data) != length:
+            raise OSError(f"the spool file ends before part {number} does")
+        etag: str = client._upload_part(bucket, self.name, data, None, upload_id, number)
+        return etag

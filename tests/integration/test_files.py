@@ -32,6 +32,7 @@ from sessionmemory import (
 )
 from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
+from sessionmemory_server.collector import Collector
 from sessionmemory_server.core import Kind
 from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
 from sessionmemory_server.stores.redis_store import RedisStore
@@ -251,9 +252,9 @@ def uploads_in_progress(server: ServerThread) -> list[str]:
 
 
 def _large_upload(
-    memory: Any, data: bytes, gate: threading.Event, **header: Any
+    memory: Any, data: bytes, gate: threading.Event, pause_at: int = 6 * MIB, **header: Any
 ) -> Iterator[svc.SetFileRequest]:
-    """A SetFile stream of ``data`` in 1 MiB chunks that waits at ``gate`` after 6 MiB."""
+    """A SetFile stream of ``data`` in 1 MiB chunks that waits at ``gate`` at ``pause_at``."""
     yield svc.SetFileRequest(
         header=svc.FileHeader(
             session_id=memory.session_id,
@@ -264,7 +265,7 @@ def _large_upload(
         )
     )
     for start in range(0, len(data), MIB):
-        if start == 6 * MIB:
+        if start == pause_at:
             gate.wait(20)
         end = start + MIB
         yield svc.SetFileRequest(chunk=data[start:end], finish_write=end >= len(data))
@@ -296,12 +297,31 @@ def test_a_large_upload_sends_its_first_part_while_the_rest_arrives(
     assert uploads_in_progress(server) == []
 
 
-@pytest.mark.parametrize("how", ["checksum", "cancel", "too-short"])
-def test_a_large_upload_that_fails_after_its_first_part_leaves_nothing(
-    memory: Any, server: ServerThread, how: str
+@pytest.fixture
+def spooling(redis_server: EmbeddedRedis, s3_server: EmbeddedS3, tmp_path: Path) -> Iterator[Any]:
+    """A server of its own spooling under tmp_path, and a session on it."""
+    srv = start_server(redis_server.url, s3_server, spool_dir=str(tmp_path))
+    try:
+        with MemoryClient(srv.address, api_key=srv.create_key("acme"), timeout=30) as c:
+            yield srv, c.session(f"files-{uuid.uuid4().hex}")
+    finally:
+        srv.stop()
+
+
+def spool_files(spool_dir: Path) -> list[Path]:
+    """The upload spool files of every process spooling under ``spool_dir``."""
+    return sorted((spool_dir / "session-memory-spool").glob("proc-*/sm-upload-*"))
+
+
+@pytest.mark.parametrize(
+    ("how", "mib"), [("checksum", 8), ("cancel", 8), ("too-short", 8), ("cancel", 3)]
+)
+def test_a_failed_upload_leaves_no_object_no_parts_and_no_spool_file(
+    spooling: Any, tmp_path: Path, how: str, mib: int
 ) -> None:
+    server, memory = spooling
     stub = svc_grpc.MemoryServiceStub(memory._client._channel)
-    data = pdf_of(8 * MIB)
+    data = pdf_of(mib * MIB)
     header: dict[str, Any] = {
         "checksum": {"sha256": hashlib.sha256(b"other").hexdigest()},
         "cancel": {},
@@ -310,10 +330,15 @@ def test_a_large_upload_that_fails_after_its_first_part_leaves_nothing(
     before = objects(server)
     gate = threading.Event()
     call = stub.SetFile.future(
-        _large_upload(memory, data, gate, **header), metadata=memory._client._metadata, timeout=30
+        _large_upload(memory, data, gate, pause_at=min(6, mib - 1) * MIB, **header),
+        metadata=memory._client._metadata,
+        timeout=30,
     )
     try:
-        assert wait_until(lambda: len(uploads_in_progress(server)) == 1, timeout=10)
+        if mib > 5:  # the first 5 MiB went up as a part while the client waits
+            assert wait_until(lambda: len(uploads_in_progress(server)) == 1, timeout=10)
+        else:
+            assert wait_until(lambda: len(spool_files(tmp_path)) == 1, timeout=10)
         if how == "cancel":
             call.cancel()
     finally:
@@ -323,10 +348,99 @@ def test_a_large_upload_that_fails_after_its_first_part_leaves_nothing(
     if how != "cancel":
         assert isinstance(info.value, grpc.RpcError)
         assert _reason(info.value) == "CHECKSUM_MISMATCH"
-    # The abort runs before the call ends; a cancelled call ends at once.
+    # A cancelled call ends at once; the abort and the spool's removal follow.
     assert wait_until(lambda: uploads_in_progress(server) == [], timeout=10)
+    assert wait_until(lambda: spool_files(tmp_path) == [], timeout=10)
     assert memory.get("big") is None
     assert objects(server) == before
+
+
+async def test_an_abort_also_drops_uploads_it_never_learned_of(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """The store may create an upload for a request that timed out here: abort finds it."""
+    blobs = server.built.blobs
+    spool = tmp_path / "spool"
+    spool.write_bytes(pdf_of(6 * MIB))
+    name = f"files/acme/{uuid.uuid4().hex}"
+
+    def create() -> str:
+        upload_id: str = blobs._client._create_multipart_upload(blobs.bucket, name, {})
+        return upload_id
+
+    def uploads() -> list[str]:
+        return blobs._uploads_of(name)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        unknown = await asyncio.to_thread(create)
+        upload = blobs.upload(name, spool, "application/pdf")
+        await upload.received(6 * MIB)
+        for _ in range(100):  # until the first part has started its own upload
+            during = await asyncio.to_thread(uploads)
+            if len(during) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert unknown in during
+        await upload.aborted()
+        return during, await asyncio.to_thread(uploads)
+
+    during, after = server.run(scenario())
+    assert len(during) == 2
+    assert after == []
+
+
+def test_a_part_queued_behind_busy_transfers_starts_nothing_after_an_abort(
+    redis_server: EmbeddedRedis, s3_server: EmbeddedS3, tmp_path: Path
+) -> None:
+    server = start_server(redis_server.url, s3_server, s3_timeout_seconds=0.2, blob_threads=1)
+    try:
+        blobs = server.built.blobs
+        spool = tmp_path / "spool"
+        spool.write_bytes(pdf_of(6 * MIB))
+        name = f"files/acme/{uuid.uuid4().hex}"
+        busy = threading.Event()
+
+        async def scenario() -> None:
+            # The one transfer thread is busy past the abort's wait for parts.
+            hold = asyncio.ensure_future(blobs._run(busy.wait, 10))
+            await asyncio.sleep(0.05)
+            upload = blobs.upload(name, spool, "application/pdf")
+            await upload.received(6 * MIB)
+            await upload.aborted()
+            busy.set()
+            await hold
+
+        server.run(scenario())
+        # The queued part ran after the abort and started no upload.
+        time.sleep(0.5)
+        assert server.run(asyncio.to_thread(blobs._uploads_of, name)) == []
+    finally:
+        server.stop()
+
+
+def test_the_collector_aborts_multipart_uploads_nothing_can_finish(server: ServerThread) -> None:
+    """A server killed mid-upload, or an abort the store refused, leaves an upload behind."""
+    blobs = server.built.blobs
+    name = f"files/acme/{uuid.uuid4().hex}"
+    server.run(asyncio.to_thread(blobs._client._create_multipart_upload, blobs.bucket, name, {}))
+    assert server.run(blobs.abort_stale_uploads("files/", 3600)) == 0
+    assert name in uploads_in_progress(server)
+    store = server.built.collector._store
+    collector = Collector(store, blobs, interval=0.1, stale_upload_seconds=0.0)
+
+    async def collect() -> None:
+        await asyncio.sleep(1.1)  # the listing's times are whole seconds
+        task = asyncio.create_task(collector.run())
+        try:
+            for _ in range(50):
+                if not await asyncio.to_thread(blobs._uploads_of, name):
+                    return
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+
+    server.run(collect())
+    assert name not in uploads_in_progress(server)
 
 
 def test_upload_id_makes_retries_store_once(memory: Any, server: ServerThread) -> None:

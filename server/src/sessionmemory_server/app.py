@@ -252,6 +252,9 @@ async def build_server(  # noqa: PLR0915 - the one place that wires the server
         store,
         blobs,
         interval=settings.collect_interval_seconds,
+        # No upload lives longer than its budget, nor its abort past a few store
+        # timeouts: a multipart upload older than that was left behind.
+        stale_upload_seconds=settings.upload_max_seconds + 10 * settings.s3_timeout_seconds,
     )
     memory = Memory(
         store,

@@ -23,6 +23,11 @@ score = when to look at it next, in ms):
    create the object after the first sweep (seen with SeaweedFS under SIGKILL).
    Metadata never points at a missing object: objects are written before the
    switch and deleted only when nothing references them.
+4. A file above 5 MiB sends parts to the store before its checks end, as a
+   multipart upload that only becomes an object when completed; a failed upload
+   aborts it at once. One that an abort missed (the store refused it, the server
+   died) is aborted by `Collector.run` once it is older than any upload may live
+   (``stale_upload_seconds``: the upload budget plus ten store timeouts).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from .stores.redis_store import RedisStore
 log = logging.getLogger("sessionmemory_server.collector")
 
 _BATCH = 100
+# Where the files' objects live in the bucket: ``files/<tenant>/<random>``.
+FILES_PREFIX = "files/"
 _SWEPT = metrics.COLLECTOR_DELETED.labels("sweep")
 _RELEASED = metrics.COLLECTOR_DELETED.labels("release")
 
@@ -81,11 +88,13 @@ class Collector:
         blobs: BlobStore,
         *,
         interval: float,
+        stale_upload_seconds: float | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self.interval = interval
         self._lease_ms = int(2 * interval * 1000)
+        self._stale_upload_seconds = stale_upload_seconds
 
     @contextlib.asynccontextmanager
     async def lease(self, name: str, value_key: str) -> AsyncIterator[Lease]:
@@ -237,6 +246,12 @@ class Collector:
                     log.info("collected", extra={"objects": count})
                 if count:
                     log.info("collected", extra={"objects": count})
+                if self._stale_upload_seconds is not None:
+                    aborted = await self._blobs.abort_stale_uploads(
+                        FILES_PREFIX, self._stale_upload_seconds
+                    )
+                    if aborted:
+                        log.info("aborted stale multipart uploads", extra={"uploads": aborted})
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

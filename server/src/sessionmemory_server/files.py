@@ -31,7 +31,7 @@ from typing import BinaryIO, Final
 import grpc
 
 from . import core
-from .collector import Collector
+from .collector import FILES_PREFIX, Collector
 from .content import ContentCheck, ContentMismatch
 from .core import LIMITS, Kind, RequestId
 from .errors import DomainError, invalid, store_full, unavailable
@@ -251,7 +251,8 @@ class Files:
                 raise spool_full() from exc
             raise
         spool = Path(spool_name)
-        upload = self._blobs.upload(f"files/{tenant}/{uuid.uuid4().hex}", spool, header.mime_type)
+        name = f"{FILES_PREFIX}{tenant}/{uuid.uuid4().hex}"
+        upload = self._blobs.upload(name, spool, header.mime_type)
         try:
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -283,11 +284,12 @@ class Files:
                 tenant, header, ttl, upload, size, digest, cancelled
             )
         finally:
-            if not upload.completed:
-                # Shielded: a second cancel cannot stop the abort half-way. Parts
-                # read the spool, so the abort (which waits for them) comes first.
-                await asyncio.shield(upload.abort())
-            spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
+            try:
+                await upload.aborted()  # when parts were sent and it was not finished
+            finally:
+                # Also when cancelled during the abort (which goes on): a part not
+                # begun yet then fails to open the spool, and starts nothing.
+                spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, no I/O wait
 
     async def _receive(
         self,

@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +34,8 @@ READ_CHUNK = 256 * 1024
 _GONE = ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
 # Parts of one upload being sent at once; a 10 MiB file has at most two parts.
 _PARTS_IN_FLIGHT = 2
+# Listing pages (of up to 1,000 uploads) one stale-upload sweep reads.
+_STALE_PAGES = 10
 
 log = logging.getLogger("sessionmemory_server.blobs")
 
@@ -156,6 +158,40 @@ class BlobStore:
             await asyncio.wait({done}, timeout=4 * self._timeout)
             raise
 
+    def _uploads_of(self, name: str) -> list[str]:
+        """In a thread: the ids of the multipart uploads in progress for object ``name``."""
+        listing = self._client._list_multipart_uploads(self.bucket, prefix=name)
+        return [u.upload_id for u in listing.uploads if u.object_name == name and u.upload_id]
+
+    async def abort_stale_uploads(self, prefix: str, older_than: float) -> int:
+        """Abort multipart uploads under ``prefix`` begun more than ``older_than`` s ago.
+
+        No upload lives that long, so these were left by a server that died or an
+        abort the store refused. Returns how many were aborted.
+        """
+
+        def sweep() -> int:
+            cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+            aborted, marker = 0, None
+            for _ in range(_STALE_PAGES):
+                listing = self._client._list_multipart_uploads(
+                    self.bucket, prefix=prefix, key_marker=marker
+                )
+                for u in listing.uploads:
+                    begun = u.initiated_time
+                    if u.upload_id and begun is not None and begun < cutoff:
+                        self._client._abort_multipart_upload(
+                            self.bucket, u.object_name, u.upload_id
+                        )
+                        aborted += 1
+                marker = listing.next_key_marker
+                if not listing.is_truncated or not marker:
+                    break
+            return aborted
+
+        count: int = await self._run_small(sweep)
+        return count
+
     def upload(self, name: str, spool: Path, content_type: str) -> Upload:
         """Start putting object ``name`` while its bytes still arrive in ``spool``."""
         return Upload(self, name, spool, content_type)
@@ -244,15 +280,19 @@ class Upload:
     the spool holds it, so the store takes the upload while the client still
     sends. `finish` sends the rest, only once the caller's checks passed, and
     completes the multipart upload: the one moment the object becomes visible.
-    `abort` (after a failure or cancel) waits for the parts in flight, then
-    aborts the multipart upload, which makes the store drop its parts. An upload
-    of at most one part is a single PUT at `finish`, as before.
+    `aborted` (after a failure or cancel) stops parts not begun yet, waits for
+    the ones in flight, then aborts every multipart upload of the object's name,
+    which makes the store drop their parts; also an upload the store created
+    for a request that timed out here. Whatever an abort misses (the store was
+    down, the server died) `BlobStore.abort_stale_uploads` finds later. An
+    upload of at most one part is a single PUT at `finish`, as before.
 
     minio-py has no public call for parts sent as they arrive: put_object reads a
     stream, and a stream that fails leaves its part threads waiting forever. So
     this uses its multipart requests (``_create_multipart_upload``,
-    ``_upload_part``, ``_complete_multipart_upload``, ``_abort_multipart_upload``),
-    the ones put_object is built on; the dependency is held below minio 8.
+    ``_upload_part``, ``_complete_multipart_upload``, ``_abort_multipart_upload``,
+    ``_list_multipart_uploads``), the ones put_object is built on; the
+    dependency is held below minio 8.
     """
 
     def __init__(self, store: BlobStore, name: str, spool: Path, content_type: str) -> None:
@@ -260,14 +300,21 @@ class Upload:
         self.name = name
         self._spool = spool
         self._type = content_type
+        # Held by a part thread while it starts the upload, and by the abort
+        # while it reads the id: an abort never misses an upload being created.
         self._lock = threading.Lock()
         self._upload_id: str | None = None
+        self._aborting = False
         self._parts: list[asyncio.Future[str]] = []
         self.sent = 0  # bytes of the spool handed to part uploads
         self.completed = False
 
     async def received(self, size: int) -> None:
-        """The spool holds ``size`` bytes (flushed): send the whole parts that cannot be last."""
+        """The spool holds ``size`` bytes (flushed): send the whole parts that cannot be last.
+
+        Raises the error of a part that failed, so a dead store ends the upload
+        now, not after the client sent everything.
+        """
         while size - self.sent > PART_SIZE:
             await self._send(PART_SIZE)
 
@@ -302,48 +349,61 @@ class Upload:
             raise
         self.completed = True
 
-    async def abort(self) -> None:
-        """Drop an upload that will not be finished (never raises; bounded in time).
+    async def aborted(self) -> None:
+        """Drop an upload that will not be finished; returns at once when nothing was sent.
 
-        Waits for the parts in flight, so none lands after the abort.
+        The abort runs to its end even when the caller is cancelled meanwhile
+        (it is bounded in time and never raises).
         """
         if self.completed or not self._parts:
             return
+        task = asyncio.ensure_future(self._abort())
+        _ABORTS.add(task)
+        task.add_done_callback(_ABORTS.discard)
+        await asyncio.shield(task)
+
+    async def _abort(self) -> None:
+        self._aborting = True  # a part not begun yet starts nothing now
         pending = [part for part in self._parts if not part.done()]
         if pending:
+            # Parts in flight first: one landing after the abort could keep its bytes.
             await asyncio.wait(pending, timeout=4 * self._store._timeout)
-        for part in self._parts:
-            if part.done() and not part.cancelled():
-                part.exception()  # retrieved: a failed part nobody waits for now
-        upload_id = self._upload_id
-        if upload_id is None:
-            return
-        client, bucket = self._store._client, self._store.bucket
         try:
-            await self._store._run(
-                client._abort_multipart_upload,
-                bucket,
-                self.name,
-                upload_id,
-            )
-        except Exception as exc:  # the store drops stale multipart uploads itself
+            await self._store._run_small(self._abort_all)
+        except Exception as exc:  # abort_stale_uploads finds it later
             log.warning(
                 "could not abort a multipart upload",
                 extra={"object": self.name, "error": repr(exc)},
             )
 
+    def _abort_all(self) -> None:
+        """In a thread: abort our upload and any other of this name the store holds."""
+        with self._lock:
+            known = self._upload_id
+        ids = {known} if known else set()
+        ids.update(self._store._uploads_of(self.name))
+        for upload_id in ids:
+            self._store._client._abort_multipart_upload(self._store.bucket, self.name, upload_id)
+
     async def _send(self, length: int) -> None:
+        for part in self._parts:
+            if part.done() and not part.cancelled() and (error := part.exception()) is not None:
+                raise error
         if len(self._parts) >= _PARTS_IN_FLIGHT:
             oldest = self._parts[-_PARTS_IN_FLIGHT]
             await asyncio.wait({oldest})
         number, offset = len(self._parts) + 1, self.sent
-        self._parts.append(_in_thread(self._store._pool, self._put_part, number, offset, length))
+        part = _in_thread(self._store._pool, self._put_part, number, offset, length)
+        part.add_done_callback(_retrieved)
+        self._parts.append(part)
         self.sent += length
 
     def _put_part(self, number: int, offset: int, length: int) -> str:
         """In a thread: part ``number`` from the spool (the first one starts the upload)."""
         client, bucket = self._store._client, self._store.bucket
         with self._lock:
+            if self._aborting:
+                raise UploadAborted(self.name)
             if self._upload_id is None:
                 self._upload_id = client._create_multipart_upload(
                     bucket, self.name, {"Content-Type": self._type}
@@ -358,3 +418,17 @@ class Upload:
             raise OSError(f"the spool file ends before part {number} does")
         etag: str = client._upload_part(bucket, self.name, data, None, upload_id, number)
         return etag
+
+
+class UploadAborted(Exception):
+    """A part of an upload that was aborted before the part began."""
+
+
+# Aborts that outlive a cancelled caller, held until they end.
+_ABORTS: set[asyncio.Future[None]] = set()
+
+
+def _retrieved(part: asyncio.Future[str]) -> None:
+    """Mark a part's failure as seen: an aborted upload's parts may fail unwatched."""
+    if not part.cancelled():
+        part.exception()

@@ -332,7 +332,7 @@ class Files:
                     write(chunk)
                     if size - upload.sent > PART_SIZE:
                         out.flush()  # the part's thread reads the spool file
-                        await upload.received(size)
+                    await upload.received(size)
                     if floor.feed(len(chunk), clock()):
                         window.reschedule(floor.deadline)
                 out.flush()  # a full disk shows here, not when the file is closed

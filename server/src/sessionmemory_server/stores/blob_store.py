@@ -34,8 +34,10 @@ READ_CHUNK = 256 * 1024
 _GONE = ("NoSuchKey", "NoSuchObject", "ResourceNotFound")
 # Parts of one upload being sent at once; a 10 MiB file has at most two parts.
 _PARTS_IN_FLIGHT = 2
-# Listing pages (of up to 1,000 uploads) one stale-upload sweep reads.
+# Listing pages (of up to 1,000 uploads) one stale-upload sweep reads, and the
+# failed aborts after which it gives up until the next (a store that is down).
 _STALE_PAGES = 10
+_STALE_FAILURES = 3
 
 log = logging.getLogger("sessionmemory_server.blobs")
 
@@ -158,6 +160,14 @@ class BlobStore:
             await asyncio.wait({done}, timeout=4 * self._timeout)
             raise
 
+    def _abort_upload(self, name: str, upload_id: str) -> None:
+        """In a thread: abort one multipart upload; one already gone is fine."""
+        try:
+            self._client._abort_multipart_upload(self.bucket, name, upload_id)
+        except S3Error as exc:
+            if exc.code != "NoSuchUpload":
+                raise
+
     def _uploads_of(self, name: str) -> list[str]:
         """In a thread: the ids of the multipart uploads in progress for object ``name``."""
         listing = self._client._list_multipart_uploads(self.bucket, prefix=name)
@@ -172,21 +182,27 @@ class BlobStore:
 
         def sweep() -> int:
             cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
-            aborted, marker = 0, None
+            aborted = failed = 0
+            marker: str | None = None
             for _ in range(_STALE_PAGES):
                 listing = self._client._list_multipart_uploads(
                     self.bucket, prefix=prefix, key_marker=marker
                 )
                 for u in listing.uploads:
                     begun = u.initiated_time
-                    if u.upload_id and begun is not None and begun < cutoff:
-                        self._client._abort_multipart_upload(
-                            self.bucket, u.object_name, u.upload_id
-                        )
+                    if not (u.upload_id and begun is not None and begun < cutoff):
+                        continue
+                    try:
+                        self._abort_upload(u.object_name, u.upload_id)
                         aborted += 1
-                marker = listing.next_key_marker
-                if not listing.is_truncated or not marker:
+                    except Exception:  # one upload's failure does not stop the others
+                        failed += 1
+                        if failed >= _STALE_FAILURES:
+                            raise
+                if not listing.is_truncated or not listing.uploads:
                     break
+                # Some stores (SeaweedFS) send no NextKeyMarker: go on after the last key.
+                marker = listing.next_key_marker or listing.uploads[-1].object_name
             return aborted
 
         count: int = await self._run_small(sweep)
@@ -312,9 +328,10 @@ class Upload:
     async def received(self, size: int) -> None:
         """The spool holds ``size`` bytes (flushed): send the whole parts that cannot be last.
 
-        Raises the error of a part that failed, so a dead store ends the upload
-        now, not after the client sent everything.
+        Called for every chunk: raises the error of a part that failed, so a
+        dead store ends the upload now, not after the client sent everything.
         """
+        self._raise_failed()
         while size - self.sent > PART_SIZE:
             await self._send(PART_SIZE)
 
@@ -352,15 +369,16 @@ class Upload:
     async def aborted(self) -> None:
         """Drop an upload that will not be finished; returns at once when nothing was sent.
 
-        The abort runs to its end even when the caller is cancelled meanwhile
-        (it is bounded in time and never raises).
+        Waits at most one store timeout (never raises): past that, and when the
+        caller is cancelled, the abort goes on by itself, so a failed upload
+        answers with its own error, not the upload budget's.
         """
         if self.completed or not self._parts:
             return
         task = asyncio.ensure_future(self._abort())
         _ABORTS.add(task)
         task.add_done_callback(_ABORTS.discard)
-        await asyncio.shield(task)
+        await asyncio.wait({task}, timeout=self._store._timeout)
 
     async def _abort(self) -> None:
         self._aborting = True  # a part not begun yet starts nothing now
@@ -377,18 +395,22 @@ class Upload:
             )
 
     def _abort_all(self) -> None:
-        """In a thread: abort our upload and any other of this name the store holds."""
+        """In a thread: abort our upload, then any other of this name the store holds."""
         with self._lock:
             known = self._upload_id
-        ids = {known} if known else set()
-        ids.update(self._store._uploads_of(self.name))
-        for upload_id in ids:
-            self._store._client._abort_multipart_upload(self._store.bucket, self.name, upload_id)
+        if known:
+            self._store._abort_upload(self.name, known)
+        for upload_id in self._store._uploads_of(self.name):
+            if upload_id != known:
+                self._store._abort_upload(self.name, upload_id)
 
-    async def _send(self, length: int) -> None:
+    def _raise_failed(self) -> None:
         for part in self._parts:
             if part.done() and not part.cancelled() and (error := part.exception()) is not None:
                 raise error
+
+    async def _send(self, length: int) -> None:
+        self._raise_failed()
         if len(self._parts) >= _PARTS_IN_FLIGHT:
             oldest = self._parts[-_PARTS_IN_FLIGHT]
             await asyncio.wait({oldest})

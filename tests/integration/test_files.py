@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+import urllib3
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from redis.asyncio import Redis
@@ -34,11 +35,12 @@ from sessionmemory.v1 import memory_service_pb2 as svc
 from sessionmemory.v1 import memory_service_pb2_grpc as svc_grpc
 from sessionmemory_server.collector import Collector
 from sessionmemory_server.core import Kind
-from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3
+from sessionmemory_server.embedded import EmbeddedRedis, EmbeddedS3, free_port
+from sessionmemory_server.stores.blob_store import BlobStore
 from sessionmemory_server.stores.redis_store import RedisStore
 from sessionmemory_server.values import Write
 
-from ..conftest import ServerThread, start_server, wait_until
+from ..conftest import ServerThread, run_in_thread, start_server, wait_until
 from ..samples import EXE, SAMPLES, pdf_of
 
 MIB = 1024 * 1024
@@ -416,6 +418,39 @@ def test_a_part_queued_behind_busy_transfers_starts_nothing_after_an_abort(
         assert server.run(asyncio.to_thread(blobs._uploads_of, name)) == []
     finally:
         server.stop()
+
+
+def test_a_failed_part_ends_the_upload_at_the_next_chunk(tmp_path: Path) -> None:
+    """A store that refuses the first part fails the upload now, not after the last byte."""
+    blobs = BlobStore(
+        endpoint=f"127.0.0.1:{free_port()}",  # nothing listens: every request is refused
+        access_key="key",
+        secret_key="secret",
+        bucket="nowhere",
+        secure=False,
+        region="us-east-1",
+        timeout=0.5,
+        threads=2,
+    )
+    spool = tmp_path / "spool"
+    spool.write_bytes(pdf_of(6 * MIB))
+
+    async def scenario() -> None:
+        upload = blobs.upload("files/acme/x", spool, "application/pdf")
+        await upload.received(6 * MIB)  # sends the first part
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            try:
+                await upload.received(6 * MIB + 1)  # the next chunk
+            except urllib3.exceptions.HTTPError:
+                await upload.aborted()
+                return
+        raise AssertionError("the failed part was not raised")
+
+    try:
+        run_in_thread(scenario())
+    finally:
+        blobs.close()
 
 
 def test_the_collector_aborts_multipart_uploads_nothing_can_finish(server: ServerThread) -> None:

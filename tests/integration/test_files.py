@@ -254,9 +254,15 @@ def uploads_in_progress(server: ServerThread) -> list[str]:
 
 
 def _large_upload(
-    memory: Any, data: bytes, gate: threading.Event, pause_at: int = 6 * MIB, **header: Any
+    memory: Any,
+    data: bytes,
+    gate: threading.Event,
+    pause_at: int = 6 * MIB,
+    chunk: int = MIB,
+    **header: Any,
 ) -> Iterator[svc.SetFileRequest]:
-    """A SetFile stream of ``data`` in 1 MiB chunks that waits at ``gate`` at ``pause_at``."""
+    """A SetFile stream of ``data`` in ``chunk``-sized messages that waits at ``gate``
+    before the first one from ``pause_at`` on."""
     yield svc.SetFileRequest(
         header=svc.FileHeader(
             session_id=memory.session_id,
@@ -266,21 +272,25 @@ def _large_upload(
             **header,
         )
     )
-    for start in range(0, len(data), MIB):
-        if start == pause_at:
-            gate.wait(20)
-        end = start + MIB
+    paused = False
+    for start in range(0, len(data), chunk):
+        if start >= pause_at and not paused:
+            paused = gate.wait(20)
+        end = start + chunk
         yield svc.SetFileRequest(chunk=data[start:end], finish_write=end >= len(data))
 
 
+@pytest.mark.parametrize("chunk", [MIB, 4_000])
 def test_a_large_upload_sends_its_first_part_while_the_rest_arrives(
-    memory: Any, server: ServerThread
+    memory: Any, server: ServerThread, chunk: int
 ) -> None:
     stub = svc_grpc.MemoryServiceStub(memory._client._channel)
     data = pdf_of(9 * MIB + 123)
     gate = threading.Event()
     call = stub.SetFile.future(
-        _large_upload(memory, data, gate), metadata=memory._client._metadata, timeout=30
+        _large_upload(memory, data, gate, chunk=chunk),
+        metadata=memory._client._metadata,
+        timeout=30,
     )
     try:
         # The client has sent 6 MiB and waits: the first 5 MiB are in the store
@@ -357,7 +367,36 @@ def test_a_failed_upload_leaves_no_object_no_parts_and_no_spool_file(
     assert objects(server) == before
 
 
-async def test_an_abort_also_drops_uploads_it_never_learned_of(
+async def test_a_part_sees_the_bytes_still_in_the_spools_write_buffer(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    blobs = server.built.blobs
+    spool = tmp_path / "spool"
+    data = pdf_of(6 * MIB)
+    name = f"files/acme/{uuid.uuid4().hex}"
+
+    async def scenario() -> None:
+        with spool.open("wb", buffering=16 * MIB) as out:  # nothing reaches the file unflushed
+            out.write(data)
+            upload = blobs.upload(name, spool, "application/pdf")
+            await upload.received(len(data), out.flush)
+            await upload.finish(len(data))
+
+    server.run(scenario())
+
+    def stored() -> bytes:
+        response = blobs._client.get_object(blobs.bucket, name)
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    assert server.run(asyncio.to_thread(stored)) == data
+    server.run(blobs.delete(name))
+
+
+def test_an_abort_also_drops_uploads_it_never_learned_of(
     server: ServerThread, tmp_path: Path
 ) -> None:
     """The store may create an upload for a request that timed out here: abort finds it."""

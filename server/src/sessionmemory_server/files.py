@@ -37,7 +37,7 @@ from .core import LIMITS, Kind, RequestId
 from .errors import DomainError, invalid, store_full, unavailable
 from .memory import Memory
 from .quotas import Quotas
-from .stores.blob_store import PART_SIZE, BlobStore, Upload
+from .stores.blob_store import BlobStore, Upload
 from .stores.redis_store import RedisStore, Replayed, StoreFull
 from .uploads import (
     DISK_FULL_ERRNOS,
@@ -330,9 +330,7 @@ class Files:
                         raise self._mismatch(header.mime_type, str(exc)) from None
                     slot.spool(len(chunk))
                     write(chunk)
-                    if size - upload.sent > PART_SIZE:
-                        out.flush()  # the part's thread reads the spool file
-                    await upload.received(size)
+                    await upload.received(size, out.flush)
                     if floor.feed(len(chunk), clock()):
                         window.reschedule(floor.deadline)
                 out.flush()  # a full disk shows here, not when the file is closed

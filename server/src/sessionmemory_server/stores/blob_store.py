@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +40,19 @@ _STALE_PAGES = 10
 _STALE_FAILURES = 3
 
 log = logging.getLogger("sessionmemory_server.blobs")
+
+
+async def _outlived(done: asyncio.Future[Any], grace: float) -> Any:
+    """Await a thread's request; a cancelled caller first waits up to ``grace`` s for it to end.
+
+    A thread cannot be stopped, so a caller whose cleanup deletes the object
+    does so after the request that may create it has ended, not before.
+    """
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await asyncio.wait({done}, timeout=grace)
+        raise
 
 
 def _in_thread(pool: ThreadPoolExecutor, fn: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
@@ -138,9 +151,8 @@ class BlobStore:
 
         def put() -> None:
             with path.open("rb") as f:
-                # Two parts at a time per transfer, as put_object's default does (the
-                # two halves of a 10 MiB file go up together); the pool bounds the
-                # transfers, so memory is at most threads x two parts (40 MiB).
+                # Uploads send a larger file in parts as it arrives (`Upload`); this
+                # puts at most one part, so the pool bounds memory to threads x one part.
                 self._client.put_object(
                     self.bucket,
                     name,
@@ -148,17 +160,10 @@ class BlobStore:
                     size,
                     content_type=content_type,
                     part_size=PART_SIZE,
-                    num_parallel_uploads=2,
+                    num_parallel_uploads=1,
                 )
 
-        done = _in_thread(self._pool, put)
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            # A thread cannot be stopped: wait (bounded) until the put has ended, so
-            # the caller's cleanup deletes the object after it exists, not before.
-            await asyncio.wait({done}, timeout=4 * self._timeout)
-            raise
+        await _outlived(_in_thread(self._pool, put), 4 * self._timeout)
 
     def _abort_upload(self, name: str, upload_id: str) -> None:
         """In a thread: abort one multipart upload; one already gone is fine."""
@@ -325,13 +330,17 @@ class Upload:
         self.sent = 0  # bytes of the spool handed to part uploads
         self.completed = False
 
-    async def received(self, size: int) -> None:
-        """The spool holds ``size`` bytes (flushed): send the whole parts that cannot be last.
+    async def received(self, size: int, flush: Callable[[], object] = lambda: None) -> None:
+        """The spool holds ``size`` bytes: send the whole parts that cannot be last.
 
-        Called for every chunk: raises the error of a part that failed, so a
-        dead store ends the upload now, not after the client sent everything.
+        ``flush`` hands the spool's buffered bytes to the file before a part's
+        thread reads them. Called for every chunk: raises the error of a part
+        that failed, so a dead store ends the upload now, not after the client
+        sent everything.
         """
         self._raise_failed()
+        if size - self.sent > PART_SIZE:
+            flush()
         while size - self.sent > PART_SIZE:
             await self._send(PART_SIZE)
 
@@ -357,13 +366,7 @@ class Upload:
             upload_id,
             parts,
         )
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            # As in `BlobStore.put`: the caller's cleanup deletes the object after
-            # it exists, not before.
-            await asyncio.wait({done}, timeout=4 * self._store._timeout)
-            raise
+        await _outlived(done, 4 * self._store._timeout)
         self.completed = True
 
     async def aborted(self) -> None:
